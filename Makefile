@@ -1,0 +1,42 @@
+# finsent — the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FINSENT := $(VENV)/bin/finsent
+PYTEST_ARGS ?=
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: bootstrap run test test-fast test-all model bench kafka-start kafka-stop lint clean
+
+bootstrap:            ## create/refresh .venv, install finsent, fetch the Kafka jars (idempotent)
+	@deploy/bootstrap.sh
+
+run: bootstrap        ## the daemon on its embedded defaults with the demo feed (Ctrl-C stops it)
+	@$(FINSENT) models ensure --profile quick
+	@exec $(FINSENT) run
+
+test: ## the default suite (everything but @slow), real Kafka broker and Prometheus included
+	@deploy/bootstrap.sh --with-test-tools
+	@$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-fast: bootstrap  ## unit tests only: no broker, no training
+	@$(PY) -m pytest -m "not slow and not kafka and not e2e" $(PYTEST_ARGS)
+
+test-all:             ## every test, slow training ones included
+	@deploy/bootstrap.sh --with-test-tools
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+model: bootstrap      ## train the default model and promote it if it is the first
+	@$(FINSENT) train
+
+bench: bootstrap      ## classifier benchmark vs the transformers pipeline baseline
+	@$(FINSENT) bench --json
+
+kafka-start: bootstrap
+	@deploy/kafka/kafka-local start
+kafka-stop:
+	@deploy/kafka/kafka-local stop
+
+clean:
+	rm -rf .pytest_cache build *.egg-info deploy/kafka/libs .cache

@@ -1,0 +1,1 @@
+"""Alert rules over trends, their state, and durable signed webhook delivery."""

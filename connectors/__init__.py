@@ -1,0 +1,1 @@
+"""Feed connectors: RSS/Atom, HTTP JSON APIs, pushed webhooks and file replay, into news.raw."""

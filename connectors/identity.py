@@ -1,0 +1,113 @@
+"""Story identity: canonical URLs, stable ids, and the normalised title used for near-duplicates."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from datetime import datetime
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+TRACKING_PARAMS = frozenset({
+    "fbclid", "gclid", "dclid", "msclkid", "yclid", "mc_cid", "mc_eid", "_hsenc", "_hsmi", "mkt_tok",
+    "cmpid", "cmp", "ocid", "ncid", "taid", "sr_share", "smid", "smtyp", "guccounter", "guce_referrer",
+    "guce_referrer_sig", "ref", "ref_src", "referrer", "feedtype", "feedname", "rss", "cid", "s_cid", "igshid",
+})
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def _is_tracking(name: str) -> bool:
+    n = name.lower()
+    return n.startswith("utm_") or n in TRACKING_PARAMS
+
+
+def resolve_url(url: str | None, base: str | None) -> str | None:
+    """``url`` made absolute against ``base``; ``None`` for empty or non-http(s) results."""
+    if not url or not url.strip():
+        return None
+    absolute = urljoin(base or "", url.strip())
+    return absolute if urlsplit(absolute).scheme in ("http", "https") else None
+
+
+def canonical_url(url: str) -> str:
+    """Lowercase scheme and host, default port and fragment dropped, tracking params removed,
+    remaining query parameters sorted, empty path as ``/``."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower().rstrip(".")
+    if host.startswith("www."):
+        host = host[4:]
+    netloc = host
+    if parts.port is not None and str(parts.port) != _DEFAULT_PORTS.get(scheme):
+        netloc = f"{host}:{parts.port}"
+    query = sorted((k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _is_tracking(k))
+    path = parts.path or "/"
+    return urlunsplit((scheme, netloc, path, urlencode(query), ""))
+
+
+def looks_like_url(value: str) -> bool:
+    return bool(re.match(r"^https?://[^\s/]+", value.strip(), re.IGNORECASE))
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def story_id(
+    *,
+    source: str,
+    title: str,
+    guid: str | None = None,
+    url: str | None = None,
+    published_at: datetime | None = None,
+) -> str:
+    """A stable id: the GUID (canonicalised when it is a URL; scoped to the source when not),
+    else the canonical URL, else a hash of source + title + publication time.
+
+    Ids look like ``url:<hash>``, ``guid:<hash>`` or ``hash:<hash>`` so their basis is visible.
+    """
+    if guid and guid.strip():
+        g = guid.strip()
+        if looks_like_url(g):
+            return "url:" + _digest(canonical_url(g))
+        return "guid:" + _digest(f"{source}\x1f{g}")
+    if url and looks_like_url(url):
+        return "url:" + _digest(canonical_url(url))
+    when = published_at.isoformat() if published_at else ""
+    return "hash:" + _digest(f"{source}\x1f{title_key(title)}\x1f{when}")
+
+
+# -- titles -----------------------------------------------------------------------------------
+_PREFIX = re.compile(
+    r"^\s*(?:(?:update|refile|corrected|correction|rpt|repeat|recasts?|breaking|exclusive|urgent|flash|"
+    r"wrapup|analysis|factbox|instant view|timeline)\s*(?:\d+\s*)?[-:|]+\s*)+",
+    re.IGNORECASE,
+)
+_SUFFIX = re.compile(
+    r"\s+[-|–—]\s+(?:reuters|bloomberg|ap|afp|cnbc|marketwatch|the wall street journal|wsj|"
+    r"financial times|ft|barron'?s|yahoo finance|seeking alpha|business wire|pr newswire|globenewswire)\s*$",
+    re.IGNORECASE,
+)
+_NON_WORD = re.compile(r"[^\w%$.]+|(?<!\d)\.|\.(?!\d)", re.UNICODE)
+STOPWORDS = frozenset(
+    "a an the and or of to in on for with as at by from is are was were be been its it this that".split()
+)
+
+
+def title_key(title: str) -> str:
+    """The title reduced for comparison: wire prefixes ("UPDATE 1-", "REFILE-") and trailing
+    outlet names dropped, NFKC-casefolded, punctuation removed, whitespace collapsed."""
+    t = unicodedata.normalize("NFKC", title).strip()
+    prev = None
+    while prev != t:
+        prev = t
+        t = _PREFIX.sub("", t)
+    t = _SUFFIX.sub("", t)
+    t = t.casefold()
+    t = _NON_WORD.sub(" ", t)
+    return " ".join(t.split())
+
+
+def title_tokens(key: str) -> frozenset[str]:
+    """The content words of a :func:`title_key`, for Jaccard similarity."""
+    return frozenset(w for w in key.split() if w not in STOPWORDS)

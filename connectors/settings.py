@@ -1,0 +1,191 @@
+"""Config section owned by the connectors (``connectors``).
+
+Sources are a list discriminated by ``type`` (``rss``, ``json_api``, ``webhook``, ``file``).
+By default (``demo: true``) the bundled demo feed is replayed in a loop so that ``finsent run``
+shows moving trends out of the box; set ``demo: false`` (or ``FINSENT_CONNECTORS__DEMO=false``)
+to ingest only the configured sources.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+DEMO_FEED = Path(__file__).resolve().parent / "demo" / "demo_feed.jsonl"
+DEMO_SOURCE_NAME = "demo-wire"
+
+SourceName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Secret(_Model):
+    """A secret given inline (``value``) or by the name of an environment variable (``env``)."""
+
+    value: SecretStr | None = None
+    env: str | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "Secret":
+        if (self.value is None) == (self.env is None):
+            raise ValueError("give exactly one of 'value' or 'env'")
+        return self
+
+    def reveal(self) -> str:
+        if self.value is not None:
+            return self.value.get_secret_value()
+        got = os.environ.get(self.env or "")
+        if not got:
+            raise ValueError(f"environment variable {self.env!r} holding the secret is not set")
+        return got
+
+
+class _SourceBase(_Model):
+    name: SourceName
+    enabled: bool = True
+    tickers: list[str] = Field(default_factory=list, description="tickers attached to every story of this source")
+    language: str | None = Field(default=None, description="force a language tag instead of guessing it")
+
+
+class _HttpSourceBase(_SourceBase):
+    url: str = Field(pattern=r"^https?://")
+    interval_s: float = Field(default=300.0, gt=0, description="polling interval")
+    timeout_s: float = Field(default=10.0, gt=0, description="connect/read timeout per request")
+    retries: int = Field(default=3, ge=0, description="retries after the first attempt on timeouts, 429 and 5xx")
+    backoff_s: float = Field(default=1.0, ge=0, description="first retry delay; doubles each retry, with jitter")
+    backoff_max_s: float = Field(default=30.0, ge=0)
+    max_bytes: int = Field(default=5_000_000, ge=1024, description="abort a response body past this many bytes")
+    max_redirects: int = Field(default=5, ge=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+    user_agent: str = "finsent/0.1 (+https://github.com/finsent/finsent)"
+
+
+class RssSource(_HttpSourceBase):
+    """An RSS 0.9x/1.0/2.0 or Atom feed, fetched with conditional GET."""
+
+    type: Literal["rss"] = "rss"
+
+
+class Pagination(_Model):
+    type: Literal["none", "page", "cursor"] = "none"
+    param: str = Field(default="page", description="query parameter carrying the page number or cursor")
+    start: int = Field(default=1, description="first page number (page pagination)")
+    next_cursor_path: str = Field(default="next_cursor", description="path of the next cursor in the response")
+    max_pages: int = Field(default=5, ge=1, description="pages fetched per poll at most")
+    stop_when_seen: bool = Field(default=True, description="stop paging once a whole page was already seen")
+
+
+class FieldMap(_Model):
+    """Where each story field lives inside one item (dotted paths, ``*`` maps over a list)."""
+
+    id: str | None = None
+    title: str = "title"
+    body: str | None = "body"
+    url: str | None = "url"
+    published_at: str | None = "published_at"
+    tickers: str | None = "tickers"
+    language: str | None = None
+
+
+class JsonApiSource(_HttpSourceBase):
+    """An HTTP JSON API polled with a declarative field mapping."""
+
+    type: Literal["json_api"] = "json_api"
+    items_path: str = Field(default="items", description="dotted path of the list of items ('' = the root)")
+    fields: FieldMap = Field(default_factory=FieldMap)
+    params: dict[str, str] = Field(default_factory=dict)
+    pagination: Pagination = Field(default_factory=Pagination)
+    auth_header: str = "Authorization"
+    auth_scheme: str = Field(default="Bearer", description="prefix before the secret ('' = the bare secret)")
+    auth: Secret | None = None
+
+
+class WebhookSource(_SourceBase):
+    """Stories pushed to ``POST /ingest/{name}``, authenticated by a shared secret."""
+
+    type: Literal["webhook"] = "webhook"
+    auth: Literal["hmac", "bearer"] = "hmac"
+    secret: Secret
+    signature_header: str = Field(default="X-Finsent-Signature", description="'sha256=<hex HMAC of raw body>'")
+    max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    max_items: int = Field(default=1000, ge=1)
+
+
+class FileSource(_SourceBase):
+    """A CSV or JSONL file replayed in event-time order."""
+
+    type: Literal["file"] = "file"
+    path: Path
+    format: Literal["auto", "jsonl", "csv"] = "auto"
+    speed: float = Field(default=0.0, ge=0, description="event seconds per wall second; 0 = as fast as possible")
+    loop: bool = Field(default=False, description="start over at the end (demo); each pass gets fresh ids")
+    clock: Literal["original", "shifted"] = Field(
+        default="original",
+        description="'shifted' moves event times so the first story is 'now' and passes follow each other",
+    )
+    start_delay_s: float = Field(default=0.0, ge=0)
+
+
+Source = Annotated[RssSource | JsonApiSource | WebhookSource | FileSource, Field(discriminator="type")]
+
+
+class DedupSettings(_Model):
+    ttl_hours: float = Field(default=48.0, gt=0, description="how long seen ids and titles are remembered")
+    near_duplicate_threshold: float = Field(
+        default=0.8, gt=0, le=1.0, description="Jaccard similarity of title words above which stories are near-duplicates"
+    )
+    min_novelty: float = Field(
+        default=0.0, ge=0, le=1.0,
+        description="near-duplicates whose novelty (1/(1+earlier copies)) falls below this are dropped",
+    )
+    db_name: str = "connectors.db"
+
+
+class ConnectorsSettings(_Model):
+    demo: bool = Field(default=True, description="replay the bundled demo feed in a loop (turn off in production)")
+    demo_speed: float = Field(default=120.0, gt=0, description="demo replay speed: 120 = two hours per minute")
+    sources: list[Source] = Field(default_factory=list)
+    dedup: DedupSettings = Field(default_factory=DedupSettings)
+    aliases: dict[str, str] = Field(
+        default_factory=dict, description="company name -> ticker, e.g. {'Apple Inc.': 'AAPL'} (case-sensitive)"
+    )
+    default_language: str = "en"
+    max_tickers: int = Field(default=8, ge=1)
+    chunk_size: int = Field(default=500, ge=1, description="stories sent per producer flush")
+    ack_timeout_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases(cls, v: dict[str, str]) -> dict[str, str]:
+        out = {}
+        for name, ticker in v.items():
+            if not name.strip() or not ticker.strip():
+                raise ValueError("alias names and tickers must be non-empty")
+            out[name.strip()] = ticker.strip().upper()
+        return out
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "ConnectorsSettings":
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(dupes)}")
+        if self.demo and DEMO_SOURCE_NAME in names:
+            raise ValueError(f"source name {DEMO_SOURCE_NAME!r} is reserved for the demo feed")
+        return self
+
+    def active_sources(self) -> list[RssSource | JsonApiSource | WebhookSource | FileSource]:
+        """The enabled sources, plus the demo feed replay when ``demo`` is on."""
+        out: list[RssSource | JsonApiSource | WebhookSource | FileSource] = [s for s in self.sources if s.enabled]
+        if self.demo:
+            out.append(demo_source(self.demo_speed))
+        return out
+
+
+def demo_source(speed: float) -> FileSource:
+    return FileSource(name=DEMO_SOURCE_NAME, path=DEMO_FEED, speed=speed, loop=True, clock="shifted")

@@ -1,0 +1,1 @@
+"""finsent's topic + sentiment classifier: model, training, evaluation, registry, inference."""

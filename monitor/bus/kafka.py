@@ -1,0 +1,249 @@
+"""Kafka transport over kafka-python.
+
+Producer: ``acks=all`` with idempotence, so an acknowledged send is durable and a retried send is
+not duplicated. Consumers: group members with auto-commit off; stages commit after processing.
+Topics are created up front through the admin client with the configured partition count.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import TopicPartition as KTopicPartition
+from kafka.admin import NewTopic
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
+
+from monitor.bus.base import (
+    BusError,
+    ConsumerOptions,
+    Headers,
+    Message,
+    RecordMetadata,
+    TopicPartition,
+    encode_key,
+)
+
+if TYPE_CHECKING:
+    from monitor.config import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+def _tp(ktp: Any) -> TopicPartition:
+    return TopicPartition(ktp.topic, ktp.partition)
+
+
+def _ktp(tp: TopicPartition) -> KTopicPartition:
+    return KTopicPartition(tp.topic, tp.partition)
+
+
+class KafkaBus:
+    name = "kafka"
+
+    def __init__(self, settings: "KafkaSettings") -> None:
+        self.settings = settings
+        self._common: dict[str, Any] = {
+            "bootstrap_servers": settings.bootstrap_servers,
+            "client_id": settings.client_id,
+            "request_timeout_ms": settings.request_timeout_ms,
+            **settings.security_options(),
+        }
+
+    # -- topics -----------------------------------------------------------------------------
+    def _admin(self) -> KafkaAdminClient:
+        try:
+            return KafkaAdminClient(**self._common)
+        except KafkaError as err:
+            raise BusError(f"cannot reach Kafka at {self.settings.bootstrap}: {err}") from err
+
+    def ensure_topics(self, topics: Iterable[str], partitions: int | None = None) -> None:
+        admin = self._admin()
+        try:
+            existing = set(admin.list_topics())
+            wanted = [
+                NewTopic(t, num_partitions=partitions or self.settings.partitions,
+                         replication_factor=self.settings.replication_factor)
+                for t in dict.fromkeys(topics) if t not in existing
+            ]
+            if wanted:
+                try:
+                    admin.create_topics(wanted, timeout_ms=self.settings.request_timeout_ms)
+                except TopicAlreadyExistsError:
+                    pass  # raced with another process: fine
+                log.info("created topics %s", [t.name for t in wanted])
+        finally:
+            admin.close()
+
+    def partitions_for(self, topic: str) -> int:
+        c = KafkaConsumer(**self._common)
+        try:
+            parts = c.partitions_for_topic(topic)
+            if not parts:
+                raise BusError(f"unknown topic {topic!r}")
+            return len(parts)
+        finally:
+            c.close()
+
+    def reachable(self, timeout_s: float = 2.0) -> bool:
+        for server in self.settings.bootstrap_servers:
+            host, _, port = server.rpartition(":")
+            try:
+                with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
+                    return True
+            except OSError:
+                continue
+        return False
+
+    # -- clients ----------------------------------------------------------------------------
+    def producer(self) -> "KafkaBusProducer":
+        try:
+            p = KafkaProducer(
+                **self._common,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=self.settings.linger_ms,
+                batch_size=self.settings.batch_size,
+                compression_type=self.settings.compression,
+                max_request_size=self.settings.max_request_size,
+            )
+        except KafkaError as err:
+            raise BusError(f"cannot create Kafka producer for {self.settings.bootstrap}: {err}") from err
+        return KafkaBusProducer(p)
+
+    def consumer(self, topics: Iterable[str], options: ConsumerOptions) -> "KafkaBusConsumer":
+        cfg: dict[str, Any] = {
+            **self._common,
+            "group_id": options.group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest" if options.from_beginning else "latest",
+            "session_timeout_ms": self.settings.session_timeout_ms,
+            "heartbeat_interval_ms": self.settings.heartbeat_interval_ms,
+            "max_poll_interval_ms": self.settings.max_poll_interval_ms,
+            **options.extra,
+        }
+        if options.client_id:
+            cfg["client_id"] = options.client_id
+        try:
+            kc = KafkaConsumer(**cfg)
+        except KafkaError as err:
+            raise BusError(f"cannot create Kafka consumer for {self.settings.bootstrap}: {err}") from err
+        return KafkaBusConsumer(kc, list(topics), options)
+
+    def close(self) -> None:
+        return None
+
+
+class _Delivery:
+    def __init__(self, future: Any) -> None:
+        self._future = future
+
+    def get(self, timeout: float | None = None) -> RecordMetadata:
+        try:
+            md = self._future.get(timeout=timeout)
+        except KafkaError as err:
+            raise BusError(f"send not acknowledged: {err}") from err
+        return RecordMetadata(md.topic, md.partition, md.offset)
+
+
+class KafkaBusProducer:
+    def __init__(self, producer: KafkaProducer) -> None:
+        self._p = producer
+
+    def send(
+        self, topic: str, value: bytes, *, key: bytes | str | None = None, headers: Headers | None = None
+    ) -> _Delivery:
+        try:
+            fut = self._p.send(topic, value=value, key=encode_key(key), headers=list(headers or []))
+        except KafkaError as err:
+            raise BusError(f"send to {topic} failed: {err}") from err
+        return _Delivery(fut)
+
+    def flush(self, timeout: float | None = None) -> None:
+        try:
+            self._p.flush(timeout=timeout)
+        except KafkaError as err:
+            raise BusError(f"flush failed: {err}") from err
+
+    def close(self) -> None:
+        self._p.close()
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, options: ConsumerOptions) -> None:
+        self._options = options
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        if revoked and self._options.on_revoke:
+            self._options.on_revoke({_tp(t) for t in revoked})
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        if assigned and self._options.on_assign:
+            self._options.on_assign({_tp(t) for t in assigned})
+
+
+class KafkaBusConsumer:
+    def __init__(self, consumer: KafkaConsumer, topics: list[str], options: ConsumerOptions) -> None:
+        self._c = consumer
+        self.topics = topics
+        self.options = options
+        consumer.subscribe(topics=topics, listener=_Listener(options))
+
+    def poll(self, timeout_s: float = 1.0, max_records: int = 500) -> list[Message]:
+        try:
+            batches = self._c.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        except KafkaError as err:
+            raise BusError(f"poll failed: {err}") from err
+        out: list[Message] = []
+        for records in batches.values():
+            for r in records:
+                out.append(
+                    Message(
+                        topic=r.topic,
+                        partition=r.partition,
+                        offset=r.offset,
+                        key=r.key,
+                        value=r.value,
+                        headers=tuple((k, v) for k, v in (r.headers or [])),
+                        timestamp_ms=r.timestamp,
+                    )
+                )
+        return out
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        if not offsets:
+            return
+        try:
+            self._c.commit({_ktp(tp): OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+        except KafkaError as err:
+            raise BusError(f"commit failed: {err}") from err
+
+    def committed(self, tp: TopicPartition) -> int | None:
+        return self._c.committed(_ktp(tp))
+
+    def assignment(self) -> set[TopicPartition]:
+        return {_tp(t) for t in self._c.assignment()}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self._c.seek(_ktp(tp), offset)
+
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        self._c.pause(*[_ktp(tp) for tp in partitions])
+
+    def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        self._c.resume(*[_ktp(tp) for tp in partitions])
+
+    def lag(self) -> dict[TopicPartition, int]:
+        assigned = list(self._c.assignment())
+        if not assigned:
+            return {}
+        ends = self._c.end_offsets(assigned)
+        return {_tp(t): max(0, ends[t] - self._c.position(t)) for t in assigned}
+
+    def close(self) -> None:
+        self._c.close(autocommit=False)

@@ -1,0 +1,119 @@
+"""``finsent``: one console script, subcommands contributed by each package.
+
+Each package exposes ``register(subparsers)`` in its ``cli`` module and sets ``func`` on its
+parsers; a handler takes the parsed ``argparse.Namespace`` and returns an exit code. Handlers
+import heavy modules (torch, transformers) lazily so ``finsent --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from monitor import __version__
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        "-c",
+        metavar="FILE",
+        default=os.environ.get("FINSENT_CONFIG"),
+        help="YAML config file (default: $FINSENT_CONFIG; env FINSENT_* overrides it)",
+    )
+
+
+def settings_from_args(args: argparse.Namespace, **overrides):
+    """Load settings for a subcommand; on error print every problem and exit 2."""
+    from monitor.config import ConfigError, load_settings
+
+    try:
+        settings = load_settings(getattr(args, "config", None), **overrides)
+    except ConfigError as err:
+        print(f"finsent: {err}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+    from monitor.logs import configure_logging
+
+    configure_logging(settings.logging.level, settings.logging.format)
+    return settings
+
+
+def _cmd_version(args: argparse.Namespace) -> int:
+    print(f"finsent {__version__}")
+    return EXIT_OK
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from monitor.config import ConfigError, load_settings
+
+    try:
+        settings = load_settings(args.file)
+    except ConfigError as err:
+        print(str(err), file=sys.stderr)
+        return EXIT_USAGE
+    problems = settings_problems(settings)
+    print(json.dumps(settings.masked(), indent=2, sort_keys=False))
+    if problems:
+        print("\n".join(f"error: {p}" for p in problems), file=sys.stderr)
+        return EXIT_USAGE
+    print(f"config OK ({args.file})", file=sys.stderr)
+    return EXIT_OK
+
+
+def settings_problems(settings) -> list[str]:
+    """Cross-section checks that need files on disk (rules files and the like)."""
+    problems: list[str] = []
+    checker = getattr(settings.alerts, "problems", None)
+    if callable(checker):
+        problems.extend(checker())
+    return problems
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="finsent",
+        description="Watch financial news as it streams in, score it, and alert when the mood turns.",
+    )
+    parser.add_argument("--version", action="version", version=f"finsent {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("version", help="print the version")
+    p.set_defaults(func=_cmd_version)
+
+    p = sub.add_parser("check-config", help="validate a config file and print it resolved (secrets masked)")
+    p.add_argument("file", help="YAML config file")
+    p.set_defaults(func=_cmd_check_config)
+
+    from alerts import cli as alerts_cli
+    from connectors import cli as connectors_cli
+    from models import cli as models_cli
+    from monitor import daemon_cli
+
+    for module in (daemon_cli, connectors_cli, models_cli, alerts_cli):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""The one settings object: a YAML file plus ``FINSENT_*`` environment variables.
+
+Precedence (highest first): environment variables (``FINSENT_`` prefix, ``__`` for nesting, e.g.
+``FINSENT_KAFKA__BOOTSTRAP=127.0.0.1:9092``), the YAML file, then the defaults below.
+Validated once at start-up; :func:`load_settings` turns every problem into a :class:`ConfigError`
+that lists each bad field by its dotted path.
+
+Each subsystem owns its own section model (``models.settings``, ``connectors.settings``,
+``alerts.settings``, ``monitor.stages.settings``); this module only assembles them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from alerts.settings import AlertsSettings
+from connectors.settings import ConnectorsSettings
+from models.settings import ClassifierSettings, TrainingSettings
+from monitor.stages.settings import AggregatorSettings, ClassifyStageSettings
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KafkaSettings(Section):
+    """Where the bus lives. ``bootstrap`` unset means the in-process bus (embedded mode)."""
+
+    bootstrap: str | None = Field(default=None, description="host:port[,host:port]; unset = in-process bus")
+    client_id: str = "finsent"
+    partitions: int = Field(default=3, ge=1, description="partitions for topics finsent creates")
+    replication_factor: int = Field(default=1, ge=1)
+    request_timeout_ms: int = Field(default=30_000, ge=1000)
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    max_poll_interval_ms: int = Field(default=300_000, ge=1000)
+    linger_ms: int = Field(default=5, ge=0)
+    batch_size: int = Field(default=64 * 1024, ge=1024)
+    compression: Literal["gzip"] | None = None
+    max_request_size: int = Field(default=4 * 1024 * 1024, ge=1024)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+    @field_validator("bootstrap")
+    @classmethod
+    def _host_port(cls, v: str | None) -> str | None:
+        if v is None or v.strip() == "":
+            return None
+        for server in v.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not (0 < int(port) < 65536):
+                raise ValueError(f"expected host:port, got {server.strip()!r}")
+        return v.strip()
+
+    @property
+    def enabled(self) -> bool:
+        return self.bootstrap is not None
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        return [s.strip() for s in (self.bootstrap or "").split(",") if s.strip()]
+
+    def security_options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            opts["sasl_mechanism"] = self.sasl_mechanism
+            opts["sasl_plain_username"] = self.sasl_username
+            opts["sasl_plain_password"] = self.sasl_password.get_secret_value() if self.sasl_password else None
+        return opts
+
+
+class TopicSettings(Section):
+    raw: str = "news.raw"
+    scored: str = "news.scored"
+    trends: str = "news.trends"
+    labels: str = "news.labels"
+    dlq: str = "news.dlq"
+    alerts: str = "news.alerts"
+
+    def all(self) -> list[str]:
+        return [self.raw, self.scored, self.trends, self.labels, self.dlq, self.alerts]
+
+
+class HttpSettings(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, lt=65536, description="0 = pick a free port")
+    public_url: str | None = Field(default=None, description="base URL used in alert generatorURL links")
+
+
+class LoggingSettings(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "console"] = "console"
+
+
+class RetrainSettings(Section):
+    """Nightly re-training on fresh labels from the labels topic (apscheduler cron)."""
+
+    enabled: bool = False
+    cron: str = Field(default="0 3 * * *", description="crontab expression, in the daemon's timezone")
+    min_new_labels: int = Field(default=50, ge=1)
+    auto_promote: bool = Field(default=True, description="promote when no worse than current on validation")
+
+
+def default_home() -> Path:
+    return Path(platformdirs.user_data_dir("finsent", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Everything finsent can be told. See ``deploy/finsent.example.yaml`` for a commented file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FINSENT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    home: Path = Field(default_factory=default_home, description="models, state and outboxes live here")
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    classifier: ClassifierSettings = Field(default_factory=ClassifierSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    classify: ClassifyStageSettings = Field(default_factory=ClassifyStageSettings)
+    aggregator: AggregatorSettings = Field(default_factory=AggregatorSettings)
+    connectors: ConnectorsSettings = Field(default_factory=ConnectorsSettings)
+    alerts: AlertsSettings = Field(default_factory=AlertsSettings)
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init kwargs; the environment overrides it.
+        return (env_settings, init_settings, file_secret_settings)
+
+    # -- derived paths ----------------------------------------------------------------------
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.home / "state"
+
+    def ensure_dirs(self) -> None:
+        for d in (self.home, self.models_dir, self.state_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def masked(self) -> dict[str, Any]:
+        """The resolved config as plain data with every secret shown as ``**********``."""
+        return self.model_dump(mode="json")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; ``errors`` holds one ``path: message`` line per problem."""
+
+    def __init__(self, source: str, errors: list[str]) -> None:
+        self.source = source
+        self.errors = errors
+        super().__init__(f"invalid configuration ({source}):\n" + "\n".join(f"  - {e}" for e in errors))
+
+
+def _format_errors(err: ValidationError) -> list[str]:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "<root>"
+        got = e.get("input")
+        shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+        lines.append(f"{path}: {e['msg']}{shown}")
+    return lines
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(str(path), [f"cannot read file: {err.strerror or err}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(str(path), [f"not valid YAML: {err}"]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), [f"<root>: expected a mapping of sections, got {type(data).__name__}"])
+    return data
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Load and validate settings from ``path`` (optional) and the environment.
+
+    ``overrides`` (keyword sections, e.g. ``kafka={"bootstrap": ...}``) are merged over the file;
+    environment variables still win over both.
+    """
+    data: dict[str, Any] = read_yaml(Path(path)) if path else {}
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    source = str(path) if path else "defaults + environment"
+    try:
+        return Settings(**data)
+    except ValidationError as err:
+        raise ConfigError(source, _format_errors(err)) from None

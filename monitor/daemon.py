@@ -1,0 +1,116 @@
+"""The supervisor: runs stages in threads beside the HTTP server and stops them cleanly.
+
+A stage is anything with a ``name``, a ``run(stop)`` loop that returns soon after ``stop`` is set
+(finishing and committing its in-flight work), and a ``ready()`` check. A stage that dies takes
+the daemon down with a non-zero exit, so a supervisor (systemd, compose) restarts it: offsets are
+only committed after processing, so nothing accepted is lost.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+from fastapi import APIRouter
+from prometheus_client import CollectorRegistry
+
+from monitor.bus.base import Bus
+from monitor.health import Health
+from monitor.http import HttpServer, build_app
+
+log = structlog.get_logger(__name__)
+
+
+class Stage(Protocol):
+    name: str
+
+    def run(self, stop: threading.Event) -> None: ...
+
+    def ready(self) -> tuple[bool, str]: ...
+
+
+@dataclass
+class Daemon:
+    bus: Bus
+    stages: Sequence[Stage]
+    registry: CollectorRegistry
+    health: Health = field(default_factory=Health)
+    routers: list[APIRouter] = field(default_factory=list)
+    http_host: str = "127.0.0.1"
+    http_port: int | None = 8080
+    on_started: Callable[["Daemon"], None] | None = None
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    shutdown_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        self._threads: dict[str, threading.Thread] = {}
+        self._failures: dict[str, BaseException] = {}
+        self.http: HttpServer | None = None
+        self.health.add_liveness("stages", self._stages_alive)
+        self.health.add_readiness("bus", lambda: (self.bus.reachable(), f"{self.bus.name} transport"))
+        for stage in self.stages:
+            self.health.add_readiness(f"stage:{stage.name}", stage.ready)
+
+    def _stages_alive(self) -> tuple[bool, str]:
+        dead = [n for n, t in self._threads.items() if not t.is_alive() and not self.stop_event.is_set()]
+        return (not dead, f"dead: {', '.join(dead)}" if dead else f"{len(self._threads)} running")
+
+    def _run_stage(self, stage: Stage) -> None:
+        try:
+            stage.run(self.stop_event)
+        except BaseException as err:  # noqa: BLE001 - a dying stage must stop the daemon, whatever it is
+            self._failures[stage.name] = err
+            log.exception("stage crashed; stopping the daemon", stage=stage.name)
+            self.stop_event.set()
+
+    def install_signal_handlers(self) -> None:
+        def _stop(signum: int, _frame: object) -> None:
+            log.info("signal received; shutting down", signal=signal.Signals(signum).name)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+
+    def start(self) -> None:
+        if self.http_port is not None:
+            app = build_app(self.health, self.registry, self.routers)
+            self.http = HttpServer(app, self.http_host, self.http_port)
+            self.http.start()
+            log.info("http listening", url=self.http.url, health=f"{self.http.url}/healthz",
+                     metrics=f"{self.http.url}/metrics")
+        for stage in self.stages:
+            t = threading.Thread(target=self._run_stage, args=(stage,), name=f"stage-{stage.name}", daemon=True)
+            self._threads[stage.name] = t
+            t.start()
+            log.info("stage started", stage=stage.name)
+        if self.on_started:
+            self.on_started(self)
+
+    def wait(self) -> int:
+        while not self.stop_event.wait(0.5):
+            pass
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        self.stop_event.set()
+        deadline = time.monotonic() + self.shutdown_timeout_s
+        for name, t in self._threads.items():
+            t.join(max(0.1, deadline - time.monotonic()))
+            if t.is_alive():
+                log.error("stage did not stop in time", stage=name)
+                self._failures.setdefault(name, TimeoutError("did not stop"))
+        if self.http:
+            self.http.stop()
+        self.bus.close()
+        log.info("stopped", failures=sorted(self._failures))
+        return 1 if self._failures else 0
+
+    def run_forever(self) -> int:
+        self.install_signal_handlers()
+        self.start()
+        return self.wait()

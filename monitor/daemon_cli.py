@@ -1,0 +1,36 @@
+"""``finsent run | classify | aggregate``: the daemon, all stages or one."""
+
+from __future__ import annotations
+
+import argparse
+
+from monitor.cli import add_config_option, settings_from_args
+
+
+def _runner(stages: tuple[str, ...]):
+    def handler(args: argparse.Namespace) -> int:
+        overrides = {}
+        if getattr(args, "kafka", None):
+            overrides["kafka"] = {"bootstrap": args.kafka}
+        settings = settings_from_args(args, **overrides)
+        from monitor.wiring import build_daemon
+
+        daemon, _ = build_daemon(settings, stages)
+        return daemon.run_forever()
+
+    return handler
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from monitor.wiring import PIPELINE
+
+    specs = {
+        "run": (PIPELINE, "run every stage in one process (in-process bus unless kafka.bootstrap is set)"),
+        "classify": (("classify",), "score stories from news.raw into news.scored (a consumer-group member)"),
+        "aggregate": (("aggregate",), "turn news.scored into rolling trends on news.trends"),
+    }
+    for name, (stages, help_text) in specs.items():
+        p = sub.add_parser(name, help=help_text)
+        add_config_option(p)
+        p.add_argument("--kafka", metavar="HOST:PORT", help="Kafka bootstrap (overrides kafka.bootstrap)")
+        p.set_defaults(func=_runner(stages))

@@ -1,0 +1,232 @@
+"""Typed records that travel on the bus.
+
+Every record is a flat JSON object carrying ``kind`` and ``schema_version`` so that a consumer
+(in any language) can tell what it is looking at and refuse what it does not understand.
+Decoding never raises anything but :class:`RecordDecodeError`, whose message says what was wrong,
+so a consumer can route the raw bytes to the dead-letter topic and keep going.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime, timezone
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SCHEMA_VERSION = 1
+
+SentimentLabel = Literal["negative", "neutral", "positive"]
+SENTIMENT_LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def as_utc(value: datetime) -> datetime:
+    """Naive datetimes are taken as UTC; aware ones are converted to UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
+"""A datetime normalised to UTC (naive input is taken as UTC)."""
+
+
+class RecordDecodeError(ValueError):
+    """Raised when bytes on a topic are not a valid record of the expected kind."""
+
+
+class Record(BaseModel):
+    """Base of every record on the bus: frozen, strict about unknown kinds and versions."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    KIND: ClassVar[str] = "record"
+    schema_version: int = SCHEMA_VERSION
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        if v > SCHEMA_VERSION:
+            raise ValueError(f"schema_version {v} is newer than this finsent understands ({SCHEMA_VERSION})")
+        return v
+
+    def encode(self) -> bytes:
+        return self.model_dump_json().encode("utf-8")
+
+
+class NewsItem(Record):
+    """One story, normalised by a connector. ``id`` is stable across fetches and restarts."""
+
+    KIND: ClassVar[str] = "news_item"
+    kind: Literal["news_item"] = "news_item"
+    id: str = Field(min_length=1, max_length=256)
+    source: str = Field(min_length=1, max_length=128)
+    url: str | None = None
+    title: str = Field(min_length=1)
+    body: str = ""
+    published_at: UtcDatetime
+    fetched_at: UtcDatetime = Field(default_factory=utcnow)
+    tickers: tuple[str, ...] = ()
+    language: str = "en"
+    novelty: float = Field(default=1.0, ge=0.0, le=1.0, description="1.0 first sighting, lower for repeats")
+    meta: dict[str, str] = Field(default_factory=dict)
+
+
+    @property
+    def text(self) -> str:
+        """The text the classifier reads: the headline, plus the body when there is one."""
+        if self.body and self.body != self.title:
+            return f"{self.title}\n{self.body}"
+        return self.title
+
+    @property
+    def primary_key(self) -> str:
+        """Partition key: the primary ticker keeps per-ticker order, else the source."""
+        return self.tickers[0] if self.tickers else self.source
+
+
+class ScoredItem(Record):
+    """A story with the classifier's verdict on it."""
+
+    KIND: ClassVar[str] = "scored_item"
+    kind: Literal["scored_item"] = "scored_item"
+    item: NewsItem
+    sentiment: SentimentLabel
+    sentiment_probs: dict[str, float]
+    sentiment_score: float = Field(ge=-1.0, le=1.0, description="p(positive) - p(negative)")
+    topic: str
+    topic_probs: dict[str, float]
+    model_version: str
+    scored_at: UtcDatetime = Field(default_factory=utcnow)
+
+
+    @property
+    def id(self) -> str:
+        return self.item.id
+
+    @property
+    def confidence(self) -> float:
+        return max(self.sentiment_probs.values()) if self.sentiment_probs else 0.0
+
+
+class Evidence(BaseModel):
+    """A headline behind a trend or an alert: enough for a trader to judge it without a lookup."""
+
+    model_config = ConfigDict(frozen=True)
+    id: str
+    title: str
+    source: str
+    url: str | None = None
+    published_at: UtcDatetime
+    score: float
+
+
+class TrendPoint(Record):
+    """The state of one window for one key, e.g. ``ticker:AAPL`` over ``15m``."""
+
+    KIND: ClassVar[str] = "trend_point"
+    kind: Literal["trend_point"] = "trend_point"
+    key: str = Field(description="'all', 'topic:<name>', 'ticker:<SYM>' or 'source:<name>'")
+    window: str = Field(description="window name from config, e.g. '15m'")
+    window_start: UtcDatetime
+    window_end: UtcDatetime
+    count: int = Field(ge=0)
+    mean_score: float
+    negative_share: float = Field(ge=0.0, le=1.0)
+    positive_share: float = Field(ge=0.0, le=1.0)
+    ewma: float
+    weighted_mean: float
+    volume_z: float | None = None
+    baseline_mean: float | None = None
+    top_items: tuple[Evidence, ...] = Field(default=(), description="stories that moved this window most")
+    revised: bool = False
+    model_version: str | None = None
+    emitted_at: UtcDatetime = Field(default_factory=utcnow)
+
+
+
+AlertStatus = Literal["firing", "resolved"]
+
+
+class Alert(Record):
+    """An alert notification, the unit the alert stage publishes and delivers."""
+
+    KIND: ClassVar[str] = "alert"
+    kind: Literal["alert"] = "alert"
+    fingerprint: str
+    rule: str
+    status: AlertStatus
+    severity: str = "warning"
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    starts_at: UtcDatetime
+    ends_at: UtcDatetime | None = None
+    values: dict[str, float] = Field(default_factory=dict)
+    evidence: tuple[Evidence, ...] = ()
+    model_version: str | None = None
+    generator_url: str | None = None
+    revision: int = 0
+
+
+class LabelRecord(Record):
+    """A human label for a text, fed back on ``news.labels`` for nightly retraining."""
+
+    KIND: ClassVar[str] = "label"
+    kind: Literal["label"] = "label"
+    task: Literal["sentiment", "topic"]
+    text: str = Field(min_length=1)
+    label: str
+    item_id: str | None = None
+    labelled_at: UtcDatetime = Field(default_factory=utcnow)
+
+
+class DeadLetter(Record):
+    """What a stage could not process, with the reason and where it came from. Nothing is lost."""
+
+    KIND: ClassVar[str] = "dead_letter"
+    kind: Literal["dead_letter"] = "dead_letter"
+    stage: str
+    reason: str
+    source_topic: str | None = None
+    source_partition: int | None = None
+    source_offset: int | None = None
+    key: str | None = None
+    payload_b64: str
+    failed_at: UtcDatetime = Field(default_factory=utcnow)
+
+    @classmethod
+    def wrap(cls, *, stage: str, reason: str, payload: bytes, **where: Any) -> "DeadLetter":
+        return cls(stage=stage, reason=reason, payload_b64=base64.b64encode(payload).decode("ascii"), **where)
+
+    @property
+    def payload(self) -> bytes:
+        return base64.b64decode(self.payload_b64)
+
+
+R = TypeVar("R", bound=Record)
+
+
+def _describe(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors()[:5]:
+        loc = ".".join(str(x) for x in e["loc"]) or "<root>"
+        parts.append(f"{loc}: {e['msg']}")
+    more = len(err.errors()) - 5
+    return "; ".join(parts) + (f"; (+{more} more)" if more > 0 else "")
+
+
+def decode(model: type[R], payload: bytes | str | None) -> R:
+    """Decode ``payload`` as a ``model`` record or raise :class:`RecordDecodeError` saying why."""
+    if payload is None:
+        raise RecordDecodeError(f"{model.KIND}: empty payload (tombstone)")
+    try:
+        record = model.model_validate_json(payload)
+    except ValidationError as err:
+        raise RecordDecodeError(f"{model.KIND}: {_describe(err)}") from None
+    except (ValueError, TypeError) as err:  # bad UTF-8 and the like
+        raise RecordDecodeError(f"{model.KIND}: {err}") from None
+    return record

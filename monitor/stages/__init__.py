@@ -1,0 +1,1 @@
+"""The streaming stages of the daemon: classify and aggregate."""

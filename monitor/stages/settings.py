@@ -1,0 +1,127 @@
+"""Config sections owned by the streaming stages (``classify``, ``aggregator``).
+
+Durations are written as ``<number><unit>`` with unit ``ms``, ``s``, ``m``, ``h`` or ``d``
+(``"90s"``, ``"15m"``, ``"1h"``) or as a bare number of seconds.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+
+
+def parse_duration(value: object) -> float:
+    """``"15m"`` -> 900.0 seconds; numbers are taken as seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like '90s', '15m' or '1h'")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    raise ValueError(f"expected a duration like '90s', '15m' or '1h', got {value!r}")
+
+
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class ClassifyStageSettings(BaseModel):
+    """The classify worker: a consumer-group member that scores ``news.raw`` in micro-batches.
+
+    The batch token budget, row cap and max delay come from the ``classifier`` section.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    group_id: str = "finsent-classify"
+    max_in_flight: int = Field(
+        default=2048, ge=1, description="stories read but not yet committed; fetching pauses above this"
+    )
+    poll_max_records: int = Field(default=500, ge=1)
+    produce_timeout: Seconds = Field(default=30.0, gt=0, description="wait for the broker to acknowledge")
+    lag_interval: Seconds = Field(default=5.0, gt=0, description="how often consumer lag is measured")
+    reload_interval: Seconds = Field(default=30.0, gt=0, description="how often the registry is checked")
+    items_kept: int = Field(default=10_000, ge=0, description="recent scored items served by GET /items/{id}")
+
+
+class WindowSpec(BaseModel):
+    """One window family: tumbling (``hop`` unset or equal to ``size``) or sliding."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=32, description="what TrendPoint.window and ?window= say")
+    size: Seconds = Field(gt=0)
+    hop: Seconds | None = Field(default=None, gt=0, description="sliding step; unset = tumbling")
+
+    @model_validator(mode="after")
+    def _aligned(self) -> "WindowSpec":
+        hop = self.hop_s
+        if hop > self.size:
+            raise ValueError(f"window {self.name}: hop ({hop:g}s) must not exceed size ({self.size:g}s)")
+        ratio = self.size / hop
+        if abs(ratio - round(ratio)) > 1e-9:
+            raise ValueError(f"window {self.name}: size ({self.size:g}s) must be a multiple of hop ({hop:g}s)")
+        if self.size < 0.001 or hop < 0.001:
+            raise ValueError(f"window {self.name}: size and hop must be at least 1ms")
+        return self
+
+    @property
+    def hop_s(self) -> float:
+        return self.hop if self.hop is not None else self.size
+
+    @property
+    def sliding(self) -> bool:
+        return self.hop_s < self.size
+
+
+def _default_windows() -> list[WindowSpec]:
+    return [
+        WindowSpec(name="1m", size=60),
+        WindowSpec(name="5m", size=300),
+        WindowSpec(name="15m", size=900, hop=300),
+        WindowSpec(name="1h", size=3600, hop=900),
+    ]
+
+
+class AggregatorSettings(BaseModel):
+    """Event-time windows over ``news.scored`` per trend key (see docs/STREAMING.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    group_id: str = "finsent-aggregate"
+    windows: list[WindowSpec] = Field(default_factory=_default_windows, min_length=1)
+    grace: Seconds = Field(default=120.0, ge=0, description="how long after a window's end late stories count")
+    baseline_windows: int = Field(default=12, ge=1, description="previous windows behind the volume baseline")
+    min_baseline_windows: int = Field(default=3, ge=1, description="fewer than this: no volume_z")
+    ewma_alpha: float = Field(default=0.3, gt=0.0, le=1.0)
+    top_items: int = Field(default=5, ge=0, description="evidence stories kept per window")
+    history_windows: int = Field(default=96, ge=1, description="closed windows kept per key for queries")
+    flush_interval: Seconds = Field(
+        default=0.25, gt=0, description="coalescing interval: updated windows are emitted and checkpointed this often"
+    )
+    repartition_topic: str | None = Field(
+        default=None, description="internal topic keyed by trend key; unset = '<topics.scored>.bykey'"
+    )
+    poll_max_records: int = Field(default=1000, ge=1)
+    produce_timeout: Seconds = Field(default=30.0, gt=0)
+    lag_interval: Seconds = Field(default=5.0, gt=0)
+    state_file: str = Field(default="aggregate.db", description="SQLite checkpoint under home/state")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "AggregatorSettings":
+        names = [w.name for w in self.windows]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"window names must be unique, repeated: {', '.join(dupes)}")
+        if self.min_baseline_windows > self.baseline_windows:
+            raise ValueError("min_baseline_windows must not exceed baseline_windows")
+        return self
+
+    def window(self, name: str) -> WindowSpec | None:
+        return next((w for w in self.windows if w.name == name), None)

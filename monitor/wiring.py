@@ -1,0 +1,59 @@
+"""Assembles the daemon from components: connectors -> classify -> aggregate -> alerts.
+
+The data path is one direction only; each arrow is a topic on the bus:
+    ingest --news.raw--> classify --news.scored--> aggregate --news.trends--> alerts --> webhook
+Each stage can run alone (``finsent ingest|classify|aggregate``) or all in one process
+(``finsent run``), on Kafka or on the in-process bus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import structlog
+
+from alerts.component import build_alerts
+from connectors.component import build_ingest
+from monitor.bus.factory import make_bus
+from monitor.component import Component, Context
+from monitor.config import Settings
+from monitor.daemon import Daemon
+from monitor.stages.component import build_aggregate, build_classify
+
+log = structlog.get_logger(__name__)
+
+BUILDERS: dict[str, Callable[[Context], Component]] = {
+    "ingest": build_ingest,
+    "classify": build_classify,
+    "aggregate": build_aggregate,
+    "alerts": build_alerts,
+}
+PIPELINE: tuple[str, ...] = ("ingest", "classify", "aggregate", "alerts")
+
+
+def build_daemon(settings: Settings, stages: Sequence[str], ctx: Context | None = None) -> tuple[Daemon, Context]:
+    settings.ensure_dirs()
+    ctx = ctx or Context(settings=settings, bus=make_bus(settings))
+    components = [BUILDERS[name](ctx) for name in stages]
+    daemon = Daemon(
+        bus=ctx.bus,
+        stages=[s for c in components for s in c.stages],
+        registry=ctx.registry,
+        health=ctx.health,
+        routers=[r for c in components for r in c.routers],
+        http_host=settings.http.host,
+        http_port=settings.http.port if settings.http.enabled else None,
+    )
+    closers = [c.close for c in components if c.close]
+    if closers:
+        inner = daemon.shutdown
+
+        def shutdown() -> int:
+            code = inner()
+            for close in closers:
+                close()
+            return code
+
+        daemon.shutdown = shutdown  # type: ignore[method-assign]
+    log.info("daemon assembled", stages=list(stages), transport=ctx.bus.name, home=str(settings.home))
+    return daemon, ctx
