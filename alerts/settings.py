@@ -1,9 +1,136 @@
-"""Config section owned by the alert stage (``alerts``)."""
+"""Config section owned by the alert stage (``alerts``).
+
+Example::
+
+    alerts:
+      rules_file: /etc/finsent/rules.yaml      # unset = the packaged alerts/rules/example.yaml
+      default_receiver: ops
+      receivers:
+        ops:   {type: webhook, url: https://hooks.example.com/finsent, secret: "s3cret"}
+        chat:  {type: slack, url: https://hooks.slack.com/services/T000/B000/XXX}
+        local: {type: file}                     # JSON lines in $FINSENT_HOME/alerts.jsonl
+      retry: {initial_backoff: 1s, max_backoff: 5m}
+      outbox: {dead_letter_after: 24h}
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from alerts.durations import Duration
+
+if TYPE_CHECKING:
+    from alerts.ruleset import RuleSet
+
+PACKAGED_RULES = Path(__file__).resolve().parent / "rules" / "example.yaml"
 
 
-class AlertsSettings(BaseModel):
+class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class ReceiverSettings(_Section):
+    """Where notifications go. ``webhook``: Alertmanager v4 JSON; ``slack``: ``{"text": ...}``;
+    ``file``: JSON lines appended to ``path`` (default ``$FINSENT_HOME/alerts.jsonl``; ``-`` = stdout)."""
+
+    type: Literal["webhook", "slack", "file"] = "webhook"
+    url: str | None = None
+    secret: SecretStr | None = Field(default=None, description="HMAC-SHA256 key for X-Finsent-Signature")
+    timeout: Duration = Field(default=timedelta(seconds=5), description="per request (connect + read)")
+    headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
+    path: Path | None = None
+    max_alerts: int = Field(default=0, ge=0, description="alerts per notification; 0 = all (rest counted in truncatedAlerts)")
+    send_resolved: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http(s) URL, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _fits_type(self) -> "ReceiverSettings":
+        if self.type in ("webhook", "slack") and not self.url:
+            raise ValueError(f"a {self.type} receiver needs url")
+        if self.type == "file" and self.url:
+            raise ValueError("a file receiver takes path, not url")
+        if self.timeout <= timedelta(0):
+            raise ValueError("timeout must be positive")
+        return self
+
+
+class RetrySettings(_Section):
+    """Backoff between delivery attempts: ``initial * multiplier**(n-1)``, capped, with jitter."""
+
+    initial_backoff: Duration = timedelta(seconds=1)
+    max_backoff: Duration = timedelta(minutes=5)
+    multiplier: float = Field(default=2.0, ge=1.0)
+    jitter: float = Field(default=0.2, ge=0.0, le=1.0, description="fraction of the delay randomised")
+    max_retry_after: Duration = Field(default=timedelta(hours=1), description="cap on an honoured Retry-After")
+
+
+class OutboxSettings(_Section):
+    dead_letter_after: Duration = Field(default=timedelta(hours=24), description="give up on a notification this old")
+    poll_interval: Duration = Field(default=timedelta(seconds=1), description="deliverer idle poll")
+    batch_size: int = Field(default=50, ge=1)
+    keep_delivered: Duration = Field(default=timedelta(days=7), description="delivered rows kept for inspection")
+
+
+class EvaluationSettings(_Section):
+    group_id: str = "finsent-alerts"
+    stale_after: Duration = Field(
+        default=timedelta(hours=2),
+        description="a firing trend alert whose key sent nothing for this long (event time) resolves",
+    )
+    retention: Duration = Field(default=timedelta(days=7), description="resolved alerts kept for `finsent alerts`")
+    max_evidence: int = Field(default=5, ge=0, description="headlines attached to an alert")
+
+
+class AlertsSettings(_Section):
+    enabled: bool = True
+    rules_file: Path | None = Field(default=None, description="unset = the packaged example rules")
+    default_receiver: str = "local"
+    receivers: dict[str, ReceiverSettings] = Field(
+        default_factory=lambda: {"local": ReceiverSettings(type="file")}
+    )
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+
+    @field_validator("receivers")
+    @classmethod
+    def _receiver_names(cls, v: dict[str, ReceiverSettings]) -> dict[str, ReceiverSettings]:
+        for name in v:
+            if not name or name.startswith("_") or not name.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(f"invalid receiver name {name!r}: letters, digits, '-' and '_'")
+        return v
+
+    def rules_path(self) -> Path:
+        return self.rules_file if self.rules_file is not None else PACKAGED_RULES
+
+    def load_rules(self) -> "RuleSet":
+        """The validated rules, checked against the configured receivers; raises RulesError."""
+        from alerts.ruleset import RulesError, load_rules
+
+        rules = load_rules(self.rules_path())
+        problems = rules.receiver_problems(self.receivers, self.default_receiver)
+        if problems:
+            raise RulesError(str(self.rules_path()), problems)
+        return rules
+
+    def problems(self) -> list[str]:
+        """Everything wrong with the rules file, one line each (empty when it is fine)."""
+        if not self.enabled:
+            return []
+        from alerts.ruleset import RulesError
+
+        try:
+            self.load_rules()
+        except RulesError as err:
+            return [f"alerts.rules_file ({err.source}): {p}" for p in err.problems]
+        return []

@@ -8,8 +8,8 @@ import time
 import structlog
 import uvicorn
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse
-from prometheus_client import CollectorRegistry, make_asgi_app
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from monitor import __version__
 from monitor.health import Health, HealthReport
@@ -30,9 +30,12 @@ def build_app(health: Health, registry: CollectorRegistry, routers: list[APIRout
         report = health.readiness()
         return JSONResponse(report.model_dump(), status_code=200 if report.status == "ok" else 503)
 
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
     for router in routers:
         app.include_router(router)
-    app.mount("/metrics", make_asgi_app(registry=registry))
     return app
 
 

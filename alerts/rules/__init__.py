@@ -1,0 +1,1 @@
+"""Rule files shipped with finsent (``example.yaml`` is the embedded default)."""

@@ -1,0 +1,323 @@
+"""Alert rules as written in YAML, validated with messages that name the rule and the field.
+
+Four rule types (``type:``):
+
+* ``threshold`` - a metric of one window of a key crosses a value, e.g. the negative share of
+  ``topic:Energy | Oil`` over ``15m`` above 0.6 with at least 20 stories;
+* ``change`` - a metric on one window minus a metric on another window of the same key, e.g.
+  EWMA over ``5m`` minus EWMA over ``1h`` below -0.4 (a sentiment drop);
+* ``spike`` - the volume z-score of a window above a value (default 3);
+* ``story`` - a single first-seen story about a watched ticker scored below a value.
+
+``key`` is an exact trend key (``all``, ``topic:<name>``, ``ticker:<SYM>``, ``source:<name>``) or
+a shell-style pattern (``ticker:*``); each matching key is its own alert.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+
+from alerts.durations import Duration
+from alerts.templating import Template, TemplateError
+
+Op = Literal[">", ">=", "<", "<="]
+TrendMetric = Literal[
+    "count", "mean_score", "negative_share", "positive_share", "ewma", "weighted_mean", "volume_z", "baseline_mean"
+]
+RuleType = Literal["threshold", "change", "spike", "story"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RESERVED_LABELS = frozenset({"alertname", "severity"})
+
+COMMON_VARIABLES = frozenset({"rule", "severity", "value", "threshold", "op"})
+TREND_VARIABLES = COMMON_VARIABLES | {"key", "window", "metric", "count", "subject"}
+
+
+def compare(op: str, left: float, right: float) -> bool:
+    if op == ">":
+        return left > right
+    if op == ">=":
+        return left >= right
+    if op == "<":
+        return left < right
+    return left <= right
+
+
+class RuleBase(BaseModel):
+    """What every rule has: identity, timing, routing and presentation."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    VARIABLES: ClassVar[frozenset[str]] = COMMON_VARIABLES
+
+    name: str = Field(description="unique; becomes the alertname label")
+    for_: Duration = Field(default=timedelta(0), alias="for", description="must hold this long; 0 = fire at once")
+    severity: str = Field(default="warning", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict, description="templated: {{ key }}, {{ value }}")
+    receiver: str | None = Field(default=None, description="configured receiver; unset = alerts.default_receiver")
+    group_by: tuple[str, ...] = Field(default=("alertname",), description="labels that form a notification group")
+    repeat_interval: Duration = Field(default=timedelta(hours=4), description="re-send while firing; 0 = never")
+    send_resolved: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"invalid rule name {v!r}: letters, digits, '_', '.', ':', '-' (max 128)")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not _LABEL_NAME.match(name):
+                raise ValueError(f"invalid label name {name!r}")
+            if name in RESERVED_LABELS:
+                raise ValueError(f"label {name!r} is set by finsent; use the rule's name/severity instead")
+        return v
+
+    @field_validator("group_by")
+    @classmethod
+    def _group_by(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            if name != "..." and not _LABEL_NAME.match(name):
+                raise ValueError(f"invalid label name {name!r}")
+        return tuple(dict.fromkeys(v))
+
+    @model_validator(mode="after")
+    def _templates(self) -> "RuleBase":
+        for field, text in self.annotations.items():
+            try:
+                Template.parse(text, self.VARIABLES)
+            except TemplateError as err:
+                raise ValueError(f"annotations.{field}: {err}") from None
+        return self
+
+    def templates(self) -> dict[str, Template]:
+        return {k: Template.parse(v) for k, v in self.annotations.items()}
+
+
+class TrendRule(RuleBase):
+    """A rule over TrendPoints of the keys matching ``key`` on ``window``."""
+
+    VARIABLES: ClassVar[frozenset[str]] = TREND_VARIABLES
+
+    key: str = Field(min_length=1, description="trend key or pattern, e.g. 'topic:Energy | Oil', 'ticker:*'")
+    window: str = Field(min_length=1, description="window name from the aggregator config, e.g. '15m'")
+    min_count: int = Field(default=0, ge=0, description="stories the window needs before the rule can hold")
+
+    @property
+    def is_pattern(self) -> bool:
+        return any(c in self.key for c in "*?[")
+
+    @property
+    def windows(self) -> tuple[str, ...]:
+        return (self.window,)
+
+
+class ThresholdRule(TrendRule):
+    type: Literal["threshold"]
+    metric: TrendMetric
+    op: Op = ">"
+    value: float
+
+
+class ChangeRule(TrendRule):
+    """``metric`` on ``window`` minus ``baseline_metric`` on ``baseline_window``, compared to ``value``."""
+
+    VARIABLES: ClassVar[frozenset[str]] = TREND_VARIABLES | {"current", "baseline", "baseline_window"}
+
+    type: Literal["change"]
+    metric: TrendMetric = "ewma"
+    baseline_window: str = Field(min_length=1)
+    baseline_metric: TrendMetric | None = Field(default=None, description="default: the same metric")
+    op: Op = "<"
+    value: float
+
+    @model_validator(mode="after")
+    def _two_windows(self) -> "ChangeRule":
+        if self.baseline_window == self.window:
+            raise ValueError("baseline_window must differ from window")
+        return self
+
+    @property
+    def windows(self) -> tuple[str, ...]:
+        return (self.window, self.baseline_window)
+
+
+class SpikeRule(TrendRule):
+    """Volume z-score of the window (``volume_z``) against ``value``."""
+
+    type: Literal["spike"]
+    op: Op = ">"
+    value: float = 3.0
+
+    @property
+    def metric(self) -> str:
+        return "volume_z"
+
+
+class StoryRule(RuleBase):
+    """One story: a watched ticker, first seen, sentiment score below ``value``."""
+
+    VARIABLES: ClassVar[frozenset[str]] = COMMON_VARIABLES | {
+        "title", "source", "url", "ticker", "story_id", "topic", "score", "published_at", "subject"
+    }
+
+    type: Literal["story"]
+    tickers: tuple[str, ...] = Field(default=("*",), description="watched tickers; '*' = any ticker")
+    topics: tuple[str, ...] = Field(default=(), description="optional topic filter (exact names)")
+    op: Op = "<"
+    value: float = -0.8
+    first_seen_only: bool = Field(default=True, description="only stories with novelty 1.0 (first sighting)")
+    min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
+    resolve_after: Duration = Field(default=timedelta(hours=1), description="a story alert resolves after this")
+    send_resolved: bool = False
+
+    @field_validator("tickers")
+    @classmethod
+    def _tickers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("list at least one ticker, or '*' for any")
+        return tuple(t if t == "*" else t.upper() for t in v)
+
+    @model_validator(mode="after")
+    def _no_for(self) -> "StoryRule":
+        if self.for_ > timedelta(0):
+            raise ValueError("for: a story rule fires on one story; 'for' must be 0")
+        return self
+
+    @property
+    def any_ticker(self) -> bool:
+        return "*" in self.tickers
+
+
+Rule = Annotated[Union[ThresholdRule, ChangeRule, SpikeRule, StoryRule], Field(discriminator="type")]
+_RULE = TypeAdapter(Rule)
+
+
+class RulesError(ValueError):
+    """A rules file is unreadable or invalid; ``problems`` has one line per problem."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"invalid alert rules ({source}):\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class RuleSet(BaseModel):
+    """The validated rules of one file."""
+
+    model_config = ConfigDict(frozen=True)
+    source: str = "<inline>"
+    rules: tuple[Rule, ...] = ()
+
+    @property
+    def trend_rules(self) -> list[TrendRule]:
+        return [r for r in self.rules if isinstance(r, TrendRule)]
+
+    @property
+    def story_rules(self) -> list[StoryRule]:
+        return [r for r in self.rules if isinstance(r, StoryRule)]
+
+    def by_name(self, name: str) -> Rule:
+        for r in self.rules:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def receiver_problems(self, receivers: set[str] | dict[str, Any], default_receiver: str) -> list[str]:
+        out = []
+        known = set(receivers)
+        for r in self.rules:
+            target = r.receiver or default_receiver
+            if target not in known:
+                field = "receiver" if r.receiver else "receiver (alerts.default_receiver)"
+                out.append(
+                    f"rule {r.name!r}: {field}: unknown receiver {target!r} "
+                    f"(configured: {', '.join(sorted(known)) or 'none'})"
+                )
+        return out
+
+
+def _clean_msg(msg: str) -> str:
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix):]
+    return msg
+
+
+def _rule_errors(name: str, err: ValidationError, tag: object) -> list[str]:
+    out = []
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]]
+        if loc and loc[0] == tag:
+            loc = loc[1:]
+        msg = _clean_msg(e["msg"])
+        if e["type"] == "union_tag_invalid":
+            msg = f"unknown rule type {tag!r} (expected threshold, change, spike or story)"
+            loc = ["type"]
+        elif e["type"] == "union_tag_not_found":
+            msg = "missing (threshold, change, spike or story)"
+            loc = ["type"]
+        elif e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        # a model-level message that already names its field ("for: ...") needs no prefix
+        if not loc and ":" in msg.split(" ", 1)[0]:
+            out.append(f"rule {name!r}: {msg}")
+        else:
+            out.append(f"rule {name!r}: {'.'.join(loc) or '<rule>'}: {msg}")
+    return out
+
+
+def parse_rules(data: Any, source: str = "<inline>") -> RuleSet:
+    """Validate parsed YAML (``{rules: [...]}`` or a bare list) into a :class:`RuleSet`."""
+    if isinstance(data, dict):
+        extra = sorted(set(data) - {"rules"})
+        if extra:
+            raise RulesError(source, [f"<root>: unknown section(s) {', '.join(extra)} (expected 'rules')"])
+        data = data.get("rules") or []
+    if data is None:
+        data = []
+    if not isinstance(data, list):
+        raise RulesError(source, [f"rules: expected a list of rules, got {type(data).__name__}"])
+    problems: list[str] = []
+    rules: list[Any] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(data):
+        if not isinstance(raw, dict):
+            problems.append(f"rule #{i + 1}: expected a mapping, got {type(raw).__name__}")
+            continue
+        name = str(raw.get("name") or f"#{i + 1}")
+        if name in seen:
+            problems.append(f"rule {name!r}: name: duplicate rule name")
+            continue
+        seen.add(name)
+        try:
+            rules.append(_RULE.validate_python(raw))
+        except ValidationError as err:
+            problems.extend(_rule_errors(name, err, raw.get("type")))
+    if problems:
+        raise RulesError(source, problems)
+    return RuleSet(source=source, rules=tuple(rules))
+
+
+def load_rules(path: str | Path) -> RuleSet:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise RulesError(str(path), [f"cannot read file: {err.strerror or err}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise RulesError(str(path), [f"not valid YAML: {err}"]) from None
+    return parse_rules(data, str(path))

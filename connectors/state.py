@@ -1,0 +1,283 @@
+"""Durable connector state in SQLite: seen story ids, near-duplicate title clusters, HTTP validators.
+
+Dedup is two-phase so that a story is only *remembered* once the broker acknowledged it:
+:meth:`IngestState.reserve` decides (new, near-duplicate or duplicate) and holds the decision in
+memory so concurrent copies see it; :meth:`commit` persists it after the ack and :meth:`rollback`
+forgets it when the send failed, so the next poll tries the story again.
+
+Near-duplicates: titles are reduced by :func:`connectors.identity.title_key` (wire prefixes,
+punctuation and case removed). Equal keys, or content-word sets with a Jaccard similarity at or
+above the threshold, form one cluster. A story's novelty is ``1 / (1 + copies seen before)``.
+Everything is forgotten ``ttl`` seconds after it was last seen.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import structlog
+
+from connectors.identity import title_key, title_tokens
+
+log = structlog.get_logger(__name__)
+
+MIN_FUZZY_TOKENS = 4
+"""Titles with fewer content words are only matched exactly (too short to compare fuzzily)."""
+MAX_POSTING = 2_000
+"""Words in more recent titles than this are too common to find candidates by."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS seen_ids (
+    id TEXT PRIMARY KEY,
+    scope TEXT NOT NULL DEFAULT '',
+    seen_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS seen_ids_at ON seen_ids(seen_at);
+CREATE TABLE IF NOT EXISTS titles (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    first_id TEXT NOT NULL,
+    copies INTEGER NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+CREATE INDEX IF NOT EXISTS titles_last_seen ON titles(last_seen);
+CREATE TABLE IF NOT EXISTS http_state (
+    source TEXT NOT NULL,
+    url TEXT NOT NULL,
+    etag TEXT,
+    last_modified TEXT,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (source, url)
+);
+"""
+
+
+@dataclass
+class _Cluster:
+    scope: str
+    key: str
+    tokens: frozenset[str]
+    first_id: str
+    copies: int
+    first_seen: float
+    last_seen: float
+    persisted: bool
+
+
+@dataclass
+class Reservation:
+    id: str
+    scope: str
+    cluster: _Cluster
+    created: bool
+    """True when this story opened the cluster (a first sighting)."""
+
+
+@dataclass
+class Verdict:
+    status: Literal["new", "near_duplicate", "duplicate"]
+    novelty: float = 1.0
+    duplicate_of: str | None = None
+    reservation: Reservation | None = None
+
+
+class IngestState:
+    """One SQLite file (WAL) under the state directory; thread-safe, one connection."""
+
+    def __init__(
+        self,
+        path: Path,
+        ttl_s: float = 48 * 3600,
+        threshold: float = 0.8,
+        min_novelty: float = 0.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = path
+        self.ttl_s = ttl_s
+        self.threshold = threshold
+        self.min_novelty = min_novelty
+        self._clock = clock
+        self._lock = threading.RLock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._pending: set[str] = set()
+        self._clusters: dict[tuple[str, str], _Cluster] = {}
+        self._postings: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        self._last_purge = 0.0
+        self._load()
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def _load(self) -> None:
+        horizon = self._clock() - self.ttl_s
+        self._db.execute("DELETE FROM seen_ids WHERE seen_at < ?", (horizon,))
+        self._db.execute("DELETE FROM titles WHERE last_seen < ?", (horizon,))
+        rows = self._db.execute("SELECT scope, key, first_id, copies, first_seen, last_seen FROM titles").fetchall()
+        for scope, key, first_id, copies, first_seen, last_seen in rows:
+            self._index(_Cluster(scope, key, title_tokens(key), first_id, copies, first_seen, last_seen, True))
+        self._last_purge = self._clock()
+        log.info("ingest state loaded", path=str(self.path), titles=len(rows))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- dedup ------------------------------------------------------------------------------
+    def reserve(self, item_id: str, title: str, scope: str = "") -> Verdict:
+        """Decide whether a story is new, a near-duplicate (emitted, lower novelty) or a duplicate
+        (dropped), and hold that decision until :meth:`commit` or :meth:`rollback`."""
+        now = self._clock()
+        with self._lock:
+            if item_id in self._pending or self._seen(item_id, now):
+                return Verdict("duplicate")
+            key = title_key(title)
+            cluster = self._clusters.get((scope, key)) if key else None
+            if cluster is None and key:
+                cluster = self._fuzzy(scope, title_tokens(key))
+            if cluster is None:
+                cluster = _Cluster(scope, key or item_id, title_tokens(key), item_id, 1, now, now, False)
+                self._index(cluster)
+                self._pending.add(item_id)
+                return Verdict("new", 1.0, None, Reservation(item_id, scope, cluster, True))
+            novelty = 1.0 / (1 + cluster.copies)
+            if novelty < self.min_novelty:
+                # Dropped, not sent: nothing to wait for, so remember the id now.
+                self._db.execute(
+                    "INSERT OR REPLACE INTO seen_ids(id, scope, seen_at) VALUES (?, ?, ?)", (item_id, scope, now)
+                )
+                return Verdict("duplicate", novelty, cluster.first_id)
+            cluster.copies += 1
+            cluster.last_seen = now
+            self._pending.add(item_id)
+            return Verdict("near_duplicate", novelty, cluster.first_id, Reservation(item_id, scope, cluster, False))
+
+    def commit(self, reservations: Iterable[Reservation]) -> None:
+        """Persist decisions whose stories the broker acknowledged."""
+        now = self._clock()
+        with self._lock:
+            rows = list(reservations)
+            if not rows:
+                return
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO seen_ids(id, scope, seen_at) VALUES (?, ?, ?)",
+                    [(r.id, r.scope, now) for r in rows],
+                )
+                clusters = {id(r.cluster): r.cluster for r in rows}.values()
+                self._db.executemany(
+                    "INSERT INTO titles(scope, key, first_id, copies, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT(scope, key) DO UPDATE SET copies=excluded.copies, last_seen=excluded.last_seen",
+                    [(c.scope, c.key, c.first_id, c.copies, c.first_seen, c.last_seen) for c in clusters],
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            for r in rows:
+                self._pending.discard(r.id)
+                r.cluster.persisted = True
+            if now - self._last_purge > 60:
+                self._purge(now)
+
+    def rollback(self, reservations: Iterable[Reservation]) -> None:
+        """Forget decisions whose stories were not acknowledged (they will be tried again)."""
+        with self._lock:
+            for r in reservations:
+                self._pending.discard(r.id)
+                if r.created and not r.cluster.persisted:
+                    self._unindex(r.cluster)
+                elif not r.created:
+                    r.cluster.copies = max(1, r.cluster.copies - 1)
+
+    def forget_scope_prefix(self, prefix: str) -> None:
+        """Drop every id and title cluster whose scope starts with ``prefix`` (replay loops)."""
+        if not prefix:
+            raise ValueError("refusing to forget the global scope")
+        like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        with self._lock:
+            self._db.execute("DELETE FROM seen_ids WHERE scope LIKE ? ESCAPE '\\'", (like,))
+            self._db.execute("DELETE FROM titles WHERE scope LIKE ? ESCAPE '\\'", (like,))
+            for cluster in [c for c in self._clusters.values() if c.scope.startswith(prefix)]:
+                self._unindex(cluster)
+
+    def seen(self, item_id: str) -> bool:
+        with self._lock:
+            return self._seen(item_id, self._clock())
+
+    def _seen(self, item_id: str, now: float) -> bool:
+        row = self._db.execute("SELECT seen_at FROM seen_ids WHERE id = ?", (item_id,)).fetchone()
+        return row is not None and row[0] >= now - self.ttl_s
+
+    def _fuzzy(self, scope: str, tokens: frozenset[str]) -> _Cluster | None:
+        if len(tokens) < MIN_FUZZY_TOKENS:
+            return None
+        overlap: dict[tuple[str, str], int] = {}
+        for tok in tokens:
+            posting = self._postings.get((scope, tok))
+            if not posting or len(posting) > MAX_POSTING:
+                continue
+            for ck in posting:
+                overlap[ck] = overlap.get(ck, 0) + 1
+        best: tuple[float, _Cluster] | None = None
+        for ck, inter in overlap.items():
+            if inter < self.threshold * len(tokens):
+                continue  # cannot reach the threshold whatever the other title holds
+            c = self._clusters[ck]
+            jac = inter / (len(tokens) + len(c.tokens) - inter)
+            if jac >= self.threshold and (best is None or jac > best[0]):
+                best = (jac, c)
+        return best[1] if best else None
+
+    def _index(self, c: _Cluster) -> None:
+        ck = (c.scope, c.key)
+        self._clusters[ck] = c
+        if len(c.tokens) >= MIN_FUZZY_TOKENS:
+            for tok in c.tokens:
+                self._postings.setdefault((c.scope, tok), set()).add(ck)
+
+    def _unindex(self, c: _Cluster) -> None:
+        ck = (c.scope, c.key)
+        if self._clusters.get(ck) is not c:
+            return
+        del self._clusters[ck]
+        for tok in c.tokens:
+            posting = self._postings.get((c.scope, tok))
+            if posting is not None:
+                posting.discard(ck)
+                if not posting:
+                    del self._postings[(c.scope, tok)]
+
+    def _purge(self, now: float) -> None:
+        horizon = now - self.ttl_s
+        self._db.execute("DELETE FROM seen_ids WHERE seen_at < ?", (horizon,))
+        self._db.execute("DELETE FROM titles WHERE last_seen < ?", (horizon,))
+        for c in [c for c in self._clusters.values() if c.last_seen < horizon and c.persisted]:
+            self._unindex(c)
+        self._last_purge = now
+
+    # -- HTTP validators --------------------------------------------------------------------
+    def http_validators(self, source: str, url: str) -> tuple[str | None, str | None]:
+        """The ETag and Last-Modified of the last successful fetch of ``url``."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT etag, last_modified FROM http_state WHERE source = ? AND url = ?", (source, url)
+            ).fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
+    def save_http_validators(self, source: str, url: str, etag: str | None, last_modified: str | None) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO http_state(source, url, etag, last_modified, updated_at) VALUES (?, ?, ?, ?, ?)",
+                (source, url, etag, last_modified, self._clock()),
+            )

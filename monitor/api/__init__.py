@@ -1,0 +1,1 @@
+"""Query routes of the streaming stages: ``GET /trends`` and ``GET /items/{id}``."""

@@ -1,0 +1,108 @@
+"""What the classify stage needs from a classifier, and how a batch is scored safely.
+
+The stage depends on this small :class:`ScoringEngine` protocol, not on ``models.engine``, so
+tests and benchmarks can inject a deterministic engine. :func:`score_isolating_poison` runs one
+micro-batch; when the engine raises, it bisects the batch so a single poison story ends up
+rejected and its neighbours are still scored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from pydantic import ValidationError
+
+from monitor.records import NewsItem, ScoredItem
+
+
+@runtime_checkable
+class PredictionLike(Protocol):
+    sentiment: str
+    sentiment_probs: Mapping[str, float]
+    sentiment_score: float
+    topic: str
+    topic_probs: Mapping[str, float]
+    model_version: str
+
+
+@runtime_checkable
+class ScoringEngine(Protocol):
+    """The slice of ``models.engine.InferenceEngine`` the classify stage uses."""
+
+    @property
+    def version(self) -> str: ...
+
+    def predict(self, texts: list[str]) -> Sequence[PredictionLike]: ...
+
+    def count_tokens(self, texts: list[str]) -> list[int]: ...
+
+    def reload_if_changed(self) -> bool: ...
+
+
+class EngineFailure(RuntimeError):
+    """Every story of a multi-story batch failed on its own: the engine, not the data, is broken."""
+
+
+@dataclass
+class BatchOutcome:
+    scored: list[tuple[int, ScoredItem]] = field(default_factory=list)
+    """(index in the batch, scored item), in batch order."""
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+    """(index in the batch, reason) of poison stories."""
+    engine_calls: int = 0
+
+
+def to_scored(item: NewsItem, p: PredictionLike) -> ScoredItem:
+    return ScoredItem(
+        item=item,
+        sentiment=p.sentiment,  # type: ignore[arg-type]  # validated by pydantic
+        sentiment_probs=dict(p.sentiment_probs),
+        sentiment_score=p.sentiment_score,
+        topic=p.topic,
+        topic_probs=dict(p.topic_probs),
+        model_version=p.model_version,
+    )
+
+
+def score_isolating_poison(
+    predict: Callable[[list[str]], Sequence[PredictionLike]], items: Sequence[NewsItem]
+) -> BatchOutcome:
+    """Score ``items``; a batch that makes ``predict`` raise is bisected down to the culprit(s).
+
+    A story whose prediction cannot be turned into a valid :class:`ScoredItem` is rejected too.
+    Raises :class:`EngineFailure` when a batch of two or more stories fails for every single one
+    of them: then the engine is broken (out of memory, corrupt weights) and dead-lettering the
+    whole stream would be wrong; the stage crashes and the batch is redelivered after restart.
+    """
+    out = BatchOutcome()
+
+    def run(indices: list[int]) -> None:
+        out.engine_calls += 1
+        try:
+            preds = list(predict([items[i].text for i in indices]))
+            if len(preds) != len(indices):
+                raise RuntimeError(f"engine returned {len(preds)} predictions for {len(indices)} texts")
+        except Exception as err:  # noqa: BLE001 - any model error is a candidate poison story
+            if len(indices) == 1:
+                out.rejected.append((indices[0], f"classifier failed: {type(err).__name__}: {err}"))
+                return
+            mid = len(indices) // 2
+            run(indices[:mid])
+            run(indices[mid:])
+            return
+        for i, p in zip(indices, preds):
+            try:
+                out.scored.append((i, to_scored(items[i], p)))
+            except ValidationError as err:
+                out.rejected.append((i, f"invalid prediction: {err.errors()[0]['msg']}"))
+
+    if items:
+        run(list(range(len(items))))
+    if len(items) > 1 and not out.scored:
+        reasons = {r for _, r in out.rejected}
+        raise EngineFailure(f"all {len(items)} stories of a batch failed: {sorted(reasons)[:3]}")
+    out.scored.sort(key=lambda t: t[0])
+    out.rejected.sort(key=lambda t: t[0])
+    return out

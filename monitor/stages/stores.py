@@ -1,0 +1,89 @@
+"""In-process, thread-safe read models the HTTP API (and the alert stage) query.
+
+:class:`TrendStore` keeps the latest :class:`TrendPoint` per (key, window, window_start) for the
+most recent windows; it is published as ``ctx.shared["trends"]``. :class:`ItemStore` keeps the
+latest :class:`ScoredItem` per story id (bounded, least recently seen evicted); it is published
+as ``ctx.shared["items"]``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import datetime
+
+from monitor.records import ScoredItem, TrendPoint, as_utc
+
+TrendListener = Callable[[TrendPoint], None]
+
+
+class TrendStore:
+    def __init__(self, keep_per_series: int = 96) -> None:
+        self.keep_per_series = keep_per_series
+        self._series: dict[tuple[str, str], dict[datetime, TrendPoint]] = {}
+        self._lock = threading.Lock()
+        self._listeners: list[TrendListener] = []
+
+    def subscribe(self, listener: TrendListener) -> None:
+        """Call ``listener`` (on the aggregator's thread) with every point put in the store."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def put(self, point: TrendPoint) -> None:
+        with self._lock:
+            series = self._series.setdefault((point.key, point.window), {})
+            series[point.window_start] = point
+            if len(series) > self.keep_per_series:
+                for start in sorted(series)[: len(series) - self.keep_per_series]:
+                    del series[start]
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(point)
+
+    def query(self, key: str, window: str, since: datetime | None = None, limit: int | None = None) -> list[TrendPoint]:
+        """Points of one series, oldest first; ``since`` keeps windows ending after it."""
+        cutoff = as_utc(since) if since else None
+        with self._lock:
+            points = sorted(self._series.get((key, window), {}).values(), key=lambda p: p.window_start)
+        if cutoff is not None:
+            points = [p for p in points if p.window_end > cutoff]
+        if limit is not None:
+            points = points[-limit:] if limit > 0 else []
+        return points
+
+    def latest(self, key: str, window: str) -> TrendPoint | None:
+        points = self.query(key, window, limit=1)
+        return points[0] if points else None
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            return sorted({k for k, _ in self._series})
+
+    def windows(self) -> list[str]:
+        with self._lock:
+            return sorted({w for _, w in self._series})
+
+
+class ItemStore:
+    def __init__(self, capacity: int = 10_000) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, ScoredItem] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, scored: ScoredItem) -> None:
+        if self.capacity <= 0:
+            return
+        with self._lock:
+            self._items[scored.id] = scored
+            self._items.move_to_end(scored.id)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def get(self, item_id: str) -> ScoredItem | None:
+        with self._lock:
+            return self._items.get(item_id)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
