@@ -25,6 +25,6 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
         return loss
 
     opt.step(closure)
-    t = float(log_t.exp().clamp(0.05, 20.0))
+    t = float(log_t.detach().exp().clamp(0.05, 20.0))
     # Never return something worse than no scaling (LBFGS can misbehave on degenerate input).
     return t if nll(logits, labels, t) <= nll(logits, labels, 1.0) else 1.0

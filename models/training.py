@@ -93,7 +93,7 @@ PROFILES: dict[str, TrainProfile] = {
         valid_limit=None,
         patience=1,
         freeze_embeddings=True,
-        cpu_bf16=True,
+        cpu_bf16=False,
         check_quantization=True,
     ),
     "quick": TrainProfile(
@@ -114,7 +114,7 @@ PROFILES: dict[str, TrainProfile] = {
         valid_limit=1000,
         patience=1,
         freeze_embeddings=True,
-        cpu_bf16=True,
+        cpu_bf16=False,
         check_quantization=True,
     ),
     "tiny": TrainProfile(
@@ -135,7 +135,7 @@ PROFILES: dict[str, TrainProfile] = {
         valid_limit=200,
         patience=2,
         freeze_embeddings=True,
-        cpu_bf16=True,
+        cpu_bf16=False,
         check_quantization=False,
     ),
 }
@@ -349,7 +349,7 @@ def train(
     steps_per_epoch = len(first)
     total_steps = steps_per_epoch * prof.epochs
     warmup = max(1, int(prof.warmup_ratio * total_steps))
-    optimizer = torch.optim.AdamW(_param_groups(model, prof), lr=prof.lr, betas=(0.9, 0.98), eps=1e-6)
+    optimizer = torch.optim.AdamW(_param_groups(model, prof), lr=prof.lr, betas=(0.9, 0.98), eps=1e-6, foreach=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
     )
@@ -401,7 +401,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()

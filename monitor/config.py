@@ -106,9 +106,23 @@ class RetrainSettings(Section):
     """Nightly re-training on fresh labels from the labels topic (apscheduler cron)."""
 
     enabled: bool = False
-    cron: str = Field(default="0 3 * * *", description="crontab expression, in the daemon's timezone")
+    cron: str = Field(default="0 3 * * *", description="crontab expression (UTC)")
     min_new_labels: int = Field(default=50, ge=1)
+    profile: Literal["default", "quick", "tiny"] = "default"
     auto_promote: bool = Field(default=True, description="promote when no worse than current on validation")
+    tolerance: float = Field(default=0.005, ge=0.0, le=1.0, description="allowed drop in macro-F1/accuracy")
+    reload_check_s: float = Field(default=30.0, gt=0, description="how often the registry pointer is checked")
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, v: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(v)
+        except ValueError as err:
+            raise ValueError(f"not a crontab expression: {err}") from None
+        return v
 
 
 def default_home() -> Path:

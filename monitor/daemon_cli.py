@@ -21,6 +21,22 @@ def _runner(stages: tuple[str, ...]):
     return handler
 
 
+def _retrain(args: argparse.Namespace) -> int:
+    import json
+
+    settings = settings_from_args(args)
+    settings.ensure_dirs()
+    from monitor.retrain import LabelStore, retrain_once
+
+    store = LabelStore(settings.state_dir / "labels.db")
+    try:
+        outcome = retrain_once(settings, store, force=args.force)
+    finally:
+        store.close()
+    print(json.dumps(outcome.__dict__))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from monitor.wiring import PIPELINE
 
@@ -34,3 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         add_config_option(p)
         p.add_argument("--kafka", metavar="HOST:PORT", help="Kafka bootstrap (overrides kafka.bootstrap)")
         p.set_defaults(func=_runner(stages))
+
+    p = sub.add_parser("retrain", help="run the nightly re-training job once, now")
+    add_config_option(p)
+    p.add_argument("--force", action="store_true", help="train even with fewer than retrain.min_new_labels")
+    p.set_defaults(func=_retrain)

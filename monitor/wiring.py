@@ -18,6 +18,7 @@ from monitor.bus.factory import make_bus
 from monitor.component import Component, Context
 from monitor.config import Settings
 from monitor.daemon import Daemon
+from monitor.retrain import build_retrain
 from monitor.stages.component import build_aggregate, build_classify
 
 log = structlog.get_logger(__name__)
@@ -27,8 +28,9 @@ BUILDERS: dict[str, Callable[[Context], Component]] = {
     "classify": build_classify,
     "aggregate": build_aggregate,
     "alerts": build_alerts,
+    "retrain": build_retrain,
 }
-PIPELINE: tuple[str, ...] = ("ingest", "classify", "aggregate", "alerts")
+PIPELINE: tuple[str, ...] = ("ingest", "classify", "aggregate", "alerts", "retrain")
 
 
 def build_daemon(settings: Settings, stages: Sequence[str], ctx: Context | None = None) -> tuple[Daemon, Context]:

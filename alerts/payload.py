@@ -1,0 +1,118 @@
+"""The notification bodies: Alertmanager webhook v4 envelope, extended; Slack-style text.
+
+A receiver that understands Alertmanager's webhook (``version: "4"``) understands these. finsent
+adds, per alert, ``values`` (the numbers that fired), ``evidence`` (the headlines behind them),
+``model_version`` and ``revision``; and, per notification, ``reason`` (why it was sent:
+``firing``, ``resolved``, ``revised`` or ``repeat``). Unknown fields are ignored by Alertmanager
+consumers, so the extension is compatible.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from monitor.records import Evidence, UtcDatetime
+
+ZERO_TIME = datetime(1, 1, 1, tzinfo=timezone.utc)
+"""Alertmanager's ``endsAt`` for an alert that is still firing."""
+
+NotificationReason = Literal["firing", "resolved", "revised", "repeat"]
+REASON_PRIORITY: dict[str, int] = {"firing": 0, "resolved": 1, "revised": 2, "repeat": 3}
+
+
+class WebhookAlert(BaseModel):
+    """One alert in the envelope (Alertmanager fields, then finsent's extensions)."""
+
+    model_config = ConfigDict(frozen=True)
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    startsAt: UtcDatetime
+    endsAt: UtcDatetime = ZERO_TIME
+    generatorURL: str
+    fingerprint: str
+    values: dict[str, float] = Field(default_factory=dict)
+    evidence: list[Evidence] = Field(default_factory=list)
+    model_version: str | None = None
+    revision: int = 0
+
+
+class WebhookMessage(BaseModel):
+    """Alertmanager webhook v4 envelope (``version: "4"``) plus ``reason``."""
+
+    model_config = ConfigDict(frozen=True)
+    version: Literal["4"] = "4"
+    groupKey: str
+    truncatedAlerts: int = 0
+    status: Literal["firing", "resolved"]
+    receiver: str
+    groupLabels: dict[str, str]
+    commonLabels: dict[str, str]
+    commonAnnotations: dict[str, str]
+    externalURL: str
+    alerts: list[WebhookAlert]
+    reason: NotificationReason = "firing"
+
+    def body(self) -> bytes:
+        return self.model_dump_json().encode("utf-8")
+
+
+class SlackMessage(BaseModel):
+    text: str
+
+
+def common(dicts: list[dict[str, str]]) -> dict[str, str]:
+    """The key/value pairs every dict shares (Alertmanager's commonLabels/commonAnnotations)."""
+    if not dicts:
+        return {}
+    out = dict(dicts[0])
+    for d in dicts[1:]:
+        out = {k: v for k, v in out.items() if d.get(k) == v}
+    return out
+
+
+def build_message(
+    *,
+    receiver: str,
+    group_key: str,
+    group_labels: dict[str, str],
+    alerts: list[WebhookAlert],
+    external_url: str,
+    reason: NotificationReason,
+    max_alerts: int = 0,
+) -> WebhookMessage:
+    """Firing alerts first (oldest first), then resolved; truncated to ``max_alerts`` if set."""
+    ordered = sorted(alerts, key=lambda a: (a.status != "firing", a.startsAt, a.fingerprint))
+    shown = ordered[:max_alerts] if max_alerts else ordered
+    return WebhookMessage(
+        groupKey=group_key,
+        truncatedAlerts=len(ordered) - len(shown),
+        status="firing" if any(a.status == "firing" for a in ordered) else "resolved",
+        receiver=receiver,
+        groupLabels=group_labels,
+        commonLabels=common([a.labels for a in ordered]),
+        commonAnnotations=common([a.annotations for a in ordered]),
+        externalURL=external_url,
+        alerts=shown,
+        reason=reason,
+    )
+
+
+def slack_text(message: WebhookMessage) -> str:
+    """A compact human summary: one line per alert, with the top headline."""
+    title = {"firing": "FIRING", "resolved": "RESOLVED", "revised": "REVISED", "repeat": "STILL FIRING"}[message.reason]
+    lines = [f"*[{title}:{sum(a.status == 'firing' for a in message.alerts)}]* "
+             + ", ".join(f"{k}={v}" for k, v in message.groupLabels.items())]
+    for a in message.alerts:
+        summary = a.annotations.get("summary") or a.labels.get("alertname", a.fingerprint)
+        lines.append(f"- [{a.status}] {summary}")
+        if a.evidence:
+            e = a.evidence[0]
+            link = f"<{e.url}|{e.title}>" if e.url else e.title
+            lines.append(f"    {link} ({e.source}, score {e.score:+.2f})")
+    if message.truncatedAlerts:
+        lines.append(f"... and {message.truncatedAlerts} more")
+    return "\n".join(lines)

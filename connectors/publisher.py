@@ -1,0 +1,179 @@
+"""The one way stories reach ``news.raw``: normalise, dedup, produce in chunks, remember after ack.
+
+Per chunk: every draft is normalised (failures go to the DLQ with the reason), checked against the
+dedup state (duplicates dropped, near-duplicates get a lower novelty), sent keyed by
+``NewsItem.primary_key`` so per-ticker order holds, then the producer is flushed once and every
+delivery checked. Only acknowledged stories are committed to the dedup state; the others are
+rolled back so that the next poll (or the webhook caller's retry) sends them again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import structlog
+
+from connectors.metrics import IngestMetrics
+from connectors.normalise import Draft, Normaliser, Rejected
+from connectors.state import IngestState, Reservation
+from monitor.bus.base import BusError, Delivery, Producer
+from monitor.bus.codec import DeadLetterSink, send_record
+from monitor.records import NewsItem, utcnow
+
+log = structlog.get_logger(__name__)
+
+STAGE = "ingest"
+
+
+@dataclass
+class PublishResult:
+    read: int = 0
+    produced: int = 0
+    new: int = 0
+    near_duplicates: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    failed: int = 0
+    ids: list[str] = field(default_factory=list)
+    """Ids of the stories produced, in order."""
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, other: "PublishResult") -> None:
+        for name in ("read", "produced", "new", "near_duplicates", "duplicates", "rejected", "failed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.ids.extend(other.ids)
+        self.errors.extend(other.errors)
+
+
+class Publisher:
+    """Thread-safe: pollers, replays and the webhook share one publisher and one producer."""
+
+    def __init__(
+        self,
+        producer: Producer,
+        topic: str,
+        dlq: DeadLetterSink,
+        state: IngestState,
+        normaliser: Normaliser,
+        metrics: IngestMetrics,
+        chunk_size: int = 500,
+        ack_timeout_s: float = 30.0,
+    ) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.dlq = dlq
+        self.state = state
+        self.normaliser = normaliser
+        self.metrics = metrics
+        self.chunk_size = chunk_size
+        self.ack_timeout_s = ack_timeout_s
+        self._dlq_lock = threading.Lock()
+
+    def publish(self, source: str, drafts: Iterable[Draft], *, scope: str = "", live: bool = True) -> PublishResult:
+        """Produce ``drafts`` of ``source``; returns once every sent story is acknowledged (or failed).
+
+        ``scope`` separates near-duplicate clusters (replay loops); ``live`` records the
+        publication-to-ingest delay (not meaningful for replays).
+        """
+        total = PublishResult()
+        chunk: list[Draft] = []
+        for draft in drafts:
+            chunk.append(draft)
+            if len(chunk) >= self.chunk_size:
+                total.add(self._publish_chunk(source, chunk, scope, live))
+                chunk = []
+        if chunk:
+            total.add(self._publish_chunk(source, chunk, scope, live))
+        return total
+
+    def reject(self, source: str, payload: bytes, reason: str) -> None:
+        """Send something unreadable (a bad file row, say) to the DLQ and wait for the ack."""
+        self.metrics.rejected.labels(source).inc()
+        with self._dlq_lock:
+            delivery = self.dlq.reject_payload(payload, f"{source}: {reason}", key=source)
+        delivery.get(timeout=self.ack_timeout_s)
+
+    def _publish_chunk(self, source: str, drafts: list[Draft], scope: str, live: bool) -> PublishResult:
+        result = PublishResult(read=len(drafts))
+        fetched_at = utcnow()
+        sent: list[tuple[NewsItem, Reservation, Delivery]] = []
+        dead: list[Delivery] = []
+        m = self.metrics
+        m.fetched.labels(source).inc(len(drafts))
+        try:
+            for draft in drafts:
+                try:
+                    item = self.normaliser.build(draft, fetched_at)
+                except Rejected as err:
+                    result.rejected += 1
+                    with self._dlq_lock:
+                        dead.append(self.dlq.reject_payload(draft.payload(), f"{source}: {err}", key=source))
+                    continue
+                verdict = self.state.reserve(item.id, item.title, scope)
+                if verdict.reservation is None:
+                    result.duplicates += 1
+                    continue
+                if verdict.status == "near_duplicate":
+                    item = item.model_copy(update={
+                        "novelty": verdict.novelty,
+                        "meta": {**item.meta, "near_duplicate_of": verdict.duplicate_of or ""},
+                    })
+                try:
+                    delivery = send_record(self.producer, self.topic, item, key=item.primary_key)
+                except BusError as err:
+                    self.state.rollback([verdict.reservation])
+                    result.failed += 1
+                    result.errors.append(str(err))
+                    continue
+                sent.append((item, verdict.reservation, delivery))
+            self._flush()
+        finally:
+            acked, failed = self._settle(sent, result)
+            self.state.commit(acked)
+            self.state.rollback(failed)
+        for d in dead:
+            d.get(timeout=self.ack_timeout_s)
+        m.rejected.labels(source).inc(result.rejected)
+        m.duplicate.labels(source).inc(result.duplicates)
+        m.new.labels(source).inc(result.new)
+        m.near_duplicate.labels(source).inc(result.near_duplicates)
+        if result.failed:
+            m.errors.labels(source, "publish").inc(result.failed)
+            log.error("stories not acknowledged; they will be retried", source=source, failed=result.failed,
+                      error=result.errors[0] if result.errors else "")
+        if live:
+            delay = m.delay_seconds.labels(source)
+            for item, _, _ in sent:
+                if "published_at" not in item.meta:  # a missing or clamped date says nothing
+                    delay.observe(max(0.0, (item.fetched_at - item.published_at).total_seconds()))
+        return result
+
+    def _flush(self) -> None:
+        try:
+            self.producer.flush(timeout=self.ack_timeout_s)
+        except BusError as err:
+            log.warning("flush failed; checking each delivery", error=str(err))
+
+    def _settle(
+        self, sent: list[tuple[NewsItem, Reservation, Delivery]], result: PublishResult
+    ) -> tuple[list[Reservation], list[Reservation]]:
+        acked: list[Reservation] = []
+        failed: list[Reservation] = []
+        for item, reservation, delivery in sent:
+            try:
+                delivery.get(timeout=self.ack_timeout_s)
+            except Exception as err:  # noqa: BLE001 - BusError, timeouts: the story was not durably sent
+                failed.append(reservation)
+                result.failed += 1
+                result.errors.append(str(err))
+                continue
+            acked.append(reservation)
+            result.produced += 1
+            result.ids.append(item.id)
+            if reservation.created:
+                result.new += 1
+            else:
+                result.near_duplicates += 1
+        return acked, failed

@@ -1,0 +1,299 @@
+"""The classify worker: ``news.raw`` -> micro-batches -> classifier -> ``news.scored``.
+
+One loop, one thread, deliberately synchronous so the delivery guarantee is easy to see:
+
+1. poll ``news.raw`` (a consumer-group member; several workers share the partitions);
+   undecodable records go to the DLQ at once;
+2. when the buffered stories fill the engine's token budget (or row cap), or the oldest has
+   waited ``classifier.max_delay_ms``, take one micro-batch off the front of the buffer;
+3. score it (a batch that makes the engine raise is bisected: the poison story goes to the DLQ,
+   its neighbours are scored), produce every result, wait until the broker acknowledges them all,
+   then commit the batch's offsets. At-least-once: a crash anywhere before the commit redelivers
+   the batch, and downstream is idempotent by story id.
+
+Rebalances: callbacks only run inside ``poll``, and a batch is scored, acknowledged and committed
+before the next ``poll``, so there is never scored-but-uncommitted work when partitions are
+revoked. The revoked partitions' *buffered* (unscored, uncommitted) stories are dropped: Kafka
+redelivers them to the new owner from the committed offset. Stop works the same way.
+
+Back-pressure: stories read but not yet committed are bounded by ``classify.max_in_flight``;
+above it the worker pauses fetching (it keeps polling so it stays in the group) and resumes once
+the engine has worked the buffer down to half.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from monitor.bus.base import Bus, BusError, Consumer, ConsumerOptions, Message, Producer, TopicPartition
+from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets, send_record
+from monitor.config import Settings
+from monitor.records import NewsItem, ScoredItem
+from monitor.stages.scoring import ScoringEngine, score_isolating_poison
+from monitor.stages.stores import ItemStore
+
+log = structlog.get_logger(__name__)
+
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class ClassifyMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.scored = Counter("finsent_classify_scored", "Stories scored and produced to news.scored",
+                              registry=registry)
+        self.dead_letters = Counter("finsent_classify_dead_letters", "Stories sent to the DLQ", ["reason"],
+                                    registry=registry)
+        self.batch_size = Histogram("finsent_classify_batch_size", "Stories per micro-batch",
+                                    buckets=BATCH_SIZE_BUCKETS, registry=registry)
+        self.batch_seconds = Histogram("finsent_classify_batch_seconds", "Model time per micro-batch",
+                                       buckets=LATENCY_BUCKETS, registry=registry)
+        self.commit_seconds = Histogram("finsent_classify_cycle_seconds",
+                                        "Score + produce + acknowledge + commit per micro-batch",
+                                        buckets=LATENCY_BUCKETS, registry=registry)
+        self.lag = Gauge("finsent_classify_lag", "Consumer lag on news.raw", ["topic", "partition"],
+                         registry=registry)
+        self.in_flight = Gauge("finsent_classify_in_flight", "Stories read but not yet committed",
+                               registry=registry)
+        self.paused = Gauge("finsent_classify_paused", "1 while fetching is paused by back-pressure",
+                            registry=registry)
+        self.redelivered = Counter("finsent_classify_rebalance_dropped",
+                                   "Buffered stories released on rebalance (redelivered to the new owner)",
+                                   registry=registry)
+
+
+@dataclass
+class _Buffered:
+    msg: Message
+    item: NewsItem | None  # None: already dead-lettered, only its offset still has to be committed
+    tokens: int
+    arrived: float
+
+
+class ClassifyStage:
+    """A classify worker; ``run(stop)`` is its whole life (the daemon runs it in a thread)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        bus: Bus,
+        engine: ScoringEngine,
+        registry: CollectorRegistry,
+        items: ItemStore | None = None,
+        name: str = "classify",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.bus = bus
+        self.engine = engine
+        self.items = items
+        self.metrics = ClassifyMetrics(registry)
+        self._clock = clock
+        self._cfg = settings.classify
+        self._batching = settings.classifier
+        self._buffer: deque[_Buffered] = deque()
+        self._paused = False
+        self._running = False
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._dlq: DeadLetterSink | None = None
+        self._next_lag = 0.0
+        self._next_reload = 0.0
+        self.batches = 0
+
+    # -- Stage ------------------------------------------------------------------------------
+    def ready(self) -> tuple[bool, str]:
+        if not self._running:
+            return False, "not consuming yet"
+        return True, f"model {self.engine.version}; {len(self._assignment())} partitions"
+
+    def run(self, stop: threading.Event) -> None:
+        topics = self.settings.topics
+        self._producer = self.bus.producer()
+        self._dlq = DeadLetterSink(self._producer, topics.dlq, stage=self.name)
+        reader = RecordReader(NewsItem, self._dlq)
+        self._consumer = self.bus.consumer(
+            [topics.raw],
+            ConsumerOptions(group_id=self._cfg.group_id, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                            client_id=f"{self.settings.kafka.client_id}-{self.name}"),
+        )
+        self._running = True
+        log.info("classify started", group=self._cfg.group_id, topic=topics.raw, model=self.engine.version)
+        try:
+            while not stop.is_set():
+                self._step(reader)
+        finally:
+            self._running = False
+            dropped = len(self._buffer)
+            self._buffer.clear()
+            try:
+                self._consumer.close()
+            finally:
+                self._producer.flush(self._cfg.produce_timeout)
+                self._producer.close()
+            log.info("classify stopped", batches=self.batches, released_uncommitted=dropped)
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _step(self, reader: RecordReader[NewsItem]) -> None:
+        now = self._clock()
+        self._housekeeping(now)
+        if self._batch_due(now):
+            self._process(self._take_batch())
+            return
+        self._apply_backpressure()
+        room = self._cfg.max_in_flight - len(self._buffer)
+        timeout = 0.5
+        if self._buffer:
+            oldest_deadline = self._buffer[0].arrived + self._batching.max_delay_ms / 1000.0
+            timeout = max(0.0, min(timeout, oldest_deadline - now))
+        assert self._consumer is not None
+        messages = self._consumer.poll(timeout, max_records=max(1, min(self._cfg.poll_max_records, room)))
+        if not messages:
+            return
+        good, rejected = reader.decode_batch(messages)
+        for d in rejected:
+            d.get(timeout=self._cfg.produce_timeout)
+        self.metrics.dead_letters.labels("undecodable").inc(len(rejected))
+        decoded = {(m.partition, m.offset): item for m, item in good}
+        texts = [item.text for _, item in good]
+        tokens = dict(zip(decoded, self.engine.count_tokens(texts))) if texts else {}
+        arrived = self._clock()
+        for m in messages:
+            k = (m.partition, m.offset)
+            self._buffer.append(_Buffered(m, decoded.get(k), tokens.get(k, 0), arrived))
+        self.metrics.in_flight.set(len(self._buffer))
+
+    def _batch_due(self, now: float) -> bool:
+        if not self._buffer:
+            return False
+        if self._buffer[0].item is None:  # dead-lettered already: just commit past it
+            return True
+        if self._buffer[0].arrived + self._batching.max_delay_ms / 1000.0 <= now:
+            return True
+        return self._batch_end() < len(self._buffer)  # a full batch is waiting
+
+    def _batch_end(self) -> int:
+        """How many buffered entries the next micro-batch takes (FIFO, within the token budget)."""
+        n_items = 0
+        longest = 0
+        for i, entry in enumerate(self._buffer):
+            if entry.item is None:
+                continue
+            width = max(longest, max(1, entry.tokens))
+            if n_items and (n_items >= self._batching.max_batch_size
+                            or (n_items + 1) * width > self._batching.max_batch_tokens):
+                return i
+            n_items += 1
+            longest = width
+        return len(self._buffer)
+
+    def _take_batch(self) -> list[_Buffered]:
+        end = self._batch_end()
+        return [self._buffer.popleft() for _ in range(end)]
+
+    def _process(self, batch: list[_Buffered]) -> None:
+        assert self._producer is not None and self._dlq is not None and self._consumer is not None
+        start = self._clock()
+        live = [e for e in batch if e.item is not None]
+        deliveries = []
+        if live:
+            t0 = self._clock()
+            outcome = score_isolating_poison(self.engine.predict, [e.item for e in live])  # type: ignore[misc]
+            self.metrics.batch_seconds.observe(self._clock() - t0)
+            self.metrics.batch_size.observe(len(live))
+            topic = self.settings.topics.scored
+            for _, scored in outcome.scored:
+                deliveries.append(send_record(self._producer, topic, scored, key=scored.item.primary_key))
+            for idx, reason in outcome.rejected:
+                deliveries.append(self._dlq.reject_message(live[idx].msg, reason))
+            for d in deliveries:
+                d.get(timeout=self._cfg.produce_timeout)
+            self.metrics.scored.inc(len(outcome.scored))
+            if outcome.rejected:
+                self.metrics.dead_letters.labels("classifier").inc(len(outcome.rejected))
+                log.warning("poison stories isolated", count=len(outcome.rejected), batch=len(live),
+                            engine_calls=outcome.engine_calls)
+            if self.items is not None:
+                for _, scored in outcome.scored:
+                    self.items.put(scored)
+        self._commit(next_offsets([e.msg for e in batch]))
+        self.batches += 1
+        self.metrics.commit_seconds.observe(self._clock() - start)
+        self.metrics.in_flight.set(len(self._buffer))
+
+    def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        assert self._consumer is not None
+        owned = self._assignment()
+        mine = {tp: o for tp, o in offsets.items() if tp in owned}
+        try:
+            self._consumer.commit(mine)
+        except BusError as err:
+            # A rebalance raced the commit: the new owner re-reads from the last commit (duplicates
+            # downstream, which is idempotent), nothing is lost.
+            log.warning("commit failed; batch will be redelivered", error=str(err))
+
+    def _assignment(self) -> set[TopicPartition]:
+        return self._consumer.assignment() if self._consumer is not None else set()
+
+    # -- back-pressure, lag, reload ---------------------------------------------------------
+    def _apply_backpressure(self) -> None:
+        assert self._consumer is not None
+        size = len(self._buffer)
+        if not self._paused and size >= self._cfg.max_in_flight:
+            self._consumer.pause(self._assignment())
+            self._paused = True
+            self.metrics.paused.set(1)
+            log.info("fetching paused: engine behind", in_flight=size)
+        elif self._paused and size <= self._cfg.max_in_flight // 2:
+            self._consumer.resume(self._assignment())
+            self._paused = False
+            self.metrics.paused.set(0)
+            log.info("fetching resumed", in_flight=size)
+
+    def _housekeeping(self, now: float) -> None:
+        if now >= self._next_lag:
+            self._next_lag = now + self._cfg.lag_interval
+            self._report_lag()
+        if now >= self._next_reload:
+            self._next_reload = now + self._cfg.reload_interval
+            try:
+                if self.engine.reload_if_changed():
+                    log.info("model reloaded", version=self.engine.version)
+            except Exception:  # noqa: BLE001 - keep serving the model we have
+                log.exception("model reload failed; keeping the current model")
+
+    def _report_lag(self) -> None:
+        assert self._consumer is not None
+        try:
+            lag = self._consumer.lag()
+        except Exception as err:  # noqa: BLE001 - a metric must not kill the worker
+            log.debug("lag unavailable", error=str(err))
+            return
+        for tp, value in lag.items():
+            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(value)
+
+    # -- rebalance callbacks (run inside poll) ----------------------------------------------
+    def _on_revoke(self, revoked: set[TopicPartition]) -> None:
+        kept = deque(e for e in self._buffer if e.msg.tp not in revoked)
+        dropped = len(self._buffer) - len(kept)
+        self._buffer = kept
+        self.metrics.redelivered.inc(dropped)
+        for tp in revoked:
+            try:
+                self.metrics.lag.remove(tp.topic, str(tp.partition))
+            except KeyError:
+                pass
+        log.info("partitions revoked", partitions=sorted(tp.partition for tp in revoked), released=dropped)
+
+    def _on_assign(self, assigned: set[TopicPartition]) -> None:
+        if self._paused and self._consumer is not None:
+            self._consumer.pause(assigned)
+        log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
