@@ -1,9 +1,90 @@
-"""``finsent`` subcommands contributed by the connectors package."""
+"""``finsent`` subcommands contributed by the connectors package: ``ingest`` and ``replay``."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+import threading
+from pathlib import Path
+
+from monitor.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option, settings_from_args
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    return {"kafka": {"bootstrap": args.kafka}} if getattr(args, "kafka", None) else {}
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args, **_overrides(args))
+    from monitor.wiring import build_daemon
+
+    daemon, _ = build_daemon(settings, ["ingest"])
+    return daemon.run_forever()
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"finsent replay: no such file: {path}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.speed < 0:
+        print("finsent replay: --speed must be >= 0", file=sys.stderr)
+        return EXIT_USAGE
+    settings = settings_from_args(args, **_overrides(args))
+
+    import signal
+
+    from connectors.component import build_core
+    from connectors.replay import Replayer
+    from connectors.settings import FileSource
+    from monitor.bus.base import BusError
+    from monitor.bus.factory import make_bus
+    from monitor.component import Context
+
+    source = FileSource(name=args.source, path=path, speed=args.speed, format=args.format)
+    try:
+        bus = make_bus(settings)
+        ctx = Context(settings=settings, bus=bus)
+        ingest = build_core(ctx)
+    except BusError as err:
+        print(f"finsent replay: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    replayer = Replayer(source, ingest.publisher)
+    code = EXIT_OK
+    try:
+        stats = replayer.run(stop)
+    except BusError as err:
+        print(f"finsent replay: {err}", file=sys.stderr)
+        stats, code = replayer.stats, EXIT_FAILURE
+    finally:
+        ingest.close()
+        bus.close()
+    print(json.dumps(stats.summary()), flush=True)
+    return code
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this package's subcommands to the ``finsent`` parser."""
+    p = sub.add_parser("ingest", help="run the configured connectors alone, producing to news.raw")
+    add_config_option(p)
+    p.add_argument("--kafka", metavar="HOST:PORT", help="Kafka bootstrap (overrides kafka.bootstrap)")
+    p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser(
+        "replay",
+        help="replay a CSV/JSONL file of stories into news.raw in event-time order",
+        description="Replay stories (title|text, published_at, [url, tickers, source, id, body]) into "
+        "news.raw and print one JSON line: read, produced, duplicates, rejected, seconds.",
+    )
+    p.add_argument("file", help="a .jsonl or .csv file")
+    p.add_argument("--speed", type=float, default=0.0,
+                   help="event seconds per wall second (60 = an hour per minute); 0 = as fast as possible")
+    p.add_argument("--kafka", metavar="HOST:PORT", help="Kafka bootstrap (overrides kafka.bootstrap)")
+    p.add_argument("--source", default="replay", help="source name for rows without one (default: replay)")
+    p.add_argument("--format", choices=("auto", "jsonl", "csv"), default="auto")
+    add_config_option(p)
+    p.set_defaults(func=_cmd_replay)

@@ -108,6 +108,13 @@ def title_key(title: str) -> str:
     return " ".join(t.split())
 
 
+_SYNONYMS = {
+    "bln": "billion", "bn": "billion", "mln": "million", "mn": "million", "pct": "%", "percent": "%",
+    "per cent": "%", "qtr": "quarter", "q/q": "quarter", "yr": "year", "shr": "share", "shrs": "shares",
+}
+
+
 def title_tokens(key: str) -> frozenset[str]:
-    """The content words of a :func:`title_key`, for Jaccard similarity."""
-    return frozenset(w for w in key.split() if w not in STOPWORDS)
+    """The content words of a :func:`title_key`, wire abbreviations expanded ("bln" -> "billion"),
+    for Jaccard similarity."""
+    return frozenset(_SYNONYMS.get(w, w) for w in key.split() if w not in STOPWORDS)

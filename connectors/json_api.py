@@ -157,7 +157,7 @@ class JsonApiPoller:
             self.metrics.errors.labels(src.name, err.kind).inc()
             log.warning("API fetch failed", source=src.name, kind=err.kind, error=str(err))
         except ValueError as err:  # e.g. the secret's environment variable is missing
-            self.metrics.errors.labels(src.name, "parse").inc()
+            self.metrics.errors.labels(src.name, "config").inc()
             log.error("API poll misconfigured", source=src.name, error=str(err))
         log.info("API polled", source=src.name, produced=total.produced, duplicates=total.duplicates,
                  rejected=total.rejected)

@@ -6,6 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 ERROR_KINDS = (
     "timeout", "connect", "network", "http_4xx", "http_5xx", "too_large", "redirects", "malformed", "parse", "publish",
+    "config",
 )
 
 

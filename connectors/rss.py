@@ -31,7 +31,7 @@ _DATE_FIELDS = ("published_parsed", "updated_parsed", "created_parsed")
 
 def _entry_time(entry: Any) -> datetime | None:
     for name in _DATE_FIELDS:
-        st = entry.get(name)
+        st = dict.get(entry, name)  # plain lookup: no feedparser fallback mapping (and its warning)
         if st:
             try:
                 return datetime.fromtimestamp(calendar.timegm(st), tz=timezone.utc)
@@ -57,7 +57,7 @@ def entries_to_drafts(parsed: Any, source: RssSource, base_url: str, finder: Tic
         meta = {"feed": base_url}
         if note:
             meta["published_at"] = note
-        raw = {k: entry.get(k) for k in ("id", "title", "link", "published", "updated", "summary")}
+        raw = {k: dict.get(entry, k) for k in ("id", "title", "link", "published", "updated", "summary")}
         drafts.append(
             Draft(
                 source=source.name,

@@ -49,6 +49,10 @@ CREATE TABLE IF NOT EXISTS titles (
     PRIMARY KEY (scope, key)
 );
 CREATE INDEX IF NOT EXISTS titles_last_seen ON titles(last_seen);
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS http_state (
     source TEXT NOT NULL,
     url TEXT NOT NULL,
@@ -140,10 +144,15 @@ class IngestState:
         with self._lock:
             if item_id in self._pending or self._seen(item_id, now):
                 return Verdict("duplicate")
+            if now - self._last_purge > 60:
+                self._purge(now)
             key = title_key(title)
             cluster = self._clusters.get((scope, key)) if key else None
             if cluster is None and key:
                 cluster = self._fuzzy(scope, title_tokens(key))
+            if cluster is not None and cluster.last_seen < now - self.ttl_s:
+                self._unindex(cluster)  # expired since the last purge
+                cluster = None
             if cluster is None:
                 cluster = _Cluster(scope, key or item_id, title_tokens(key), item_id, 1, now, now, False)
                 self._index(cluster)
@@ -177,7 +186,8 @@ class IngestState:
                 clusters = {id(r.cluster): r.cluster for r in rows}.values()
                 self._db.executemany(
                     "INSERT INTO titles(scope, key, first_id, copies, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT(scope, key) DO UPDATE SET copies=excluded.copies, last_seen=excluded.last_seen",
+                    "ON CONFLICT(scope, key) DO UPDATE SET first_id=excluded.first_id, copies=excluded.copies, "
+                    "first_seen=excluded.first_seen, last_seen=excluded.last_seen",
                     [(c.scope, c.key, c.first_id, c.copies, c.first_seen, c.last_seen) for c in clusters],
                 )
                 self._db.execute("COMMIT")
@@ -281,3 +291,13 @@ class IngestState:
                 "INSERT OR REPLACE INTO http_state(source, url, etag, last_modified, updated_at) VALUES (?, ?, ?, ?, ?)",
                 (source, url, etag, last_modified, self._clock()),
             )
+
+    # -- small values (replay clocks) ------------------------------------------------------
+    def get_value(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_value(self, key: str, value: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO kv(key, value) VALUES (?, ?)", (key, value))

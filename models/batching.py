@@ -112,6 +112,11 @@ class MicroBatcher(Generic[T]):
             self._cond.notify()
         return item.future
 
+    def wake(self) -> None:
+        """Make the worker re-check its deadline now (for injected clocks in tests)."""
+        with self._cond:
+            self._cond.notify()
+
     def close(self, timeout: float | None = None) -> None:
         """Stop accepting texts, flush what is pending, and join the worker."""
         with self._cond:

@@ -1,9 +1,262 @@
-"""``finsent`` subcommands contributed by the models package."""
+"""``finsent`` subcommands contributed by the models package: train, eval, bench, models.
+
+torch/transformers are imported inside the handlers so ``finsent --help`` stays fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from monitor.cli import settings_from_args
+
+    return settings_from_args(args)
+
+
+def _err(msg: str) -> None:
+    print(f"finsent: {msg}", file=sys.stderr)
+
+
+# -- train -----------------------------------------------------------------------------------
+def _cmd_train(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from models.training import train
+
+    settings.ensure_dirs()
+    result = train(settings, profile=args.profile, epochs=args.epochs, device=args.device,
+                   promote=True if args.promote else None)
+    m = result.manifest
+    for task in ("sentiment", "topic"):
+        full, dedup = m["metrics"][task]["valid"], m["metrics"][task]["valid_dedup"]
+        print(f"{task:<9} valid acc {full['accuracy']:.4f} macro-F1 {full['macro_f1']:.4f} (n={full['n']})  "
+              f"dedup acc {dedup['accuracy']:.4f} macro-F1 {dedup['macro_f1']:.4f} (n={dedup['n']})")
+    print(f"version {result.version}{' (promoted)' if result.promoted else ''}  "
+          f"duration {m['training']['duration_s']:.0f}s on {m['training']['device']}")
+    print(json.dumps({"version": result.version, "promoted": result.promoted,
+                      "duration_s": m["training"]["duration_s"],
+                      "metrics": {t: {k: m["metrics"][t][k]["accuracy"] for k in ("valid", "valid_dedup")}
+                                  for t in ("sentiment", "topic")}}))
+    return EXIT_OK
+
+
+# -- eval ------------------------------------------------------------------------------------
+def _format_table(report: dict[str, Any]) -> str:
+    lines = [f"task {report['task']}  version {report['version']}  n={report['n']}",
+             f"accuracy {report['accuracy']:.4f}   macro-F1 {report['macro_f1']:.4f}", "",
+             f"{'class':<30} {'F1':>7} {'support':>8}"]
+    for name, f1 in report["per_class"].items():
+        lines.append(f"{name:<30} {f1:>7.4f} {report['support'][name]:>8}")
+    return "\n".join(lines)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from models.data import DataError, labels_for, read_labelled_csv
+
+    path = Path(args.data)
+    try:
+        rows = read_labelled_csv(path, args.task)
+    except DataError as err:
+        _err(str(err))
+        return EXIT_USAGE
+    settings = _settings(args)
+    from models.engine import InferenceEngine
+    from models.evaluation import classification_metrics
+    from models.registry import RegistryError
+
+    try:
+        engine = InferenceEngine.from_settings(settings, version=args.version, device=args.device)
+    except RegistryError as err:
+        _err(str(err))
+        return EXIT_FAILURE
+    names = list(labels_for(args.task))
+    preds = engine.predict([r.text for r in rows])
+    y_pred = [names.index(p.sentiment if args.task == "sentiment" else p.topic) for p in preds]
+    y_true = [r.label for r in rows]
+    report = classification_metrics(args.task, y_true, y_pred)
+    report["support"] = {n: sum(1 for y in y_true if y == i) for i, n in enumerate(names)}
+    report["version"] = engine.version
+    report["data"] = str(path)
+    print(_format_table(report))
+    print(json.dumps(report))
+    return EXIT_OK
+
+
+# -- bench -----------------------------------------------------------------------------------
+def _cmd_bench(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    import torch
+
+    from models.bench import read_texts, run_bench
+    from models.registry import RegistryError
+
+    texts = labels = None
+    if args.texts:
+        try:
+            texts, labels = read_texts(Path(args.texts))
+        except (OSError, ValueError) as err:
+            _err(str(err))
+            return EXIT_USAGE
+    if args.device == "auto":
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    elif args.device == "cuda" and not torch.cuda.is_available():
+        _err("--device cuda: CUDA is not available")
+        return EXIT_USAGE
+    else:
+        devices = [args.device]
+    try:
+        report = run_bench(settings, texts=texts, labels=labels, devices=devices, n=args.n, version=args.version,
+                           request_size=args.request_size)
+    except RegistryError as err:
+        _err(str(err))
+        return EXIT_FAILURE
+    for dev, r in report["by_device"].items():
+        e, b = r["engine"], r["baseline"]
+        print(f"[{dev}] n={report['n']} version={report['version']}")
+        print(f"  engine   {e['texts_per_s']:>9.1f} texts/s  p50 {e['p50_ms']:>8.1f} ms  p99 {e['p99_ms']:>8.1f} ms"
+              f"  (requests of {e['request_size']}, int8={e['int8']}, acc={e['accuracy']})")
+        print(f"  pipeline {b['texts_per_s']:>9.1f} texts/s  p50 {b['p50_ms']:>8.1f} ms  p99 {b['p99_ms']:>8.1f} ms"
+              f"  (batch_size {b['batch_size']}, acc={b['accuracy']})")
+        print(f"  ratio {r['ratio']:.2f}x  agreement {r['agreement']:.4f}")
+    if args.json:
+        print(json.dumps(report))
+    return EXIT_OK
+
+
+# -- models list/show/promote/rollback -------------------------------------------------------
+def _registry(args: argparse.Namespace):  # noqa: ANN202
+    from models.registry import Registry
+
+    return Registry.from_settings(_settings(args))
+
+
+def _summary(manifest: dict[str, Any]) -> str:
+    m = manifest.get("metrics", {})
+    try:
+        s, t = m["sentiment"]["valid"], m["topic"]["valid"]
+        return (f"sent acc {s['accuracy']:.3f} F1 {s['macro_f1']:.3f}  topic acc {t['accuracy']:.3f}  "
+                f"profile {manifest['training']['profile']}")
+    except (KeyError, TypeError):
+        return "(no metrics)"
+
+
+def _cmd_models_list(args: argparse.Namespace) -> int:
+    from models.registry import RegistryError
+
+    reg = _registry(args)
+    current = reg.current()
+    rows = []
+    for v in reg.versions():
+        try:
+            manifest = reg.read_manifest(v)
+            status, summary = "ok", _summary(manifest)
+        except RegistryError as err:
+            manifest, status, summary = {}, "INCOMPLETE", str(err)
+        rows.append({"version": v, "current": v == current, "status": status,
+                     "created_at": manifest.get("created_at")})
+        print(f"{'*' if v == current else ' '} {v}  {status:<10} {summary}")
+    if not rows:
+        print(f"no model versions in {reg.versions_dir}")
+    if args.json:
+        print(json.dumps({"current": current, "versions": rows}))
+    return EXIT_OK
+
+
+def _cmd_models_show(args: argparse.Namespace) -> int:
+    from models.registry import RegistryError
+
+    reg = _registry(args)
+    try:
+        version = reg.resolve(args.version)
+        manifest = reg.verify(version)
+    except RegistryError as err:
+        _err(str(err))
+        return EXIT_FAILURE
+    print(json.dumps(manifest, indent=2))
+    return EXIT_OK
+
+
+def _cmd_models_promote(args: argparse.Namespace) -> int:
+    from models.registry import RegistryError
+
+    reg = _registry(args)
+    try:
+        reg.promote(args.version)
+    except RegistryError as err:
+        _err(f"refusing to promote: {err}")
+        return EXIT_FAILURE
+    print(f"current -> {args.version}")
+    return EXIT_OK
+
+
+def _cmd_models_rollback(args: argparse.Namespace) -> int:
+    from models.registry import RegistryError
+
+    reg = _registry(args)
+    try:
+        version = reg.rollback()
+    except RegistryError as err:
+        _err(str(err))
+        return EXIT_FAILURE
+    print(f"current -> {version}")
+    return EXIT_OK
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this package's subcommands to the ``finsent`` parser."""
+    from monitor.cli import add_config_option
+
+    p = sub.add_parser("train", help="fine-tune the classifier and publish a new registry version")
+    add_config_option(p)
+    p.add_argument("--epochs", type=int, default=None, help="override the profile's epoch count")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--profile", choices=["default", "quick", "tiny"], default="default",
+                   help="default: the real model (<=15 min on 2 cores); quick: ~2-3 min demo; tiny: tests")
+    p.add_argument("--promote", action="store_true", help="make the new version current (the first one always is)")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="accuracy / macro-F1 of a model version on a labelled CSV (text,label)")
+    add_config_option(p)
+    p.add_argument("--task", choices=["sentiment", "topic"], required=True)
+    p.add_argument("--data", required=True, metavar="FILE.csv", help="CSV with columns text,label")
+    p.add_argument("--version", default=None, help="registry version (default: current)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("bench", help="engine vs transformers pipeline: texts/s and batch latency")
+    add_config_option(p)
+    p.add_argument("--texts", metavar="FILE", help="CSV with a text column, or one text per line "
+                   "(default: the sentiment validation set)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON on the last line")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto: CPU, then CUDA too when present")
+    p.add_argument("--n", type=int, default=None, help="number of texts (truncate or cycle)")
+    p.add_argument("--version", default=None)
+    p.add_argument("--request-size", type=int, default=256, help="texts per engine.predict call")
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("models", help="model registry: list, show, promote, rollback")
+    msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    q = msub.add_parser("list", help="versions, newest last; * marks current")
+    add_config_option(q)
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=_cmd_models_list)
+    q = msub.add_parser("show", help="a version's manifest (verified)")
+    add_config_option(q)
+    q.add_argument("version", nargs="?", default="current")
+    q.set_defaults(func=_cmd_models_show)
+    q = msub.add_parser("promote", help="verify a version and make it current")
+    add_config_option(q)
+    q.add_argument("version")
+    q.set_defaults(func=_cmd_models_promote)
+    q = msub.add_parser("rollback", help="make the previous current version current again")
+    add_config_option(q)
+    q.set_defaults(func=_cmd_models_rollback)

@@ -15,7 +15,8 @@ def _runner(stages: tuple[str, ...]):
         settings = settings_from_args(args, **overrides)
         from monitor.wiring import build_daemon
 
-        daemon, _ = build_daemon(settings, stages)
+        chosen = tuple(args.stages.split(",")) if getattr(args, "stages", None) else stages
+        daemon, _ = build_daemon(settings, chosen)
         return daemon.run_forever()
 
     return handler
@@ -37,6 +38,15 @@ def _retrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stage_list(value: str) -> str:
+    from monitor.wiring import BUILDERS
+
+    unknown = [s for s in value.split(",") if s not in BUILDERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(BUILDERS)}")
+    return value
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from monitor.wiring import PIPELINE
 
@@ -49,6 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         p = sub.add_parser(name, help=help_text)
         add_config_option(p)
         p.add_argument("--kafka", metavar="HOST:PORT", help="Kafka bootstrap (overrides kafka.bootstrap)")
+        if name == "run":
+            p.add_argument("--stages", metavar="A,B", type=_stage_list,
+                           help=f"run only these stages (default: {','.join(stages)})")
         p.set_defaults(func=_runner(stages))
 
     p = sub.add_parser("retrain", help="run the nightly re-training job once, now")

@@ -145,10 +145,10 @@ class ClassifyStage:
     def _step(self, reader: RecordReader[NewsItem]) -> None:
         now = self._clock()
         self._housekeeping(now)
+        self._apply_backpressure()
         if self._batch_due(now):
             self._process(self._take_batch())
             return
-        self._apply_backpressure()
         room = self._cfg.max_in_flight - len(self._buffer)
         timeout = 0.5
         if self._buffer:
@@ -175,6 +175,8 @@ class ClassifyStage:
         if not self._buffer:
             return False
         if self._buffer[0].item is None:  # dead-lettered already: just commit past it
+            return True
+        if len(self._buffer) >= self._cfg.max_in_flight:  # cannot fetch more: no point waiting
             return True
         if self._buffer[0].arrived + self._batching.max_delay_ms / 1000.0 <= now:
             return True

@@ -1,13 +1,64 @@
-"""Builders of the classify and aggregate components (see monitor.wiring)."""
+"""Builders of the classify and aggregate components (see monitor.wiring).
+
+Both work the same on the in-process bus and on Kafka. What they publish in ``ctx.shared``:
+
+* ``"engine"``: the classifier (set it before building to inject one, e.g. in tests);
+* ``"items"``: :class:`~monitor.stages.stores.ItemStore`, latest ScoredItem per story id;
+* ``"trends"``: :class:`~monitor.stages.stores.TrendStore`, the queryable trend points.
+"""
 
 from __future__ import annotations
 
+from fastapi import APIRouter
+
 from monitor.component import Component, Context
+from monitor.stages.stores import ItemStore, TrendStore
+
+
+def _item_store(ctx: Context) -> tuple[ItemStore, list[APIRouter]]:
+    """The shared item store; the component that creates it also serves ``GET /items/{id}``."""
+    existing = ctx.shared.get("items")
+    if existing is not None:
+        return existing, []
+    from monitor.api.routes import items_router
+
+    store = ItemStore(ctx.settings.classify.items_kept)
+    ctx.shared["items"] = store
+    return store, [items_router(store)]
 
 
 def build_classify(ctx: Context) -> Component:
-    return Component(name="classify")
+    from monitor.stages.classify import ClassifyStage
+    from monitor.stages.scoring import load_engine
+
+    engine = ctx.shared.get("engine")
+    if engine is None:
+        engine = ctx.shared["engine"] = load_engine(ctx.settings)
+    items, routers = _item_store(ctx)
+    stage = ClassifyStage(ctx.settings, ctx.bus, engine, ctx.registry, items=items)
+    return Component(name="classify", stages=[stage], routers=routers)
 
 
 def build_aggregate(ctx: Context) -> Component:
-    return Component(name="aggregate")
+    from monitor.api.routes import trends_router
+    from monitor.stages.aggregate import AggregateMetrics, RekeyStage, TrendStage, repartition_topic
+
+    settings = ctx.settings
+    cfg = settings.aggregator
+    ctx.bus.ensure_topics([settings.topics.scored, settings.topics.trends, settings.topics.dlq,
+                           repartition_topic(settings)])
+    items, routers = _item_store(ctx)
+    trends = ctx.shared.get("trends")
+    if trends is None:
+        trends = ctx.shared["trends"] = TrendStore(keep_per_series=cfg.history_windows)
+    routers.append(trends_router(trends, [w.name for w in cfg.windows]))
+    # The in-process bus forgets everything on exit, so must the checkpoint (its offsets would
+    # point past the end of the new, empty log).
+    durable = ctx.bus.name != "memory"
+    checkpoint = settings.state_dir / cfg.state_file if durable else None
+    metrics = AggregateMetrics(ctx.registry)
+    stages = [
+        RekeyStage(settings, ctx.bus, metrics, items=items),
+        TrendStage(settings, ctx.bus, metrics, trends, checkpoint),
+    ]
+    return Component(name="aggregate", stages=stages, routers=routers)

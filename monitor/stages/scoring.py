@@ -106,3 +106,15 @@ def score_isolating_poison(
     out.scored.sort(key=lambda t: t[0])
     out.rejected.sort(key=lambda t: t[0])
     return out
+
+
+def load_engine(settings: object) -> ScoringEngine:
+    """Load the served classifier from the model registry (``models.engine``, imported lazily)."""
+    from models import engine as engine_module  # heavy: torch, transformers
+
+    cls = engine_module.InferenceEngine
+    for name in ("from_settings", "load", "from_registry"):
+        factory = getattr(cls, name, None)
+        if callable(factory):
+            return factory(settings)  # type: ignore[no-any-return]
+    raise RuntimeError("models.engine.InferenceEngine has no from_settings/load/from_registry constructor")

@@ -1,0 +1,30 @@
+"""Prometheus metrics of the alert stage, created on the registry it is given."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class AlertMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.records = Counter(
+            "finsent_alerts_records", "Records evaluated by the alert rules", ["kind"], registry=registry
+        )
+        self.notifications = Counter(
+            "finsent_alerts_notifications", "Notifications accepted into the outbox", ["receiver", "reason"],
+            registry=registry,
+        )
+        self.deliveries = Counter(
+            "finsent_alerts_deliveries", "Delivery attempts by outcome (delivered, retry, dead)",
+            ["receiver", "outcome"], registry=registry,
+        )
+        self.active = Gauge("finsent_alerts_active", "Alerts by state", ["state"], registry=registry)
+        self.outbox = Gauge("finsent_alerts_outbox", "Outbox entries by state", ["state"], registry=registry)
+        self.batch_seconds = Histogram(
+            "finsent_alerts_batch_seconds", "Time to evaluate and persist one input batch", registry=registry,
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
+        )
+        self.delivery_seconds = Histogram(
+            "finsent_alerts_delivery_seconds", "Time of one delivery attempt", ["receiver"], registry=registry,
+            buckets=(0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30),
+        )

@@ -1,0 +1,120 @@
+"""Draining the durable outbox: send what is due, back off what failed, dead-letter what is hopeless.
+
+Everything the deliverer knows lives in the outbox table, so a deliverer that is killed and
+recreated carries on where the last one stopped: same entries, same attempt counts, same
+idempotency keys. Entries of one (receiver, group) go out strictly in order: the next one waits
+until the one before it is delivered or dead, so a receiver never sees "resolved" before "firing".
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Mapping
+
+import structlog
+
+from alerts.clock import Clock, SystemClock
+from alerts.delivery import DeliveryResult, RetryPolicy, Sender
+from alerts.metrics import AlertMetrics
+from alerts.store import AlertStore
+
+log = structlog.get_logger(__name__)
+
+
+class OutboxDeliverer:
+    def __init__(
+        self,
+        store: AlertStore,
+        senders: Mapping[str, Sender],
+        *,
+        policy: RetryPolicy | None = None,
+        dead_letter_after_s: float = 86400.0,
+        keep_delivered_s: float = 7 * 86400.0,
+        batch_size: int = 50,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        metrics: AlertMetrics | None = None,
+    ) -> None:
+        self.store = store
+        self.senders = dict(senders)
+        self.policy = policy or RetryPolicy()
+        self.dead_letter_after_s = dead_letter_after_s
+        self.keep_delivered_s = keep_delivered_s
+        self.batch_size = batch_size
+        self.clock = clock or SystemClock()
+        self.rng = rng or random.Random()
+        self.metrics = metrics
+        self._last_prune = 0.0
+
+    def deliver_due(self) -> int:
+        """One pass over what is due now; returns the number of attempts made."""
+        now = self.clock.time()
+        for entry_id in self.store.expire(now - self.dead_letter_after_s):
+            log.error("notification dead-lettered: too old", outbox_id=entry_id)
+            self._count("?", "dead")
+        if now - self._last_prune > 3600:
+            self._last_prune = now
+            self.store.prune_delivered(now - self.keep_delivered_s)
+        attempts = 0
+        for entry in self.store.due_entries(now, self.batch_size):
+            assert entry.id is not None
+            sender = self.senders.get(entry.receiver)
+            if sender is None:
+                self.store.mark_dead(entry.id, f"no receiver named {entry.receiver!r} is configured", None, False)
+                self._count(entry.receiver, "dead")
+                continue
+            attempt = entry.attempts + 1
+            started = time.perf_counter()
+            try:
+                result = sender.send(entry, attempt, self.clock.time())
+            except Exception as err:  # a sender bug must not kill delivery of everything else
+                log.exception("sender raised", receiver=entry.receiver)
+                result = DeliveryResult(ok=False, retryable=True, error=f"{type(err).__name__}: {err}")
+            if self.metrics:
+                self.metrics.delivery_seconds.labels(entry.receiver).observe(time.perf_counter() - started)
+            attempts += 1
+            after = self.clock.time()
+            if result.ok:
+                self.store.mark_delivered(entry.id, after, result.status)
+                self._count(entry.receiver, "delivered")
+                log.info("notification delivered", receiver=entry.receiver, reason=entry.reason,
+                         key=entry.idempotency_key, attempt=attempt)
+            elif result.retryable and after + (delay := self.policy.delay(attempt, self.rng, result.retry_after)) \
+                    < entry.created_at + self.dead_letter_after_s:
+                self.store.reschedule(entry.id, after + delay, result.error or "failed", result.status)
+                self._count(entry.receiver, "retry")
+                log.warning("delivery failed; will retry", receiver=entry.receiver, error=result.error,
+                            attempt=attempt, retry_in_s=round(delay, 3))
+            else:
+                reason = result.error or "failed"
+                if result.retryable:
+                    reason += " [dead letter: retries exhausted]"
+                self.store.mark_dead(entry.id, reason, result.status)
+                self._count(entry.receiver, "dead")
+                log.error("notification dead-lettered", receiver=entry.receiver, error=reason, attempt=attempt)
+        if self.metrics:
+            for state, n in self.store.outbox_counts().items():
+                self.metrics.outbox.labels(state).set(n)
+        return attempts
+
+    def seconds_until_due(self) -> float | None:
+        nxt = self.store.next_due()
+        return None if nxt is None else max(0.0, nxt - self.clock.time())
+
+    def run_until_idle(self, max_passes: int = 1000, stop: threading.Event | None = None) -> int:
+        """Deliver, sleeping on the clock between passes, until nothing is pending (tests, CLI)."""
+        total = 0
+        for _ in range(max_passes):
+            total += self.deliver_due()
+            wait = self.seconds_until_due()
+            if wait is None or (stop is not None and stop.is_set()):
+                break
+            if wait > 0 and self.clock.sleep(wait, stop):
+                break
+        return total
+
+    def _count(self, receiver: str, outcome: str) -> None:
+        if self.metrics:
+            self.metrics.deliveries.labels(receiver, outcome).inc()

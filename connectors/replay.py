@@ -1,0 +1,283 @@
+"""File replay: CSV or JSONL stories sent in event-time order at a speed factor.
+
+Columns/keys: ``title`` (or ``text``) and ``published_at`` are required; ``url``, ``tickers``
+(a list, or a string separated by commas, semicolons or spaces), ``source``, ``id``, ``body``
+(or ``summary``) and ``language`` are optional. ``speed`` is event seconds per wall second
+(``60`` = an hour per minute); ``0`` sends as fast as the broker acknowledges.
+
+``loop`` starts over at the end (the demo feed). Each pass is a synthetic new stream: its ids get a
+``~<pass anchor>`` suffix and its near-duplicate clusters a scope of their own, so passes neither
+de-duplicate each other nor accumulate state (a pass forgets the previous pass's state). With
+``clock: shifted`` event times are moved so that the first story of the first pass is "now" and
+each pass follows the previous one: event time then advances ``speed`` times faster than the wall
+clock, which is what makes the demo's trends move within a minute.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from connectors.identity import story_id
+from connectors.normalise import Draft, parse_time
+from connectors.publisher import PublishResult, Publisher
+from connectors.settings import FileSource
+from connectors.text import clean_text
+from monitor.bus.base import BusError
+from monitor.records import utcnow
+
+log = structlog.get_logger(__name__)
+
+LOOP_GAP = timedelta(minutes=1)
+"""Event time between the last story of a pass and the first of the next (shifted clock)."""
+PUBLISH_RETRIES = 3
+
+
+@dataclass
+class Row:
+    time: datetime
+    draft: Draft
+
+
+@dataclass
+class BadRow:
+    line: int
+    payload: bytes
+    reason: str
+
+
+@dataclass
+class ReplayStats:
+    read: int = 0
+    produced: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+    passes: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {"read": self.read, "produced": self.produced, "duplicates": self.duplicates,
+                "rejected": self.rejected, "seconds": round(self.seconds, 3)}
+
+
+_TICKER_SPLIT = re.compile(r"[,;\s|]+")
+
+
+def _tickers(value: Any) -> list[str]:
+    if isinstance(value, list):
+        return [str(v) for v in value if isinstance(v, (str, int)) and str(v).strip()]
+    if isinstance(value, str):
+        return [t for t in _TICKER_SPLIT.split(value) if t]
+    return []
+
+
+def _str(value: Any) -> str | None:
+    if value is None:
+        return None
+    s = str(value).strip()
+    return s or None
+
+
+def row_to_draft(rec: dict[str, Any], default_source: str) -> tuple[datetime, Draft]:
+    """One record as (event time, draft); raises ValueError saying what is wrong."""
+    title = _str(rec.get("title")) or _str(rec.get("text"))
+    if not title:
+        raise ValueError("missing 'title' (or 'text')")
+    raw_time = rec.get("published_at")
+    when = parse_time(raw_time)
+    if when is None:
+        raise ValueError(f"missing or unparseable 'published_at': {raw_time!r}")
+    source = _str(rec.get("source")) or default_source
+    meta = rec.get("meta") if isinstance(rec.get("meta"), dict) else {}
+    draft = Draft(
+        source=source,
+        title=title,
+        body=_str(rec.get("body")) or _str(rec.get("summary")),
+        url=_str(rec.get("url")),
+        guid=_str(rec.get("id")),
+        published_at=when,
+        tickers=_tickers(rec.get("tickers")),
+        language=_str(rec.get("language")),
+        meta={str(k): str(v) for k, v in meta.items()},
+        raw=rec,
+    )
+    return when, draft
+
+
+def _records(path: Path, fmt: str) -> Iterator[tuple[int, bytes, dict[str, Any] | str]]:
+    """(line number, raw bytes, record or the reason it is unreadable)."""
+    if fmt == "auto":
+        fmt = "csv" if path.suffix.lower() in (".csv", ".tsv") else "jsonl"
+    if fmt == "jsonl":
+        with path.open("rb") as fh:
+            for n, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except (ValueError, UnicodeDecodeError) as err:
+                    yield n, line.rstrip(b"\r\n"), f"line {n}: not JSON: {err}"
+                    continue
+                if not isinstance(rec, dict):
+                    yield n, line.rstrip(b"\r\n"), f"line {n}: expected a JSON object"
+                    continue
+                yield n, line.rstrip(b"\r\n"), rec
+        return
+    text = path.read_text(encoding="utf-8-sig", errors="replace")
+    dialect = csv.excel_tab if path.suffix.lower() == ".tsv" else csv.excel
+    reader = csv.DictReader(io.StringIO(text), dialect=dialect)
+    for rec in reader:
+        clean = {str(k).strip().lower(): v for k, v in rec.items() if k is not None}
+        yield reader.line_num, json.dumps(clean, ensure_ascii=False).encode("utf-8"), clean
+
+
+def read_file(path: Path, fmt: str, default_source: str) -> tuple[list[Row], list[BadRow]]:
+    """Every row of the file sorted by event time (stable), and the rows that cannot be used."""
+    rows: list[Row] = []
+    bad: list[BadRow] = []
+    for line, payload, rec in _records(path, fmt):
+        if isinstance(rec, str):
+            bad.append(BadRow(line, payload, rec))
+            continue
+        try:
+            when, draft = row_to_draft(rec, default_source)
+        except ValueError as err:
+            bad.append(BadRow(line, payload, f"line {line}: {err}"))
+            continue
+        rows.append(Row(when, draft))
+    rows.sort(key=lambda r: r.time)
+    return rows, bad
+
+
+class Replayer:
+    def __init__(
+        self,
+        source: FileSource,
+        publisher: Publisher,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.source = source
+        self.publisher = publisher
+        self._monotonic = monotonic
+        self._now = now
+        self.stats = ReplayStats()
+
+    def run(self, stop: threading.Event) -> ReplayStats:
+        src = self.source
+        started = self._monotonic()
+        rows, bad = read_file(src.path, src.format, src.name)
+        log.info("replay loaded", source=src.name, path=str(src.path), rows=len(rows), bad=len(bad),
+                 speed=src.speed, loop=src.loop)
+        for b in bad:
+            self.publisher.reject(src.name, b.payload, b.reason)
+        self.stats.read += len(bad)
+        self.stats.rejected += len(bad)
+        if src.start_delay_s and stop.wait(src.start_delay_s):
+            return self._finish(started)
+        if not rows:
+            return self._finish(started)
+        loop_prefix = f"loop:{src.name}@"
+        if src.loop:
+            self.publisher.state.forget_scope_prefix(loop_prefix)
+        anchor = self._now()
+        clock_key = f"replay-clock:{src.name}"
+        if src.clock == "shifted":
+            # Event time never goes back, not even across restarts: downstream watermarks would
+            # otherwise drop a restarted demo's stories as late.
+            saved = self.publisher.state.get_value(clock_key)
+            if saved:
+                anchor = max(anchor, datetime.fromisoformat(saved))
+        previous_scope: str | None = None
+        while not stop.is_set():
+            offset = anchor - rows[0].time if src.clock == "shifted" else timedelta(0)
+            if src.clock == "shifted":
+                self.publisher.state.set_value(clock_key, (rows[-1].time + offset + LOOP_GAP).isoformat())
+            scope = ""
+            if src.loop:
+                scope = f"{loop_prefix}{int(anchor.timestamp())}"
+                if previous_scope:
+                    self.publisher.state.forget_scope_prefix(previous_scope)
+                previous_scope = scope
+            self._pass(rows, offset, scope, stop)
+            self.stats.passes += 1
+            if not src.loop:
+                break
+            anchor = max(self._now(), rows[-1].time + offset + LOOP_GAP)
+        return self._finish(started)
+
+    def _finish(self, started: float) -> ReplayStats:
+        self.stats.seconds = self._monotonic() - started
+        log.info("replay finished", source=self.source.name, **self.stats.summary(), passes=self.stats.passes)
+        return self.stats
+
+    def _pass(self, rows: list[Row], offset: timedelta, scope: str, stop: threading.Event) -> None:
+        speed = self.source.speed
+        chunk = self.publisher.chunk_size
+        wall0 = self._monotonic()
+        t0 = rows[0].time
+        i = 0
+        while i < len(rows) and not stop.is_set():
+            if speed > 0:
+                due = wall0 + (rows[i].time - t0).total_seconds() / speed
+                wait = due - self._monotonic()
+                if wait > 0 and stop.wait(wait):
+                    return
+                now = self._monotonic()
+                j = i
+                while j < len(rows) and j - i < chunk and wall0 + (rows[j].time - t0).total_seconds() / speed <= now:
+                    j += 1
+                j = max(j, i + 1)
+            else:
+                j = min(len(rows), i + chunk)
+            self._send([self._draft(r, offset, scope) for r in rows[i:j]], scope)
+            i = j
+
+    def _draft(self, row: Row, offset: timedelta, scope: str) -> Draft:
+        d = row.draft
+        if not scope and not offset:
+            return d
+        shifted = row.time + offset
+        draft = Draft(**{**vars(d), "published_at": shifted, "meta": dict(d.meta)})
+        if scope:
+            base = story_id(source=d.source, title=clean_text(d.title), guid=d.guid, url=d.url, published_at=row.time)
+            draft.id = f"{base}~{scope.rsplit('@', 1)[1]}"
+            draft.meta["replay_scope"] = scope
+        return draft
+
+    def _send(self, drafts: list[Draft], scope: str) -> None:
+        by_source: dict[str, list[Draft]] = {}
+        for d in drafts:
+            by_source.setdefault(d.source, []).append(d)
+        for source, group in by_source.items():
+            result = PublishResult()
+            for attempt in range(PUBLISH_RETRIES + 1):
+                result = self.publisher.publish(source, group, scope=scope, live=False)
+                self._count(result, first=attempt == 0)
+                if not result.failed:
+                    break
+                log.warning("replay chunk not fully acknowledged; retrying", source=source, failed=result.failed,
+                            attempt=attempt + 1)
+                time.sleep(min(2 ** attempt, 10))
+            if result.failed:
+                raise BusError(f"replay of {self.source.name}: {result.failed} stories not acknowledged: "
+                               f"{result.errors[0] if result.errors else ''}")
+
+    def _count(self, result: PublishResult, first: bool) -> None:
+        if first:
+            self.stats.read += result.read
+            self.stats.duplicates += result.duplicates
+            self.stats.rejected += result.rejected
+        self.stats.produced += result.produced

@@ -1,0 +1,183 @@
+"""Throughput/latency of the engine against what a user would write: a transformers pipeline.
+
+Both run the same registry version on the same texts, in one process, one after the other:
+
+* engine: ``InferenceEngine.predict`` on requests of ``request_size`` texts (what the classify
+  stage hands it after a poll), token-budget micro-batching inside, int8 on CPU when allowed;
+* baseline: ``transformers.pipeline("text-classification", model=<same model>, batch_size=32)``
+  over chunks of 32 texts (fp32 on CPU; fp16/bf16 weights on CUDA would be unfair to omit, so the
+  baseline gets the model in the same dtype the engine uses on CUDA).
+
+Latency is per request (engine) / per batch of 32 (baseline); throughput is texts / total time.
+When labels are available (the default: the sentiment validation set) sentiment accuracy of both
+is reported too, so a speed-up that costs accuracy is visible.
+"""
+
+from __future__ import annotations
+
+import csv
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+import torch
+
+from models.data import Example, data_path, labels_for, load_split, parse_label
+from models.engine import InferenceEngine
+from models.registry import Registry
+
+log = structlog.get_logger(__name__)
+
+BASELINE_BATCH = 32
+
+
+def read_texts(path: Path) -> tuple[list[str], list[int] | None]:
+    """A CSV with a ``text`` column (and optionally ``label``) or a plain file, one text a line."""
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        if not rows or "text" not in rows[0]:
+            raise ValueError(f"{path}: expected a CSV with a 'text' column")
+        texts = [r["text"] for r in rows]
+        try:
+            labels = [parse_label("sentiment", r["label"]) for r in rows] if "label" in rows[0] else None
+        except ValueError:
+            labels = None
+        return texts, labels
+    texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not texts:
+        raise ValueError(f"{path}: no texts")
+    return texts, None
+
+
+def default_texts() -> tuple[list[str], list[int]]:
+    rows: list[Example] = load_split("sentiment", "valid")
+    return [r.text for r in rows], [r.label for r in rows]
+
+
+def _percentiles(latencies: Sequence[float]) -> dict[str, float]:
+    arr = np.asarray(latencies) * 1000.0
+    return {"p50_ms": round(float(np.percentile(arr, 50)), 2), "p99_ms": round(float(np.percentile(arr, 99)), 2)}
+
+
+def _accuracy(pred: Sequence[int], labels: Sequence[int] | None) -> float | None:
+    if labels is None:
+        return None
+    return round(float(np.mean(np.asarray(pred) == np.asarray(labels))), 4)
+
+
+def bench_engine(engine: InferenceEngine, texts: Sequence[str], request_size: int) -> tuple[dict[str, Any], list[int]]:
+    engine.predict(list(texts[: min(len(texts), 64)]))  # warm-up
+    names = list(labels_for("sentiment"))
+    latencies: list[float] = []
+    preds: list[int] = []
+    start = time.perf_counter()
+    for i in range(0, len(texts), request_size):
+        t0 = time.perf_counter()
+        out = engine.predict(list(texts[i : i + request_size]))
+        latencies.append(time.perf_counter() - t0)
+        preds.extend(names.index(p.sentiment) for p in out)
+    total = time.perf_counter() - start
+    return {
+        "texts_per_s": round(len(texts) / total, 1),
+        "seconds": round(total, 3),
+        "request_size": request_size,
+        "int8": engine.quantized,
+        **_percentiles(latencies),
+    }, preds
+
+
+def bench_pipeline(version_dir: Path, texts: Sequence[str], device: torch.device) -> tuple[dict[str, Any], list[int]]:
+    from transformers import AutoTokenizer, pipeline
+
+    from models.network import FinsentModel
+
+    model = FinsentModel.from_pretrained(str(version_dir), local_files_only=True).eval()
+    if device.type == "cuda":
+        model = model.to(device=device, dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    tokenizer = AutoTokenizer.from_pretrained(str(version_dir), local_files_only=True)
+    pipe = pipeline("text-classification", model=model, tokenizer=tokenizer, device=device, batch_size=BASELINE_BATCH)
+    label_index = {name: i for i, name in enumerate(labels_for("sentiment"))}
+    pipe(list(texts[: min(len(texts), 64)]), batch_size=BASELINE_BATCH, truncation=True)  # warm-up
+    latencies: list[float] = []
+    preds: list[int] = []
+    start = time.perf_counter()
+    for i in range(0, len(texts), BASELINE_BATCH):
+        t0 = time.perf_counter()
+        out = pipe(list(texts[i : i + BASELINE_BATCH]), batch_size=BASELINE_BATCH, truncation=True)
+        latencies.append(time.perf_counter() - t0)
+        preds.extend(label_index[o["label"]] for o in out)
+    total = time.perf_counter() - start
+    return {
+        "texts_per_s": round(len(texts) / total, 1),
+        "seconds": round(total, 3),
+        "batch_size": BASELINE_BATCH,
+        **_percentiles(latencies),
+    }, preds
+
+
+def run_bench(
+    settings: Any,
+    *,
+    texts: Sequence[str] | None = None,
+    labels: Sequence[int] | None = None,
+    devices: Sequence[str] = ("cpu",),
+    n: int | None = None,
+    version: str | None = None,
+    request_size: int = 256,
+) -> dict[str, Any]:
+    """Measure engine and baseline on each device; returns the report (first device at top level)."""
+    if texts is None:
+        texts, labels = default_texts()
+        source = str(data_path("sentiment", "valid"))
+    else:
+        source = "given texts"
+    texts = list(texts)
+    if n is not None:
+        if n < len(texts):
+            texts = texts[:n]
+            labels = list(labels)[:n] if labels is not None else None
+        elif n > len(texts):  # cycle to reach n
+            reps = -(-n // len(texts))
+            texts = (texts * reps)[:n]
+            labels = (list(labels) * reps)[:n] if labels is not None else None
+    registry = Registry.from_settings(settings)
+    resolved = registry.resolve(version or settings.classifier.version)
+    results: dict[str, Any] = {}
+    for dev in devices:
+        engine = InferenceEngine(registry, settings.classifier, version=resolved, device=dev)
+        eng, eng_pred = bench_engine(engine, texts, request_size)
+        base, base_pred = bench_pipeline(registry.path(resolved), texts, engine.device)
+        eng["accuracy"] = _accuracy(eng_pred, labels)
+        base["accuracy"] = _accuracy(base_pred, labels)
+        results[dev] = {
+            "device": dev,
+            "engine": eng,
+            "baseline": base,
+            "ratio": round(eng["texts_per_s"] / base["texts_per_s"], 2),
+            "agreement": round(float(np.mean(np.asarray(eng_pred) == np.asarray(base_pred))), 4),
+        }
+        log.info("bench_device_done", device=dev, ratio=results[dev]["ratio"])
+    first = results[devices[0]]
+    return {
+        "device": first["device"],
+        "texts_per_s": first["engine"]["texts_per_s"],
+        "baseline_texts_per_s": first["baseline"]["texts_per_s"],
+        "ratio": first["ratio"],
+        "p50_ms": first["engine"]["p50_ms"],
+        "p99_ms": first["engine"]["p99_ms"],
+        "baseline_p50_ms": first["baseline"]["p50_ms"],
+        "baseline_p99_ms": first["baseline"]["p99_ms"],
+        "accuracy": first["engine"]["accuracy"],
+        "baseline_accuracy": first["baseline"]["accuracy"],
+        "n": len(texts),
+        "texts": source,
+        "version": resolved,
+        "threads": torch.get_num_threads(),
+        "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
+        "by_device": results,
+    }

@@ -1,0 +1,227 @@
+"""The inference engine the daemon uses: registry version in, calibrated predictions out.
+
+* Texts are tokenised once, sorted by length and cut into micro-batches by a token budget
+  (``classifier.max_batch_tokens`` / ``max_batch_size``) so little compute goes to padding;
+  results come back in input order.
+* ``torch.inference_mode``; CUDA in bf16 (fp16 where bf16 is missing) when present; on CPU the
+  Linear layers are dynamically quantised to int8 when ``classifier.quantize`` is on AND the
+  version's manifest records that int8 kept validation accuracy within 0.5 pt.
+* Probabilities are temperature-calibrated per head (temperatures from the manifest).
+* ``reload_if_changed()`` re-reads the registry's ``current`` pointer and swaps the loaded model
+  atomically (a single reference assignment), so in-flight ``predict`` calls finish on the old one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import structlog
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from models.batching import plan_batches
+from models.registry import Registry, RegistryError
+from models.settings import ClassifierSettings
+
+log = structlog.get_logger(__name__)
+
+
+class Prediction(BaseModel):
+    """One story's labels. ``sentiment_score = p(positive) - p(negative)`` in [-1, 1]."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sentiment: Literal["negative", "neutral", "positive"]
+    sentiment_probs: dict[str, float]
+    sentiment_score: float
+    topic: str
+    topic_probs: dict[str, float]
+    model_version: str
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    version: str
+    model: Any
+    tokenizer: Any
+    labels: dict[str, tuple[str, ...]]
+    temperatures: dict[str, float]
+    device: torch.device
+    dtype: torch.dtype
+    quantized: bool
+    manifest: dict[str, Any]
+
+
+def _pick_device(choice: str) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("classifier.device is 'cuda' but CUDA is not available")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def load_version(
+    registry: Registry, version: str, device: torch.device, quantize: bool
+) -> _Loaded:
+    """Verify checksums, then load model + tokenizer of ``version`` for inference."""
+    from transformers import AutoTokenizer
+
+    from models.network import FinsentModel
+
+    manifest = registry.verify(version)  # raises CorruptVersionError on any mismatch
+    path: Path = registry.path(version)
+    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    model = FinsentModel.from_pretrained(str(path), local_files_only=True)
+    model.eval()
+    labels = {t: tuple(names) for t, names in manifest["tasks"].items()}
+    temps = {t: float(v) for t, v in manifest.get("calibration", {}).get("temperatures", {}).items()}
+    quantized = False
+    dtype = torch.float32
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        model = model.to(device=device, dtype=dtype)
+    else:
+        q = manifest.get("quantization") or {}
+        if quantize and q.get("ok"):
+            from models.quantization import quantize_dynamic_int8
+
+            model = quantize_dynamic_int8(model)
+            quantized = True
+        elif quantize:
+            log.info("int8_disabled_by_manifest", version=version, check=q)
+    log.info("model_loaded", version=version, device=str(device), dtype=str(dtype), int8=quantized)
+    return _Loaded(version, model, tokenizer, labels, temps, device, dtype, quantized, manifest)
+
+
+class InferenceEngine:
+    """Loaded from the registry: ``current`` unless a version is given (then pinned)."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        settings: ClassifierSettings | None = None,
+        *,
+        version: str | None = None,
+        device: str | None = None,
+        quantize: bool | None = None,
+    ) -> None:
+        self.settings = settings or ClassifierSettings()
+        self.registry = registry
+        pinned = version or self.settings.version
+        self._pinned = pinned if pinned and pinned != "current" else None
+        self._device = _pick_device(device or self.settings.device)
+        self._quantize = self.settings.quantize if quantize is None else quantize
+        if self.settings.threads:
+            torch.set_num_threads(self.settings.threads)
+        self._reload_lock = threading.Lock()
+        self._loaded = load_version(registry, registry.resolve(self._pinned), self._device, self._quantize)
+
+    @classmethod
+    def from_settings(cls, settings: Any, **kwargs: Any) -> InferenceEngine:
+        """From the full ``Settings`` (registry at ``settings.models_dir``)."""
+        return cls(Registry.from_settings(settings), settings.classifier, **kwargs)
+
+    # -- properties -------------------------------------------------------------------------
+    @property
+    def version(self) -> str:
+        return self._loaded.version
+
+    @property
+    def device(self) -> torch.device:
+        return self._loaded.device
+
+    @property
+    def quantized(self) -> bool:
+        return self._loaded.quantized
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self._loaded.manifest
+
+    # -- registry changes -------------------------------------------------------------------
+    def reload_if_changed(self) -> bool:
+        """Load the registry's current version if it differs from the loaded one.
+
+        Returns True when a new model was swapped in. A pinned engine never changes; a current
+        version that fails verification is refused (logged) and the old model keeps serving.
+        """
+        if self._pinned:
+            return False
+        with self._reload_lock:
+            try:
+                target = self.registry.current()
+            except RegistryError as err:
+                log.warning("model_reload_failed", error=str(err))
+                return False
+            if not target or target == self._loaded.version:
+                return False
+            try:
+                loaded = load_version(self.registry, target, self._device, self._quantize)
+            except (RegistryError, OSError, ValueError) as err:
+                log.error("model_reload_refused", version=target, error=str(err))
+                return False
+            previous, self._loaded = self._loaded.version, loaded
+            log.info("model_swapped", version=target, previous=previous)
+            return True
+
+    # -- inference --------------------------------------------------------------------------
+    def _encode(self, loaded: _Loaded, texts: Sequence[str]) -> list[list[int]]:
+        clean = [t if isinstance(t, str) and t.strip() else " " for t in texts]
+        return loaded.tokenizer(clean, truncation=True, max_length=self.settings.max_length)["input_ids"]
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens each text costs in a batch (special tokens included, after truncation)."""
+        return [len(ids) for ids in self._encode(self._loaded, texts)] if texts else []
+
+    def predict_probs(self, texts: Sequence[str]) -> tuple[str, dict[str, np.ndarray]]:
+        """Calibrated probabilities per head, rows in input order, and the version that made them."""
+        loaded = self._loaded  # one reference for the whole call: a concurrent swap can't mix models
+        n = len(texts)
+        if n == 0:
+            return loaded.version, {t: np.zeros((0, len(v)), dtype=np.float32) for t, v in loaded.labels.items()}
+        enc = self._encode(loaded, texts)
+        out = {t: np.empty((n, len(v)), dtype=np.float32) for t, v in loaded.labels.items()}
+        batches = plan_batches([len(e) for e in enc], self.settings.max_batch_tokens, self.settings.max_batch_size)
+        with torch.inference_mode():
+            for batch in batches:
+                width = len(enc[batch[0]])  # longest first
+                ids = np.zeros((len(batch), width), dtype=np.int64)
+                mask = np.zeros((len(batch), width), dtype=np.int64)
+                for r, i in enumerate(batch):
+                    ids[r, : len(enc[i])] = enc[i]
+                    mask[r, : len(enc[i])] = 1
+                logits = loaded.model.all_logits(
+                    torch.from_numpy(ids).to(loaded.device), torch.from_numpy(mask).to(loaded.device)
+                )
+                for task, lg in logits.items():
+                    t = loaded.temperatures.get(task, 1.0)
+                    probs = torch.softmax(lg.float() / t, dim=-1).cpu().numpy()
+                    out[task][batch] = probs
+        return loaded.version, out
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        version, probs = self.predict_probs(texts)
+        labels = self._loaded.labels
+        s_names, t_names = labels["sentiment"], labels["topic"]
+        i_pos, i_neg = s_names.index("positive"), s_names.index("negative")
+        sp, tp = probs["sentiment"], probs["topic"]
+        s_arg, t_arg = sp.argmax(-1), tp.argmax(-1)
+        results: list[Prediction] = []
+        for k in range(len(texts)):
+            srow, trow = sp[k].tolist(), tp[k].tolist()
+            results.append(
+                Prediction(
+                    sentiment=s_names[int(s_arg[k])],  # type: ignore[arg-type]
+                    sentiment_probs=dict(zip(s_names, srow)),
+                    sentiment_score=max(-1.0, min(1.0, srow[i_pos] - srow[i_neg])),
+                    topic=t_names[int(t_arg[k])],
+                    topic_probs=dict(zip(t_names, trow)),
+                    model_version=version,
+                )
+            )
+        return results

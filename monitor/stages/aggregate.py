@@ -1,0 +1,318 @@
+"""The aggregator: ``news.scored`` -> per-key event-time windows -> ``news.trends``.
+
+Two stages, so several aggregator processes can split the work and still see every story of
+a key (see docs/STREAMING.md, "Partitioning"):
+
+* :class:`RekeyStage` (stateless) reads ``news.scored`` and writes one record per trend key of
+  each story (``all``, ``topic:*``, ``source:*``, ``ticker:*``) to the repartition topic, keyed
+  by the trend key; commit after the broker acknowledged. At-least-once.
+* :class:`TrendStage` (stateful) reads the repartition topic; every key lives in exactly one of
+  its partitions, so the window state is partition-aligned. It emits the changed windows' points
+  every ``flush_interval`` and then, in one SQLite transaction, checkpoints the state with the
+  offsets it reflects; on assignment it restores the partition and seeks to that offset.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from monitor.bus.base import Bus, BusError, Consumer, ConsumerOptions, Delivery, Producer, TopicPartition
+from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets, send_record
+from monitor.config import Settings
+from monitor.records import ScoredItem
+from monitor.stages.checkpoint import CheckpointStore, PartitionDelta
+from monitor.stages.stores import ItemStore, TrendStore
+from monitor.stages.windows import KeyState, PartitionWindows, trend_keys
+
+log = structlog.get_logger(__name__)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+def repartition_topic(settings: Settings) -> str:
+    return settings.aggregator.repartition_topic or f"{settings.topics.scored}.bykey"
+
+
+class AggregateMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.rekeyed = Counter("finsent_aggregate_rekeyed", "Scored stories fanned out to trend keys",
+                               registry=registry)
+        self.stories = Counter("finsent_aggregate_stories", "(story, key) pairs by outcome", ["outcome"],
+                               registry=registry)
+        self.late_windows = Counter("finsent_aggregate_late_windows",
+                                    "Window updates dropped because the window had closed (past grace)",
+                                    registry=registry)
+        self.revisions = Counter("finsent_aggregate_revisions", "Window updates by late stories within grace",
+                                 registry=registry)
+        self.points = Counter("finsent_aggregate_points", "TrendPoints emitted to news.trends", registry=registry)
+        self.dead_letters = Counter("finsent_aggregate_dead_letters", "Undecodable records sent to the DLQ",
+                                    ["stage"], registry=registry)
+        self.flush_seconds = Histogram("finsent_aggregate_flush_seconds", "Emit + acknowledge + checkpoint",
+                                       buckets=LATENCY_BUCKETS, registry=registry)
+        self.lag = Gauge("finsent_aggregate_lag", "Consumer lag", ["topic", "partition"], registry=registry)
+        self.watermark = Gauge("finsent_aggregate_watermark_seconds", "Event-time watermark (Unix seconds)",
+                               ["partition"], registry=registry)
+        self.keys = Gauge("finsent_aggregate_keys", "Trend keys held in memory", registry=registry)
+
+
+class _LagReporter:
+    def __init__(self, gauge: Gauge, interval: float) -> None:
+        self.gauge = gauge
+        self.interval = interval
+        self._next = 0.0
+
+    def maybe_report(self, consumer: Consumer, now: float) -> None:
+        if now < self._next:
+            return
+        self._next = now + self.interval
+        try:
+            lag = consumer.lag()
+        except Exception as err:  # noqa: BLE001 - a metric must not kill the stage
+            log.debug("lag unavailable", error=str(err))
+            return
+        for tp, value in lag.items():
+            self.gauge.labels(tp.topic, str(tp.partition)).set(value)
+
+    def forget(self, tps: set[TopicPartition]) -> None:
+        for tp in tps:
+            try:
+                self.gauge.remove(tp.topic, str(tp.partition))
+            except KeyError:
+                pass
+
+
+class RekeyStage:
+    """``news.scored`` -> repartition topic, one record per trend key of each story."""
+
+    def __init__(self, settings: Settings, bus: Bus, metrics: AggregateMetrics,
+                 items: ItemStore | None = None, name: str = "aggregate-rekey") -> None:
+        self.name = name
+        self.settings = settings
+        self.bus = bus
+        self.metrics = metrics
+        self.items = items
+        self.topic = repartition_topic(settings)
+        self._running = False
+
+    def ready(self) -> tuple[bool, str]:
+        return (self._running, f"{self.settings.topics.scored} -> {self.topic}" if self._running else "starting")
+
+    def run(self, stop: threading.Event) -> None:
+        cfg = self.settings.aggregator
+        producer = self.bus.producer()
+        reader = RecordReader(ScoredItem, DeadLetterSink(producer, self.settings.topics.dlq, stage=self.name))
+        consumer = self.bus.consumer(
+            [self.settings.topics.scored],
+            ConsumerOptions(group_id=f"{cfg.group_id}.rekey",
+                            client_id=f"{self.settings.kafka.client_id}-{self.name}"),
+        )
+        lag = _LagReporter(self.metrics.lag, cfg.lag_interval)
+        self._running = True
+        try:
+            while not stop.is_set():
+                lag.maybe_report(consumer, time.monotonic())
+                messages = consumer.poll(0.5, max_records=cfg.poll_max_records)
+                if not messages:
+                    continue
+                good, deliveries = reader.decode_batch(messages)
+                self.metrics.dead_letters.labels(self.name).inc(len(deliveries))
+                for msg, scored in good:
+                    for key in trend_keys(scored):
+                        deliveries.append(producer.send(self.topic, msg.value or b"", key=key,
+                                                        headers=[("kind", ScoredItem.KIND.encode())]))
+                    if self.items is not None:
+                        self.items.put(scored)
+                for d in deliveries:
+                    d.get(timeout=cfg.produce_timeout)
+                self.metrics.rekeyed.inc(len(good))
+                try:
+                    consumer.commit({tp: o for tp, o in next_offsets(messages).items()
+                                     if tp in consumer.assignment()})
+                except BusError as err:
+                    log.warning("commit failed; batch will be redelivered", error=str(err))
+        finally:
+            self._running = False
+            consumer.close()
+            producer.flush(cfg.produce_timeout)
+            producer.close()
+
+
+class TrendStage:
+    """Windows per trend key over the repartition topic, checkpointed with their offsets."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        bus: Bus,
+        metrics: AggregateMetrics,
+        trends: TrendStore,
+        checkpoint_path: Path | None,
+        name: str = "aggregate",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.bus = bus
+        self.metrics = metrics
+        self.trends = trends
+        self.topic = repartition_topic(settings)
+        self.checkpoint_path = checkpoint_path
+        self._clock = clock
+        self._cfg = settings.aggregator
+        self._parts: dict[int, PartitionWindows] = {}
+        self._offsets: dict[int, int] = {}
+        self._saved: dict[int, int] = {}
+        self._pending: list[Delivery] = []
+        self._store: CheckpointStore | None = None
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._polled_once = False
+        self.flushes = 0
+
+    # -- Stage ------------------------------------------------------------------------------
+    def ready(self) -> tuple[bool, str]:
+        if not self._polled_once:
+            return False, "restoring state / joining the group"
+        return True, f"{len(self._parts)} partitions restored"
+
+    def run(self, stop: threading.Event) -> None:
+        self._store = CheckpointStore(self.checkpoint_path, group=self._cfg.group_id)
+        self._producer = self.bus.producer()
+        dlq = DeadLetterSink(self._producer, self.settings.topics.dlq, stage=self.name)
+        reader = RecordReader(ScoredItem, dlq)
+        self._consumer = self.bus.consumer(
+            [self.topic],
+            ConsumerOptions(group_id=self._cfg.group_id, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                            client_id=f"{self.settings.kafka.client_id}-{self.name}"),
+        )
+        lag = _LagReporter(self.metrics.lag, self._cfg.lag_interval)
+        next_flush = self._clock() + self._cfg.flush_interval
+        log.info("aggregate started", topic=self.topic, group=self._cfg.group_id,
+                 checkpoint=str(self.checkpoint_path or ":memory:"))
+        try:
+            while not stop.is_set():
+                now = self._clock()
+                lag.maybe_report(self._consumer, now)
+                messages = self._consumer.poll(max(0.0, min(0.5, next_flush - now)),
+                                               max_records=self._cfg.poll_max_records)
+                self._polled_once = True
+                if messages:
+                    good, rejected = reader.decode_batch(messages)
+                    self._pending.extend(rejected)
+                    self.metrics.dead_letters.labels(self.name).inc(len(rejected))
+                    for msg, scored in good:
+                        self._add(msg.partition, (msg.key or b"all").decode("utf-8", "replace"), scored)
+                    for tp, o in next_offsets(messages).items():
+                        if tp.partition in self._parts:
+                            self._offsets[tp.partition] = o
+                if self._clock() >= next_flush:
+                    self.flush()
+                    next_flush = self._clock() + self._cfg.flush_interval
+            self.flush()
+        finally:
+            try:
+                self._consumer.close()
+            finally:
+                self._producer.flush(self._cfg.produce_timeout)
+                self._producer.close()
+                self._store.close()
+            log.info("aggregate stopped", flushes=self.flushes)
+
+    # -- processing -------------------------------------------------------------------------
+    def _add(self, partition: int, key: str, scored: ScoredItem) -> None:
+        part = self._parts.get(partition)
+        if part is None:  # not ours any more (revoked inside this poll batch): redelivered elsewhere
+            return
+        result = part.add(key, scored)
+        if result.duplicate:
+            self.metrics.stories.labels("duplicate").inc()
+        elif result.counted:
+            self.metrics.stories.labels("counted").inc()
+        else:
+            self.metrics.stories.labels("late_dropped").inc()
+        if result.late_windows:
+            self.metrics.late_windows.inc(result.late_windows)
+        if result.revised_windows:
+            self.metrics.revisions.inc(result.revised_windows)
+
+    def flush(self, partitions: set[int] | None = None) -> None:
+        """Emit changed windows, wait for the acks, then checkpoint state + offsets together."""
+        assert self._producer is not None and self._store is not None
+        t0 = self._clock()
+        chosen = {p: w for p, w in self._parts.items() if partitions is None or p in partitions}
+        points = []
+        for part in chosen.values():
+            part.evict()
+            points.extend(part.take_dirty())
+        deliveries = [send_record(self._producer, self.settings.topics.trends, p, key=p.key) for p in points]
+        for d in [*deliveries, *self._pending]:
+            d.get(timeout=self._cfg.produce_timeout)
+        self._pending.clear()
+        for p in points:
+            self.trends.put(p)
+        deltas = {}
+        for pid, part in chosen.items():
+            changed = part.take_changed_keys()
+            offset = self._offsets.get(pid)
+            if offset is not None and (changed or self._saved.get(pid) != offset):
+                deltas[pid] = PartitionDelta(offset, part.watermark, changed)
+        self._store.save(self.topic, deltas)
+        self._saved.update({p: d.next_offset for p, d in deltas.items()})
+        if self._consumer is not None and deltas:
+            commit = {TopicPartition(self.topic, p): d.next_offset for p, d in deltas.items()}
+            owned = self._consumer.assignment()
+            try:
+                self._consumer.commit({tp: o for tp, o in commit.items() if tp in owned})
+            except BusError as err:  # informational only: the checkpoint is the source of truth
+                log.debug("kafka commit failed", error=str(err))
+        self.metrics.points.inc(len(points))
+        self.metrics.keys.set(sum(len(p.keys) for p in self._parts.values()))
+        for pid, part in chosen.items():
+            if part.watermark is not None:
+                self.metrics.watermark.labels(str(pid)).set(part.watermark)
+        self.metrics.flush_seconds.observe(self._clock() - t0)
+        self.flushes += 1
+
+    # -- rebalance (inside poll) ------------------------------------------------------------
+    def _on_revoke(self, revoked: set[TopicPartition]) -> None:
+        mine = {tp.partition for tp in revoked if tp.topic == self.topic}
+        self.flush(mine)
+        for p in mine:
+            self._parts.pop(p, None)
+            self._offsets.pop(p, None)
+            self._saved.pop(p, None)
+            try:
+                self.metrics.watermark.remove(str(p))
+            except KeyError:
+                pass
+        log.info("partitions revoked", partitions=sorted(mine))
+
+    def _on_assign(self, assigned: set[TopicPartition]) -> None:
+        assert self._store is not None and self._consumer is not None
+        for tp in sorted(assigned):
+            if tp.topic != self.topic:
+                continue
+            cp = self._store.load(tp.topic, tp.partition)
+            if cp is None:
+                # No checkpoint: rebuild from the start of the log (a committed Kafka offset
+                # without the state it stands for is worthless).
+                part = PartitionWindows(self._cfg)
+                offset = 0
+            else:
+                keys = {k: KeyState.from_json(s) for k, s in cp.keys.items()}
+                part = PartitionWindows(self._cfg, watermark=cp.watermark, keys=keys)
+                offset = cp.next_offset
+            self._parts[tp.partition] = part
+            self._offsets[tp.partition] = offset
+            self._saved[tp.partition] = offset if cp is not None else -1
+            self._consumer.seek(tp, offset)
+            for point in part.all_points():
+                self.trends.put(point)
+            log.info("partition restored", partition=tp.partition, offset=offset, keys=len(part.keys),
+                     from_checkpoint=cp is not None)

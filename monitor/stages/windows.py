@@ -1,0 +1,321 @@
+"""Event-time window arithmetic for one input partition: pure, no bus, no clock.
+
+A :class:`PartitionWindows` holds, for every trend key routed to one partition, the open and
+recently closed windows of every configured :class:`WindowSpec`. It is fed ``(key, ScoredItem)``
+pairs in partition order and yields :class:`TrendPoint` s for the windows that changed.
+
+Rules (docs/STREAMING.md has the long form):
+
+* Event time is ``item.published_at``. Windows are aligned to the Unix epoch: a window of
+  ``size`` starting every ``hop`` covers ``[start, start + size)``; tumbling means hop == size.
+* The watermark is the largest event time seen on the partition. A story is judged against the
+  watermark *before* it: for a window ending at ``end``, it counts if ``watermark < end + grace``
+  and is a revision (``revised=True``) if ``watermark >= end``. A story that fits no open window
+  is dropped and counted as late.
+* Idempotent: a story id already counted for a key is ignored (ids are remembered until every
+  window they could touch is closed; a redelivery after that is late and dropped anyway).
+* Sums are kept as integers in millionths, so results do not depend on arrival order.
+* EWMA runs over the key's consecutive non-empty windows of one spec, oldest first:
+  ``e = alpha * mean + (1 - alpha) * e_prev`` (the first non-empty window sets ``e = mean``).
+* Volume baseline of the window at ``start``: the counts of the ``baseline_windows`` previous
+  non-overlapping windows ``start - i*size`` (i = 1..N), counting empty ones as 0 but only those
+  after the key was first seen; ``volume_z = (count - mean) / max(stddev, 1)``; fewer than
+  ``min_baseline_windows`` such windows: no baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from monitor.records import Evidence, ScoredItem, TrendPoint
+from monitor.stages.settings import AggregatorSettings, WindowSpec
+
+SCALE = 1_000_000
+
+
+def units(x: float) -> int:
+    return int(round(x * SCALE))
+
+
+def ts_of(dt: datetime) -> float:
+    return dt.timestamp()
+
+
+def dt_of(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+def trend_keys(scored: ScoredItem) -> list[str]:
+    """The series one story feeds: all, its topic, its source and each of its tickers."""
+    keys = ["all", f"topic:{scored.topic}", f"source:{scored.item.source}"]
+    keys.extend(f"ticker:{t.upper()}" for t in dict.fromkeys(t.upper() for t in scored.item.tickers if t))
+    return list(dict.fromkeys(keys))
+
+
+def window_starts(spec: WindowSpec, ts: float) -> list[float]:
+    """Starts of every window of ``spec`` that contains event time ``ts`` (oldest first)."""
+    hop = spec.hop_s
+    last = math.floor(ts / hop) * hop
+    n = int(round(spec.size / hop))
+    starts = [last - i * hop for i in range(n)]
+    return sorted(s for s in starts if s <= ts < s + spec.size)
+
+
+@dataclass
+class WindowAgg:
+    """The running aggregate of one window; every field is order-independent."""
+
+    start: float
+    count: int = 0
+    score_u: int = 0
+    weight_u: int = 0
+    wscore_u: int = 0
+    negative: int = 0
+    positive: int = 0
+    top: list[list[Any]] = field(default_factory=list)
+    """[rank, -ts, id, title, source, url, ts, score] rows, best first."""
+    version_ts: float | None = None
+    version_id: str = ""
+    model_version: str | None = None
+
+    def add(self, s: ScoredItem, top_k: int) -> None:
+        ts = ts_of(s.item.published_at)
+        weight = s.item.novelty * s.confidence
+        self.count += 1
+        self.score_u += units(s.sentiment_score)
+        self.weight_u += units(weight)
+        self.wscore_u += units(weight * s.sentiment_score)
+        self.negative += s.sentiment == "negative"
+        self.positive += s.sentiment == "positive"
+        if top_k > 0:
+            rank = -abs(units(weight * s.sentiment_score))
+            row = [rank, -ts, s.id, s.item.title, s.item.source, s.item.url, ts, s.sentiment_score]
+            self.top.append(row)
+            self.top.sort(key=lambda r: (r[0], r[1], r[2]))
+            del self.top[top_k:]
+        if self.version_ts is None or (ts, s.id) > (self.version_ts, self.version_id):
+            self.version_ts, self.version_id, self.model_version = ts, s.id, s.model_version
+
+    @property
+    def mean(self) -> float:
+        return self.score_u / SCALE / self.count if self.count else 0.0
+
+    def to_json(self) -> list[Any]:
+        return [self.start, self.count, self.score_u, self.weight_u, self.wscore_u, self.negative, self.positive,
+                self.top, self.version_ts, self.version_id, self.model_version]
+
+    @classmethod
+    def from_json(cls, row: list[Any]) -> "WindowAgg":
+        return cls(*row)
+
+
+@dataclass
+class Series:
+    """The windows of one (key, spec); ``anchor`` is the EWMA after every evicted window."""
+
+    windows: dict[float, WindowAgg] = field(default_factory=dict)
+    anchor: float | None = None
+
+
+@dataclass
+class KeyState:
+    first_ts: float | None = None
+    seen: dict[str, float] = field(default_factory=dict)
+    series: dict[str, Series] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "first_ts": self.first_ts,
+            "seen": self.seen,
+            "series": {name: {"anchor": s.anchor, "windows": [w.to_json() for w in sorted(
+                s.windows.values(), key=lambda w: w.start)]} for name, s in self.series.items()},
+        }, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> "KeyState":
+        data = json.loads(text)
+        state = cls(first_ts=data["first_ts"], seen=dict(data["seen"]))
+        for name, s in data["series"].items():
+            windows = {w.start: w for w in (WindowAgg.from_json(row) for row in s["windows"])}
+            state.series[name] = Series(windows=windows, anchor=s["anchor"])
+        return state
+
+
+@dataclass(frozen=True)
+class AddResult:
+    counted: bool
+    duplicate: bool = False
+    late_windows: int = 0
+    revised_windows: int = 0
+
+
+class PartitionWindows:
+    """All window state of one input partition (each trend key lives in exactly one partition)."""
+
+    def __init__(self, config: AggregatorSettings, watermark: float | None = None,
+                 keys: dict[str, KeyState] | None = None) -> None:
+        self.config = config
+        self.specs = {w.name: w for w in config.windows}
+        self.watermark = watermark
+        self.keys: dict[str, KeyState] = keys or {}
+        self.dirty: dict[tuple[str, str, float], bool] = {}
+        """(key, window, start) -> revised, for windows whose point has to be (re-)emitted."""
+        self.changed_keys: set[str] = set()
+        """keys whose state changed since the last checkpoint."""
+        self.max_size = max(w.size for w in config.windows)
+
+    # -- input ------------------------------------------------------------------------------
+    def add(self, key: str, scored: ScoredItem) -> AddResult:
+        ts = ts_of(scored.item.published_at)
+        state = self.keys.get(key)
+        if state is not None and scored.id in state.seen:
+            return AddResult(counted=False, duplicate=True)
+        wm = self.watermark
+        grace = self.config.grace
+        placements: list[tuple[str, float, bool]] = []
+        late = 0
+        for name, spec in self.specs.items():
+            for start in window_starts(spec, ts):
+                end = start + spec.size
+                if wm is not None and wm >= end + grace:
+                    late += 1
+                    continue
+                placements.append((name, start, wm is not None and wm >= end))
+        if wm is None or ts > wm:
+            self.watermark = ts
+        if not placements:
+            return AddResult(counted=False, late_windows=late)
+        if state is None:
+            state = self.keys[key] = KeyState()
+        state.seen[scored.id] = ts
+        state.first_ts = ts if state.first_ts is None else min(state.first_ts, ts)
+        revised = 0
+        for name, start, is_revision in placements:
+            series = state.series.setdefault(name, Series())
+            window = series.windows.get(start)
+            if window is None:
+                window = series.windows[start] = WindowAgg(start=start)
+            window.add(scored, self.config.top_items)
+            self._mark(key, name, start, is_revision)
+            if is_revision:
+                revised += 1
+                # Later windows' EWMA builds on this one: re-emit them too.
+                for later in series.windows:
+                    if later > start:
+                        self._mark(key, name, later, True)
+        self.changed_keys.add(key)
+        return AddResult(counted=True, late_windows=late, revised_windows=revised)
+
+    def _mark(self, key: str, name: str, start: float, revised: bool) -> None:
+        k = (key, name, start)
+        self.dirty[k] = self.dirty.get(k, False) or revised
+
+    # -- housekeeping -----------------------------------------------------------------------
+    def retain_span(self, spec: WindowSpec) -> float:
+        """How far behind the watermark a window's start may lie and still be needed."""
+        c = self.config
+        return c.grace + spec.size * (c.baseline_windows + 2) + spec.hop_s * c.history_windows
+
+    def evict(self) -> int:
+        """Forget windows nobody can update or need for a baseline, and ids nobody can repeat."""
+        wm = self.watermark
+        if wm is None:
+            return 0
+        evicted = 0
+        seen_cutoff = wm - self.config.grace - self.max_size
+        for key, state in self.keys.items():
+            changed = False
+            for name, series in state.series.items():
+                spec = self.specs.get(name)
+                if spec is None:
+                    continue
+                cutoff = wm - self.retain_span(spec)
+                old = sorted(s for s in series.windows if s < cutoff)
+                for start in old:
+                    series.anchor = self._ewma_step(series.anchor, series.windows.pop(start))
+                    evicted += 1
+                    changed = True
+            stale = [i for i, t in state.seen.items() if t < seen_cutoff]
+            for i in stale:
+                del state.seen[i]
+            if changed or stale:
+                self.changed_keys.add(key)
+        return evicted
+
+    # -- output -----------------------------------------------------------------------------
+    def _ewma_step(self, prev: float | None, window: WindowAgg) -> float | None:
+        if window.count == 0:
+            return prev
+        if prev is None:
+            return window.mean
+        a = self.config.ewma_alpha
+        return a * window.mean + (1 - a) * prev
+
+    def point(self, key: str, name: str, start: float, revised: bool = False) -> TrendPoint | None:
+        state = self.keys.get(key)
+        series = state.series.get(name) if state else None
+        window = series.windows.get(start) if series else None
+        if state is None or series is None or window is None:
+            return None
+        spec = self.specs[name]
+        c = self.config
+        e = series.anchor
+        for s in sorted(series.windows):
+            if s > start:
+                break
+            e = self._ewma_step(e, series.windows[s])
+        counts = []
+        for i in range(1, c.baseline_windows + 1):
+            prev_start = start - i * spec.size
+            if state.first_ts is None or prev_start + spec.size <= state.first_ts:
+                break
+            prev = series.windows.get(prev_start)
+            counts.append(prev.count if prev else 0)
+        baseline_mean = volume_z = None
+        if len(counts) >= c.min_baseline_windows:
+            baseline_mean = sum(counts) / len(counts)
+            std = math.sqrt(sum((x - baseline_mean) ** 2 for x in counts) / len(counts))
+            volume_z = (window.count - baseline_mean) / max(std, 1.0)
+        n = window.count
+        return TrendPoint(
+            key=key,
+            window=name,
+            window_start=dt_of(start),
+            window_end=dt_of(start + spec.size),
+            count=n,
+            mean_score=window.mean,
+            negative_share=window.negative / n if n else 0.0,
+            positive_share=window.positive / n if n else 0.0,
+            ewma=e if e is not None else 0.0,
+            weighted_mean=window.wscore_u / window.weight_u if window.weight_u else window.mean,
+            volume_z=volume_z,
+            baseline_mean=baseline_mean,
+            top_items=tuple(
+                Evidence(id=r[2], title=r[3], source=r[4], url=r[5], published_at=dt_of(r[6]), score=r[7])
+                for r in window.top
+            ),
+            revised=revised,
+            model_version=window.model_version,
+        )
+
+    def take_dirty(self) -> list[TrendPoint]:
+        """Points of every window changed since the last call, by key then window start."""
+        dirty, self.dirty = self.dirty, {}
+        out = []
+        for (key, name, start), revised in sorted(dirty.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
+            p = self.point(key, name, start, revised)
+            if p is not None:
+                out.append(p)
+        return out
+
+    def all_points(self) -> list[TrendPoint]:
+        return [p for key, state in sorted(self.keys.items()) for name, series in state.series.items()
+                for start in sorted(series.windows) if (p := self.point(key, name, start)) is not None]
+
+    def take_changed_keys(self) -> dict[str, str]:
+        changed, self.changed_keys = self.changed_keys, set()
+        return {k: self.keys[k].to_json() for k in changed if k in self.keys}

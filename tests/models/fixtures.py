@@ -1,0 +1,82 @@
+"""Reusable test fixture: a FINSENT_HOME whose registry holds a model trained with the tiny profile.
+
+API (for ``tests/conftest.py``)::
+
+    from tests.models.fixtures import trained_tiny_home
+
+    @pytest.fixture(scope="session")
+    def tiny_model_home(tmp_path_factory) -> Path:
+        return trained_tiny_home(tmp_path_factory.mktemp("tiny-model"))
+
+``trained_tiny_home(tmp_root)`` trains the ``tiny`` profile once per code+data+profile hash,
+caches the registry under ``/work/main/.cache/test-model/<hash>/models`` (git-ignored), then copies
+it to ``tmp_root/home/models`` and returns ``tmp_root/home`` (use it as ``FINSENT_HOME`` /
+``Settings.home``; the registry's ``current`` points at the trained version). Copies, not links,
+so a test may corrupt its copy freely. Safe when several processes race to fill the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CACHE_ROOT = ROOT / ".cache" / "test-model"
+PROFILE = "tiny"
+
+
+def cache_key() -> str:
+    """Hash of the models package source, the vendored data and the tiny profile's settings."""
+    from models.data import data_hashes
+    from models.training import PROFILES
+
+    h = hashlib.sha256()
+    for path in sorted((ROOT / "models").glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    h.update(json.dumps(data_hashes(), sort_keys=True).encode())
+    h.update(json.dumps(PROFILES[PROFILE].to_dict(), sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def _settings(home: Path):  # noqa: ANN202
+    from monitor.config import load_settings
+
+    # model_copy: FINSENT_HOME in the environment must not redirect the test's registry
+    return load_settings(None).model_copy(update={"home": home})
+
+
+def _build_cache(target: Path) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from models.training import train
+
+    staging = target.parent / f".building-{uuid.uuid4().hex[:8]}"
+    home = staging / "home"
+    try:
+        train(_settings(home), profile=PROFILE, device="cpu", progress=False)
+        try:
+            os.rename(home / "models", target)  # atomic; loses gracefully to a concurrent builder
+        except OSError:
+            if not (target / "current.json").exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def trained_tiny_home(tmp_root: Path) -> Path:
+    """A fresh FINSENT_HOME under ``tmp_root`` with the cached tiny model as current; returns it."""
+    cached = CACHE_ROOT / cache_key()
+    if not (cached / "current.json").exists():
+        CACHE_ROOT.mkdir(parents=True, exist_ok=True)
+        _build_cache(cached)
+    home = Path(tmp_root) / "home"
+    dest = home / "models"
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(cached, dest, ignore=shutil.ignore_patterns(".staging"))
+    return home

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from models.data import (
+    DATA_DIR,
+    DataError,
+    TOPIC_LABELS,
+    data_hashes,
+    labels_for,
+    load_split,
+    load_valid_sets,
+    normalise_for_dedup,
+    parse_label,
+    read_labelled_csv,
+)
+
+
+def test_topic_labels_match_vendored_labels_file() -> None:
+    names = [line.strip() for line in (DATA_DIR / "topic" / "labels.txt").read_text().splitlines() if line.strip()]
+    assert tuple(names) == TOPIC_LABELS
+    assert len(TOPIC_LABELS) == 20
+
+
+def test_attribution_travels_with_the_data() -> None:
+    text = (DATA_DIR / "LICENSE").read_text()
+    assert "MIT" in text and "zeroshot/twitter-financial-news-sentiment" in text and "-topic" in text
+
+
+@pytest.mark.parametrize(
+    ("task", "raw", "expected"),
+    [
+        ("sentiment", "0", "negative"),  # Bearish
+        ("sentiment", "1", "positive"),  # Bullish
+        ("sentiment", 2, "neutral"),
+        ("sentiment", "Positive", "positive"),
+        ("sentiment", "bearish", "negative"),
+        ("topic", "5", "Earnings"),
+        ("topic", "fed | central banks", "Fed | Central Banks"),
+    ],
+)
+def test_parse_label(task, raw, expected) -> None:
+    assert labels_for(task)[parse_label(task, raw)] == expected
+
+
+@pytest.mark.parametrize(("task", "raw"), [("sentiment", "3"), ("sentiment", "great"), ("topic", "20"), ("topic", "-1")])
+def test_parse_label_rejects_unknown(task, raw) -> None:
+    with pytest.raises(ValueError, match="unknown"):
+        parse_label(task, raw)
+
+
+def test_vendored_files_parse_with_multiline_texts() -> None:
+    train = load_split("sentiment", "train")
+    assert len(train) == 9543
+    assert any("\n" in e.text for e in train)
+    assert len(load_split("sentiment", "valid")) == 2388
+    assert len(load_split("topic", "train")) == 16990
+    assert len(load_split("topic", "valid")) == 4117
+
+
+def test_dedup_counts_match_the_dataset_readme() -> None:
+    s = load_valid_sets("sentiment")
+    t = load_valid_sets("topic")
+    assert len(s["full"]) - len(s["dedup"]) == 38
+    assert len(t["full"]) - len(t["dedup"]) == 676
+
+
+def test_normalise_strips_urls() -> None:
+    assert normalise_for_dedup("$AAPL up https://t.co/abc ") == normalise_for_dedup("$aapl UP https://t.co/xyz")
+
+
+def test_read_csv_errors_name_the_row(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text('text,label\n"ok one",positive\n"multi\nline",nope\n')
+    with pytest.raises(DataError, match=r"row 3: unknown sentiment label 'nope'"):
+        read_labelled_csv(bad, "sentiment")
+    nocol = tmp_path / "nocol.csv"
+    nocol.write_text("body,label\nx,1\n")
+    with pytest.raises(DataError, match="missing column"):
+        read_labelled_csv(nocol, "sentiment")
+
+
+def test_data_hashes_cover_all_files() -> None:
+    hashes = data_hashes()
+    assert len(hashes) == 4 and all(len(h) == 64 for h in hashes.values())

@@ -1,0 +1,46 @@
+"""Reading whole topics from the real broker, for assertions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from kafka import KafkaConsumer, TopicPartition
+
+from monitor.bus.base import Message
+
+
+def read_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Message]:
+    """Every record on ``topic`` up to its end offsets at call time, partition by partition."""
+    c = KafkaConsumer(bootstrap_servers=[bootstrap], enable_auto_commit=False, group_id=None)
+    try:
+        parts = c.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return []
+        c.assign(tps)
+        c.seek_to_beginning(*tps)
+        ends = c.end_offsets(tps)
+        out: list[Message] = []
+        deadline = time.monotonic() + timeout_s
+        while any(c.position(tp) < ends[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end")
+            for records in c.poll(timeout_ms=500, max_records=5000).values():
+                for r in records:
+                    if r.offset < ends[TopicPartition(r.topic, r.partition)]:
+                        out.append(Message(r.topic, r.partition, r.offset, r.key, r.value,
+                                           tuple(r.headers or ()), r.timestamp))
+        return out
+    finally:
+        c.close()
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float, what: str, every_s: float = 0.25):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")

@@ -1,0 +1,167 @@
+"""``kill -9`` of the aggregator mid-stream: after restarts the trends equal an uninterrupted run's."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from monitor.bus.codec import send_record
+from monitor.bus.kafka import KafkaBus
+from monitor.records import TrendPoint, decode
+from monitor.stages.windows import trend_keys
+from tests.stages.helpers import scored
+from tests.stages.kafka_helpers import read_topic, wait_until
+
+pytestmark = [pytest.mark.kafka]
+
+ROOT = Path(__file__).resolve().parents[2]
+N = 3000
+TICKERS = ("AAPL", "MSFT", "NVDA", "TSLA", "AMZN")
+SOURCES = ("wire", "rss", "blog")
+TOPICS = ("earnings", "mna", "macro", "legal")
+
+
+def story(i: int):
+    tickers = (TICKERS[i % 5],) if i % 3 else (TICKERS[i % 5], TICKERS[(i + 2) % 5])
+    score = ((i * 37) % 21 - 10) / 10
+    return scored(i, t=i * 0.5, score=score, tickers=tickers, source=SOURCES[i % 3], topic=TOPICS[i % 4],
+                  confidence=0.5 + (i % 5) / 10, novelty=1.0 if i % 7 else 0.5)
+
+
+def produce(bus, topic, ids):
+    p = bus.producer()
+    deliveries = [send_record(p, topic, s, key=s.item.primary_key) for s in map(story, ids)]
+    for d in deliveries:
+        d.get(timeout=60)
+    p.close()
+
+
+class Aggregator:
+    """``finsent aggregate`` as a real OS process."""
+
+    def __init__(self, tmp: Path, name: str, bootstrap: str, topics, aggregator: dict) -> None:
+        self.home = tmp / name
+        self.config = tmp / f"{name}.yaml"
+        self.log = tmp / f"{name}.log"
+        self.trends_topic = f"{topics.trends}.{name}"
+        cfg = {
+            "home": str(self.home),
+            "kafka": {"bootstrap": bootstrap, "partitions": 3, "session_timeout_ms": 6000,
+                      "heartbeat_interval_ms": 1000},
+            "topics": {**topics.model_dump(), "trends": self.trends_topic},
+            "http": {"port": 0},
+            "logging": {"level": "INFO", "format": "json"},
+            "aggregator": {**aggregator, "group_id": f"agg-{name}-{topics.raw}",
+                           "repartition_topic": f"{topics.scored}.bykey.{name}"},
+        }
+        self.config.write_text(yaml.safe_dump(cfg))
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
+        env["PYTHONPATH"] = str(ROOT)
+        self.starts += 1
+        with self.log.open("a") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "aggregate", "--config",
+                                          str(self.config)], cwd=ROOT, env=env, stdout=out, stderr=out)
+
+    def checkpointed(self) -> int:
+        """Input records (repartition offsets) covered by the last checkpoint."""
+        db = self.home / "state" / "aggregate.db"
+        if not db.exists():
+            return 0
+        try:
+            with sqlite3.connect(db, timeout=5) as c:
+                return c.execute("SELECT COALESCE(SUM(next_offset), 0) FROM partitions").fetchone()[0]
+        except sqlite3.Error:
+            return 0
+
+    def kill9(self) -> None:
+        assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                assert self.proc.wait(60) == 0, self.log.read_text()[-3000:]
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                raise
+
+
+def final_points(bootstrap: str, topic: str) -> dict:
+    last: dict = {}
+    for m in read_topic(bootstrap, topic, timeout_s=60):
+        p = decode(TrendPoint, m.value)
+        last[(p.key, p.window, p.window_start)] = p
+    return last
+
+
+def counted(points: dict) -> int:
+    return sum(p.count for (key, window, _), p in points.items() if key == "all" and window == "1m")
+
+
+def per_key_totals(points: dict) -> Counter:
+    """Stories counted per trend key (over the tumbling 1m windows)."""
+    totals: Counter = Counter()
+    for (key, window, _), p in points.items():
+        if window == "1m":
+            totals[key] += p.count
+    return totals
+
+
+EXPECTED = Counter(k for i in range(N) for k in trend_keys(story(i)))
+
+
+def comparable(points: dict) -> dict:
+    return {k: p.model_dump(exclude={"emitted_at", "revised"}) for k, p in points.items()}
+
+
+@pytest.mark.slow
+def test_kill_dash_nine_mid_stream_resumes_with_identical_trends(kafka_settings, kafka_bootstrap, tmp_path):
+    settings = kafka_settings(kafka={"partitions": 3})
+    bus = KafkaBus(settings.kafka)
+    bus.ensure_topics(settings.topics.all(), partitions=3)
+    aggregator = {
+        "windows": [{"name": "1m", "size": "1m"}, {"name": "5m", "size": "5m", "hop": "1m"}],
+        "grace": "1h", "baseline_windows": 5, "min_baseline_windows": 2, "flush_interval": 0.1,
+        "poll_max_records": 200,
+    }
+    reference = Aggregator(tmp_path, "reference", kafka_bootstrap, settings.topics, aggregator)
+    victim = Aggregator(tmp_path, "victim", kafka_bootstrap, settings.topics, aggregator)
+    try:
+        produce(bus, settings.topics.scored, range(0, N // 2))
+        reference.start()
+        victim.start()
+        # 1st kill: mid-way through the first half (it has checkpointed some, not all).
+        wait_until(lambda: victim.checkpointed() > 500, 120, "victim's first checkpoints")
+        victim.kill9()
+        victim.start()
+        produce(bus, settings.topics.scored, range(N // 2, N))
+        # 2nd kill: while the second half streams in.
+        done_before = victim.checkpointed()
+        wait_until(lambda: victim.checkpointed() > done_before + 500, 120, "victim's progress after restart")
+        victim.kill9()
+        victim.start()
+        ref = wait_until(lambda: (p := final_points(kafka_bootstrap, reference.trends_topic))
+                         and per_key_totals(p) == EXPECTED and p, 240, "reference to count every story")
+        got = wait_until(lambda: (p := final_points(kafka_bootstrap, victim.trends_topic))
+                         and per_key_totals(p) == EXPECTED and p, 240, "victim to count every story")
+    finally:
+        reference.stop()
+        victim.stop()
+    assert victim.starts == 3
+    assert counted(got) == N  # never double-counted, never skipped
+    assert comparable(got) == comparable(ref)
+    assert {k for k, _, _ in got} >= {"all", "ticker:AAPL", "ticker:TSLA", "source:rss", "topic:macro"}
