@@ -482,7 +482,8 @@ class AlertEngine:
             if inst.state == "firing":
                 cached = self._shown_cache.get(fp)
                 if cached is None:
-                    cached = self._shown_cache[fp] = _shown(inst, f"{self.options.external_url.rstrip('/')}/alerts/{fp}")
+                    cached = _shown(inst, f"{self.options.external_url.rstrip('/')}/alerts/{fp}")
+                    self._shown_cache[fp] = cached
                 shown[fp] = cached
         for ev in events:
             if ev.shown.status == "resolved" and ev.fingerprint not in shown:
