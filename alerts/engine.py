@@ -129,8 +129,11 @@ class AlertEngine:
         self._groups: dict[str, set[str]] = {}
         self._active: set[str] = set()  # pending or firing
         for inst in self.store.load_alerts():
-            if inst.rule not in self._rules:
+            rule = self._rules.get(inst.rule)
+            if rule is None:
                 continue  # the rule was removed: its alerts are left as they are, never re-evaluated
+            target = self._target(rule, inst.labels)  # routing may have changed since it was stored
+            inst.receiver, inst.group_key, inst.group_labels = target.receiver, target.group_key, target.group_labels
             self._add(inst)
         self._latest: dict[tuple[str, str], TrendPoint] = self.store.load_latest()
         self.watermark: datetime | None = self.store.watermark()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+import zlib
 from datetime import datetime
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
@@ -112,6 +113,21 @@ _SYNONYMS = {
     "bln": "billion", "bn": "billion", "mln": "million", "mn": "million", "pct": "%", "percent": "%",
     "per cent": "%", "qtr": "quarter", "q/q": "quarter", "yr": "year", "shr": "share", "shrs": "shares",
 }
+
+
+COMMON_WORDS = frozenset(
+    "shares stock stocks says said new year years quarter quarterly us u.s report reports reported after over up "
+    "down market markets inc corp co ltd plc group holdings billion million % rise rises rose fall falls fell "
+    "profit profits sales revenue results price prices deal deals bank banks first second third company "
+    "companies ceo will not more than into amid ahead out off its his her their two three per cent higher lower "
+    "record sees see says".split()
+)
+"""Frequent headline words; they go last in the token order, so prefixes hold the rarer words."""
+
+
+def token_order(token: str) -> tuple[int, int]:
+    """A fixed global order of tokens (common words last) for prefix filtering."""
+    return (token in COMMON_WORDS, zlib.crc32(token.encode("utf-8")))
 
 
 def title_tokens(key: str) -> frozenset[str]:

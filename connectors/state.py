@@ -13,8 +13,10 @@ Everything is forgotten ``ttl`` seconds after it was last seen.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
+from itertools import islice
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -23,14 +25,15 @@ from typing import Literal
 
 import structlog
 
-from connectors.identity import title_key, title_tokens
+from connectors.identity import title_key, title_tokens, token_order
 
 log = structlog.get_logger(__name__)
 
 MIN_FUZZY_TOKENS = 4
 """Titles with fewer content words are only matched exactly (too short to compare fuzzily)."""
-MAX_POSTING = 2_000
-"""Words in more recent titles than this are too common to find candidates by."""
+RECENT_CANDIDATES = 12
+"""Per prefix word, only the most recent clusters holding it are compared (bounded cost per story;
+near-duplicates arrive close together)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen_ids (
@@ -117,7 +120,9 @@ class IngestState:
         self._db.executescript(_SCHEMA)
         self._pending: set[str] = set()
         self._clusters: dict[tuple[str, str], _Cluster] = {}
-        self._postings: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        self._postings: dict[tuple[str, str], dict[tuple[str, str], frozenset[str]]] = {}
+        """(scope, word) -> the clusters indexed under it (oldest first) and their words."""
+        self._df: dict[str, int] = {}
         self._last_purge = 0.0
         self._load()
 
@@ -229,42 +234,64 @@ class IngestState:
         row = self._db.execute("SELECT seen_at FROM seen_ids WHERE id = ?", (item_id,)).fetchone()
         return row is not None and row[0] >= now - self.ttl_s
 
+    def _prefix(self, tokens: frozenset[str]) -> list[str]:
+        """Prefix filtering: two sets with Jaccard >= t share a token among the first
+        ``|x| - ceil(t*|x|) + 1`` tokens of each when both are sorted in one global order. The
+        order used is rarest first by the current document frequency, which keeps candidate
+        lists short; since frequencies drift, the match is approximate (near-duplicates share
+        their rare words, names and numbers, so in practice they are found)."""
+        n = len(tokens)
+        size = n - math.ceil(self.threshold * n - 1e-9) + 1
+        df = self._df
+        return sorted(tokens, key=lambda t: (df.get(t, 0), token_order(t)))[:size]
+
     def _fuzzy(self, scope: str, tokens: frozenset[str]) -> _Cluster | None:
         if len(tokens) < MIN_FUZZY_TOKENS:
             return None
-        overlap: dict[tuple[str, str], int] = {}
-        for tok in tokens:
+        n = len(tokens)
+        threshold = self.threshold
+        best_ck: tuple[str, str] | None = None
+        best = 0.0
+        seen: set[tuple[str, str]] = set()
+        for tok in self._prefix(tokens):
             posting = self._postings.get((scope, tok))
-            if not posting or len(posting) > MAX_POSTING:
+            if not posting:
                 continue
-            for ck in posting:
-                overlap[ck] = overlap.get(ck, 0) + 1
-        best: tuple[float, _Cluster] | None = None
-        for ck, inter in overlap.items():
-            if inter < self.threshold * len(tokens):
-                continue  # cannot reach the threshold whatever the other title holds
-            c = self._clusters[ck]
-            jac = inter / (len(tokens) + len(c.tokens) - inter)
-            if jac >= self.threshold and (best is None or jac > best[0]):
-                best = (jac, c)
-        return best[1] if best else None
+            for ck, other in islice(reversed(posting.items()), RECENT_CANDIDATES):
+                if ck in seen:
+                    continue
+                seen.add(ck)
+                inter = len(tokens & other)
+                jac = inter / (n + len(other) - inter)
+                if jac >= threshold and jac > best:
+                    best, best_ck = jac, ck
+        return self._clusters[best_ck] if best_ck is not None else None
 
     def _index(self, c: _Cluster) -> None:
         ck = (c.scope, c.key)
         self._clusters[ck] = c
         if len(c.tokens) >= MIN_FUZZY_TOKENS:
             for tok in c.tokens:
-                self._postings.setdefault((c.scope, tok), set()).add(ck)
+                self._df[tok] = self._df.get(tok, 0) + 1
+            for tok in self._prefix(c.tokens):
+                self._postings.setdefault((c.scope, tok), {})[ck] = c.tokens
 
     def _unindex(self, c: _Cluster) -> None:
         ck = (c.scope, c.key)
         if self._clusters.get(ck) is not c:
             return
         del self._clusters[ck]
+        if len(c.tokens) >= MIN_FUZZY_TOKENS:
+            for tok in c.tokens:
+                left = self._df.get(tok, 0) - 1
+                if left > 0:
+                    self._df[tok] = left
+                else:
+                    self._df.pop(tok, None)
         for tok in c.tokens:
             posting = self._postings.get((c.scope, tok))
             if posting is not None:
-                posting.discard(ck)
+                posting.pop(ck, None)
                 if not posting:
                     del self._postings[(c.scope, tok)]
 

@@ -10,14 +10,16 @@ from html.parser import HTMLParser
 _WS = re.compile(r"\s+")
 _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
 _TAGGISH = re.compile(r"<[A-Za-z/!]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def clean_text(value: str | None) -> str:
     """NFKC, zero-width characters and soft hyphens removed, whitespace runs collapsed, trimmed."""
     if not value:
         return ""
-    text = unicodedata.normalize("NFKC", value).translate(_ZERO_WIDTH)
-    text = "".join(ch if ch.isprintable() or ch.isspace() else " " for ch in text)
+    text = value if value.isascii() else unicodedata.normalize("NFKC", value).translate(_ZERO_WIDTH)
+    if not text.isprintable():
+        text = _CONTROL.sub(" ", text)
     return _WS.sub(" ", text).strip()
 
 
@@ -73,6 +75,10 @@ _STOPWORDS: dict[str, frozenset[str]] = {
     "pt": frozenset("o a os as e de do da em para com um uma que no na dos das ações bolsa lucro".split()),
     "nl": frozenset("de het een en van in op met voor is zijn dat aan bij niet winst aandeel".split()),
 }
+_LANGS_OF: dict[str, tuple[str, ...]] = {}
+for _lang, _words in _STOPWORDS.items():
+    for _w in _words:
+        _LANGS_OF[_w] = (*_LANGS_OF.get(_w, ()), _lang)
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
 
 
@@ -82,7 +88,7 @@ def guess_language(text: str, default: str = "en") -> str:
         return default
     counts = {"ja": 0, "zh": 0, "ko": 0, "ru": 0, "ar": 0, "el": 0, "he": 0}
     letters = 0
-    for ch in text:
+    for ch in ("" if text.isascii() else text):
         o = ord(ch)
         if ch.isalpha():
             letters += 1
@@ -100,7 +106,7 @@ def guess_language(text: str, default: str = "en") -> str:
             counts["el"] += 1
         elif 0x0590 <= o <= 0x05FF:
             counts["he"] += 1
-    if letters:
+    if letters:  # (only counted for non-ASCII text)
         if counts["ja"] and counts["ja"] + counts["zh"] > letters * 0.3:
             return "ja"
         best = max(counts, key=counts.__getitem__)
@@ -109,7 +115,10 @@ def guess_language(text: str, default: str = "en") -> str:
     words = [w.lower() for w in _WORD.findall(text)]
     if not words:
         return default
-    scores = {lang: sum(1 for w in words if w in stop) for lang, stop in _STOPWORDS.items()}
+    scores = dict.fromkeys(_STOPWORDS, 0)
+    for w in words[:80]:
+        for lang in _LANGS_OF.get(w, ()):
+            scores[lang] += 1
     best = max(scores, key=scores.__getitem__)
     top = scores[best]
     if top == 0 or list(scores.values()).count(top) > 1:

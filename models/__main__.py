@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # OpenMP threads sleep instead of spinning while waiting: far less collapse on shared cores.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from models import cli
 

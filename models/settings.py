@@ -23,5 +23,10 @@ class ClassifierSettings(BaseModel):
 class TrainingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(default=3, ge=1)
+    epochs: int = Field(default=3, ge=1, description="epochs of the 'default' profile (--epochs overrides)")
     seed: int = 13
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="torch CPU threads while training; unset = all cores, or 1 when the machine is already busy",
+    )

@@ -28,7 +28,7 @@ from monitor.config import Settings
 from monitor.records import ScoredItem
 from monitor.stages.checkpoint import CheckpointStore, PartitionDelta
 from monitor.stages.stores import ItemStore, TrendStore
-from monitor.stages.windows import KeyState, PartitionWindows, trend_keys
+from monitor.stages.windows import PartitionWindows, trend_keys
 
 log = structlog.get_logger(__name__)
 
@@ -203,10 +203,17 @@ class TrendStage:
                                                max_records=self._cfg.poll_max_records)
                 self._polled_once = True
                 if messages:
-                    good, rejected = reader.decode_batch(messages)
-                    self._pending.extend(rejected)
-                    self.metrics.dead_letters.labels(self.name).inc(len(rejected))
-                    for msg, scored in good:
+                    # The rekey stage wrote the same bytes once per trend key: decode each once.
+                    memo: dict[bytes, ScoredItem] = {}
+                    for msg in messages:
+                        scored = memo.get(msg.value) if msg.value else None
+                        if scored is None:
+                            good, rejected = reader.decode_batch([msg])
+                            if rejected:
+                                self._pending.extend(rejected)
+                                self.metrics.dead_letters.labels(self.name).inc()
+                                continue
+                            scored = memo[msg.value or b""] = good[0][1]
                         self._add(msg.partition, (msg.key or b"all").decode("utf-8", "replace"), scored)
                     for tp, o in next_offsets(messages).items():
                         if tp.partition in self._parts:
@@ -258,7 +265,7 @@ class TrendStage:
             self.trends.put(p)
         deltas = {}
         for pid, part in chosen.items():
-            changed = part.take_changed_keys()
+            changed = part.take_delta()
             offset = self._offsets.get(pid)
             if offset is not None and (changed or self._saved.get(pid) != offset):
                 deltas[pid] = PartitionDelta(offset, part.watermark, changed)
@@ -305,14 +312,14 @@ class TrendStage:
                 part = PartitionWindows(self._cfg)
                 offset = 0
             else:
-                keys = {k: KeyState.from_json(s) for k, s in cp.keys.items()}
-                part = PartitionWindows(self._cfg, watermark=cp.watermark, keys=keys)
+                part = PartitionWindows.restore(self._cfg, cp.watermark, cp.windows, cp.anchors, cp.first_ts,
+                                                cp.seen)
                 offset = cp.next_offset
             self._parts[tp.partition] = part
             self._offsets[tp.partition] = offset
             self._saved[tp.partition] = offset if cp is not None else -1
             self._consumer.seek(tp, offset)
             for point in part.all_points():
-                self.trends.put(point)
+                self.trends.put(point, notify=False)
             log.info("partition restored", partition=tp.partition, offset=offset, keys=len(part.keys),
                      from_checkpoint=cp is not None)

@@ -1,19 +1,24 @@
 """SQLite checkpoints of the aggregator: window state and the input offsets it reflects, together.
 
-One transaction writes, per input partition, the next offset to read, the watermark and the
-state of every key that changed since the previous checkpoint. On assignment the aggregator
-restores a partition from here and seeks to the checkpointed offset, so state and position can
-never disagree, whatever killed the process (``kill -9`` included: SQLite's WAL makes the
-transaction all-or-nothing).
+One transaction writes, per input partition, the next offset to read, the watermark and what
+changed in the window state since the previous checkpoint (windows updated or evicted, EWMA
+anchors, first-seen times, story ids counted or forgotten). Writes are incremental: a flush costs
+what changed, not the size of the state. On assignment the aggregator restores a partition from
+here and seeks to the checkpointed offset, so state and position can never disagree, whatever
+killed the process (``kill -9`` included: the transaction is all-or-nothing).
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from monitor.stages.windows import StateDelta
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS partitions (
@@ -21,10 +26,26 @@ CREATE TABLE IF NOT EXISTS partitions (
     next_offset INTEGER NOT NULL, watermark REAL,
     PRIMARY KEY (grp, topic, part)
 );
-CREATE TABLE IF NOT EXISTS key_state (
-    grp TEXT NOT NULL, topic TEXT NOT NULL, part INTEGER NOT NULL, key TEXT NOT NULL, state TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS windows (
+    grp TEXT NOT NULL, topic TEXT NOT NULL, part INTEGER NOT NULL,
+    key TEXT NOT NULL, window TEXT NOT NULL, start REAL NOT NULL, state TEXT NOT NULL,
+    PRIMARY KEY (grp, topic, part, key, window, start)
+);
+CREATE TABLE IF NOT EXISTS anchors (
+    grp TEXT NOT NULL, topic TEXT NOT NULL, part INTEGER NOT NULL,
+    key TEXT NOT NULL, window TEXT NOT NULL, ewma REAL,
+    PRIMARY KEY (grp, topic, part, key, window)
+);
+CREATE TABLE IF NOT EXISTS first_seen (
+    grp TEXT NOT NULL, topic TEXT NOT NULL, part INTEGER NOT NULL, key TEXT NOT NULL, ts REAL NOT NULL,
     PRIMARY KEY (grp, topic, part, key)
 );
+CREATE TABLE IF NOT EXISTS seen (
+    grp TEXT NOT NULL, topic TEXT NOT NULL, part INTEGER NOT NULL, key TEXT NOT NULL, id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    PRIMARY KEY (grp, topic, part, key, id)
+);
+CREATE INDEX IF NOT EXISTS seen_by_ts ON seen (grp, topic, part, ts);
 """
 
 
@@ -32,15 +53,17 @@ CREATE TABLE IF NOT EXISTS key_state (
 class PartitionCheckpoint:
     next_offset: int
     watermark: float | None
-    keys: dict[str, str]
-    """key -> KeyState JSON"""
+    windows: list[tuple[str, str, list[Any]]]
+    anchors: list[tuple[str, str, float | None]]
+    first_ts: list[tuple[str, float]]
+    seen: list[tuple[str, str, float]]
 
 
 @dataclass(frozen=True)
 class PartitionDelta:
     next_offset: int
     watermark: float | None
-    changed_keys: Mapping[str, str]
+    state: StateDelta
 
 
 class CheckpointStore:
@@ -60,39 +83,54 @@ class CheckpointStore:
         self._db.executescript(SCHEMA)
 
     def load(self, topic: str, partition: int) -> PartitionCheckpoint | None:
+        where = (self.group, topic, partition)
+        q = "WHERE grp=? AND topic=? AND part=?"
         with self._lock:
-            row = self._db.execute(
-                "SELECT next_offset, watermark FROM partitions WHERE grp=? AND topic=? AND part=?",
-                (self.group, topic, partition),
-            ).fetchone()
+            db = self._db
+            row = db.execute(f"SELECT next_offset, watermark FROM partitions {q}", where).fetchone()
             if row is None:
                 return None
-            keys = dict(self._db.execute(
-                "SELECT key, state FROM key_state WHERE grp=? AND topic=? AND part=?",
-                (self.group, topic, partition),
-            ).fetchall())
-        return PartitionCheckpoint(next_offset=row[0], watermark=row[1], keys=keys)
+            windows = [(k, w, json.loads(s)) for k, w, s in db.execute(
+                f"SELECT key, window, state FROM windows {q}", where)]
+            anchors = db.execute(f"SELECT key, window, ewma FROM anchors {q}", where).fetchall()
+            first = db.execute(f"SELECT key, ts FROM first_seen {q}", where).fetchall()
+            seen = db.execute(f"SELECT key, id, ts FROM seen {q}", where).fetchall()
+        return PartitionCheckpoint(row[0], row[1], windows, anchors, first, seen)
 
     def save(self, topic: str, deltas: Mapping[int, PartitionDelta]) -> None:
         """Write every partition's delta in ONE transaction."""
         if not deltas:
             return
+        g = self.group
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
                 for part, d in deltas.items():
+                    s = d.state
                     db.execute(
-                        "INSERT INTO partitions (grp, topic, part, next_offset, watermark) VALUES (?,?,?,?,?) "
-                        "ON CONFLICT (grp, topic, part) DO UPDATE SET next_offset=excluded.next_offset, "
-                        "watermark=excluded.watermark",
-                        (self.group, topic, part, d.next_offset, d.watermark),
+                        "INSERT INTO partitions VALUES (?,?,?,?,?) ON CONFLICT (grp, topic, part) "
+                        "DO UPDATE SET next_offset=excluded.next_offset, watermark=excluded.watermark",
+                        (g, topic, part, d.next_offset, d.watermark),
                     )
-                    db.executemany(
-                        "INSERT INTO key_state (grp, topic, part, key, state) VALUES (?,?,?,?,?) "
-                        "ON CONFLICT (grp, topic, part, key) DO UPDATE SET state=excluded.state",
-                        [(self.group, topic, part, k, s) for k, s in d.changed_keys.items()],
-                    )
+                    upserts = [(g, topic, part, k, w, start, json.dumps(agg.to_json(), separators=(",", ":")))
+                               for (k, w, start), agg in s.windows.items() if agg is not None]
+                    deletes = [(g, topic, part, k, w, start) for (k, w, start), agg in s.windows.items() if agg is None]
+                    db.executemany("INSERT INTO windows VALUES (?,?,?,?,?,?,?) ON CONFLICT "
+                                   "(grp, topic, part, key, window, start) DO UPDATE SET state=excluded.state", upserts)
+                    db.executemany("DELETE FROM windows WHERE grp=? AND topic=? AND part=? AND key=? AND window=? "
+                                   "AND start=?", deletes)
+                    db.executemany("INSERT INTO anchors VALUES (?,?,?,?,?,?) ON CONFLICT "
+                                   "(grp, topic, part, key, window) DO UPDATE SET ewma=excluded.ewma",
+                                   [(g, topic, part, k, w, e) for (k, w), e in s.anchors.items()])
+                    db.executemany("INSERT INTO first_seen VALUES (?,?,?,?,?) ON CONFLICT "
+                                   "(grp, topic, part, key) DO UPDATE SET ts=excluded.ts",
+                                   [(g, topic, part, k, ts) for k, ts in s.first_ts.items()])
+                    db.executemany("INSERT OR IGNORE INTO seen VALUES (?,?,?,?,?,?)",
+                                   [(g, topic, part, k, i, ts) for k, i, ts in s.seen_added])
+                    if s.seen_cutoff is not None:
+                        db.execute("DELETE FROM seen WHERE grp=? AND topic=? AND part=? AND ts < ?",
+                                   (g, topic, part, s.seen_cutoff))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")

@@ -30,14 +30,15 @@ class TrendStore:
         with self._lock:
             self._listeners.append(listener)
 
-    def put(self, point: TrendPoint) -> None:
+    def put(self, point: TrendPoint, notify: bool = True) -> None:
+        """Store ``point`` (replacing the same window's previous one); ``notify=False`` on restore."""
         with self._lock:
             series = self._series.setdefault((point.key, point.window), {})
             series[point.window_start] = point
             if len(series) > self.keep_per_series:
                 for start in sorted(series)[: len(series) - self.keep_per_series]:
                     del series[start]
-            listeners = list(self._listeners)
+            listeners = list(self._listeners) if notify else []
         for listener in listeners:
             listener(point)
 

@@ -25,8 +25,9 @@ Rules (docs/STREAMING.md has the long form):
 
 from __future__ import annotations
 
-import json
+import bisect
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -65,6 +66,10 @@ def window_starts(spec: WindowSpec, ts: float) -> list[float]:
     return sorted(s for s in starts if s <= ts < s + spec.size)
 
 
+def _top_order(row: list[Any]) -> tuple[int, float, str]:
+    return (row[0], row[1], row[2])
+
+
 @dataclass
 class WindowAgg:
     """The running aggregate of one window; every field is order-independent."""
@@ -93,10 +98,11 @@ class WindowAgg:
         self.positive += s.sentiment == "positive"
         if top_k > 0:
             rank = -abs(units(weight * s.sentiment_score))
-            row = [rank, -ts, s.id, s.item.title, s.item.source, s.item.url, ts, s.sentiment_score]
-            self.top.append(row)
-            self.top.sort(key=lambda r: (r[0], r[1], r[2]))
-            del self.top[top_k:]
+            order = (rank, -ts, s.id)
+            if len(self.top) < top_k or order < _top_order(self.top[-1]):
+                row = [rank, -ts, s.id, s.item.title, s.item.source, s.item.url, ts, s.sentiment_score]
+                bisect.insort(self.top, row, key=_top_order)
+                del self.top[top_k:]
         if self.version_ts is None or (ts, s.id) > (self.version_ts, self.version_id):
             self.version_ts, self.version_id, self.model_version = ts, s.id, s.model_version
 
@@ -127,22 +133,22 @@ class KeyState:
     seen: dict[str, float] = field(default_factory=dict)
     series: dict[str, Series] = field(default_factory=dict)
 
-    def to_json(self) -> str:
-        return json.dumps({
-            "first_ts": self.first_ts,
-            "seen": self.seen,
-            "series": {name: {"anchor": s.anchor, "windows": [w.to_json() for w in sorted(
-                s.windows.values(), key=lambda w: w.start)]} for name, s in self.series.items()},
-        }, separators=(",", ":"))
 
-    @classmethod
-    def from_json(cls, text: str) -> "KeyState":
-        data = json.loads(text)
-        state = cls(first_ts=data["first_ts"], seen=dict(data["seen"]))
-        for name, s in data["series"].items():
-            windows = {w.start: w for w in (WindowAgg.from_json(row) for row in s["windows"])}
-            state.series[name] = Series(windows=windows, anchor=s["anchor"])
-        return state
+@dataclass
+class StateDelta:
+    """What changed in a partition since the last checkpoint (written incrementally)."""
+
+    windows: dict[tuple[str, str, float], WindowAgg | None] = field(default_factory=dict)
+    """(key, window, start) -> its current aggregate, or None when the window was evicted."""
+    anchors: dict[tuple[str, str], float | None] = field(default_factory=dict)
+    first_ts: dict[str, float] = field(default_factory=dict)
+    seen_added: list[tuple[str, str, float]] = field(default_factory=list)
+    """(key, story id, event time) newly counted."""
+    seen_cutoff: float | None = None
+    """forget remembered ids with an event time before this"""
+
+    def __bool__(self) -> bool:
+        return bool(self.windows or self.anchors or self.first_ts or self.seen_added or self.seen_cutoff is not None)
 
 
 @dataclass(frozen=True)
@@ -164,9 +170,33 @@ class PartitionWindows:
         self.keys: dict[str, KeyState] = keys or {}
         self.dirty: dict[tuple[str, str, float], bool] = {}
         """(key, window, start) -> revised, for windows whose point has to be (re-)emitted."""
-        self.changed_keys: set[str] = set()
-        """keys whose state changed since the last checkpoint."""
         self.max_size = max(w.size for w in config.windows)
+        self.min_hop = min(w.hop_s for w in config.windows)
+        self._last_evict_wm: float | None = None
+        self._delta = StateDelta()
+
+    @classmethod
+    def restore(
+        cls,
+        config: AggregatorSettings,
+        watermark: float | None,
+        windows: Iterable[tuple[str, str, list[Any]]],
+        anchors: Iterable[tuple[str, str, float | None]],
+        first_ts: Iterable[tuple[str, float]],
+        seen: Iterable[tuple[str, str, float]],
+    ) -> "PartitionWindows":
+        """Rebuild a partition from checkpoint rows (see :mod:`monitor.stages.checkpoint`)."""
+        keys: dict[str, KeyState] = {}
+        for key, ts in first_ts:
+            keys.setdefault(key, KeyState()).first_ts = ts
+        for key, name, anchor in anchors:
+            keys.setdefault(key, KeyState()).series.setdefault(name, Series()).anchor = anchor
+        for key, name, row in windows:
+            w = WindowAgg.from_json(row)
+            keys.setdefault(key, KeyState()).series.setdefault(name, Series()).windows[w.start] = w
+        for key, story_id, ts in seen:
+            keys.setdefault(key, KeyState()).seen[story_id] = ts
+        return cls(config, watermark=watermark, keys=keys)
 
     # -- input ------------------------------------------------------------------------------
     def add(self, key: str, scored: ScoredItem) -> AddResult:
@@ -192,7 +222,10 @@ class PartitionWindows:
         if state is None:
             state = self.keys[key] = KeyState()
         state.seen[scored.id] = ts
-        state.first_ts = ts if state.first_ts is None else min(state.first_ts, ts)
+        self._delta.seen_added.append((key, scored.id, ts))
+        if state.first_ts is None or ts < state.first_ts:
+            state.first_ts = ts
+            self._delta.first_ts[key] = ts
         revised = 0
         for name, start, is_revision in placements:
             series = state.series.setdefault(name, Series())
@@ -200,6 +233,7 @@ class PartitionWindows:
             if window is None:
                 window = series.windows[start] = WindowAgg(start=start)
             window.add(scored, self.config.top_items)
+            self._delta.windows[(key, name, start)] = window
             self._mark(key, name, start, is_revision)
             if is_revision:
                 revised += 1
@@ -207,7 +241,6 @@ class PartitionWindows:
                 for later in series.windows:
                     if later > start:
                         self._mark(key, name, later, True)
-        self.changed_keys.add(key)
         return AddResult(counted=True, late_windows=late, revised_windows=revised)
 
     def _mark(self, key: str, name: str, start: float, revised: bool) -> None:
@@ -221,14 +254,17 @@ class PartitionWindows:
         return c.grace + spec.size * (c.baseline_windows + 2) + spec.hop_s * c.history_windows
 
     def evict(self) -> int:
-        """Forget windows nobody can update or need for a baseline, and ids nobody can repeat."""
+        """Forget windows nobody can update or need for a baseline, and ids nobody can repeat.
+
+        Cheap to call often: it only scans once the watermark has moved by the smallest hop.
+        """
         wm = self.watermark
-        if wm is None:
+        if wm is None or (self._last_evict_wm is not None and wm < self._last_evict_wm + self.min_hop):
             return 0
+        self._last_evict_wm = wm
         evicted = 0
         seen_cutoff = wm - self.config.grace - self.max_size
         for key, state in self.keys.items():
-            changed = False
             for name, series in state.series.items():
                 spec = self.specs.get(name)
                 if spec is None:
@@ -237,13 +273,14 @@ class PartitionWindows:
                 old = sorted(s for s in series.windows if s < cutoff)
                 for start in old:
                     series.anchor = self._ewma_step(series.anchor, series.windows.pop(start))
+                    self._delta.windows[(key, name, start)] = None
+                    self.dirty.pop((key, name, start), None)
                     evicted += 1
-                    changed = True
-            stale = [i for i, t in state.seen.items() if t < seen_cutoff]
-            for i in stale:
+                if old:
+                    self._delta.anchors[(key, name)] = series.anchor
+            for i in [i for i, t in state.seen.items() if t < seen_cutoff]:
                 del state.seen[i]
-            if changed or stale:
-                self.changed_keys.add(key)
+        self._delta.seen_cutoff = seen_cutoff
         return evicted
 
     # -- output -----------------------------------------------------------------------------
@@ -316,6 +353,7 @@ class PartitionWindows:
         return [p for key, state in sorted(self.keys.items()) for name, series in state.series.items()
                 for start in sorted(series.windows) if (p := self.point(key, name, start)) is not None]
 
-    def take_changed_keys(self) -> dict[str, str]:
-        changed, self.changed_keys = self.changed_keys, set()
-        return {k: self.keys[k].to_json() for k in changed if k in self.keys}
+    def take_delta(self) -> StateDelta:
+        """Changes since the previous call, for an incremental checkpoint."""
+        delta, self._delta = self._delta, StateDelta()
+        return delta

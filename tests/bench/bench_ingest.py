@@ -28,26 +28,35 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-COMPANIES = [
-    ("Acme", "ACME"), ("Globex", "GBX"), ("Initech", "INTC"), ("Umbrella", "UMB"), ("Stark", "STRK"),
-    ("Wayne", "WAYN"), ("Oscorp", "OSC"), ("Soylent", "SOYL"), ("Hooli", "HOOL"), ("Cyberdyne", "CYBR"),
-    ("Tyrell", "TYRL"), ("Wonka", "WONK"), ("Vandelay", "VAND"), ("Massive Dynamic", "MDYN"), ("Halvorsen", "HLVB"),
-]
-VERBS = ["beats", "misses", "raises", "cuts", "reaffirms", "delays", "announces", "completes", "expands", "halts"]
+SYLLABLES = ["ac", "me", "glo", "bex", "ini", "tech", "um", "brel", "stark", "way", "os", "corp", "soy", "lent",
+             "hoo", "li", "cy", "ber", "dyne", "ty", "rell", "won", "ka", "van", "de", "lay", "mas", "sive", "hal",
+             "vor", "sen", "zen", "tra", "nex", "vio", "quan", "tum", "lum", "ora", "pex"]
+VERBS = ["beats", "misses", "raises", "cuts", "reaffirms", "delays", "announces", "completes", "expands", "halts",
+         "wins", "loses", "files", "settles", "launches", "recalls", "acquires", "sells", "restructures", "upgrades",
+         "downgrades", "suspends", "resumes", "doubles", "trims", "boosts", "scraps", "revives", "probes", "secures"]
 OBJECTS = ["quarterly estimates", "full-year guidance", "dividend", "buyback plan", "plant opening", "job cuts",
-           "merger talks", "product launch", "debt offering", "price target", "chip order", "drug trial"]
+           "merger talks", "product launch", "debt offering", "price target", "chip order", "drug trial",
+           "cloud contract", "defence deal", "battery venture", "mining permit", "store expansion", "pension plan",
+           "credit line", "patent case", "ad campaign", "fleet order", "lithium supply", "data-centre build",
+           "bond sale", "rights issue", "spin-off", "licence deal", "tax dispute", "safety review"]
 QUALIFIERS = ["in Europe", "in Asia", "after strike", "on strong demand", "amid probe", "as costs rise",
-              "ahead of results", "despite tariffs", "for second time", "on AI boom"]
+              "ahead of results", "despite tariffs", "for second time", "on AI boom", "in Brazil", "in Texas",
+              "after hack", "amid CEO exit", "on weak yen", "as rates fall", "after court ruling", "in India",
+              "on holiday sales", "amid drought", "after storm", "on port delays", "in Canada", "as oil slides"]
 
 
 def make_file(path: Path, n: int, seed: int = 7) -> None:
+    """``n`` synthetic, distinct stories (about 1,500 invented companies, varied wording)."""
     rng = random.Random(seed)
     t0 = datetime(2026, 11, 20, 9, 30, tzinfo=timezone.utc)
+    companies = sorted({"".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize()
+                        for _ in range(2000)})
     with path.open("w", encoding="utf-8") as fh:
         for i in range(n):
-            name, ticker = rng.choice(COMPANIES)
-            title = (f"{name} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(QUALIFIERS)}, "
-                     f"shares move {rng.randint(1, 99) / 10}% (report {i})")
+            name = rng.choice(companies)
+            ticker = name[:4].upper()
+            title = (f"{name} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(QUALIFIERS)}; "
+                     f"${rng.randint(1, 999)} million at stake")
             row = {"title": title, "published_at": (t0 + timedelta(seconds=i * 0.5)).isoformat(),
                    "url": f"https://news.example.com/{ticker.lower()}/{i}?utm_source=bench",
                    "tickers": [ticker], "body": f"{name} said on Friday that it {title.lower()}."}

@@ -9,6 +9,7 @@ import pytest
 
 from tests.models.fixtures import _settings, trained_tiny_home
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # effective if torch is not imported yet
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

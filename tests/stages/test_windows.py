@@ -7,7 +7,8 @@ import math
 import pytest
 
 from monitor.stages.settings import AggregatorSettings, WindowSpec, parse_duration
-from monitor.stages.windows import KeyState, PartitionWindows, trend_keys, ts_of, window_starts
+from monitor.stages.checkpoint import CheckpointStore, PartitionDelta
+from monitor.stages.windows import PartitionWindows, trend_keys, ts_of, window_starts
 from tests.stages.helpers import T0, at, scored
 
 BASE = ts_of(T0)
@@ -137,16 +138,32 @@ def test_sliding_window_counts_story_in_each_overlapping_window():
     assert pts[at(0)].window_end == at(180)
 
 
-def test_eviction_keeps_results_and_state_roundtrips():
+def checkpoint_roundtrip(w: PartitionWindows, store: CheckpointStore, cfg) -> PartitionWindows:
+    store.save("t", {0: PartitionDelta(next_offset=1, watermark=w.watermark, state=w.take_delta())})
+    cp = store.load("t", 0)
+    return PartitionWindows.restore(cfg, cp.watermark, cp.windows, cp.anchors, cp.first_ts, cp.seen)
+
+
+def test_eviction_keeps_results_and_incremental_checkpoints_restore_exactly(tmp_path):
     cfg = config(history_windows=1, baseline_windows=2, min_baseline_windows=1)
+    store = CheckpointStore(tmp_path / "state.db", group="g")
     w = PartitionWindows(cfg)
-    for i in range(30):
+    for i in range(15):
         w.add("all", scored(i, i * 60 + 1, 0.5 if i % 2 else -0.5))
-    before = {p.window_start: p for p in w.take_dirty()}
+    checkpoint_roundtrip(w, store, cfg)  # a first checkpoint, then more changes on top of it
+    for i in range(15, 30):
+        w.add("all", scored(i, i * 60 + 1, 0.5 if i % 2 else -0.5))
+        w.add("ticker:X", scored(i, i * 60 + 1, 0.25))
+    before = {(p.key, p.window_start): p for p in w.take_dirty()}
     assert w.evict() > 0
-    restored = PartitionWindows(cfg, watermark=w.watermark,
-                                keys={k: KeyState.from_json(s) for k, s in w.take_changed_keys().items()})
-    last = at(29 * 60)
-    a = restored.point("all", "1m", ts_of(last))
-    assert a.model_dump(exclude={"emitted_at"}) == before[last].model_dump(exclude={"emitted_at"})
+    restored = checkpoint_roundtrip(w, store, cfg)
+    assert restored.keys.keys() == w.keys.keys()
+    for key in ("all", "ticker:X"):
+        assert sorted(restored.keys[key].series["1m"].windows) == sorted(w.keys[key].series["1m"].windows)
+        assert restored.keys[key].seen == w.keys[key].seen
+        last = (key, at(29 * 60))
+        a = restored.point(key, "1m", ts_of(last[1]))
+        assert a.model_dump(exclude={"emitted_at"}) == before[last].model_dump(exclude={"emitted_at"})
     assert "s0" not in restored.keys["all"].seen  # pruned: past every window it could touch
+    assert restored.add("all", scored(29, 29 * 60 + 1, 0.5)).duplicate
+    store.close()
