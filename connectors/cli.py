@@ -42,7 +42,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from monitor.bus.factory import make_bus
     from monitor.component import Context
 
-    source = FileSource(name=args.source, path=path, speed=args.speed, format=args.format)
+    from pydantic import ValidationError
+
+    try:
+        source = FileSource(name=args.source, path=path, speed=args.speed, format=args.format)
+    except ValidationError as err:
+        print(f"finsent replay: invalid --source {args.source!r}: {err.errors()[0]['msg']}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         bus = make_bus(settings)
         ctx = Context(settings=settings, bus=bus)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import httpx
 import structlog
 
-from connectors.settings import _HttpSourceBase
+from connectors.settings import HttpSourceBase
 
 log = structlog.get_logger(__name__)
 
@@ -56,7 +56,7 @@ class Fetcher:
 
     def __init__(
         self,
-        source: _HttpSourceBase,
+        source: HttpSourceBase,
         stop: threading.Event | None = None,
         rng: random.Random | None = None,
         transport: httpx.BaseTransport | None = None,

@@ -102,7 +102,9 @@ class Publisher:
         dead: list[Delivery] = []
         m = self.metrics
         m.fetched.labels(source).inc(len(drafts))
+        ready: list[tuple[NewsItem, Reservation]] = []
         try:
+            # Decide everything first (CPU only), then send in one tight loop so batches fill up.
             for draft in drafts:
                 try:
                     item = self.normaliser.build(draft, fetched_at)
@@ -120,15 +122,22 @@ class Publisher:
                         "novelty": verdict.novelty,
                         "meta": {**item.meta, "near_duplicate_of": verdict.duplicate_of or ""},
                     })
+                ready.append((item, verdict.reservation))
+            for n, (item, reservation) in enumerate(ready):
                 try:
                     delivery = send_record(self.producer, self.topic, item, key=item.primary_key)
                 except BusError as err:
-                    self.state.rollback([verdict.reservation])
-                    result.failed += 1
+                    unsent = [r for _, r in ready[n:]]
+                    self.state.rollback(unsent)
+                    result.failed += len(unsent)
                     result.errors.append(str(err))
-                    continue
-                sent.append((item, verdict.reservation, delivery))
+                    ready = ready[:n]
+                    break
+                sent.append((item, reservation, delivery))
             self._flush()
+        except BaseException:
+            self.state.rollback([r for _, r in ready[len(sent):]])
+            raise
         finally:
             acked, failed = self._settle(sent, result)
             self.state.commit(acked)

@@ -174,9 +174,11 @@ class Replayer:
         self._monotonic = monotonic
         self._now = now
         self.stats = ReplayStats()
+        self._stop = threading.Event()
 
     def run(self, stop: threading.Event) -> ReplayStats:
         src = self.source
+        self._stop = stop
         started = self._monotonic()
         rows, bad = read_file(src.path, src.format, src.name)
         log.info("replay loaded", source=src.name, path=str(src.path), rows=len(rows), bad=len(bad),
@@ -270,8 +272,9 @@ class Replayer:
                     break
                 log.warning("replay chunk not fully acknowledged; retrying", source=source, failed=result.failed,
                             attempt=attempt + 1)
-                time.sleep(min(2 ** attempt, 10))
-            if result.failed:
+                if self._stop.wait(min(2 ** attempt, 10)):
+                    break
+            if result.failed and not self._stop.is_set():
                 raise BusError(f"replay of {self.source.name}: {result.failed} stories not acknowledged: "
                                f"{result.errors[0] if result.errors else ''}")
 

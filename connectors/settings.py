@@ -52,7 +52,7 @@ class _SourceBase(_Model):
     language: str | None = Field(default=None, description="force a language tag instead of guessing it")
 
 
-class _HttpSourceBase(_SourceBase):
+class HttpSourceBase(_SourceBase):
     url: str = Field(pattern=r"^https?://")
     interval_s: float = Field(default=300.0, gt=0, description="polling interval")
     timeout_s: float = Field(default=10.0, gt=0, description="connect/read timeout per request")
@@ -65,7 +65,7 @@ class _HttpSourceBase(_SourceBase):
     user_agent: str = "finsent/0.1 (+https://github.com/finsent/finsent)"
 
 
-class RssSource(_HttpSourceBase):
+class RssSource(HttpSourceBase):
     """An RSS 0.9x/1.0/2.0 or Atom feed, fetched with conditional GET."""
 
     type: Literal["rss"] = "rss"
@@ -92,7 +92,7 @@ class FieldMap(_Model):
     language: str | None = None
 
 
-class JsonApiSource(_HttpSourceBase):
+class JsonApiSource(HttpSourceBase):
     """An HTTP JSON API polled with a declarative field mapping."""
 
     type: Literal["json_api"] = "json_api"

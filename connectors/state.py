@@ -123,6 +123,7 @@ class IngestState:
         self._postings: dict[tuple[str, str], dict[tuple[str, str], frozenset[str]]] = {}
         """(scope, word) -> the clusters indexed under it (oldest first) and their words."""
         self._df: dict[str, int] = {}
+        self._ids: dict[str, tuple[str, float]] = {}
         self._last_purge = 0.0
         self._load()
 
@@ -131,11 +132,12 @@ class IngestState:
         horizon = self._clock() - self.ttl_s
         self._db.execute("DELETE FROM seen_ids WHERE seen_at < ?", (horizon,))
         self._db.execute("DELETE FROM titles WHERE last_seen < ?", (horizon,))
+        self._ids = {i: (scope, at) for i, scope, at in self._db.execute("SELECT id, scope, seen_at FROM seen_ids")}
         rows = self._db.execute("SELECT scope, key, first_id, copies, first_seen, last_seen FROM titles").fetchall()
         for scope, key, first_id, copies, first_seen, last_seen in rows:
             self._index(_Cluster(scope, key, title_tokens(key), first_id, copies, first_seen, last_seen, True))
         self._last_purge = self._clock()
-        log.info("ingest state loaded", path=str(self.path), titles=len(rows))
+        log.info("ingest state loaded", path=str(self.path), ids=len(self._ids), titles=len(rows))
 
     def close(self) -> None:
         with self._lock:
@@ -152,15 +154,18 @@ class IngestState:
             if now - self._last_purge > 60:
                 self._purge(now)
             key = title_key(title)
+            tokens = title_tokens(key)
+            prefix: list[str] | None = None
             cluster = self._clusters.get((scope, key)) if key else None
-            if cluster is None and key:
-                cluster = self._fuzzy(scope, title_tokens(key))
+            if cluster is None and len(tokens) >= MIN_FUZZY_TOKENS:
+                prefix = self._prefix(tokens)
+                cluster = self._fuzzy(scope, tokens, prefix)
             if cluster is not None and cluster.last_seen < now - self.ttl_s:
                 self._unindex(cluster)  # expired since the last purge
                 cluster = None
             if cluster is None:
-                cluster = _Cluster(scope, key or item_id, title_tokens(key), item_id, 1, now, now, False)
-                self._index(cluster)
+                cluster = _Cluster(scope, key or item_id, tokens, item_id, 1, now, now, False)
+                self._index(cluster, prefix)
                 self._pending.add(item_id)
                 return Verdict("new", 1.0, None, Reservation(item_id, scope, cluster, True))
             novelty = 1.0 / (1 + cluster.copies)
@@ -169,6 +174,7 @@ class IngestState:
                 self._db.execute(
                     "INSERT OR REPLACE INTO seen_ids(id, scope, seen_at) VALUES (?, ?, ?)", (item_id, scope, now)
                 )
+                self._ids[item_id] = (scope, now)
                 return Verdict("duplicate", novelty, cluster.first_id)
             cluster.copies += 1
             cluster.last_seen = now
@@ -201,6 +207,7 @@ class IngestState:
                 raise
             for r in rows:
                 self._pending.discard(r.id)
+                self._ids[r.id] = (r.scope, now)
                 r.cluster.persisted = True
             if now - self._last_purge > 60:
                 self._purge(now)
@@ -223,6 +230,8 @@ class IngestState:
         with self._lock:
             self._db.execute("DELETE FROM seen_ids WHERE scope LIKE ? ESCAPE '\\'", (like,))
             self._db.execute("DELETE FROM titles WHERE scope LIKE ? ESCAPE '\\'", (like,))
+            for item_id in [i for i, (scope, _) in self._ids.items() if scope.startswith(prefix)]:
+                del self._ids[item_id]
             for cluster in [c for c in self._clusters.values() if c.scope.startswith(prefix)]:
                 self._unindex(cluster)
 
@@ -231,8 +240,8 @@ class IngestState:
             return self._seen(item_id, self._clock())
 
     def _seen(self, item_id: str, now: float) -> bool:
-        row = self._db.execute("SELECT seen_at FROM seen_ids WHERE id = ?", (item_id,)).fetchone()
-        return row is not None and row[0] >= now - self.ttl_s
+        entry = self._ids.get(item_id)  # an in-memory mirror of seen_ids: no I/O per story
+        return entry is not None and entry[1] >= now - self.ttl_s
 
     def _prefix(self, tokens: frozenset[str]) -> list[str]:
         """Prefix filtering: two sets with Jaccard >= t share a token among the first
@@ -245,7 +254,7 @@ class IngestState:
         df = self._df
         return sorted(tokens, key=lambda t: (df.get(t, 0), token_order(t)))[:size]
 
-    def _fuzzy(self, scope: str, tokens: frozenset[str]) -> _Cluster | None:
+    def _fuzzy(self, scope: str, tokens: frozenset[str], prefix: list[str] | None = None) -> _Cluster | None:
         if len(tokens) < MIN_FUZZY_TOKENS:
             return None
         n = len(tokens)
@@ -253,7 +262,7 @@ class IngestState:
         best_ck: tuple[str, str] | None = None
         best = 0.0
         seen: set[tuple[str, str]] = set()
-        for tok in self._prefix(tokens):
+        for tok in prefix if prefix is not None else self._prefix(tokens):
             posting = self._postings.get((scope, tok))
             if not posting:
                 continue
@@ -267,13 +276,14 @@ class IngestState:
                     best, best_ck = jac, ck
         return self._clusters[best_ck] if best_ck is not None else None
 
-    def _index(self, c: _Cluster) -> None:
+    def _index(self, c: _Cluster, prefix: list[str] | None = None) -> None:
         ck = (c.scope, c.key)
         self._clusters[ck] = c
         if len(c.tokens) >= MIN_FUZZY_TOKENS:
+            df = self._df
             for tok in c.tokens:
-                self._df[tok] = self._df.get(tok, 0) + 1
-            for tok in self._prefix(c.tokens):
+                df[tok] = df.get(tok, 0) + 1
+            for tok in prefix if prefix is not None else self._prefix(c.tokens):
                 self._postings.setdefault((c.scope, tok), {})[ck] = c.tokens
 
     def _unindex(self, c: _Cluster) -> None:
@@ -299,6 +309,8 @@ class IngestState:
         horizon = now - self.ttl_s
         self._db.execute("DELETE FROM seen_ids WHERE seen_at < ?", (horizon,))
         self._db.execute("DELETE FROM titles WHERE last_seen < ?", (horizon,))
+        for item_id in [i for i, (_, at) in self._ids.items() if at < horizon]:
+            del self._ids[item_id]
         for c in [c for c in self._clusters.values() if c.last_seen < horizon and c.persisted]:
             self._unindex(c)
         self._last_purge = now

@@ -119,19 +119,19 @@ PROFILES: dict[str, TrainProfile] = {
     ),
     "tiny": TrainProfile(
         name="tiny",
-        epochs=2,
+        epochs=3,
         max_length=32,
         batch_size=16,
         cuda_batch_size=64,
-        lr=2e-4,
-        head_lr=2e-3,
+        lr=3e-4,
+        head_lr=5e-3,
         layer_decay=0.9,
         weight_decay=0.01,
         warmup_ratio=0.1,
         label_smoothing=0.0,
         dropout=0.1,
         sentiment_train=256,
-        topic_per_epoch=128,
+        topic_per_epoch=160,
         valid_limit=160,
         patience=2,
         freeze_embeddings=True,
@@ -395,7 +395,8 @@ def train(
 
     history: list[dict[str, Any]] = []
     best_score, best_state, best_logits, best_epoch, bad_epochs = -1.0, None, None, -1, 0
-    first_window: list[float] = []
+    first_window: dict[str, list[float]] = {t: [] for t in TASKS}
+    window = max(3, total_steps // (10 * len(TASKS)))
     seen = 0
     bar = tqdm(total=total_steps, desc=f"train[{prof.name}]", unit="step", file=sys.stderr, disable=not progress,
                dynamic_ncols=True)
@@ -404,7 +405,7 @@ def train(
     for epoch in range(prof.epochs):
         model.train()
         batches = first if epoch == 0 else epoch_batches(epoch)
-        losses: list[float] = []
+        losses: dict[str, list[float]] = {t: [] for t in TASKS}
         ema = None
         for b in batches[:steps_per_epoch]:
             ids, mask, labels = b.ids.to(dev), b.mask.to(dev), b.labels.to(dev)
@@ -420,16 +421,18 @@ def train(
             scheduler.step()
             step += 1
             value = float(loss.detach())
-            losses.append(value)
-            if len(first_window) < max(3, total_steps // 20):
-                first_window.append(value)
+            losses[b.task].append(value)
+            if len(first_window[b.task]) < window:
+                first_window[b.task].append(value)
             ema = value if ema is None else 0.95 * ema + 0.05 * value
             seen += len(b.labels)
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{ema:.3f}", ex_s=f"{seen / max(1e-6, time.time() - train_started):.0f}")
         valid_logits, f1 = evaluate()
         score = sum(f1.values()) / len(f1)
-        entry = {"epoch": epoch + 1, "train_loss": round(sum(losses) / max(1, len(losses)), 4),
+        all_losses = [v for vs in losses.values() for v in vs]
+        entry = {"epoch": epoch + 1, "train_loss": round(sum(all_losses) / max(1, len(all_losses)), 4),
+                 "train_loss_by_task": {t: round(sum(v) / max(1, len(v)), 4) for t, v in losses.items()},
                  "valid_macro_f1": {k: round(v, 4) for k, v in f1.items()}, "score": round(score, 4)}
         history.append(entry)
         log.info("epoch_done", **entry, elapsed_s=round(time.time() - started, 1))
@@ -499,7 +502,8 @@ def train(
             "epochs_run": len(history),
             "best_epoch": best_epoch,
             "history": history,
-            "first_steps_loss": round(sum(first_window) / max(1, len(first_window)), 4),
+            # mean loss of each task's first few steps: the baseline that training must beat
+            "first_steps_loss_by_task": {t: round(sum(v) / max(1, len(v)), 4) for t, v in first_window.items()},
             "extra_examples": {t: sum(1 for tt, _ in extra if tt == t) for t in TASKS},
             "train_rows": {t: len(td.train) for t, td in tasks.items()},
             "valid_rows": {t: len(td.valid) for t, td in tasks.items()},

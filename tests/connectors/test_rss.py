@@ -9,7 +9,6 @@ import pytest
 
 from connectors.component import make_poller
 from connectors.identity import story_id
-from connectors.settings import RssSource
 from tests.connectors.conftest import Resp, dead_letters_on, fixture_bytes, news_on, read_topic, sequence, static
 
 pytestmark = pytest.mark.kafka

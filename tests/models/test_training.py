@@ -35,7 +35,8 @@ def test_tiny_training_publishes_a_promoted_complete_version(tiny_home: Path) ->
 def test_training_lowers_the_loss_and_beats_chance(tiny_home: Path) -> None:
     m = Registry(tiny_home / "models").read_manifest(Registry(tiny_home / "models").current())
     hist = m["training"]["history"]
-    assert hist[-1]["train_loss"] < m["training"]["first_steps_loss"]
+    for task, first in m["training"]["first_steps_loss_by_task"].items():
+        assert hist[-1]["train_loss_by_task"][task] < first, task
     sent = m["metrics"]["sentiment"]["valid"]
     topic = m["metrics"]["topic"]["valid"]
     assert sent["accuracy"] > 0.5 and sent["macro_f1"] > 1 / 3  # uniform guessing: 1/3
