@@ -74,18 +74,35 @@ class Publisher:
     def publish(self, source: str, drafts: Iterable[Draft], *, scope: str = "", live: bool = True) -> PublishResult:
         """Produce ``drafts`` of ``source``; returns once every sent story is acknowledged (or failed).
 
-        ``scope`` separates near-duplicate clusters (replay loops); ``live`` records the
+        Chunks are pipelined one deep: chunk *n* is settled (acks checked, dedup state committed)
+        after chunk *n+1* was sent, so the CPU work of one overlaps the broker round trip of the
+        other. ``scope`` separates near-duplicate clusters (replay loops); ``live`` records the
         publication-to-ingest delay (not meaningful for replays).
         """
         total = PublishResult()
-        chunk: list[Draft] = []
-        for draft in drafts:
-            chunk.append(draft)
-            if len(chunk) >= self.chunk_size:
-                total.add(self._publish_chunk(source, chunk, scope, live))
-                chunk = []
-        if chunk:
-            total.add(self._publish_chunk(source, chunk, scope, live))
+        inflight: _Batch | None = None
+        try:
+            chunk: list[Draft] = []
+            for draft in drafts:
+                chunk.append(draft)
+                if len(chunk) >= self.chunk_size:
+                    batch = self._send_chunk(source, chunk, scope)
+                    chunk = []
+                    if inflight is not None:
+                        done, inflight = inflight, None
+                        total.add(self._settle(done, live))
+                    inflight = batch
+            if chunk:
+                batch = self._send_chunk(source, chunk, scope)
+                if inflight is not None:
+                    done, inflight = inflight, None
+                    total.add(self._settle(done, live))
+                inflight = batch
+            if inflight is not None:
+                self._flush()
+        finally:
+            if inflight is not None:
+                total.add(self._settle(inflight, live))
         return total
 
     def reject(self, source: str, payload: bytes, reason: str) -> None:
@@ -95,13 +112,12 @@ class Publisher:
             delivery = self.dlq.reject_payload(payload, f"{source}: {reason}", key=source)
         delivery.get(timeout=self.ack_timeout_s)
 
-    def _publish_chunk(self, source: str, drafts: list[Draft], scope: str, live: bool) -> PublishResult:
-        result = PublishResult(read=len(drafts))
+    def _send_chunk(self, source: str, drafts: list[Draft], scope: str) -> "_Batch":
+        """Normalise, dedup and send one chunk without waiting for the acks."""
+        batch = _Batch(source, PublishResult(read=len(drafts)))
+        result = batch.result
         fetched_at = utcnow()
-        sent: list[tuple[NewsItem, Reservation, Delivery]] = []
-        dead: list[Delivery] = []
-        m = self.metrics
-        m.fetched.labels(source).inc(len(drafts))
+        self.metrics.fetched.labels(source).inc(len(drafts))
         ready: list[tuple[NewsItem, Reservation]] = []
         try:
             # Decide everything first (CPU only), then send in one tight loop so batches fill up.
@@ -111,7 +127,7 @@ class Publisher:
                 except Rejected as err:
                     result.rejected += 1
                     with self._dlq_lock:
-                        dead.append(self.dlq.reject_payload(draft.payload(), f"{source}: {err}", key=source))
+                        batch.dead.append(self.dlq.reject_payload(draft.payload(), f"{source}: {err}", key=source))
                     continue
                 verdict = self.state.reserve(item.id, item.title, scope)
                 if verdict.reservation is None:
@@ -133,16 +149,38 @@ class Publisher:
                     result.errors.append(str(err))
                     ready = ready[:n]
                     break
-                sent.append((item, reservation, delivery))
-            self._flush()
+                batch.sent.append((item, reservation, delivery))
         except BaseException:
-            self.state.rollback([r for _, r in ready[len(sent):]])
+            self.state.rollback([r for _, r in ready[len(batch.sent):]])
+            self._settle(batch, live=False)
             raise
+        return batch
+
+    def _settle(self, batch: "_Batch", live: bool) -> PublishResult:
+        """Wait for every delivery of ``batch``; remember the acknowledged stories, forget the rest."""
+        result, source, m = batch.result, batch.source, self.metrics
+        acked: list[Reservation] = []
+        failed: list[Reservation] = []
+        try:
+            for item, reservation, delivery in batch.sent:
+                try:
+                    delivery.get(timeout=self.ack_timeout_s)
+                except Exception as err:  # noqa: BLE001 - BusError, timeouts: the story was not durably sent
+                    failed.append(reservation)
+                    result.failed += 1
+                    result.errors.append(str(err))
+                    continue
+                acked.append(reservation)
+                result.produced += 1
+                result.ids.append(item.id)
+                if reservation.created:
+                    result.new += 1
+                else:
+                    result.near_duplicates += 1
         finally:
-            acked, failed = self._settle(sent, result)
             self.state.commit(acked)
             self.state.rollback(failed)
-        for d in dead:
+        for d in batch.dead:
             d.get(timeout=self.ack_timeout_s)
         m.rejected.labels(source).inc(result.rejected)
         m.duplicate.labels(source).inc(result.duplicates)
@@ -154,7 +192,7 @@ class Publisher:
                       error=result.errors[0] if result.errors else "")
         if live:
             delay = m.delay_seconds.labels(source)
-            for item, _, _ in sent:
+            for item, _, _ in batch.sent:
                 if "published_at" not in item.meta:  # a missing or clamped date says nothing
                     delay.observe(max(0.0, (item.fetched_at - item.published_at).total_seconds()))
         return result
@@ -165,24 +203,12 @@ class Publisher:
         except BusError as err:
             log.warning("flush failed; checking each delivery", error=str(err))
 
-    def _settle(
-        self, sent: list[tuple[NewsItem, Reservation, Delivery]], result: PublishResult
-    ) -> tuple[list[Reservation], list[Reservation]]:
-        acked: list[Reservation] = []
-        failed: list[Reservation] = []
-        for item, reservation, delivery in sent:
-            try:
-                delivery.get(timeout=self.ack_timeout_s)
-            except Exception as err:  # noqa: BLE001 - BusError, timeouts: the story was not durably sent
-                failed.append(reservation)
-                result.failed += 1
-                result.errors.append(str(err))
-                continue
-            acked.append(reservation)
-            result.produced += 1
-            result.ids.append(item.id)
-            if reservation.created:
-                result.new += 1
-            else:
-                result.near_duplicates += 1
-        return acked, failed
+
+@dataclass
+class _Batch:
+    """One sent chunk awaiting its acks."""
+
+    source: str
+    result: PublishResult
+    sent: list[tuple[NewsItem, Reservation, Delivery]] = field(default_factory=list)
+    dead: list[Delivery] = field(default_factory=list)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,9 @@ EXIT_USAGE = 2
 
 
 def _settings(args: argparse.Namespace) -> Any:
+    # Before torch loads OpenMP: idle threads sleep instead of spinning, which keeps shared or
+    # oversubscribed cores from collapsing (read once, when the OpenMP runtime starts).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from monitor.cli import settings_from_args
 
     return settings_from_args(args)

@@ -36,7 +36,7 @@ from monitor.bus.base import Bus, BusError, Consumer, ConsumerOptions, Message, 
 from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets, send_record
 from monitor.config import Settings
 from monitor.stages.settings import CONSUMER_EXTRA
-from monitor.records import NewsItem, ScoredItem
+from monitor.records import NewsItem
 from monitor.stages.scoring import ScoringEngine, score_isolating_poison
 from monitor.stages.stores import ItemStore
 

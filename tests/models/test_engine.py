@@ -77,7 +77,7 @@ def test_micro_batches_respect_the_token_budget(tiny_home: Path) -> None:
     assert all(rows <= 5 and (rows * width <= 96 or rows == 1) for rows, width in shapes)
     widths = [w for _, w in shapes]
     assert widths == sorted(widths, reverse=True)  # length-sorted: longest batch first
-    assert engine.count_tokens(["a b c", ""]) == [5, 2]
+    assert engine.count_tokens(["a b c"]) == [5]  # [CLS] a b c [SEP]
 
 
 def test_count_tokens_matches_tokenizer(tiny_engine: InferenceEngine) -> None:
