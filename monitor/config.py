@@ -41,6 +41,12 @@ class KafkaSettings(Section):
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     max_poll_interval_ms: int = Field(default=300_000, ge=1000)
+    metadata_max_age_ms: int = Field(
+        default=5_000, ge=100,
+        description="consumers refresh topic metadata this often (a member that joined before a new "
+                    "topic's partitions were visible gets them at the next refresh)",
+    )
+    topic_ready_timeout_s: float = Field(default=15.0, gt=0, description="wait for created topics' metadata")
     linger_ms: int = Field(default=5, ge=0)
     batch_size: int = Field(default=64 * 1024, ge=1024)
     compression: Literal["gzip"] | None = None

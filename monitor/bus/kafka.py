@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +80,29 @@ class KafkaBus:
                 log.info("created topics %s", [t.name for t in wanted])
         finally:
             admin.close()
+        self._await_metadata(list(dict.fromkeys(topics)))
+
+    def _await_metadata(self, topics: list[str]) -> None:
+        """Return once every topic's partitions are visible to clients.
+
+        Topic creation is asynchronous: a consumer that joins its group before the partitions
+        are in the metadata is assigned nothing until its next metadata refresh.
+        """
+        probe = KafkaConsumer(**self._common)
+        try:
+            deadline = time.monotonic() + self.settings.topic_ready_timeout_s
+            missing = list(topics)
+            while missing:
+                probe.topics()  # always a fresh metadata fetch from the cluster
+                missing = [t for t in missing if not probe.partitions_for_topic(t)]
+                if not missing:
+                    return
+                if time.monotonic() > deadline:
+                    raise BusError(f"topics {missing} have no partition metadata after "
+                                   f"{self.settings.topic_ready_timeout_s}s")
+                time.sleep(0.1)
+        finally:
+            probe.close()
 
     def partitions_for(self, topic: str) -> int:
         c = KafkaConsumer(**self._common)
@@ -125,6 +149,7 @@ class KafkaBus:
             "session_timeout_ms": self.settings.session_timeout_ms,
             "heartbeat_interval_ms": self.settings.heartbeat_interval_ms,
             "max_poll_interval_ms": self.settings.max_poll_interval_ms,
+            "metadata_max_age_ms": self.settings.metadata_max_age_ms,
             **options.extra,
         }
         if options.client_id:

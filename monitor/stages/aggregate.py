@@ -25,7 +25,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from monitor.bus.base import Bus, BusError, Consumer, ConsumerOptions, Delivery, Producer, TopicPartition
 from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets, send_record
 from monitor.config import Settings
-from monitor.stages.settings import CONSUMER_EXTRA
 from monitor.records import ScoredItem
 from monitor.stages.checkpoint import CheckpointStore, PartitionDelta
 from monitor.stages.stores import ItemStore, TrendStore
@@ -111,8 +110,7 @@ class RekeyStage:
         consumer = self.bus.consumer(
             [self.settings.topics.scored],
             ConsumerOptions(group_id=f"{cfg.group_id}.rekey",
-                            client_id=f"{self.settings.kafka.client_id}-{self.name}",
-                            extra=dict(CONSUMER_EXTRA)),
+                            client_id=f"{self.settings.kafka.client_id}-{self.name}"),
         )
         lag = _LagReporter(self.metrics.lag, cfg.lag_interval)
         self._running = True
@@ -191,8 +189,7 @@ class TrendStage:
         self._consumer = self.bus.consumer(
             [self.topic],
             ConsumerOptions(group_id=self._cfg.group_id, on_assign=self._on_assign, on_revoke=self._on_revoke,
-                            client_id=f"{self.settings.kafka.client_id}-{self.name}",
-                            extra=dict(CONSUMER_EXTRA)),
+                            client_id=f"{self.settings.kafka.client_id}-{self.name}"),
         )
         lag = _LagReporter(self.metrics.lag, self._cfg.lag_interval)
         next_flush = self._clock() + self._cfg.flush_interval

@@ -35,7 +35,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from monitor.bus.base import Bus, BusError, Consumer, ConsumerOptions, Message, Producer, TopicPartition
 from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets, send_record
 from monitor.config import Settings
-from monitor.stages.settings import CONSUMER_EXTRA
 from monitor.records import NewsItem
 from monitor.stages.scoring import ScoringEngine, score_isolating_poison
 from monitor.stages.stores import ItemStore
@@ -124,8 +123,7 @@ class ClassifyStage:
         self._consumer = self.bus.consumer(
             [topics.raw],
             ConsumerOptions(group_id=self._cfg.group_id, on_assign=self._on_assign, on_revoke=self._on_revoke,
-                            client_id=f"{self.settings.kafka.client_id}-{self.name}",
-                            extra=dict(CONSUMER_EXTRA)),
+                            client_id=f"{self.settings.kafka.client_id}-{self.name}"),
         )
         self._running = True
         log.info("classify started", group=self._cfg.group_id, topic=topics.raw, model=self.engine.version)

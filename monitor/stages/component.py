@@ -9,12 +9,8 @@ Both work the same on the in-process bus and on Kafka. What they publish in ``ct
 
 from __future__ import annotations
 
-import time
-
 import structlog
 from fastapi import APIRouter
-
-from monitor.bus.base import Bus, BusError
 
 from monitor.component import Component, Context
 from monitor.stages.stores import ItemStore, TrendStore
@@ -34,25 +30,6 @@ def _item_store(ctx: Context) -> tuple[ItemStore, list[APIRouter]]:
     return store, [items_router(store)]
 
 
-def await_topic_metadata(bus: Bus, topic: str, timeout_s: float = 15.0) -> None:
-    """Wait until a just-created topic's partitions are visible to clients.
-
-    A consumer that joins its group before then gets an empty assignment from the range assignor
-    ("No partition metadata for topic") and kafka-python may not rebalance once it appears.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if bus.partitions_for(topic) > 0:
-                return
-        except BusError:
-            pass
-        if time.monotonic() > deadline:
-            log.warning("topic metadata still missing; continuing", topic=topic)
-            return
-        time.sleep(0.2)
-
-
 def build_classify(ctx: Context) -> Component:
     from monitor.stages.classify import ClassifyStage
     from monitor.stages.scoring import load_engine
@@ -60,7 +37,6 @@ def build_classify(ctx: Context) -> Component:
     engine = ctx.shared.get("engine")
     if engine is None:
         engine = ctx.shared["engine"] = load_engine(ctx.settings)
-    await_topic_metadata(ctx.bus, ctx.settings.topics.raw)
     items, routers = _item_store(ctx)
     stage = ClassifyStage(ctx.settings, ctx.bus, engine, ctx.registry, items=items)
     return Component(name="classify", stages=[stage], routers=routers)
@@ -74,8 +50,6 @@ def build_aggregate(ctx: Context) -> Component:
     cfg = settings.aggregator
     ctx.bus.ensure_topics([settings.topics.scored, settings.topics.trends, settings.topics.dlq,
                            repartition_topic(settings)])
-    for topic in (settings.topics.scored, repartition_topic(settings)):
-        await_topic_metadata(ctx.bus, topic)
     items, routers = _item_store(ctx)
     trends = ctx.shared.get("trends")
     if trends is None:

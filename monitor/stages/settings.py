@@ -30,12 +30,6 @@ def parse_duration(value: object) -> float:
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 
-CONSUMER_EXTRA: dict[str, object] = {"metadata_max_age_ms": 5000}
-"""Kafka consumer options of the streaming stages. kafka-python 3.0 can join a group before its
-client has the subscribed topics' metadata; the leader then assigns nothing ("No partition metadata
-for topic") and only rebalances at the next metadata refresh (default every 5 minutes). A short
-metadata age bounds that stall to a few seconds. Ignored by the in-process bus."""
-
 
 class ClassifyStageSettings(BaseModel):
     """The classify worker: a consumer-group member that scores ``news.raw`` in micro-batches.
