@@ -117,7 +117,6 @@ class RetrainSettings(Section):
     profile: Literal["default", "quick", "tiny"] = "default"
     auto_promote: bool = Field(default=True, description="promote when no worse than current on validation")
     tolerance: float = Field(default=0.005, ge=0.0, le=1.0, description="allowed drop in macro-F1/accuracy")
-    reload_check_s: float = Field(default=30.0, gt=0, description="how often the registry pointer is checked")
 
     @field_validator("cron")
     @classmethod

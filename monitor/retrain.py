@@ -5,8 +5,9 @@
 * A :class:`RetrainScheduler` (apscheduler, cron from ``retrain.cron``) trains a new version with
   the stored labels added to the training data when at least ``retrain.min_new_labels`` arrived
   since the last run, and promotes it when it is no worse than the serving version on the
-  validation sets (``retrain.auto_promote``). It also polls the registry's ``current`` pointer so
-  a ``finsent models promote|rollback`` reaches the running engine without a restart.
+  validation sets (``retrain.auto_promote``), then has the engine serve it at once. (The classify
+  stage also re-reads the registry's ``current`` pointer every ``classify.reload_interval``, so a
+  ``finsent models promote|rollback`` reaches a running daemon without a restart.)
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -151,7 +152,7 @@ def retrain_once(settings: Any, store: LabelStore, *, force: bool = False,
 
 
 class RetrainScheduler:
-    """Stage: the apscheduler jobs (nightly retrain, registry pointer watch) for the daemon's life."""
+    """Stage: the nightly retrain job (apscheduler) for the daemon's life."""
 
     name = "retrain"
 
@@ -181,12 +182,12 @@ class RetrainScheduler:
         if cfg.enabled:
             scheduler.add_job(self._retrain_job, CronTrigger.from_crontab(cfg.cron, timezone=timezone.utc),
                               id="retrain", max_instances=1, coalesce=True)
-        scheduler.add_job(self._reload, "interval", seconds=cfg.reload_check_s, id="reload",
-                          max_instances=1, coalesce=True, next_run_time=datetime.now(timezone.utc))
         scheduler.start()
         self._scheduler = scheduler
         if cfg.enabled:
             log.info("nightly retrain scheduled", cron=cfg.cron, next=str(scheduler.get_job("retrain").next_run_time))
+        else:
+            log.info("nightly retrain disabled (retrain.enabled=false)")
         stop.wait()
         scheduler.shutdown(wait=True)
 

@@ -93,3 +93,14 @@ def kafka_settings(make_settings, kafka_bootstrap: str):
         return make_settings(kafka=kafka, **sections)
 
     return factory
+
+
+@pytest.fixture
+def quick_model_home(tmp_path: Path) -> Path:
+    """A FINSENT_HOME of its own whose registry serves a model trained with the ``quick`` profile.
+
+    Trained once per code+data change (a few minutes on 2 cores) and cached under .cache/test-model.
+    """
+    from tests.models.fixtures import trained_home
+
+    return trained_home(tmp_path / "quick", "quick")

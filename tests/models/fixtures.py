@@ -31,8 +31,8 @@ PROFILE = "tiny"
 _NOT_IN_KEY = {"cli.py", "__main__.py", "bench.py", "engine.py", "settings.py", "__init__.py"}
 
 
-def cache_key() -> str:
-    """Hash of the models package source, the vendored data and the tiny profile's settings."""
+def cache_key(profile: str = PROFILE) -> str:
+    """Hash of the models package source, the vendored data and the profile's settings."""
     from models.data import data_hashes
     from models.training import PROFILES
 
@@ -43,7 +43,7 @@ def cache_key() -> str:
         h.update(path.name.encode())
         h.update(path.read_bytes())
     h.update(json.dumps(data_hashes(), sort_keys=True).encode())
-    h.update(json.dumps(PROFILES[PROFILE].to_dict(), sort_keys=True).encode())
+    h.update(json.dumps(PROFILES[profile].to_dict(), sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
@@ -54,7 +54,7 @@ def _settings(home: Path):  # noqa: ANN202
     return load_settings(None).model_copy(update={"home": home})
 
 
-def _build_cache(target: Path) -> None:
+def _build_cache(target: Path, profile: str = PROFILE) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from models.training import train
@@ -62,7 +62,7 @@ def _build_cache(target: Path) -> None:
     staging = target.parent / f".building-{uuid.uuid4().hex[:8]}"
     home = staging / "home"
     try:
-        train(_settings(home), profile=PROFILE, device="cpu", progress=False)
+        train(_settings(home), profile=profile, device="cpu", progress=False)
         try:
             os.rename(home / "models", target)  # atomic; loses gracefully to a concurrent builder
         except OSError:
@@ -74,10 +74,19 @@ def _build_cache(target: Path) -> None:
 
 def trained_tiny_home(tmp_root: Path) -> Path:
     """A fresh FINSENT_HOME under ``tmp_root`` with the cached tiny model as current; returns it."""
-    cached = CACHE_ROOT / cache_key()
+    return trained_home(tmp_root, PROFILE)
+
+
+def trained_home(tmp_root: Path, profile: str) -> Path:
+    """A fresh FINSENT_HOME under ``tmp_root`` with a cached model of ``profile`` as current.
+
+    ``quick`` (a few minutes on 2 cores, once per code+data change) tells obvious good news from
+    bad, which the end-to-end tests need; ``tiny`` does not.
+    """
+    cached = CACHE_ROOT / f"{profile}-{cache_key(profile)}"
     if not (cached / "current.json").exists():
         CACHE_ROOT.mkdir(parents=True, exist_ok=True)
-        _build_cache(cached)
+        _build_cache(cached, profile)
     home = Path(tmp_root) / "home"
     dest = home / "models"
     if dest.exists():
