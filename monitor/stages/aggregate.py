@@ -14,6 +14,7 @@ a key (see docs/STREAMING.md, "Partitioning"):
 
 from __future__ import annotations
 
+from datetime import datetime
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from monitor.bus.base import Bus, BusError, Consumer, ConsumerOptions, Delivery, Producer, TopicPartition
 from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets, send_record
 from monitor.config import Settings
-from monitor.records import ScoredItem
+from monitor.records import ScoredItem, TrendPoint
 from monitor.stages.checkpoint import CheckpointStore, PartitionDelta
 from monitor.stages.stores import ItemStore, TrendStore
 from monitor.stages.windows import PartitionWindows, trend_keys
@@ -59,6 +60,26 @@ class AggregateMetrics:
         self.watermark = Gauge("finsent_aggregate_watermark_seconds", "Event-time watermark (Unix seconds)",
                                ["partition"], registry=registry)
         self.keys = Gauge("finsent_aggregate_keys", "Trend keys held in memory", registry=registry)
+        self.trend_score = Gauge(
+            "finsent_trend_mean_score",
+            "Mean sentiment score of the latest window of 'all' and each topic (tickers and sources are "
+            "left to /trends: their number is unbounded)",
+            ["key", "window"], registry=registry,
+        )
+        self.trend_count = Gauge("finsent_trend_count", "Stories in the latest window of 'all' and each topic",
+                                 ["key", "window"], registry=registry)
+
+        self._latest_end: dict[tuple[str, str], datetime] = {}
+
+    def observe_points(self, points: list[TrendPoint]) -> None:
+        self.points.inc(len(points))
+        for p in points:
+            if p.key != "all" and not p.key.startswith("topic:"):
+                continue
+            if p.window_end >= self._latest_end.get((p.key, p.window), p.window_end):
+                self._latest_end[(p.key, p.window)] = p.window_end
+                self.trend_score.labels(p.key, p.window).set(p.mean_score)
+                self.trend_count.labels(p.key, p.window).set(p.count)
 
 
 class _LagReporter:
@@ -278,7 +299,7 @@ class TrendStage:
                 self._consumer.commit({tp: o for tp, o in commit.items() if tp in owned})
             except BusError as err:  # informational only: the checkpoint is the source of truth
                 log.debug("kafka commit failed", error=str(err))
-        self.metrics.points.inc(len(points))
+        self.metrics.observe_points(points)
         self.metrics.keys.set(sum(len(p.keys) for p in self._parts.values()))
         for pid, part in chosen.items():
             if part.watermark is not None:

@@ -1,0 +1,62 @@
+"""`finsent run` on its embedded defaults (what `make run` starts): the demo feed moves trends,
+the HTTP endpoints answer, and SIGTERM stops it cleanly with exit code 0."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_finsent_run_on_embedded_defaults_serves_trends_and_stops_on_sigterm(quick_model_home: Path, tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
+    env.update(FINSENT_HOME=str(quick_model_home), FINSENT_HTTP__PORT=str(port), HF_HUB_OFFLINE="1",
+               FINSENT_LOGGING__FORMAT="json")
+    log = (tmp_path / "daemon.log").open("w+")
+    proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        ready = points = None
+        while time.monotonic() < deadline and not (ready and points):
+            assert proc.poll() is None, f"daemon exited early:\n{(tmp_path / 'daemon.log').read_text()[-3000:]}"
+            try:
+                ready = httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+                r = httpx.get(f"{base}/trends", params={"key": "all", "window": "5m"}, timeout=2)
+                points = r.status_code == 200 and r.json()["points"]
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        assert ready, "never ready"
+        assert points, "the demo feed produced no trend points"
+        assert points[-1]["count"] > 0 and -1 <= points[-1]["mean_score"] <= 1
+        metrics = httpx.get(f"{base}/metrics").text
+        assert "finsent_classify_scored_total" in metrics and "finsent_ingest_new_total" in metrics
+        assert 'finsent_trend_mean_score{key="all",window="5m"}' in metrics
+        assert httpx.get(f"{base}/alerts").status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    output = (tmp_path / "daemon.log").read_text()
+    assert code == 0, output[-3000:]
+    assert "signal received; shutting down" in output and '"failures": []' in output
