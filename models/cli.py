@@ -118,7 +118,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         devices = [args.device]
     try:
         report = run_bench(settings, texts=texts, labels=labels, devices=devices, n=args.n, version=args.version,
-                           request_size=args.request_size)
+                           request_size=args.request_size, repeat=args.repeat)
     except RegistryError as err:
         _err(str(err))
         return EXIT_FAILURE
@@ -126,7 +126,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         e, b = r["engine"], r["baseline"]
         print(f"[{dev}] n={report['n']} version={report['version']}")
         print(f"  engine   {e['texts_per_s']:>9.1f} texts/s  p50 {e['p50_ms']:>8.1f} ms  p99 {e['p99_ms']:>8.1f} ms"
-              f"  (requests of {e['request_size']}, int8={e['int8']}, acc={e['accuracy']})")
+              f"  (requests of {e['request_size']}, {e['precision']}, acc={e['accuracy']})")
         print(f"  pipeline {b['texts_per_s']:>9.1f} texts/s  p50 {b['p50_ms']:>8.1f} ms  p99 {b['p99_ms']:>8.1f} ms"
               f"  (batch_size {b['batch_size']}, acc={b['accuracy']})")
         print(f"  ratio {r['ratio']:.2f}x  agreement {r['agreement']:.4f}")
@@ -245,6 +245,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=None, help="number of texts (truncate or cycle)")
     p.add_argument("--version", default=None)
     p.add_argument("--request-size", type=int, default=256, help="texts per engine.predict call")
+    p.add_argument("--repeat", type=int, default=3, help="alternating rounds; best of each side is reported")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("models", help="model registry: list, show, promote, rollback")

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from models.batching import plan_batches
 from models.registry import Registry, RegistryError
 from models.settings import ClassifierSettings
+from models.training import cpu_has_bf16
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +56,7 @@ class _Loaded:
     dtype: torch.dtype
     quantized: bool
     manifest: dict[str, Any]
+    autocast: torch.dtype | None = None  # CPU bf16 autocast
 
 
 def _pick_device(choice: str) -> torch.device:
@@ -66,7 +68,7 @@ def _pick_device(choice: str) -> torch.device:
 
 
 def load_version(
-    registry: Registry, version: str, device: torch.device, quantize: bool
+    registry: Registry, version: str, device: torch.device, quantize: bool, cpu_bf16: bool = True
 ) -> _Loaded:
     """Verify checksums, then load model + tokenizer of ``version`` for inference."""
     from transformers import AutoTokenizer
@@ -82,6 +84,7 @@ def load_version(
     temps = {t: float(v) for t, v in manifest.get("calibration", {}).get("temperatures", {}).items()}
     quantized = False
     dtype = torch.float32
+    autocast: torch.dtype | None = None
     if device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         model = model.to(device=device, dtype=dtype)
@@ -92,10 +95,17 @@ def load_version(
 
             model = quantize_dynamic_int8(model)
             quantized = True
-        elif quantize:
-            log.info("int8_disabled_by_manifest", version=version, check=q)
-    log.info("model_loaded", version=version, device=str(device), dtype=str(dtype), int8=quantized)
-    return _Loaded(version, model, tokenizer, labels, temps, device, dtype, quantized, manifest)
+        else:
+            if quantize:
+                log.info("int8_not_validated", version=version, check=q)
+            # The manifest's validation metrics were computed under bf16 autocast: serving in bf16
+            # on a CPU that does bf16 natively reproduces them (and is ~1.7x faster than fp32).
+            validated_bf16 = (manifest.get("training") or {}).get("autocast") == "bfloat16"
+            if cpu_bf16 and validated_bf16 and cpu_has_bf16():
+                autocast = torch.bfloat16
+    log.info("model_loaded", version=version, device=str(device), dtype=str(dtype), int8=quantized,
+             autocast=str(autocast) if autocast else None)
+    return _Loaded(version, model, tokenizer, labels, temps, device, dtype, quantized, manifest, autocast)
 
 
 class InferenceEngine:
@@ -119,7 +129,10 @@ class InferenceEngine:
         if self.settings.threads:
             torch.set_num_threads(self.settings.threads)
         self._reload_lock = threading.Lock()
-        self._loaded = load_version(registry, registry.resolve(self._pinned), self._device, self._quantize)
+        self._loaded = self._load(registry.resolve(self._pinned))
+
+    def _load(self, version: str) -> _Loaded:
+        return load_version(self.registry, version, self._device, self._quantize, self.settings.cpu_bf16)
 
     @classmethod
     def from_settings(cls, settings: Any, **kwargs: Any) -> InferenceEngine:
@@ -138,6 +151,16 @@ class InferenceEngine:
     @property
     def quantized(self) -> bool:
         return self._loaded.quantized
+
+    @property
+    def precision(self) -> str:
+        """What the model runs in: int8, bf16 (autocast), bfloat16/float16 (CUDA) or float32."""
+        ld = self._loaded
+        if ld.quantized:
+            return "int8"
+        if ld.autocast is not None:
+            return "bf16"
+        return str(ld.dtype).replace("torch.", "")
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -161,7 +184,7 @@ class InferenceEngine:
             if not target or target == self._loaded.version:
                 return False
             try:
-                loaded = load_version(self.registry, target, self._device, self._quantize)
+                loaded = self._load(target)
             except (RegistryError, OSError, ValueError) as err:
                 log.error("model_reload_refused", version=target, error=str(err))
                 return False
@@ -187,7 +210,8 @@ class InferenceEngine:
         enc = self._encode(loaded, texts)
         out = {t: np.empty((n, len(v)), dtype=np.float32) for t, v in loaded.labels.items()}
         batches = plan_batches([len(e) for e in enc], self.settings.max_batch_tokens, self.settings.max_batch_size)
-        with torch.inference_mode():
+        amp = loaded.autocast
+        with torch.inference_mode(), torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
             for batch in batches:
                 width = len(enc[batch[0]])  # longest first
                 ids = np.zeros((len(batch), width), dtype=np.int64)

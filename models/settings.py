@@ -18,6 +18,10 @@ class ClassifierSettings(BaseModel):
     max_length: int = Field(default=128, ge=8, le=512)
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads; unset = all cores")
     quantize: bool = Field(default=True, description="dynamic int8 on CPU when it keeps accuracy")
+    cpu_bf16: bool = Field(
+        default=True,
+        description="bf16 autocast on CPUs with native bf16 when the version was validated in bf16",
+    )
 
 
 class TrainingSettings(BaseModel):

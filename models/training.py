@@ -177,12 +177,12 @@ def autocast_dtype(device: torch.device, cpu_bf16: bool = True) -> torch.dtype |
     """bf16 where the hardware does it natively (recent CUDA GPUs, AVX512-BF16/AMX CPUs), else fp16 on CUDA."""
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if cpu_bf16 and _cpu_has_bf16():
+    if cpu_bf16 and cpu_has_bf16():
         return torch.bfloat16
     return None
 
 
-def _cpu_has_bf16() -> bool:
+def cpu_has_bf16() -> bool:
     try:
         flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="ignore")
     except OSError:
@@ -556,7 +556,8 @@ def _check_quantization(
 
     cpu_model = copy.deepcopy(model).to("cpu").eval()
     qmodel = quantize_dynamic_int8(cpu_model)
-    result: dict[str, Any] = {"checked": True, "method": "torch dynamic int8 (nn.Linear)", "tolerance": 0.005}
+    result: dict[str, Any] = {"checked": True, "method": "torch dynamic int8 (nn.Linear)", "tolerance": 0.005,
+                              "reference": "bf16 autocast" if prof.cpu_bf16 and cpu_has_bf16() else "fp32"}
     ok = True
     for task, td in tasks.items():
         y = torch.tensor([r.label for r in td.valid])

@@ -77,3 +77,12 @@ def test_version_and_help(capsys):
         main(["--help"])
     assert e.value.code == 0
     assert "check-config" in capsys.readouterr().out
+
+
+def test_the_shipped_example_config_is_valid(capsys):
+    example = Path(__file__).resolve().parents[2] / "deploy" / "finsent.example.yaml"
+    assert main(["check-config", str(example)]) == 0
+    resolved = json.loads(capsys.readouterr().out)
+    assert resolved["kafka"]["bootstrap"] == "127.0.0.1:9092"
+    assert resolved["alerts"]["receivers"]["ops"]["secret"] == "**********"
+    assert [s["type"] for s in resolved["connectors"]["sources"]] == ["rss", "json_api", "webhook"]

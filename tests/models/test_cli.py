@@ -95,7 +95,7 @@ def test_models_list_show_promote_rollback(tiny_home_copy: Path) -> None:
 
 
 def test_bench_json_report(tiny_home: Path) -> None:
-    proc = run_cli(tiny_home, "bench", "--json", "--device", "cpu", "--n", "48", "--request-size", "16")
+    proc = run_cli(tiny_home, "bench", "--json", "--device", "cpu", "--n", "48", "--request-size", "16", "--repeat", "1")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert {"texts_per_s", "baseline_texts_per_s", "ratio", "device"} <= set(report)

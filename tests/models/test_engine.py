@@ -46,7 +46,7 @@ def test_predictions_are_complete_and_calibrated(tiny_engine: InferenceEngine) -
 def test_order_is_preserved_across_sorted_micro_batches(tiny_home: Path, settings_for) -> None:
     texts = [e.text for e in load_split("sentiment", "valid")[:60]]
     small = InferenceEngine(Registry(tiny_home / "models"),
-                            ClassifierSettings(max_batch_tokens=64, max_batch_size=4, quantize=False), device="cpu")
+                            ClassifierSettings(max_batch_tokens=64, max_batch_size=4, quantize=False, cpu_bf16=False), device="cpu")
     batched = small.predict(texts)
     one_by_one = [small.predict([t])[0] for t in texts[:12]]
     for a, b in zip(batched[:12], one_by_one):
