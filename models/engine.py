@@ -209,7 +209,10 @@ class InferenceEngine:
             return loaded.version, {t: np.zeros((0, len(v)), dtype=np.float32) for t, v in loaded.labels.items()}
         enc = self._encode(loaded, texts)
         out = {t: np.empty((n, len(v)), dtype=np.float32) for t, v in loaded.labels.items()}
-        batches = plan_batches([len(e) for e in enc], self.settings.max_batch_tokens, self.settings.max_batch_size)
+        budget = self.settings.max_batch_tokens
+        if loaded.device.type == "cpu":
+            budget = min(budget, self.settings.cpu_max_batch_tokens)
+        batches = plan_batches([len(e) for e in enc], budget, self.settings.max_batch_size)
         amp = loaded.autocast
         with torch.inference_mode(), torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
             for batch in batches:

@@ -13,6 +13,12 @@ class ClassifierSettings(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     version: str | None = Field(default=None, description="registry version to serve; unset = 'current'")
     max_batch_tokens: int = Field(default=8192, ge=64, description="token budget of one micro-batch")
+    cpu_max_batch_tokens: int = Field(
+        default=1024,
+        ge=64,
+        description="token budget of one micro-batch inside the engine on CPU (smaller batches stay in cache: "
+        "measured ~1.2-1.4x faster than 8192 on a 2-core VM); the engine uses min(this, max_batch_tokens)",
+    )
     max_batch_size: int = Field(default=256, ge=1)
     max_delay_ms: int = Field(default=50, ge=0, description="longest a story waits for its batch to fill")
     max_length: int = Field(default=128, ge=8, le=512)

@@ -8,9 +8,10 @@ API (for ``tests/conftest.py``)::
     def tiny_model_home(tmp_path_factory) -> Path:
         return trained_tiny_home(tmp_path_factory.mktemp("tiny-model"))
 
-``trained_tiny_home(tmp_root)`` trains the ``tiny`` profile once per code+data+profile hash,
-caches the registry under ``/work/main/.cache/test-model/<hash>/models`` (git-ignored), then copies
-it to ``tmp_root/home/models`` and returns ``tmp_root/home`` (use it as ``FINSENT_HOME`` /
+``trained_tiny_home(tmp_root)`` (= ``trained_home(tmp_root, "tiny")``; ``"quick"`` works too) trains
+the profile once per code+data+profile hash, caches the registry directory as
+``/work/main/.cache/test-model/<profile>-<hash>/`` (git-ignored), then copies it to
+``tmp_root/home/models`` and returns ``tmp_root/home`` (use it as ``FINSENT_HOME`` /
 ``Settings.home``; the registry's ``current`` points at the trained version). Copies, not links,
 so a test may corrupt its copy freely. Safe when several processes race to fill the cache.
 """

@@ -80,6 +80,20 @@ def test_micro_batches_respect_the_token_budget(tiny_home: Path) -> None:
     assert engine.count_tokens(["a b c"]) == [5]  # [CLS] a b c [SEP]
 
 
+def test_cpu_token_budget_caps_the_batches(tiny_home: Path) -> None:
+    settings = ClassifierSettings(max_batch_tokens=8192, cpu_max_batch_tokens=128, quantize=False)
+    engine = InferenceEngine(Registry(tiny_home / "models"), settings, device="cpu")
+    shapes: list[tuple[int, int]] = []
+    model = engine._loaded.model
+    original = model.all_logits
+    model.all_logits = lambda ids, mask: shapes.append(tuple(ids.shape)) or original(ids, mask)
+    try:
+        engine.predict([e.text for e in load_split("sentiment", "valid")[:30]])
+    finally:
+        del model.all_logits
+    assert len(shapes) > 1 and all(rows * width <= 128 or rows == 1 for rows, width in shapes)
+
+
 def test_count_tokens_matches_tokenizer(tiny_engine: InferenceEngine) -> None:
     counts = tiny_engine.count_tokens(TEXTS)
     assert len(counts) == len(TEXTS) and all(c >= 2 for c in counts)
