@@ -152,6 +152,25 @@ def _summary(manifest: dict[str, Any]) -> str:
         return "(no metrics)"
 
 
+def _cmd_models_ensure(args: argparse.Namespace) -> int:
+    """Serve-ready registry: keep a valid current version, else train one with ``--profile``."""
+    from models.registry import RegistryError
+
+    reg = _registry(args)
+    current = reg.current()
+    if current is not None:
+        try:
+            reg.verify(current)
+            print(f"model {current} is current")
+            return EXIT_OK
+        except RegistryError as err:
+            _err(f"current version {current} is unusable ({err}); training a new one")
+    print(f"no usable model in {reg.versions_dir}: training the '{args.profile}' profile "
+          f"(`finsent train` trains the full model)", file=sys.stderr)
+    args.epochs, args.device, args.promote = None, "auto", True
+    return _cmd_train(args)
+
+
 def _cmd_models_list(args: argparse.Namespace) -> int:
     from models.registry import RegistryError
 
@@ -248,7 +267,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeat", type=int, default=3, help="alternating rounds; best of each side is reported")
     p.set_defaults(func=_cmd_bench)
 
-    p = sub.add_parser("models", help="model registry: list, show, promote, rollback")
+    p = sub.add_parser("models", help="model registry: list, show, promote, rollback, ensure")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     q = msub.add_parser("list", help="versions, newest last; * marks current")
     add_config_option(q)
@@ -265,3 +284,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = msub.add_parser("rollback", help="make the previous current version current again")
     add_config_option(q)
     q.set_defaults(func=_cmd_models_rollback)
+    q = msub.add_parser("ensure", help="train and promote a model only if none is current (used by `make run`)")
+    add_config_option(q)
+    q.add_argument("--profile", choices=["default", "quick", "tiny"], default="quick")
+    q.set_defaults(func=_cmd_models_ensure)

@@ -102,3 +102,20 @@ def test_bench_json_report(tiny_home: Path) -> None:
     assert report["device"] == "cpu" and report["n"] == 48
     assert report["texts_per_s"] > 0 and report["baseline_texts_per_s"] > 0
     assert report["accuracy"] is not None and report["baseline_accuracy"] is not None
+
+
+def test_models_ensure_keeps_a_current_model_and_trains_when_there_is_none(tiny_home_copy: Path, tmp_path: Path) -> None:
+    from models.registry import Registry
+
+    reg = Registry(tiny_home_copy / "models")
+    before = reg.versions()
+    proc = run_cli(tiny_home_copy, "models", "ensure", "--profile", "tiny")
+    assert proc.returncode == 0, proc.stderr
+    assert f"model {reg.current()} is current" in proc.stdout and reg.versions() == before
+
+    empty = tmp_path / "empty-home"
+    proc = run_cli(empty, "models", "ensure", "--profile", "tiny")
+    assert proc.returncode == 0, proc.stderr
+    fresh = Registry(empty / "models")
+    assert fresh.current() is not None and fresh.versions() == [fresh.current()]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["promoted"] is True
