@@ -23,7 +23,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
-from alerts.durations import Duration
+from monitor.durations import Duration
 from alerts.templating import Template, TemplateError
 
 Op = Literal[">", ">=", "<", "<="]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from alerts.durations import Duration
+from monitor.durations import Duration
 
 if TYPE_CHECKING:
     from alerts.ruleset import RuleSet

@@ -1,34 +1,20 @@
 """Config sections owned by the streaming stages (``classify``, ``aggregator``).
 
-Durations are written as ``<number><unit>`` with unit ``ms``, ``s``, ``m``, ``h`` or ``d``
-(``"90s"``, ``"15m"``, ``"1h"``) or as a bare number of seconds.
+Durations are written as in :mod:`monitor.durations` (``"90s"``, ``"15m"``, ``"1h30m"``) or as a
+bare number of seconds.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+from monitor.durations import parse_duration
 
 
-def parse_duration(value: object) -> float:
-    """``"15m"`` -> 900.0 seconds; numbers are taken as seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like '90s', '15m' or '1h'")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m:
-            return float(m.group(1)) * _UNITS[m.group(2) or "s"]
-    raise ValueError(f"expected a duration like '90s', '15m' or '1h', got {value!r}")
-
-
-Seconds = Annotated[float, BeforeValidator(parse_duration)]
+Seconds = Annotated[float, BeforeValidator(lambda v: parse_duration(v).total_seconds())]
+"""A duration in seconds, written as in :mod:`monitor.durations` (``90s``, ``15m``, ``1h30m``)."""
 
 
 class ClassifyStageSettings(BaseModel):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from alerts.durations import format_duration, parse_duration
+from monitor.durations import format_duration, parse_duration
 from alerts.ruleset import ChangeRule, RulesError, SpikeRule, StoryRule, ThresholdRule, load_rules, parse_rules
 from alerts.settings import PACKAGED_RULES
 from alerts.templating import Template, TemplateError

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from monitor.stages.settings import AggregatorSettings, WindowSpec, parse_duration
+from monitor.stages.settings import AggregatorSettings, WindowSpec
 from monitor.stages.checkpoint import CheckpointStore, PartitionDelta
 from monitor.stages.windows import PartitionWindows, trend_keys, ts_of, window_starts
 from tests.stages.helpers import T0, at, scored
@@ -25,10 +25,11 @@ def only(points, window="1m"):
 
 
 def test_durations_and_specs():
-    assert parse_duration("15m") == 900 and parse_duration("1h") == 3600 and parse_duration("250ms") == 0.25
-    assert parse_duration(90) == 90.0
+    assert AggregatorSettings(grace="15m").grace == 900 and AggregatorSettings(grace="1h30m").grace == 5400
+    assert AggregatorSettings(flush_interval="250ms").flush_interval == 0.25
+    assert AggregatorSettings(grace=90).grace == 90.0
     with pytest.raises(ValueError):
-        parse_duration("soon")
+        AggregatorSettings(grace="soon")
     with pytest.raises(ValueError):
         WindowSpec(name="bad", size="5m", hop="2m")  # size not a multiple of hop
     with pytest.raises(ValueError):
