@@ -81,8 +81,9 @@ class Daemon:
             app = build_app(self.health, self.registry, self.routers)
             self.http = HttpServer(app, self.http_host, self.http_port)
             self.http.start()
+            paths = sorted({getattr(r, "path", "") for router in self.routers for r in router.routes})
             log.info("http listening", url=self.http.url, health=f"{self.http.url}/healthz",
-                     metrics=f"{self.http.url}/metrics")
+                     ready=f"{self.http.url}/readyz", metrics=f"{self.http.url}/metrics", api=paths)
         for stage in self.stages:
             t = threading.Thread(target=self._run_stage, args=(stage,), name=f"stage-{stage.name}", daemon=True)
             self._threads[stage.name] = t
