@@ -218,6 +218,11 @@ class KafkaBusConsumer:
         self.topics = topics
         self.options = options
         consumer.subscribe(topics=topics, listener=_Listener(options))
+        # Have the subscribed topics' partitions in this client's metadata before the first poll
+        # joins the group: a leader that assigns without them gives its members nothing for
+        # those topics, and kafka-python does not reliably rejoin when they arrive (KAFKA-3949).
+        for topic in topics:
+            consumer.partitions_for_topic(topic)
 
     def poll(self, timeout_s: float = 1.0, max_records: int = 500) -> list[Message]:
         try:

@@ -325,6 +325,7 @@ def run_phase(args: argparse.Namespace, work: Path, rate: int, label: str, rng: 
             "p50_ms": ms(percentile(latencies, 50)), "p95_ms": ms(percentile(latencies, 95)),
             "p99_ms": ms(percentile(latencies, 99)), "max_ms": ms(max(latencies) if latencies else None),
             "scored_p50_ms": ms(percentile(scored_lat, 50)), "scored_p99_ms": ms(percentile(scored_lat, 99)),
+            "latencies_ms": [ms(x) for x in latencies],  # in publish order: growth = queueing
             "notifications": len(receiver.arrivals),
             "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in load_after],
         }
