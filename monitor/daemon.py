@@ -44,6 +44,8 @@ class Daemon:
     http_host: str = "127.0.0.1"
     http_port: int | None = 8080
     on_started: Callable[["Daemon"], None] | None = None
+    closers: list[Callable[[], None]] = field(default_factory=list)
+    """Called after every stage stopped and the bus closed (SQLite stores and the like)."""
     stop_event: threading.Event = field(default_factory=threading.Event)
     shutdown_timeout_s: float = 30.0
 
@@ -108,6 +110,11 @@ class Daemon:
         if self.http:
             self.http.stop()
         self.bus.close()
+        for close in self.closers:
+            try:
+                close()
+            except Exception:  # one failing close must not keep the others from running
+                log.exception("close failed")
         log.info("stopped", failures=sorted(self._failures))
         return 1 if self._failures else 0
 

@@ -45,17 +45,7 @@ def build_daemon(settings: Settings, stages: Sequence[str], ctx: Context | None 
         routers=[r for c in components for r in c.routers],
         http_host=settings.http.host,
         http_port=settings.http.port if settings.http.enabled else None,
+        closers=[c.close for c in components if c.close],
     )
-    closers = [c.close for c in components if c.close]
-    if closers:
-        inner = daemon.shutdown
-
-        def shutdown() -> int:
-            code = inner()
-            for close in closers:
-                close()
-            return code
-
-        daemon.shutdown = shutdown  # type: ignore[method-assign]
     log.info("daemon assembled", stages=list(stages), transport=ctx.bus.name, home=str(settings.home))
     return daemon, ctx

@@ -37,7 +37,9 @@ def test_health_metrics_and_clean_stop():
     registry = CollectorRegistry()
     Counter("finsent_test_events", "test counter", registry=registry).inc(3)
     stage = LoopStage()
-    daemon = Daemon(bus=MemoryBus(), stages=[stage], registry=registry, http_port=0)
+    closed: list[str] = []
+    daemon = Daemon(bus=MemoryBus(), stages=[stage], registry=registry, http_port=0,
+                    closers=[lambda: closed.append("store")])
     daemon.start()
     try:
         base = daemon.http.url
@@ -51,6 +53,7 @@ def test_health_metrics_and_clean_stop():
         daemon.stop_event.set()
         code = daemon.wait()
     assert code == 0 and stage.stopped_cleanly
+    assert closed == ["store"]  # after the stages stopped, once
 
 
 def test_not_ready_until_every_stage_is():
