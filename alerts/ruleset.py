@@ -20,10 +20,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from monitor.durations import Duration
+from monitor.yamlfile import YamlFileError, load_yaml
 from alerts.templating import Template, TemplateError
 
 Op = Literal[">", ">=", "<", "<="]
@@ -313,11 +313,7 @@ def parse_rules(data: Any, source: str = "<inline>") -> RuleSet:
 def load_rules(path: str | Path) -> RuleSet:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise RulesError(str(path), [f"cannot read file: {err.strerror or err}"]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise RulesError(str(path), [f"not valid YAML: {err}"]) from None
+        data = load_yaml(path)
+    except YamlFileError as err:
+        raise RulesError(str(path), [str(err)]) from None
     return parse_rules(data, str(path))

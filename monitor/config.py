@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from alerts.settings import AlertsSettings
 from connectors.settings import ConnectorsSettings
 from models.settings import ClassifierSettings, TrainingSettings
+from monitor.yamlfile import YamlFileError, load_yaml
 from monitor.stages.settings import AggregatorSettings, ClassifyStageSettings
 
 
@@ -208,13 +208,9 @@ def _format_errors(err: ValidationError) -> list[str]:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(str(path), [f"cannot read file: {err.strerror or err}"]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(str(path), [f"not valid YAML: {err}"]) from None
+        data = load_yaml(path)
+    except YamlFileError as err:
+        raise ConfigError(str(path), [str(err)]) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
