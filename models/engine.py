@@ -17,32 +17,19 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import structlog
 import torch
-from pydantic import BaseModel, ConfigDict
 
 from models.batching import plan_batches
+from models.prediction import Prediction
 from models.registry import Registry, RegistryError
 from models.settings import ClassifierSettings
 from models.training import cpu_has_bf16
 
 log = structlog.get_logger(__name__)
-
-
-class Prediction(BaseModel):
-    """One story's labels. ``sentiment_score = p(positive) - p(negative)`` in [-1, 1]."""
-
-    model_config = ConfigDict(frozen=True)
-
-    sentiment: Literal["negative", "neutral", "positive"]
-    sentiment_probs: dict[str, float]
-    sentiment_score: float
-    topic: str
-    topic_probs: dict[str, float]
-    model_version: str
 
 
 @dataclass(frozen=True)

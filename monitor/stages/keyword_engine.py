@@ -11,8 +11,7 @@ import re
 import time
 from collections.abc import Iterable
 
-from pydantic import BaseModel
-
+from models.prediction import Prediction
 from monitor.records import SENTIMENT_LABELS
 
 POSITIVE = frozenset(
@@ -31,15 +30,6 @@ TOPICS: dict[str, frozenset[str]] = {
 }
 DEFAULT_TOPIC = "general"
 _WORD = re.compile(r"[a-z0-9']+")
-
-
-class KeywordPrediction(BaseModel):
-    sentiment: str
-    sentiment_probs: dict[str, float]
-    sentiment_score: float
-    topic: str
-    topic_probs: dict[str, float]
-    model_version: str
 
 
 class PoisonError(ValueError):
@@ -71,7 +61,7 @@ class KeywordEngine:
     def count_tokens(self, texts: list[str]) -> list[int]:
         return [len(_WORD.findall(t.lower())) + 2 for t in texts]
 
-    def predict(self, texts: list[str]) -> list[KeywordPrediction]:
+    def predict(self, texts: list[str]) -> list[Prediction]:
         self.calls += 1
         self.batch_sizes.append(len(texts))
         words = [_WORD.findall(t.lower()) for t in texts]
@@ -83,7 +73,7 @@ class KeywordEngine:
             time.sleep(self.cost_per_batch_s + padded * self.cost_per_token_s)
         return [self._one(w) for w in words]
 
-    def _one(self, words: list[str]) -> KeywordPrediction:
+    def _one(self, words: list[str]) -> Prediction:
         pos = sum(w in POSITIVE for w in words)
         neg = sum(w in NEGATIVE for w in words)
         total = pos + neg + 1
@@ -93,7 +83,7 @@ class KeywordEngine:
         best = max(hits, key=lambda k: hits[k])
         topic = best if hits[best] else DEFAULT_TOPIC
         topic_probs = {name: (1.0 if name == topic else 0.0) for name in [*TOPICS, DEFAULT_TOPIC]}
-        return KeywordPrediction(
+        return Prediction(
             sentiment=label,
             sentiment_probs=probs,
             sentiment_score=round(probs["positive"] - probs["negative"], 6),
