@@ -60,6 +60,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     replayer = Replayer(source, ingest.publisher)
+    from monitor.runtime import tune_gc
+
+    tune_gc()
     code = EXIT_OK
     try:
         stats = replayer.run(stop)

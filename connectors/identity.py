@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -30,13 +31,41 @@ def resolve_url(url: str | None, base: str | None) -> str | None:
     return absolute if urlsplit(absolute).scheme in ("http", "https") else None
 
 
+_PLAIN_PAIR = re.compile(r"[A-Za-z0-9._\-]+(?:=[A-Za-z0-9._\-]*)?")
+"""A query pair that ``parse_qsl`` + ``urlencode`` leave as they are (the fast path below)."""
+_PLAIN_NETLOC = re.compile(r"[a-z0-9.\-]+")
+
+
+def _plain_query(query: str) -> str | None:
+    """``query`` canonicalised without the parse/encode round trip, or None when it needs it.
+
+    Equal to the general path's result for pairs of unreserved characters, which is nearly all
+    real-world query strings; anything else (escapes, ``+``, ``;``, Unicode) takes the general path.
+    """
+    kept: list[tuple[str, str]] = []
+    for pair in query.split("&"):
+        if not pair:
+            continue
+        if not _PLAIN_PAIR.fullmatch(pair):
+            return None
+        name, _, value = pair.partition("=")
+        if not _is_tracking(name):
+            kept.append((name, value))
+    kept.sort()
+    return "&".join(f"{k}={v}" for k, v in kept)
+
+
 def canonical_url(url: str) -> str:
     """Lowercase scheme and host, default port and fragment dropped, tracking params removed,
     remaining query parameters sorted, empty path as ``/``."""
     parts = urlsplit(url.strip())
-    if not parts.query and not parts.fragment and parts.port is None and parts.netloc.islower() \
-            and "@" not in parts.netloc and not parts.netloc.startswith("www.") and parts.path and parts.scheme in _DEFAULT_PORTS:
-        return urlunsplit((parts.scheme, parts.netloc.rstrip("."), parts.path, "", ""))  # already canonical
+    netloc = parts.netloc
+    if parts.path and parts.scheme in _DEFAULT_PORTS and _PLAIN_NETLOC.fullmatch(netloc) \
+            and not netloc.startswith("www."):
+        # already-lower host without port or credentials: only the query may need work
+        query = _plain_query(parts.query) if parts.query else ""
+        if query is not None:
+            return urlunsplit((parts.scheme, netloc.rstrip("."), parts.path, query, ""))
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").lower().rstrip(".")
     if host.startswith("www."):
@@ -49,8 +78,11 @@ def canonical_url(url: str) -> str:
     return urlunsplit((scheme, netloc, path, urlencode(query), ""))
 
 
+_URL_START = re.compile(r"https?://[^\s/]+", re.IGNORECASE)
+
+
 def looks_like_url(value: str) -> bool:
-    return bool(re.match(r"^https?://[^\s/]+", value.strip(), re.IGNORECASE))
+    return _URL_START.match(value.strip()) is not None
 
 
 def _digest(text: str) -> str:
@@ -126,6 +158,7 @@ COMMON_WORDS = frozenset(
 """Frequent headline words; they go last in the token order, so prefixes hold the rarer words."""
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def token_order(token: str) -> tuple[int, int]:
     """A fixed global order of tokens (common words last) for prefix filtering."""
     return (token in COMMON_WORDS, zlib.crc32(token.encode("utf-8")))

@@ -10,6 +10,7 @@ rolled back so that the next poll (or the webhook caller's retry) sends them aga
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -72,7 +73,10 @@ class Publisher:
         self._dlq_lock = threading.Lock()
 
     def publish(self, source: str, drafts: Iterable[Draft], *, scope: str = "", live: bool = True) -> PublishResult:
-        """Produce ``drafts`` of ``source``; returns once every sent story is acknowledged (or failed).
+        """Produce ``drafts``; returns once every sent story is acknowledged (or failed).
+
+        ``source`` names the caller in logs; metrics are counted per ``Draft.source`` (a replayed
+        file may hold several sources, sent in file order).
 
         Chunks are pipelined one deep: chunk *n* is settled (acks checked, dedup state committed)
         after chunk *n+1* was sent, so the CPU work of one overlaps the broker round trip of the
@@ -115,9 +119,10 @@ class Publisher:
     def _send_chunk(self, source: str, drafts: list[Draft], scope: str) -> "_Batch":
         """Normalise, dedup and send one chunk without waiting for the acks."""
         batch = _Batch(source, PublishResult(read=len(drafts)))
-        result = batch.result
+        result, tally = batch.result, batch.tally
         fetched_at = utcnow()
-        self.metrics.fetched.labels(source).inc(len(drafts))
+        for name, n in Counter(d.source or source for d in drafts).items():
+            self.metrics.fetched.labels(name).inc(n)
         ready: list[tuple[NewsItem, Reservation]] = []
         try:
             # Decide everything first (CPU only), then send in one tight loop so batches fill up.
@@ -126,12 +131,15 @@ class Publisher:
                     item = self.normaliser.build(draft, fetched_at)
                 except Rejected as err:
                     result.rejected += 1
+                    name = draft.source or source
+                    tally[(name, "rejected")] += 1
                     with self._dlq_lock:
-                        batch.dead.append(self.dlq.reject_payload(draft.payload(), f"{source}: {err}", key=source))
+                        batch.dead.append(self.dlq.reject_payload(draft.payload(), f"{name}: {err}", key=name))
                     continue
                 verdict = self.state.reserve(item.id, item.title, scope)
                 if verdict.reservation is None:
                     result.duplicates += 1
+                    tally[(item.source, "duplicate")] += 1
                     continue
                 if verdict.status == "near_duplicate":
                     item = item.model_copy(update={
@@ -158,7 +166,7 @@ class Publisher:
 
     def _settle(self, batch: "_Batch", live: bool) -> PublishResult:
         """Wait for every delivery of ``batch``; remember the acknowledged stories, forget the rest."""
-        result, source, m = batch.result, batch.source, self.metrics
+        result, source, m, tally = batch.result, batch.source, self.metrics, batch.tally
         acked: list[Reservation] = []
         failed: list[Reservation] = []
         try:
@@ -168,6 +176,7 @@ class Publisher:
                 except Exception as err:  # noqa: BLE001 - BusError, timeouts: the story was not durably sent
                     failed.append(reservation)
                     result.failed += 1
+                    tally[(item.source, "failed")] += 1
                     result.errors.append(str(err))
                     continue
                 acked.append(reservation)
@@ -175,26 +184,29 @@ class Publisher:
                 result.ids.append(item.id)
                 if reservation.created:
                     result.new += 1
+                    tally[(item.source, "new")] += 1
                 else:
                     result.near_duplicates += 1
+                    tally[(item.source, "near_duplicate")] += 1
         finally:
             self.state.commit(acked)
             self.state.rollback(failed)
         for d in batch.dead:
             d.get(timeout=self.ack_timeout_s)
-        m.rejected.labels(source).inc(result.rejected)
-        m.duplicate.labels(source).inc(result.duplicates)
-        m.new.labels(source).inc(result.new)
-        m.near_duplicate.labels(source).inc(result.near_duplicates)
+        counters = {"rejected": m.rejected, "duplicate": m.duplicate, "new": m.new, "near_duplicate": m.near_duplicate}
+        for (name, kind), n in tally.items():
+            if kind == "failed":
+                m.errors.labels(name, "publish").inc(n)
+            else:
+                counters[kind].labels(name).inc(n)
         if result.failed:
-            m.errors.labels(source, "publish").inc(result.failed)
             log.error("stories not acknowledged; they will be retried", source=source, failed=result.failed,
                       error=result.errors[0] if result.errors else "")
         if live:
-            delay = m.delay_seconds.labels(source)
             for item, _, _ in batch.sent:
                 if "published_at" not in item.meta:  # a missing or clamped date says nothing
-                    delay.observe(max(0.0, (item.fetched_at - item.published_at).total_seconds()))
+                    m.delay_seconds.labels(item.source).observe(
+                        max(0.0, (item.fetched_at - item.published_at).total_seconds()))
         return result
 
     def _flush(self) -> None:
@@ -212,3 +224,5 @@ class _Batch:
     result: PublishResult
     sent: list[tuple[NewsItem, Reservation, Delivery]] = field(default_factory=list)
     dead: list[Delivery] = field(default_factory=list)
+    tally: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(Draft.source, outcome) -> stories: the per-source metrics of this chunk."""

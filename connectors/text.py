@@ -112,13 +112,15 @@ def guess_language(text: str, default: str = "en") -> str:
         best = max(counts, key=counts.__getitem__)
         if counts[best] > letters * 0.3:
             return best
-    words = [w.lower() for w in _WORD.findall(text)]
+    words = _WORD.findall(text.lower())
     if not words:
         return default
     scores = dict.fromkeys(_STOPWORDS, 0)
+    langs_of = _LANGS_OF
     for w in words[:80]:
-        for lang in _LANGS_OF.get(w, ()):
-            scores[lang] += 1
+        if w in langs_of:
+            for lang in langs_of[w]:
+                scores[lang] += 1
     best = max(scores, key=scores.__getitem__)
     top = scores[best]
     if top == 0 or list(scores.values()).count(top) > 1:

@@ -6,7 +6,9 @@ Both run the same registry version on the same texts, in one process, one after 
   stage hands it after a poll), token-budget micro-batching inside, int8 on CPU when allowed;
 * baseline: ``transformers.pipeline("text-classification", model=<same model>, batch_size=32)``
   over chunks of 32 texts (fp32 on CPU; fp16/bf16 weights on CUDA would be unfair to omit, so the
-  baseline gets the model in the same dtype the engine uses on CUDA).
+  baseline gets the model in the same dtype the engine uses on CUDA). It is fed the same model
+  input as the engine (``models.data.model_text``: URLs reduced to one marker), so both pay for
+  the same tokens and the ratio measures the engine alone.
 
 Latency is per request (engine) / per batch of 32 (baseline); throughput is texts / total time.
 When labels are available (the default: the sentiment validation set) sentiment accuracy of both
@@ -26,7 +28,7 @@ import numpy as np
 import structlog
 import torch
 
-from models.data import Example, data_path, labels_for, load_split, parse_label
+from models.data import Example, data_path, labels_for, load_split, model_text, parse_label
 from models.engine import InferenceEngine
 from models.registry import Registry
 
@@ -113,7 +115,9 @@ def make_pipeline(version_dir: Path, device: torch.device) -> Any:
 
 
 def bench_pipeline(pipe: Any, texts: Sequence[str]) -> tuple[dict[str, Any], list[int]]:
+    """The pipeline reads the same model input as the engine (``model_text``): same tokens, fair ratio."""
     label_index = {name: i for i, name in enumerate(labels_for("sentiment"))}
+    texts = [model_text(t) for t in texts]
     pipe(list(texts[: min(len(texts), 64)]), batch_size=BASELINE_BATCH, truncation=True)  # warm-up
     latencies: list[float] = []
     preds: list[int] = []

@@ -24,6 +24,7 @@ import structlog
 import torch
 
 from models.batching import plan_batches
+from models.data import model_text
 from models.prediction import Prediction
 from models.registry import Registry, RegistryError
 from models.settings import ClassifierSettings
@@ -44,6 +45,7 @@ class _Loaded:
     quantized: bool
     manifest: dict[str, Any]
     autocast: torch.dtype | None = None  # CPU bf16 autocast
+    max_length: int | None = None  # tokens the version was trained and validated with
 
 
 def _pick_device(choice: str) -> torch.device:
@@ -92,7 +94,9 @@ def load_version(
                 autocast = torch.bfloat16
     log.info("model_loaded", version=version, device=str(device), dtype=str(dtype), int8=quantized,
              autocast=str(autocast) if autocast else None)
-    return _Loaded(version, model, tokenizer, labels, temps, device, dtype, quantized, manifest, autocast)
+    trained_length = manifest.get("max_length")
+    return _Loaded(version, model, tokenizer, labels, temps, device, dtype, quantized, manifest, autocast,
+                   int(trained_length) if trained_length else None)
 
 
 class InferenceEngine:
@@ -181,8 +185,10 @@ class InferenceEngine:
 
     # -- inference --------------------------------------------------------------------------
     def _encode(self, loaded: _Loaded, texts: Sequence[str]) -> list[list[int]]:
-        clean = [t if isinstance(t, str) and t.strip() else " " for t in texts]
-        return loaded.tokenizer(clean, truncation=True, max_length=self.settings.max_length)["input_ids"]
+        clean = [model_text(t) for t in texts]
+        # Never longer than the version was validated with: its manifest metrics then hold.
+        limit = min(self.settings.max_length, loaded.max_length or self.settings.max_length)
+        return loaded.tokenizer(clean, truncation=True, max_length=limit)["input_ids"]
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens each text costs in a batch (special tokens included, after truncation)."""

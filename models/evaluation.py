@@ -9,7 +9,7 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score
 
 from models.batching import plan_batches
-from models.data import Task, labels_for
+from models.data import Task, labels_for, model_text
 
 
 def classification_metrics(task: Task, y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, Any]:
@@ -43,7 +43,7 @@ def compute_logits(
     """Logits of every head for ``texts`` (float32, on CPU, in input order)."""
     was_training = model.training
     model.eval()
-    enc = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    enc = tokenizer([model_text(t) for t in texts], truncation=True, max_length=max_length)["input_ids"]
     out: dict[str, torch.Tensor] = {}
     try:
         for batch in plan_batches([len(x) for x in enc], max_batch_tokens, max_batch_size):

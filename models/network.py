@@ -64,6 +64,31 @@ class FinsentModel(BertPreTrainedModel):
     def task_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, task: Task) -> torch.Tensor:
         return self.heads[task](self.dropout(self.encode(input_ids, attention_mask)))
 
+    # -- split passes: training with frozen lower layers computes their output once and caches it --
+    def _layer_mask(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
+        """The attention mask in the form the encoder layers take (what ``BertModel.forward`` builds)."""
+        try:
+            from transformers.masking_utils import create_bidirectional_mask
+        except ImportError:  # transformers < 4.56
+            return self.bert.get_extended_attention_mask(attention_mask, attention_mask.shape, dtype=hidden.dtype)
+        return create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask)
+
+    def _run_layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor, layers: slice) -> torch.Tensor:
+        mask = self._layer_mask(hidden, attention_mask)
+        for layer in self.bert.encoder.layer[layers]:
+            out = layer(hidden, mask)
+            hidden = out[0] if isinstance(out, tuple) else out  # transformers 4.x returns a tuple
+        return hidden
+
+    def lower_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layers: int) -> torch.Tensor:
+        """Token states after the embeddings and the first ``layers`` encoder layers."""
+        return self._run_layers(self.bert.embeddings(input_ids=input_ids), attention_mask, slice(0, layers))
+
+    def task_logits_from(self, states: torch.Tensor, attention_mask: torch.Tensor, start: int, task: Task) -> torch.Tensor:
+        """``task_logits`` continued from :meth:`lower_states` (``start`` = layers already applied)."""
+        hidden = self._run_layers(states, attention_mask, slice(start, None))
+        return self.heads[task](self.dropout(mean_pool(hidden, attention_mask)))
+
     def all_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """One encoder pass, every head (what inference uses)."""
         pooled = self.dropout(self.encode(input_ids, attention_mask))

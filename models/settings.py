@@ -33,7 +33,9 @@ class ClassifierSettings(BaseModel):
 class TrainingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(default=3, ge=1, description="epochs of the 'default' profile (--epochs overrides)")
+    epochs: int | None = Field(
+        default=None, ge=1, description="epochs of the 'default' profile; unset = the profile's (--epochs overrides)"
+    )
     seed: int = 13
     threads: int | None = Field(
         default=None,

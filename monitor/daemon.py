@@ -119,6 +119,9 @@ class Daemon:
         return 1 if self._failures else 0
 
     def run_forever(self) -> int:
+        from monitor.runtime import tune_gc
+
         self.install_signal_handlers()
         self.start()
+        tune_gc()
         return self.wait()

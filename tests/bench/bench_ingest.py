@@ -94,9 +94,12 @@ def run_real(bootstrap: str, path: Path, work: Path) -> dict:
     from monitor.bus.factory import make_bus
     from monitor.component import Context
 
+    from monitor.runtime import tune_gc
+
     settings = settings_for(bootstrap, work / "home-real", uuid.uuid4().hex[:8])
     bus = make_bus(settings)
     core = build_core(Context(settings=settings, bus=bus))
+    tune_gc()  # what `finsent replay` does before replaying
     try:
         stats = Replayer(FileSource(name="bench", path=path, speed=0), core.publisher).run(threading.Event())
     finally:

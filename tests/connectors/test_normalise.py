@@ -54,6 +54,27 @@ def test_canonical_url() -> None:
     assert resolve_url("  ", "https://x.example.com/") is None
 
 
+@pytest.mark.parametrize("url", [
+    "https://news.example.com/a/1?utm_source=x&b=2&a=1&a=",  # fast path: plain pairs
+    "https://news.example.com/a?z=1&y&a-b=2&a=1&fbclid=3",  # a bare name, keys that prefix each other
+    "https://news.example.com/a?q=%7Efoo&b=c+d",  # escapes and '+': the general path re-encodes them
+    "https://news.example.com/a?name=caf%C3%A9&x=1;y=2",
+    "https://news.example.com/?#top",
+    "https://news.example.com.:443/x?A=1&a=0",
+])
+def test_canonical_url_fast_path_matches_the_general_one(url: str) -> None:
+    """Ids are derived from canonical URLs, so the fast path must never change one."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    from connectors.identity import _is_tracking
+
+    parts = urlsplit(url)
+    host = (parts.hostname or "").rstrip(".")
+    netloc = host if parts.port in (None, 443, 80) else f"{host}:{parts.port}"
+    query = sorted((k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _is_tracking(k))
+    assert canonical_url(url) == urlunsplit((parts.scheme, netloc, parts.path or "/", urlencode(query), ""))
+
+
 def test_story_id_prefers_guid_then_url_then_hash() -> None:
     when = datetime(2026, 11, 20, 10, tzinfo=UTC)
     by_url_guid = story_id(source="a", title="T", guid="https://Example.com/x?utm_medium=rss")

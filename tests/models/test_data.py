@@ -12,6 +12,7 @@ from models.data import (
     labels_for,
     load_split,
     load_valid_sets,
+    model_text,
     normalise_for_dedup,
     parse_label,
     read_labelled_csv,
@@ -69,6 +70,24 @@ def test_dedup_counts_match_the_dataset_readme() -> None:
 
 def test_normalise_strips_urls() -> None:
     assert normalise_for_dedup("$AAPL up https://t.co/abc ") == normalise_for_dedup("$aapl UP https://t.co/xyz")
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("Apple &amp; Google beat  estimates https://t.co/XKcPDilIuU", "Apple & Google beat estimates http"),
+    ("$TSLA falls\n\t8% http://x.co/a?b=1 and https://y.com/z", "$TSLA falls 8% http and http"),
+    ("   ", " "),
+    ("", " "),
+])
+def test_model_text_reduces_links_and_entities(raw: str, expected: str) -> None:
+    assert model_text(raw) == expected
+
+
+def test_model_text_shortens_the_topic_set_by_a_third() -> None:
+    """The point of model_text: fewer tokens per tweet (chars stand in for tokens here)."""
+    rows = load_split("topic", "valid")
+    before = sum(len(r.text) for r in rows)
+    after = sum(len(model_text(r.text)) for r in rows)
+    assert after < 0.8 * before
 
 
 def test_read_csv_errors_name_the_row(tmp_path: Path) -> None:

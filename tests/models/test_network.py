@@ -1,0 +1,31 @@
+"""The split pass that training with frozen lower layers relies on."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from models.network import FinsentModel, base_model_path
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer() -> tuple[FinsentModel, object]:
+    base = base_model_path()
+    torch.manual_seed(0)
+    return FinsentModel.from_base(base).eval(), AutoTokenizer.from_pretrained(str(base))
+
+
+@pytest.mark.parametrize("layers", [0, 2, 5])
+def test_split_pass_gives_the_full_pass_logits(model_and_tokenizer, layers: int) -> None:
+    model, tokenizer = model_and_tokenizer
+    enc = tokenizer(["Apple beats estimates", "Fed holds rates steady as inflation cools further, says Powell"],
+                    padding=True, return_tensors="pt")  # padded: the mask matters
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    with torch.inference_mode():
+        full = model.task_logits(ids, mask, "topic")
+        split = model.task_logits_from(model.lower_states(ids, mask, layers), mask, layers, "topic")
+        other = model.task_logits_from(model.lower_states(ids, mask, layers), mask, layers, "sentiment")
+    assert torch.allclose(full, split, atol=1e-5)
+    assert torch.allclose(model.task_logits(ids, mask, "sentiment"), other, atol=1e-5)
+    assert not torch.allclose(full[0], full[1])  # different texts, different logits: the check has teeth
