@@ -72,8 +72,6 @@ class TrainProfile:
     # encoder layers kept frozen (0 = none): their output is computed once per training row and
     # cached, so each step runs only the layers above (6 - k of 6), ~1.5x faster at k=2
     frozen_layers: int
-    ema_decay: float  # 0 = off; else validate/keep an exponential moving average of the weights
-    sentiment_class_weight_power: float  # 0 = plain CE; 0.5 = classes weighted by 1/sqrt(frequency)
     cpu_bf16: bool  # autocast bf16 on CPUs that support it
     check_quantization: bool
 
@@ -101,8 +99,6 @@ _DEFAULT = TrainProfile(
     patience=1,
     freeze_embeddings=True,
     frozen_layers=2,
-    ema_decay=0.0,
-    sentiment_class_weight_power=0.0,
     cpu_bf16=True,
     check_quantization=True,
 )
@@ -403,14 +399,6 @@ def train(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
     )
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    ema_weights = [p.detach().clone() for p in trainable] if prof.ema_decay > 0 else None
-    class_weights: dict[str, torch.Tensor | None] = {t: None for t in TASKS}
-    if prof.sentiment_class_weight_power > 0:
-        counts = torch.bincount(torch.tensor([r.label for r in tasks["sentiment"].train]),
-                                minlength=len(labels_for("sentiment"))).float().clamp_min(1.0)
-        w = (counts.sum() / counts) ** prof.sentiment_class_weight_power
-        class_weights["sentiment"] = (w / (w * counts).sum() * counts.sum()).to(dev)  # mean weight per row = 1
     log.info(
         "training_started",
         profile=prof.name,
@@ -465,8 +453,7 @@ def train(
                     logits = model.task_logits_from(b.states.to(dev), mask, frozen, b.task)
                 else:
                     logits = model.task_logits(ids, mask, b.task)
-            loss = torch.nn.functional.cross_entropy(logits.float(), labels, weight=class_weights[b.task],
-                                                     label_smoothing=prof.label_smoothing)
+            loss = torch.nn.functional.cross_entropy(logits.float(), labels, label_smoothing=prof.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
@@ -475,11 +462,6 @@ def train(
             scaler.update()
             scheduler.step()
             step += 1
-            if ema_weights is not None:
-                with torch.no_grad():
-                    weight = 1.0 - min(prof.ema_decay, (1 + step) / (10 + step))
-                    for e, p in zip(ema_weights, trainable):
-                        e.lerp_(p.detach(), weight)
             value = float(loss.detach())
             losses[b.task].append(value)
             if len(first_window[b.task]) < window:
@@ -488,12 +470,6 @@ def train(
             seen += len(b.labels)
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{ema:.3f}", ex_s=f"{seen / max(1e-6, time.time() - train_started):.0f}")
-        live = None
-        if ema_weights is not None:  # validate (and keep) the averaged weights; training goes on from the live ones
-            live = [p.detach().clone() for p in trainable]
-            with torch.no_grad():
-                for e, p in zip(ema_weights, trainable):
-                    p.copy_(e)
         valid_logits, f1 = evaluate()
         score = sum(f1.values()) / len(f1)
         all_losses = [v for vs in losses.values() for v in vs]
@@ -512,10 +488,6 @@ def train(
                 log.info("early_stopping", epoch=epoch + 1, best_epoch=best_epoch)
                 bar.total = step
                 break
-        if live is not None:
-            with torch.no_grad():
-                for v, p in zip(live, trainable):
-                    p.copy_(v)
     bar.close()
     train_seconds = time.time() - train_started
     assert best_state is not None and best_logits is not None
