@@ -16,13 +16,29 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    import torch
 
 import structlog
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+
+
+def pad_batch(enc: Sequence[Sequence[int]], rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids of ``rows`` (indices into ``enc``) right-padded with 0 to the longest, and the mask."""
+    import torch  # only the model code needs this; the rest of the module is torch-free
+
+    width = max(len(enc[i]) for i in rows)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, i in enumerate(rows):
+        ids[r, : len(enc[i])] = torch.tensor(enc[i])
+        mask[r, : len(enc[i])] = 1
+    return ids, mask
 
 
 def plan_batches(lengths: Sequence[int], max_tokens: int, max_size: int) -> list[list[int]]:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from sklearn.metrics import accuracy_score, f1_score
 
-from models.batching import plan_batches
+from models.batching import pad_batch, plan_batches
 from models.data import Task, labels_for, model_text
 
 
@@ -47,12 +47,7 @@ def compute_logits(
     out: dict[str, torch.Tensor] = {}
     try:
         for batch in plan_batches([len(x) for x in enc], max_batch_tokens, max_batch_size):
-            width = max(len(enc[i]) for i in batch)
-            ids = torch.zeros((len(batch), width), dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, i in enumerate(batch):
-                ids[r, : len(enc[i])] = torch.tensor(enc[i])
-                mask[r, : len(enc[i])] = 1
+            ids, mask = pad_batch(enc, batch)
             with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
                 logits = model.all_logits(ids.to(device), mask.to(device))
             index = torch.tensor(batch)

@@ -39,6 +39,7 @@ from models.data import (
     model_text,
     parse_label,
 )
+from models.batching import pad_batch
 from models.registry import Registry
 
 log = structlog.get_logger(__name__)
@@ -233,12 +234,8 @@ def _make_batches(task: Task, td: _TaskData, indices: Sequence[int], batch_size:
         part = sorted(order[start : start + chunk], key=lambda i: len(enc[i]))
         for b in range(0, len(part), batch_size):
             idx = part[b : b + batch_size]
-            width = max(len(enc[i]) for i in idx)
-            ids = torch.zeros((len(idx), width), dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for r, i in enumerate(idx):
-                ids[r, : len(enc[i])] = torch.tensor(enc[i])
-                mask[r, : len(enc[i])] = 1
+            ids, mask = pad_batch(enc, idx)
+            width = ids.shape[1]
             states = None
             if td.states is not None:
                 first = td.states[idx[0]]
@@ -265,12 +262,7 @@ def _cache_lower_states(
     out: list[torch.Tensor | None] = [None] * len(enc)
     try:
         for batch in plan_batches([len(x) for x in enc], budget, 256):
-            width = max(len(enc[i]) for i in batch)
-            ids = torch.zeros((len(batch), width), dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, i in enumerate(batch):
-                ids[r, : len(enc[i])] = torch.tensor(enc[i])
-                mask[r, : len(enc[i])] = 1
+            ids, mask = pad_batch(enc, batch)
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                 states = model.lower_states(ids.to(device), mask.to(device), layers)
             states = states.to("cpu", dtype=amp or torch.float32)
