@@ -154,6 +154,8 @@ class Publisher:
                     unsent = [r for _, r in ready[n:]]
                     self.state.rollback(unsent)
                     result.failed += len(unsent)
+                    for unsent_item, _ in ready[n:]:
+                        tally[(unsent_item.source, "failed")] += 1
                     result.errors.append(str(err))
                     ready = ready[:n]
                     break

@@ -11,7 +11,6 @@ registry version; the first version is promoted automatically.
 from __future__ import annotations
 
 import copy
-import math
 import os
 import platform
 import random
@@ -39,7 +38,7 @@ from models.data import (
     model_text,
     parse_label,
 )
-from models.batching import pad_batch
+from models.batching import pad_batch, plan_batches
 from models.registry import Registry
 
 log = structlog.get_logger(__name__)
@@ -255,8 +254,6 @@ def _cache_lower_states(
 
     Stored in the autocast dtype (bf16 halves the memory: ~0.5 GB for both training sets).
     """
-    from models.batching import plan_batches
-
     was_training = model.training
     model.eval()
     out: list[torch.Tensor | None] = [None] * len(enc)
@@ -406,7 +403,7 @@ def train(
 
     from models.settings import ClassifierSettings
 
-    serving = ClassifierSettings()
+    serving = getattr(settings, "classifier", None) or ClassifierSettings()  # what the engine will batch with
     engine_budget = serving.max_batch_tokens if dev.type == "cuda" else min(
         serving.max_batch_tokens, serving.cpu_max_batch_tokens)
 
