@@ -56,23 +56,23 @@ def test_order_is_preserved_across_sorted_micro_batches(tiny_home: Path, setting
     assert [p.topic for p in reversed_preds[::-1]] == [p.topic for p in batched]
 
 
-def test_micro_batches_respect_the_token_budget(tiny_home: Path) -> None:
-    settings = ClassifierSettings(max_batch_tokens=96, max_batch_size=5, quantize=False)
-    engine = InferenceEngine(Registry(tiny_home / "models"), settings, device="cpu")
+def _batch_shapes(engine: InferenceEngine, texts: list[str]) -> list[tuple[int, int]]:
+    """(rows, width) of every micro-batch the engine runs to predict ``texts``."""
     shapes: list[tuple[int, int]] = []
     model = engine._loaded.model
     original = model.all_logits
-
-    def spy(ids, mask):  # noqa: ANN001, ANN202
-        shapes.append(tuple(ids.shape))
-        return original(ids, mask)
-
-    model.all_logits = spy
+    model.all_logits = lambda ids, mask: shapes.append(tuple(ids.shape)) or original(ids, mask)
     try:
-        texts = [e.text for e in load_split("topic", "valid")[:40]]
         engine.predict(texts)
     finally:
         del model.all_logits
+    return shapes
+
+
+def test_micro_batches_respect_the_token_budget(tiny_home: Path) -> None:
+    settings = ClassifierSettings(max_batch_tokens=96, max_batch_size=5, quantize=False)
+    engine = InferenceEngine(Registry(tiny_home / "models"), settings, device="cpu")
+    shapes = _batch_shapes(engine, [e.text for e in load_split("topic", "valid")[:40]])
     assert sum(rows for rows, _ in shapes) == 40
     assert all(rows <= 5 and (rows * width <= 96 or rows == 1) for rows, width in shapes)
     widths = [w for _, w in shapes]
@@ -83,14 +83,7 @@ def test_micro_batches_respect_the_token_budget(tiny_home: Path) -> None:
 def test_cpu_token_budget_caps_the_batches(tiny_home: Path) -> None:
     settings = ClassifierSettings(max_batch_tokens=8192, cpu_max_batch_tokens=128, quantize=False)
     engine = InferenceEngine(Registry(tiny_home / "models"), settings, device="cpu")
-    shapes: list[tuple[int, int]] = []
-    model = engine._loaded.model
-    original = model.all_logits
-    model.all_logits = lambda ids, mask: shapes.append(tuple(ids.shape)) or original(ids, mask)
-    try:
-        engine.predict([e.text for e in load_split("sentiment", "valid")[:30]])
-    finally:
-        del model.all_logits
+    shapes = _batch_shapes(engine, [e.text for e in load_split("sentiment", "valid")[:30]])
     assert len(shapes) > 1 and all(rows * width <= 128 or rows == 1 for rows, width in shapes)
 
 
