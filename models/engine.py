@@ -6,6 +6,8 @@
 * ``torch.inference_mode``; CUDA in bf16 (fp16 where bf16 is missing) when present; on CPU the
   Linear layers are dynamically quantised to int8 when ``classifier.quantize`` is on AND the
   version's manifest records that int8 kept validation accuracy within 0.5 pt.
+* Versions trained with a lexical expert (``models/lexical.py``) serve the log-linear mixture of
+  the network and the expert with the manifest's weight, exactly as validated.
 * Probabilities are temperature-calibrated per head (temperatures from the manifest).
 * ``reload_if_changed()`` re-reads the registry's ``current`` pointer and swaps the loaded model
   atomically (a single reference assignment), so in-flight ``predict`` calls finish on the old one.
@@ -25,6 +27,7 @@ import torch
 
 from models.batching import plan_batches
 from models.data import model_text
+from models.lexical import LEXICAL_DIR, LexicalExpert, mix_log_probs
 from models.prediction import Prediction
 from models.registry import Registry, RegistryError
 from models.settings import ClassifierSettings
@@ -46,6 +49,8 @@ class _Loaded:
     manifest: dict[str, Any]
     autocast: torch.dtype | None = None  # CPU bf16 autocast
     max_length: int | None = None  # tokens the version was trained and validated with
+    lexical: LexicalExpert | None = None  # mixed in with ``lexical_weight`` (None: the network alone)
+    lexical_weight: float = 0.0
 
 
 def _pick_device(choice: str) -> torch.device:
@@ -92,11 +97,13 @@ def load_version(
             validated_bf16 = (manifest.get("training") or {}).get("autocast") == "bfloat16"
             if cpu_bf16 and validated_bf16 and cpu_has_bf16():
                 autocast = torch.bfloat16
-    log.info("model_loaded", version=version, device=str(device), dtype=str(dtype), int8=quantized,
-             autocast=str(autocast) if autocast else None)
     trained_length = manifest.get("max_length")
+    lexical_weight = float((manifest.get("lexical") or {}).get("weight", 0.0))
+    lexical = LexicalExpert.load(path / LEXICAL_DIR) if lexical_weight > 0 else None
+    log.info("model_loaded", version=version, device=str(device), dtype=str(dtype), int8=quantized,
+             autocast=str(autocast) if autocast else None, lexical_weight=lexical_weight)
     return _Loaded(version, model, tokenizer, labels, temps, device, dtype, quantized, manifest, autocast,
-                   int(trained_length) if trained_length else None)
+                   int(trained_length) if trained_length else None, lexical, lexical_weight)
 
 
 class InferenceEngine:
@@ -219,9 +226,13 @@ class InferenceEngine:
                     torch.from_numpy(ids).to(loaded.device), torch.from_numpy(mask).to(loaded.device)
                 )
                 for task, lg in logits.items():
-                    t = loaded.temperatures.get(task, 1.0)
-                    probs = torch.softmax(lg.float() / t, dim=-1).cpu().numpy()
-                    out[task][batch] = probs
+                    out[task][batch] = lg.float().cpu().numpy()
+        lexical = loaded.lexical.log_probs(texts) if loaded.lexical is not None else {}
+        for task, lg in out.items():
+            z = mix_log_probs(lg, lexical.get(task), loaded.lexical_weight) / loaded.temperatures.get(task, 1.0)
+            z -= z.max(axis=-1, keepdims=True)
+            probs = np.exp(z)
+            out[task] = probs / probs.sum(axis=-1, keepdims=True)
         return loaded.version, out
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:

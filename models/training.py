@@ -39,6 +39,7 @@ from models.data import (
     parse_label,
 )
 from models.batching import pad_batch, plan_batches
+from models.lexical import LEXICAL_DIR, LexicalExpert, mix_log_probs
 from models.registry import Registry
 
 log = structlog.get_logger(__name__)
@@ -73,6 +74,9 @@ class TrainProfile:
     # cached, so each step runs only the layers above (6 - k of 6), ~1.5x faster at k=2
     frozen_layers: int
     cpu_bf16: bool  # autocast bf16 on CPUs that support it
+    # weight w of the TF-IDF expert in the served log-linear mixture (0 = the network alone);
+    # see models/lexical.py
+    lexical_weight: float
     check_quantization: bool
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,6 +104,7 @@ _DEFAULT = TrainProfile(
     freeze_embeddings=True,
     frozen_layers=2,
     cpu_bf16=True,
+    lexical_weight=0.35,
     check_quantization=True,
 )
 
@@ -483,14 +488,17 @@ def train(
     model.load_state_dict(best_state)
     model.eval()
 
-    # -- calibration and metrics
+    # -- the lexical expert, mixed with the network into the served logits
+    expert, lexical_info, served = _fit_lexical(tasks, prof.lexical_weight, best_logits)
+
+    # -- calibration and metrics (of what the engine serves: the mixture)
     from models.calibration import fit_temperature, nll
 
     temperatures: dict[str, float] = {}
     metrics: dict[str, Any] = {}
     for task, td in tasks.items():
         y = torch.tensor([r.label for r in td.valid])
-        lg = best_logits[task]
+        lg = served[task]
         t = fit_temperature(lg, y)
         temperatures[task] = round(t, 4)
         pred = lg.argmax(-1).tolist()
@@ -504,6 +512,12 @@ def train(
             "valid_dedup": classification_metrics(task, [y[i].item() for i in keep], [pred[i] for i in keep]),
             "nll": {"uncalibrated": round(nll(lg, y), 4), "calibrated": round(nll(lg, y, t), 4)},
         }
+        if expert is not None:  # each part alone, to show what the mixture adds
+            metrics[task]["components"] = {
+                name: {k: v for k, v in classification_metrics(task, y.tolist(), part.argmax(-1).tolist()).items()
+                       if k in ("accuracy", "macro_f1")}
+                for name, part in (("network", best_logits[task]), ("lexical", lexical_info["valid"][task]))
+            }
         if prof.valid_limit is not None:
             metrics[task]["valid_subset"] = prof.valid_limit
 
@@ -525,6 +539,7 @@ def train(
         "max_length": prof.max_length,
         "preprocessing": "models.data.model_text: HTML entities decoded, URLs -> 'http', whitespace folded",
         "calibration": {"method": "temperature", "temperatures": temperatures},
+        "lexical": {k: v for k, v in lexical_info.items() if k != "valid"},
         "metrics": metrics,
         "quantization": quant,
         "training": {
@@ -553,6 +568,8 @@ def train(
     def build(tmp: Path) -> dict[str, Any]:
         model.to("cpu").save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
+        if expert is not None:
+            expert.save(tmp / LEXICAL_DIR)
         return body
 
     registry = Registry.from_settings(settings)
@@ -571,6 +588,30 @@ def train(
         topic_acc=metrics["topic"]["valid"]["accuracy"],
     )
     return TrainResult(version=version, path=registry.path(version), manifest=manifest, promoted=should_promote)
+
+
+def _fit_lexical(
+    tasks: dict[Task, _TaskData], weight: float, network_logits: dict[str, torch.Tensor]
+) -> tuple[LexicalExpert | None, dict[str, Any], dict[str, torch.Tensor]]:
+    """Fit the TF-IDF expert on the training rows (fresh labels included) and mix it into the
+    validation logits as the engine will: ``(expert, manifest entry, served logits per task)``."""
+    if weight <= 0.0:
+        return None, {"weight": 0.0}, network_logits
+    started = time.time()
+    expert = LexicalExpert.fit({t: ([r.text for r in td.train], [r.label for r in td.train]) for t, td in tasks.items()},
+                               {t: len(labels_for(t)) for t in tasks})
+    served: dict[str, torch.Tensor] = {}
+    valid: dict[str, torch.Tensor] = {}
+    for task, td in tasks.items():
+        lex = expert.log_probs([r.text for r in td.valid])[task]
+        valid[task] = torch.from_numpy(lex)
+        served[task] = torch.from_numpy(mix_log_probs(network_logits[task].numpy(), lex, weight))
+    seconds = round(time.time() - started, 1)
+    log.info("lexical_expert_fitted", vocabulary=len(expert.vectorizer.vocabulary_), seconds=seconds)
+    info = {"weight": weight, "features": "tf-idf word 1-2 grams, one vocabulary for all tasks",
+            "classifier": "logistic regression per task (C=10)", "vocabulary": len(expert.vectorizer.vocabulary_),
+            "fit_seconds": seconds, "valid": valid}
+    return expert, info, served
 
 
 def _sha(path: Path) -> str:

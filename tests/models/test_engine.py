@@ -97,9 +97,7 @@ def _clone_version(reg: Registry, version: str) -> str:
     src = reg.path(version)
 
     def build(tmp: Path) -> dict:
-        for f in src.iterdir():
-            if f.name != "manifest.json":
-                shutil.copy2(f, tmp / f.name)
+        shutil.copytree(src, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("manifest.json"))
         body = json.loads((src / "manifest.json").read_text())
         for key in ("format", "version", "created_at", "files", "checksum"):
             body.pop(key, None)
