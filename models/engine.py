@@ -191,15 +191,15 @@ class InferenceEngine:
             return True
 
     # -- inference --------------------------------------------------------------------------
-    def _encode(self, loaded: _Loaded, texts: Sequence[str]) -> list[list[int]]:
-        clean = [model_text(t) for t in texts]
+    def _encode(self, loaded: _Loaded, clean: Sequence[str]) -> list[list[int]]:
+        """Token ids of texts already cleaned with ``model_text``."""
         # Never longer than the version was validated with: its manifest metrics then hold.
         limit = min(self.settings.max_length, loaded.max_length or self.settings.max_length)
         return loaded.tokenizer(clean, truncation=True, max_length=limit)["input_ids"]
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens each text costs in a batch (special tokens included, after truncation)."""
-        return [len(ids) for ids in self._encode(self._loaded, texts)] if texts else []
+        return [len(ids) for ids in self._encode(self._loaded, [model_text(t) for t in texts])] if texts else []
 
     def predict_probs(self, texts: Sequence[str]) -> tuple[str, dict[str, np.ndarray]]:
         """Calibrated probabilities per head, rows in input order, and the version that made them."""
@@ -207,7 +207,8 @@ class InferenceEngine:
         n = len(texts)
         if n == 0:
             return loaded.version, {t: np.zeros((0, len(v)), dtype=np.float32) for t, v in loaded.labels.items()}
-        enc = self._encode(loaded, texts)
+        clean = [model_text(t) for t in texts]  # the network and the lexical expert read the same input
+        enc = self._encode(loaded, clean)
         out = {t: np.empty((n, len(v)), dtype=np.float32) for t, v in loaded.labels.items()}
         budget = self.settings.max_batch_tokens
         if loaded.device.type == "cpu":
@@ -227,7 +228,7 @@ class InferenceEngine:
                 )
                 for task, lg in logits.items():
                     out[task][batch] = lg.float().cpu().numpy()
-        lexical = loaded.lexical.log_probs(texts) if loaded.lexical is not None else {}
+        lexical = loaded.lexical.log_probs(clean, cleaned=True) if loaded.lexical is not None else {}
         for task, lg in out.items():
             z = mix_log_probs(lg, lexical.get(task), loaded.lexical_weight) / loaded.temperatures.get(task, 1.0)
             z -= z.max(axis=-1, keepdims=True)

@@ -103,11 +103,15 @@ class LexicalExpert:
                  for task, (_, labels) in data.items()}
         return cls(vectorizer, heads)
 
-    def log_probs(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        """Per task, ``(len(texts), n_classes)`` float32 log-probabilities."""
+    def log_probs(self, texts: Sequence[str], *, cleaned: bool = False) -> dict[str, np.ndarray]:
+        """Per task, ``(len(texts), n_classes)`` float32 log-probabilities.
+
+        ``cleaned=True``: the texts already went through ``model_text`` (the engine cleans once for
+        the network and the expert).
+        """
         if not texts:
             return {t: np.zeros((0, len(h.intercept)), dtype=np.float32) for t, h in self.heads.items()}
-        x = self.vectorizer.transform([model_text(t) for t in texts])
+        x = self.vectorizer.transform(list(texts) if cleaned else [model_text(t) for t in texts])
         return {t: _log_softmax(np.asarray(x @ h.coef.T, dtype=np.float32) + h.intercept)
                 for t, h in self.heads.items()}
 
