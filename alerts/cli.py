@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from monitor.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option, settings_from_args
+from monitor.cliargs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option, settings_from_args
 
 
 def _open_store(args: argparse.Namespace):

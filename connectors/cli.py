@@ -1,4 +1,4 @@
-"""``finsent`` subcommands contributed by the connectors package: ``ingest`` and ``replay``."""
+"""``finsent`` subcommand contributed by the connectors package: ``replay`` (``ingest`` is a role of ``monitor.daemon_cli``)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,11 @@ import sys
 import threading
 from pathlib import Path
 
-from monitor.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option, settings_from_args
+from monitor.cliargs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option, settings_from_args
 
 
 def _overrides(args: argparse.Namespace) -> dict:
     return {"kafka": {"bootstrap": args.kafka}} if getattr(args, "kafka", None) else {}
-
-
-def _cmd_ingest(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args, **_overrides(args))
-    from monitor.wiring import build_daemon
-
-    daemon, _ = build_daemon(settings, ["ingest"])
-    return daemon.run_forever()
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -78,11 +70,6 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this package's subcommands to the ``finsent`` parser."""
-    p = sub.add_parser("ingest", help="run the configured connectors alone, producing to news.raw")
-    add_config_option(p)
-    p.add_argument("--kafka", metavar="HOST:PORT", help="Kafka bootstrap (overrides kafka.bootstrap)")
-    p.set_defaults(func=_cmd_ingest)
-
     p = sub.add_parser(
         "replay",
         help="replay a CSV/JSONL file of stories into news.raw in event-time order",

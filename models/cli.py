@@ -21,7 +21,7 @@ def _settings(args: argparse.Namespace) -> Any:
     # Before torch loads OpenMP: idle threads sleep instead of spinning, which keeps shared or
     # oversubscribed cores from collapsing (read once, when the OpenMP runtime starts).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from monitor.cli import settings_from_args
+    from monitor.cliargs import settings_from_args
 
     return settings_from_args(args)
 
@@ -235,7 +235,7 @@ def _cmd_models_rollback(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this package's subcommands to the ``finsent`` parser."""
-    from monitor.cli import add_config_option
+    from monitor.cliargs import add_config_option
 
     p = sub.add_parser("train", help="fine-tune the classifier and publish a new registry version")
     add_config_option(p)

@@ -15,34 +15,7 @@ from collections.abc import Sequence
 
 from monitor import __version__
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-
-
-def add_config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        "-c",
-        metavar="FILE",
-        default=os.environ.get("FINSENT_CONFIG"),
-        help="YAML config file (default: $FINSENT_CONFIG; env FINSENT_* overrides it)",
-    )
-
-
-def settings_from_args(args: argparse.Namespace, **overrides):
-    """Load settings for a subcommand; on error print every problem and exit 2."""
-    from monitor.config import ConfigError, load_settings
-
-    try:
-        settings = load_settings(getattr(args, "config", None), **overrides)
-    except ConfigError as err:
-        print(f"finsent: {err}", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE) from None
-    from monitor.logs import configure_logging
-
-    configure_logging(settings.logging.level, settings.logging.format)
-    return settings
+from monitor.cliargs import EXIT_OK, EXIT_USAGE
 
 
 def _cmd_version(args: argparse.Namespace) -> int:

@@ -1,10 +1,10 @@
-"""``finsent run | classify | aggregate``: the daemon, all stages or one."""
+"""``finsent run | ingest | classify | aggregate``: the daemon, all stages or one."""
 
 from __future__ import annotations
 
 import argparse
 
-from monitor.cli import add_config_option, settings_from_args
+from monitor.cliargs import add_config_option, settings_from_args
 
 
 def _runner(stages: tuple[str, ...]):
@@ -52,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     specs = {
         "run": (PIPELINE, "run every stage in one process (in-process bus unless kafka.bootstrap is set)"),
+        "ingest": (("ingest",), "run the configured connectors alone, producing to news.raw"),
         "classify": (("classify",), "score stories from news.raw into news.scored (a consumer-group member)"),
         "aggregate": (("aggregate",), "turn news.scored into rolling trends on news.trends"),
     }
