@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 
 from alerts.api import alerts_router
 from alerts.clock import Clock, SystemClock
-from alerts.delivery import BusSender, FileSender, HttpSender, RetryPolicy, Sender
+from alerts.delivery import AlertmanagerSender, BusSender, FileSender, HttpSender, RetryPolicy, Sender
 from alerts.engine import BUS_RECEIVER, AlertEngine, EngineOptions
+from alerts.keepalive import AlertmanagerKeepalive
 from alerts.metrics import AlertMetrics
 from alerts.outbox import OutboxDeliverer
 from alerts.ruleset import RulesError
@@ -75,6 +76,8 @@ def make_senders(settings: "Settings", producer: Producer | None) -> dict[str, S
             if str(path) != "-" and not path.is_absolute():
                 path = settings.home / path
             senders[name] = FileSender(name, path)
+        elif r.type == "alertmanager":
+            senders[name] = AlertmanagerSender(name, r)
         else:
             senders[name] = HttpSender(name, r)
     if producer is not None:
@@ -119,7 +122,9 @@ def build_alerts(ctx: Context, clock: Clock | None = None) -> Component:
         group_id=settings.alerts.evaluation.group_id,
         wake=wake, metrics=metrics,
     )
-    delivery = DeliveryStage(deliverer, wake, settings.alerts.outbox.poll_interval.total_seconds())
+    keepalive = AlertmanagerKeepalive(store, settings.alerts.receivers, external_url(settings), clock)
+    delivery = DeliveryStage(deliverer, wake, settings.alerts.outbox.poll_interval.total_seconds(),
+                             keepalive=keepalive)
     ctx.shared["alerts.store"] = store
     ctx.shared["alerts.engine"] = engine
 

@@ -123,6 +123,44 @@ class HttpSender:
             self._client.close()
 
 
+class AlertmanagerSender(HttpSender):
+    """POSTs the entry's ``postableAlerts`` array to ``{url}/api/v2/alerts``.
+
+    Alertmanager answers a good post with 200 and an empty (or JSON) body; anything else that
+    claims success (an HTML page from a proxy, a truncated reply) is treated as *not delivered*
+    and retried, so the alert stays in the outbox until a real Alertmanager has it. A 400 means
+    Alertmanager rejected the alerts themselves: retrying the same bytes cannot help.
+    """
+
+    API_PATH = "/api/v2/alerts"
+
+    def __init__(self, name: str, settings: ReceiverSettings, client: httpx.Client | None = None) -> None:
+        super().__init__(name, settings, client)
+        assert settings.url is not None
+        self.endpoint = settings.url.rstrip("/") + self.API_PATH
+
+    def send(self, entry: OutboxEntry, attempt: int, now: float) -> DeliveryResult:
+        try:
+            response = self._client.post(
+                self.endpoint, content=entry.body, headers=self.headers(entry, attempt, now), timeout=self._timeout
+            )
+            body = response.content  # reading a truncated body raises here, still a transport error
+        except httpx.TimeoutException as err:
+            return DeliveryResult(ok=False, retryable=True, error=f"alertmanager timeout: {type(err).__name__}")
+        except httpx.TransportError as err:
+            return DeliveryResult(ok=False, retryable=True,
+                                  error=f"alertmanager unreachable or malformed reply: {type(err).__name__}: {err}")
+        result = classify_response(response, now)
+        if result.ok and body.strip():
+            try:
+                json.loads(body)
+            except ValueError:
+                return DeliveryResult(ok=False, retryable=True, status=response.status_code,
+                                      error=f"malformed Alertmanager response (HTTP {response.status_code}, "
+                                            f"not JSON): {body[:120]!r}")
+        return result
+
+
 class FileSender:
     """Appends each notification as one JSON line (``path: "-"`` writes to stdout) and logs it."""
 

@@ -40,7 +40,9 @@ import structlog
 from alerts.clock import Clock, SystemClock
 from alerts.conditions import Measurement, measure_change, measure_level, measure_story
 from alerts.index import RuleIndex
-from alerts.payload import REASON_PRIORITY, SlackMessage, WebhookAlert, build_message, slack_text
+from alerts.payload import (
+    REASON_PRIORITY, SlackMessage, WebhookAlert, alertmanager_body, build_message, slack_text,
+)
 from alerts.ruleset import ChangeRule, Rule, RuleSet, StoryRule, TrendRule
 from alerts.settings import ReceiverSettings
 from alerts.state import AlertInstance, OutboxEntry
@@ -432,7 +434,7 @@ class AlertEngine:
             starts_at=inst.starts_at, ends_at=inst.ends_at, values=inst.values, evidence=inst.evidence,
             model_version=inst.model_version, generator_url=generator, revision=inst.revision,
         )
-        self._events.append(_Event(inst.fingerprint, reason, inst.seq, record, _shown(inst, generator)))
+        self._events.append(_Event(inst.fingerprint, reason, inst.seq, record, webhook_alert(inst, generator)))
         log.info("alert " + reason, rule=inst.rule, fingerprint=inst.fingerprint, subject=inst.subject,
                  revision=inst.revision, values=inst.values)
 
@@ -485,16 +487,20 @@ class AlertEngine:
             if inst.state == "firing":
                 cached = self._shown_cache.get(fp)
                 if cached is None:
-                    cached = _shown(inst, f"{self.options.external_url.rstrip('/')}/alerts/{fp}")
+                    cached = webhook_alert(inst, f"{self.options.external_url.rstrip('/')}/alerts/{fp}")
                     self._shown_cache[fp] = cached
                 shown[fp] = cached
         for ev in events:
             if ev.shown.status == "resolved" and ev.fingerprint not in shown:
                 rule = self._rules.get(ev.record.rule)
-                if receiver.send_resolved and rule is not None and rule.send_resolved:
+                # Alertmanager must hear every resolve (endsAt), or it keeps the alert until its timeout
+                if receiver.type == "alertmanager" or (receiver.send_resolved and rule is not None
+                                                        and rule.send_resolved):
                     shown[ev.fingerprint] = ev.shown
         if not shown:
             return None
+        if receiver.type == "alertmanager":
+            return alertmanager_entry(receiver_name, group_key, reason, ident, list(shown.values()), now, fingerprints)
         group_labels = (first.group_labels if first else {})
         message = build_message(
             receiver=receiver_name, group_key=group_key, group_labels=group_labels, alerts=list(shown.values()),
@@ -509,7 +515,7 @@ class AlertEngine:
         )
 
 
-def _shown(inst: AlertInstance, generator_url: str) -> WebhookAlert:
+def webhook_alert(inst: AlertInstance, generator_url: str) -> WebhookAlert:
     return WebhookAlert(
         status="resolved" if inst.state == "resolved" else "firing",
         labels=inst.labels,
@@ -522,4 +528,16 @@ def _shown(inst: AlertInstance, generator_url: str) -> WebhookAlert:
         evidence=list(inst.evidence),
         model_version=inst.model_version,
         revision=inst.revision,
+    )
+
+
+def alertmanager_entry(receiver: str, group_key: str, reason: str, ident: str, alerts: list[WebhookAlert],
+                       now: float, fingerprints: list[str] | None = None) -> OutboxEntry:
+    """An outbox row for an ``alertmanager`` receiver: the group's alerts as a v2 ``postableAlerts`` array."""
+    status = "firing" if any(a.status == "firing" for a in alerts) else "resolved"
+    return OutboxEntry(
+        idempotency_key=ident, receiver=receiver, group_key=group_key, reason=reason, status=status,
+        fingerprints=fingerprints if fingerprints is not None else sorted(a.fingerprint for a in alerts),
+        body=alertmanager_body(alerts),
+        created_at=now, next_attempt_at=now,
     )

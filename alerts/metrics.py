@@ -28,3 +28,12 @@ class AlertMetrics:
             "finsent_alerts_delivery_seconds", "Time of one delivery attempt", ["receiver"], registry=registry,
             buckets=(0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30),
         )
+        self.oldest_pending_seconds = Gauge(
+            "finsent_alerts_outbox_oldest_pending_seconds",
+            "Age of the oldest undelivered outbox entry (0 when none is pending)", registry=registry,
+        )
+        self.publish_to_alert_seconds = Histogram(
+            "finsent_alerts_publish_to_alert_seconds",
+            "From the publication of the newest story behind an alert to the alert firing (wall clock)",
+            registry=registry, buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600),
+        )

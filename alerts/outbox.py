@@ -97,6 +97,8 @@ class OutboxDeliverer:
         if self.metrics:
             for state, n in self.store.outbox_counts().items():
                 self.metrics.outbox.labels(state).set(n)
+            oldest = self.store.oldest_pending()
+            self.metrics.oldest_pending_seconds.set(0.0 if oldest is None else max(0.0, self.clock.time() - oldest))
         return attempts
 
     def seconds_until_due(self) -> float | None:

@@ -9,6 +9,7 @@ consumers, so the extension is compatible.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from typing import Literal
 
@@ -116,3 +117,41 @@ def slack_text(message: WebhookMessage) -> str:
     if message.truncatedAlerts:
         lines.append(f"... and {message.truncatedAlerts} more")
     return "\n".join(lines)
+
+
+class PostableAlert(BaseModel):
+    """One alert of Alertmanager's ``POST /api/v2/alerts`` (``postableAlert`` in its OpenAPI spec).
+
+    A firing alert carries no ``endsAt``: Alertmanager then ends it ``resolve_timeout`` after the
+    last time it was posted, which is why firing alerts are re-sent (``resend_interval``). A
+    resolved one carries its ``endsAt``, which resolves it in Alertmanager at once.
+    """
+
+    model_config = ConfigDict(frozen=True)
+    labels: dict[str, str]
+    annotations: dict[str, str] = Field(default_factory=dict)
+    startsAt: UtcDatetime
+    endsAt: UtcDatetime | None = None
+    generatorURL: str
+
+
+def postable(alert: WebhookAlert) -> PostableAlert:
+    """The Alertmanager v2 form of an alert; finsent's numbers travel as ``value_*`` annotations."""
+    annotations = dict(alert.annotations)
+    for name, value in alert.values.items():
+        annotations.setdefault(f"value_{name}", f"{value:g}")
+    if alert.model_version:
+        annotations.setdefault("model_version", alert.model_version)
+    if alert.evidence:
+        top = alert.evidence[0]
+        annotations.setdefault("evidence", f"{top.title} ({top.source}, score {top.score:+.2f})")
+    return PostableAlert(
+        labels=alert.labels, annotations=annotations, startsAt=alert.startsAt,
+        endsAt=alert.endsAt if alert.status == "resolved" else None, generatorURL=alert.generatorURL,
+    )
+
+
+def alertmanager_body(alerts: list[WebhookAlert]) -> bytes:
+    """The JSON array ``POST /api/v2/alerts`` takes."""
+    items = [postable(a).model_dump(mode="json", exclude_none=True) for a in alerts]
+    return json.dumps(items, ensure_ascii=False).encode("utf-8")

@@ -9,6 +9,7 @@ Example::
         ops:   {type: webhook, url: https://hooks.example.com/finsent, secret: "s3cret"}
         chat:  {type: slack, url: https://hooks.slack.com/services/T000/B000/XXX}
         local: {type: file}                     # JSON lines in $FINSENT_HOME/alerts.jsonl
+        am:    {type: alertmanager, url: http://alertmanager:9093}   # POST /api/v2/alerts
       retry: {initial_backoff: 1s, max_backoff: 5m}
       outbox: {dead_letter_after: 24h}
 """
@@ -35,16 +36,22 @@ class _Section(BaseModel):
 
 class ReceiverSettings(_Section):
     """Where notifications go. ``webhook``: Alertmanager v4 JSON; ``slack``: ``{"text": ...}``;
-    ``file``: JSON lines appended to ``path`` (default ``$FINSENT_HOME/alerts.jsonl``; ``-`` = stdout)."""
+    ``file``: JSON lines appended to ``path`` (default ``$FINSENT_HOME/alerts.jsonl``; ``-`` = stdout);
+    ``alertmanager``: the alerts pushed to an Alertmanager's ``POST {url}/api/v2/alerts``, firing ones
+    re-sent every ``resend_interval`` (keep it below Alertmanager's ``resolve_timeout``, 5m by default)."""
 
-    type: Literal["webhook", "slack", "file"] = "webhook"
-    url: str | None = None
+    type: Literal["webhook", "slack", "file", "alertmanager"] = "webhook"
+    url: str | None = Field(default=None, description="webhook/slack: the endpoint; alertmanager: its base URL")
     secret: SecretStr | None = Field(default=None, description="HMAC-SHA256 key for X-Finsent-Signature")
     timeout: Duration = Field(default=timedelta(seconds=5), description="per request (connect + read)")
     headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
     path: Path | None = None
     max_alerts: int = Field(default=0, ge=0, description="alerts per notification; 0 = all (rest counted in truncatedAlerts)")
     send_resolved: bool = True
+    resend_interval: Duration = Field(
+        default=timedelta(minutes=1),
+        description="alertmanager: re-send firing alerts this often (below Alertmanager's resolve_timeout)",
+    )
 
     @field_validator("url")
     @classmethod
@@ -55,12 +62,14 @@ class ReceiverSettings(_Section):
 
     @model_validator(mode="after")
     def _fits_type(self) -> "ReceiverSettings":
-        if self.type in ("webhook", "slack") and not self.url:
+        if self.type in ("webhook", "slack", "alertmanager") and not self.url:
             raise ValueError(f"a {self.type} receiver needs url")
         if self.type == "file" and self.url:
             raise ValueError("a file receiver takes path, not url")
         if self.timeout <= timedelta(0):
             raise ValueError("timeout must be positive")
+        if self.resend_interval <= timedelta(0):
+            raise ValueError("resend_interval must be positive")
         return self
 
 

@@ -8,6 +8,7 @@ import time
 import structlog
 
 from alerts.engine import AlertEngine
+from alerts.keepalive import AlertmanagerKeepalive
 from alerts.metrics import AlertMetrics
 from alerts.outbox import OutboxDeliverer
 from monitor.bus.base import Bus, ConsumerOptions, TopicPartition
@@ -97,8 +98,12 @@ class EvaluatorStage:
                 if self.metrics:
                     for r in records:
                         self.metrics.records.labels(r.KIND).inc()
+                    fired: set[str] = set()
                     for e in changes.outbox:
                         self.metrics.notifications.labels(e.receiver, e.reason).inc()
+                        if e.reason == "firing":
+                            fired.update(e.fingerprints)
+                    self._observe_latency(fired)
                     if messages:
                         self.metrics.batch_seconds.observe(time.perf_counter() - started)
                     states = {"pending": 0, "firing": 0, "resolved": 0}
@@ -117,15 +122,27 @@ class EvaluatorStage:
                 producer.close()
 
 
+    def _observe_latency(self, fingerprints: set[str]) -> None:
+        """Publish → alert: from the newest headline behind each alert that fired to now."""
+        now = time.time()
+        for fp in fingerprints:
+            inst = self.engine.get(fp)
+            if inst is not None and inst.state == "firing" and inst.evidence:
+                newest = max(e.published_at for e in inst.evidence).timestamp()
+                self.metrics.publish_to_alert_seconds.observe(max(0.0, now - newest))  # type: ignore[union-attr]
+
+
 class DeliveryStage:
     """Drains the outbox: woken by the evaluator, otherwise polls every ``poll_interval_s``."""
 
     name = "alerts-deliver"
 
-    def __init__(self, deliverer: OutboxDeliverer, wake: threading.Event, poll_interval_s: float = 1.0) -> None:
+    def __init__(self, deliverer: OutboxDeliverer, wake: threading.Event, poll_interval_s: float = 1.0,
+                 keepalive: AlertmanagerKeepalive | None = None) -> None:
         self.deliverer = deliverer
         self.wake = wake
         self.poll_interval_s = poll_interval_s
+        self.keepalive = keepalive
         self._ready = False
 
     def ready(self) -> tuple[bool, str]:
@@ -140,6 +157,8 @@ class DeliveryStage:
             while not stop.is_set():
                 self.wake.clear()
                 try:
+                    if self.keepalive:
+                        self.keepalive.tick()
                     self.deliverer.deliver_due()
                 except Exception:  # keep delivering; the state is in SQLite
                     log.exception("outbox pass failed")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -260,6 +260,29 @@ class AlertStore:
             (*states, limit),
         )
         return [_entry(r) for r in rows]
+
+    def refresh_firing(self, receiver: str,
+                       build: Callable[[str, list[AlertInstance]], OutboxEntry | None]) -> int:
+        """Queue ``build(group_key, firing_alerts)`` for each of ``receiver``'s groups with firing
+        alerts and nothing pending; returns the rows queued.
+
+        The alerts are read and the rows queued under the store's lock, so a resolve the evaluator
+        commits cannot slip in between: it lands before (and the group is left out) or after (and
+        is delivered after the re-send, in order)."""
+        with self._lock:
+            busy = {r["group_key"] for r in self._db.execute(
+                "SELECT DISTINCT group_key FROM outbox WHERE state = 'pending' AND receiver = ?", (receiver,))}
+            groups: dict[str, list[AlertInstance]] = {}
+            for inst in self.list_alerts("firing"):
+                if inst.receiver == receiver and inst.group_key not in busy:
+                    groups.setdefault(inst.group_key, []).append(inst)
+            entries = [e for key, members in sorted(groups.items()) if (e := build(key, members)) is not None]
+            return self.apply(Changes(outbox=entries)) if entries else 0
+
+    def oldest_pending(self) -> float | None:
+        """``created_at`` of the oldest undelivered outbox row, or None."""
+        rows = self._query("SELECT MIN(created_at) AS t FROM outbox WHERE state = 'pending'")
+        return rows[0]["t"] if rows and rows[0]["t"] is not None else None
 
     def outbox_counts(self) -> dict[str, int]:
         rows = self._query("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state")
