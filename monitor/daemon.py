@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from monitor.bus.base import Bus
 from monitor.health import Health
 from monitor.http import HttpServer, build_app
+from monitor.sdnotify import Notifier
 
 log = structlog.get_logger(__name__)
 
@@ -95,8 +96,23 @@ class Daemon:
             self.on_started(self)
 
     def wait(self) -> int:
+        """Supervise until stopped. Under systemd: READY=1 once ``/readyz`` would pass, and a
+        watchdog ping every half ``WatchdogSec`` while ``/healthz`` passes (a hung or dead stage
+        stops the pings, and systemd restarts the unit)."""
+        notifier = Notifier()
+        ready_sent = False
+        last_ping = 0.0
         while not self.stop_event.wait(0.5):
-            pass
+            if not notifier.enabled:
+                continue
+            if not ready_sent and self.health.readiness().status == "ok":
+                ready_sent = notifier.notify("READY=1\nSTATUS=ready")
+            now = time.monotonic()
+            if notifier.watchdog_s and now - last_ping >= notifier.watchdog_s / 2 \
+                    and self.health.liveness().status == "ok":
+                notifier.notify("WATCHDOG=1")
+                last_ping = now
+        notifier.notify("STOPPING=1")
         return self.shutdown()
 
     def shutdown(self) -> int:

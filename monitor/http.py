@@ -13,12 +13,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from monitor import __version__
 from monitor.health import Health, HealthReport
+from monitor.metrics import HttpMetrics
 
 log = structlog.get_logger(__name__)
 
 
 def build_app(health: Health, registry: CollectorRegistry, routers: list[APIRouter] = ()) -> FastAPI:
     app = FastAPI(title="finsent", version=__version__)
+    HttpMetrics(registry).instrument(app)
 
     @app.get("/healthz", response_model=HealthReport)
     def healthz() -> JSONResponse:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from datetime import timezone
 from pathlib import Path
@@ -26,6 +27,7 @@ from apscheduler.triggers.cron import CronTrigger
 from monitor.bus.base import ConsumerOptions
 from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets
 from monitor.component import Component, Context
+from monitor.metrics import RetrainMetrics
 from monitor.records import LabelRecord
 
 log = structlog.get_logger(__name__)
@@ -160,13 +162,20 @@ class RetrainScheduler:
         self._ctx = ctx
         self._store = store
         self._scheduler: BackgroundScheduler | None = None
+        self._metrics = RetrainMetrics(ctx.registry)
 
     def _retrain_job(self) -> None:
+        started = time.monotonic()
         try:
             outcome = retrain_once(self._ctx.settings, self._store)
         except Exception:
             log.exception("retrain failed; serving version unchanged")
+            self._metrics.runs.labels("failed").inc()
             return
+        finally:
+            self._metrics.seconds.observe(time.monotonic() - started)
+        result = "promoted" if outcome.promoted else "kept" if outcome.trained else "skipped"
+        self._metrics.runs.labels(result).inc()
         log.info("retrain finished", **outcome.__dict__)
         if outcome.promoted:
             self._reload()

@@ -2,8 +2,9 @@
 
 The data path is one direction only; each arrow is a topic on the bus:
     ingest --news.raw--> classify --news.scored--> aggregate --news.trends--> alerts --> webhook
-Each stage can run alone (``finsent ingest|classify|aggregate``) or all in one process
-(``finsent run``), on Kafka or on the in-process bus.
+Each role (a key of BUILDERS) runs alone (``finsent run --stages ROLE``, the compose service and
+the systemd instance of the same name) or all in one process (``finsent run``), on Kafka or on
+the in-process bus.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from monitor.bus.factory import make_bus
 from monitor.component import Component, Context
 from monitor.config import Settings
 from monitor.daemon import Daemon
+from monitor.metrics import RoleMetrics
 from monitor.retrain import build_retrain
 from monitor.stages.component import build_aggregate, build_classify
 
@@ -36,6 +38,7 @@ PIPELINE: tuple[str, ...] = ("ingest", "classify", "aggregate", "alerts", "retra
 def build_daemon(settings: Settings, stages: Sequence[str], ctx: Context | None = None) -> tuple[Daemon, Context]:
     settings.ensure_dirs()
     ctx = ctx or Context(settings=settings, bus=make_bus(settings))
+    RoleMetrics(ctx.registry, stages)
     components = [BUILDERS[name](ctx) for name in stages]
     daemon = Daemon(
         bus=ctx.bus,

@@ -37,6 +37,9 @@ def build_classify(ctx: Context) -> Component:
     engine = ctx.shared.get("engine")
     if engine is None:
         engine = ctx.shared["engine"] = load_engine(ctx.settings)
+    from monitor.metrics import ModelInfoCollector
+
+    ctx.registry.register(ModelInfoCollector(engine))
     items, routers = _item_store(ctx)
     stage = ClassifyStage(ctx.settings, ctx.bus, engine, ctx.registry, items=items)
     return Component(name="classify", stages=[stage], routers=routers)
