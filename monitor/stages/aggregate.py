@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import structlog
@@ -41,7 +41,8 @@ def repartition_topic(settings: Settings) -> str:
 
 
 class AggregateMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, tickers: Iterable[str] = ()) -> None:
+        self._exported = frozenset(f"ticker:{t}" for t in tickers)
         self.rekeyed = Counter("finsent_aggregate_rekeyed", "Scored stories fanned out to trend keys",
                                registry=registry)
         self.stories = Counter("finsent_aggregate_stories", "(story, key) pairs by outcome", ["outcome"],
@@ -62,11 +63,11 @@ class AggregateMetrics:
         self.keys = Gauge("finsent_aggregate_keys", "Trend keys held in memory", registry=registry)
         self.trend_score = Gauge(
             "finsent_trend_mean_score",
-            "Mean sentiment score of the latest window of 'all' and each topic (tickers and sources are "
-            "left to /trends: their number is unbounded)",
+            "Mean sentiment score of the latest window of 'all', each topic and each of "
+            "aggregator.metric_tickers (other tickers and sources are left to /trends: unbounded)",
             ["key", "window"], registry=registry,
         )
-        self.trend_count = Gauge("finsent_trend_count", "Stories in the latest window of 'all' and each topic",
+        self.trend_count = Gauge("finsent_trend_count", "Stories in the latest window of 'all', each topic and each of aggregator.metric_tickers",
                                  ["key", "window"], registry=registry)
 
         self._latest_end: dict[tuple[str, str], datetime] = {}
@@ -74,7 +75,7 @@ class AggregateMetrics:
     def observe_points(self, points: list[TrendPoint]) -> None:
         self.points.inc(len(points))
         for p in points:
-            if p.key != "all" and not p.key.startswith("topic:"):
+            if p.key != "all" and not p.key.startswith("topic:") and p.key not in self._exported:
                 continue
             if p.window_end >= self._latest_end.get((p.key, p.window), p.window_end):
                 self._latest_end[(p.key, p.window)] = p.window_end

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter as Tally
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import structlog
@@ -35,7 +36,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from monitor.bus.base import Bus, BusError, Consumer, ConsumerOptions, Message, Producer, TopicPartition
 from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets, send_record
 from monitor.config import Settings
-from monitor.records import NewsItem
+from monitor.records import NewsItem, ScoredItem
 from monitor.stages.scoring import ScoringEngine, score_isolating_poison
 from monitor.stages.stores import ItemStore
 
@@ -67,6 +68,19 @@ class ClassifyMetrics:
         self.redelivered = Counter("finsent_classify_rebalance_dropped",
                                    "Buffered stories released on rebalance (redelivered to the new owner)",
                                    registry=registry)
+        self.predictions = Counter("finsent_classify_predictions", "Predicted labels (the prediction mix), per "
+                                   "task (sentiment, topic)", ["task", "label"], registry=registry)
+
+    def observe_predictions(self, scored: Iterable[ScoredItem]) -> None:
+        sentiment: Tally[str] = Tally()
+        topic: Tally[str] = Tally()
+        for s in scored:
+            sentiment[s.sentiment] += 1
+            topic[s.topic] += 1
+        for label, n in sentiment.items():
+            self.predictions.labels("sentiment", label).inc(n)
+        for label, n in topic.items():
+            self.predictions.labels("topic", label).inc(n)
 
 
 @dataclass
@@ -219,6 +233,7 @@ class ClassifyStage:
             for d in deliveries:
                 d.get(timeout=self._cfg.produce_timeout)
             self.metrics.scored.inc(len(outcome.scored))
+            self.metrics.observe_predictions(scored for _, scored in outcome.scored)
             if outcome.rejected:
                 self.metrics.dead_letters.labels("classifier").inc(len(outcome.rejected))
                 log.warning("poison stories isolated", count=len(outcome.rejected), batch=len(live),

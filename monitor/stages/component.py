@@ -62,7 +62,7 @@ def build_aggregate(ctx: Context) -> Component:
     # point past the end of the new, empty log).
     durable = ctx.bus.name != "memory"
     checkpoint = settings.state_dir / cfg.state_file if durable else None
-    metrics = AggregateMetrics(ctx.registry)
+    metrics = AggregateMetrics(ctx.registry, cfg.metric_tickers)
     stages = [
         RekeyStage(settings, ctx.bus, metrics, items=items),
         TrendStage(settings, ctx.bus, metrics, trends, checkpoint),

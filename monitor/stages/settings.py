@@ -98,6 +98,11 @@ class AggregatorSettings(BaseModel):
     produce_timeout: Seconds = Field(default=30.0, gt=0)
     lag_interval: Seconds = Field(default=5.0, gt=0)
     state_file: str = Field(default="aggregate.db", description="SQLite checkpoint under home/state")
+    metric_tickers: list[str] = Field(
+        default_factory=list, max_length=200,
+        description="tickers whose latest trends are also Prometheus gauges (finsent_trend_*{key=\"ticker:X\"}); "
+                    "bounded by this list - every other ticker is in GET /trends only",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> "AggregatorSettings":
