@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: bootstrap run test test-fast test-all model bench kafka-start kafka-stop lint clean
+.PHONY: bootstrap run test test-fast test-all check-deploy model bench kafka-start kafka-stop lint clean
 
 bootstrap:            ## create/refresh .venv, install finsent, fetch the Kafka jars (idempotent)
 	@deploy/bootstrap.sh
@@ -16,9 +16,16 @@ run: bootstrap        ## the daemon on its embedded defaults with the demo feed 
 	@$(FINSENT) models ensure --profile quick
 	@exec $(FINSENT) run
 
-test: ## the default suite (everything but @slow), real Kafka broker and Prometheus included
+test: ## the default suite (everything but @slow), real Kafka broker, Prometheus and Alertmanager included
 	@deploy/bootstrap.sh --with-test-tools
+	@$(MAKE) --no-print-directory check-deploy
 	@$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+check-deploy:         ## promtool/amtool on the shipped Prometheus and Alertmanager files, rule unit tests
+	@promtool check config deploy/prometheus/prometheus.yml
+	@promtool check rules deploy/prometheus/rules.yml
+	@cd deploy/prometheus && promtool test rules rules.test.yml
+	@amtool check-config deploy/alertmanager/alertmanager.yml
 
 test-fast: bootstrap  ## unit tests only: no broker, no training
 	@$(PY) -m pytest -m "not slow and not kafka and not e2e" $(PYTEST_ARGS)

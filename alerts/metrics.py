@@ -37,3 +37,7 @@ class AlertMetrics:
             "From the publication of the newest story behind an alert to the alert firing (wall clock)",
             registry=registry, buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600),
         )
+        self.dead_letters = Counter(
+            "finsent_alerts_dead_letters", "Undecodable trend/story records sent to the DLQ by the evaluator",
+            registry=registry,
+        )

@@ -93,6 +93,9 @@ class EvaluatorStage:
                     records = [r for _, r in decoded]
                 offsets = next_offsets(messages)
                 changes = self.engine.process(records, offsets)
+                if self.metrics and dlq.count:
+                    self.metrics.dead_letters.inc(dlq.count)
+                    dlq.count = 0
                 if offsets:
                     consumer.commit(offsets)
                 if self.metrics:

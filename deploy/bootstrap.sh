@@ -40,7 +40,9 @@ command -v "$PYTHON" >/dev/null 2>&1 || apt_install python3
 command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
 command -v mvn >/dev/null 2>&1 || apt_install maven
 if ((WITH_TEST_TOOLS)); then
+  # real Prometheus (promtool) and Alertmanager (amtool) for tests/deploy; services are not started
   command -v promtool >/dev/null 2>&1 || apt_install prometheus
+  command -v amtool >/dev/null 2>&1 || apt_install prometheus-alertmanager
 fi
 
 # 2. The virtual environment, refreshed only when pyproject.toml changed.

@@ -92,3 +92,5 @@ class RetrainMetrics:
                             ["result"], registry=registry)
         self.seconds = Histogram("finsent_retrain_duration_seconds", "Wall time of one retrain job run",
                                  registry=registry, buckets=(1, 10, 60, 300, 600, 1800, 3600, 4 * 3600))
+        self.label_dead_letters = Counter("finsent_retrain_label_dead_letters", "Undecodable label records sent "
+                                          "to the DLQ by the label collector", registry=registry)

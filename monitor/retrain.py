@@ -87,9 +87,10 @@ class LabelCollector:
 
     name = "labels"
 
-    def __init__(self, ctx: Context, store: LabelStore) -> None:
+    def __init__(self, ctx: Context, store: LabelStore, metrics: RetrainMetrics | None = None) -> None:
         self._ctx = ctx
         self._store = store
+        self._metrics = metrics or RetrainMetrics(ctx.registry)
         self._ready = False
 
     def run(self, stop: threading.Event) -> None:
@@ -104,6 +105,9 @@ class LabelCollector:
                 if not messages:
                     continue
                 self._store.add([rec for _msg, rec in reader.iter_decoded(messages)])
+                if reader.dlq.count:
+                    self._metrics.label_dead_letters.inc(reader.dlq.count)
+                    reader.dlq.count = 0
                 consumer.commit(next_offsets(messages))
         finally:
             consumer.close()
@@ -158,11 +162,11 @@ class RetrainScheduler:
 
     name = "retrain"
 
-    def __init__(self, ctx: Context, store: LabelStore) -> None:
+    def __init__(self, ctx: Context, store: LabelStore, metrics: RetrainMetrics | None = None) -> None:
         self._ctx = ctx
         self._store = store
         self._scheduler: BackgroundScheduler | None = None
-        self._metrics = RetrainMetrics(ctx.registry)
+        self._metrics = metrics or RetrainMetrics(ctx.registry)
 
     def _retrain_job(self) -> None:
         started = time.monotonic()
@@ -207,8 +211,9 @@ class RetrainScheduler:
 
 def build_retrain(ctx: Context) -> Component:
     store = LabelStore(ctx.settings.state_dir / "labels.db")
+    metrics = RetrainMetrics(ctx.registry)
     return Component(
         name="retrain",
-        stages=[LabelCollector(ctx, store), RetrainScheduler(ctx, store)],
+        stages=[LabelCollector(ctx, store, metrics), RetrainScheduler(ctx, store, metrics)],
         close=store.close,
     )
