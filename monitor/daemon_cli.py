@@ -1,4 +1,10 @@
-"""``finsent run | ingest | classify | aggregate``: the daemon, all stages or one."""
+"""``finsent run [--stages ROLE,...]``: the daemon, every role or some.
+
+Roles: ingest, classify, aggregate, alerts, retrain. One role per process is
+``finsent run --stages ROLE`` (what deploy/compose.yaml and deploy/systemd/finsent@.service run);
+``finsent ingest|classify|aggregate`` are shorthands for the same. ``finsent alerts`` and
+``finsent retrain`` are the operator's commands (list/ack alerts; retrain once, now), not roles.
+"""
 
 from __future__ import annotations
 
@@ -51,18 +57,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     from monitor.wiring import PIPELINE
 
     specs = {
-        "run": (PIPELINE, "run every stage in one process (in-process bus unless kafka.bootstrap is set)"),
-        "ingest": (("ingest",), "run the configured connectors alone, producing to news.raw"),
-        "classify": (("classify",), "score stories from news.raw into news.scored (a consumer-group member)"),
-        "aggregate": (("aggregate",), "turn news.scored into rolling trends on news.trends"),
+        "run": (PIPELINE, "run every role in one process, or one role per process with --stages ROLE "
+                          "(in-process bus unless kafka.bootstrap is set)"),
+        "ingest": (("ingest",), "= run --stages ingest: the configured connectors, producing to news.raw"),
+        "classify": (("classify",), "= run --stages classify: news.raw -> news.scored (a consumer-group member)"),
+        "aggregate": (("aggregate",), "= run --stages aggregate: news.scored -> rolling trends on news.trends"),
     }
     for name, (stages, help_text) in specs.items():
         p = sub.add_parser(name, help=help_text)
         add_config_option(p)
         p.add_argument("--kafka", metavar="HOST:PORT", help="Kafka bootstrap (overrides kafka.bootstrap)")
         if name == "run":
-            p.add_argument("--stages", metavar="A,B", type=_stage_list,
-                           help=f"run only these stages (default: {','.join(stages)})")
+            p.add_argument("--stages", metavar="ROLE[,ROLE]", type=_stage_list,
+                           help=f"run only these roles (default: {','.join(stages)}); the names of the "
+                                "compose services and the systemd instances finsent@ROLE")
         p.set_defaults(func=_runner(stages))
 
     p = sub.add_parser("retrain", help="run the nightly re-training job once, now")
