@@ -207,7 +207,13 @@ def test_compose_topology_with_real_prometheus_and_alertmanager(tmp_path: Path, 
                                % receiver_name) == 1, 120, "finsent's alert fired")
         assert value(f'finsent_model_info{{version="{current}"}}') == 1
         assert value('count(finsent_model_validation{metric="accuracy"})') == 2
-        assert value('sum by (job) (finsent_ingest_new_total)') == total  # counted by ingest only, once
+        # each series is served by its own role's process only: nothing counted twice
+        for metric, job in (("finsent_ingest_new_total", "finsent-ingest"),
+                            ("finsent_classify_scored_total", "finsent-classify"),
+                            ("finsent_trend_count", "finsent-aggregate"),
+                            ("finsent_alerts_notifications_total", "finsent-alerts"),
+                            ("finsent_model_info", "finsent-classify")):
+            assert {r["metric"]["job"] for r in query(f"count by (job) ({metric})")} == {job}, metric
 
         # finsent's alert in Alertmanager, and delivered by Alertmanager's webhook
         def am_alerts(**params) -> list[dict]:
