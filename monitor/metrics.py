@@ -36,21 +36,36 @@ class HttpMetrics:
                                  registry=registry, buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5))
 
     def instrument(self, app: Any) -> None:
-        """Count every request of a FastAPI/Starlette ``app`` (unmatched paths as ``route="other"``)."""
+        """Count every request of a FastAPI/Starlette ``app`` (unmatched paths as ``route="other"``).
 
-        @app.middleware("http")
-        async def _count(request, call_next):  # type: ignore[no-untyped-def]
-            started = time.perf_counter()
-            status = 500
-            try:
-                response = await call_next(request)
-                status = response.status_code
-                return response
-            finally:
-                route = request.scope.get("route")
-                path = getattr(route, "path", None) or "other"
-                self.requests.labels(path, request.method, str(status)).inc()
-                self.seconds.labels(path).observe(time.perf_counter() - started)
+        A plain ASGI middleware (not ``@app.middleware``), so streamed responses pass untouched."""
+        app.add_middleware(_CountRequests, metrics=self)
+
+
+class _CountRequests:
+    def __init__(self, app: Any, metrics: HttpMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            path = getattr(scope.get("route"), "path", None) or "other"  # the router sets the matched route
+            self.metrics.requests.labels(path, scope.get("method", "GET"), str(status)).inc()
+            self.metrics.seconds.labels(path).observe(time.perf_counter() - started)
 
 
 class ModelInfoCollector(Collector):

@@ -65,3 +65,31 @@ def test_alerts_role_runs_alone_notifies_systemd_and_serves_its_metrics(tmp_path
             proc.kill()
             proc.wait(10)
         sock.close()
+
+
+def test_http_requests_are_counted_by_route_template_and_status():
+    from fastapi import APIRouter
+    from fastapi.testclient import TestClient
+    from prometheus_client import CollectorRegistry
+
+    from monitor.health import Health
+    from monitor.http import build_app
+
+    router = APIRouter()
+
+    @router.get("/things/{name}")
+    def thing(name: str) -> dict:
+        return {"name": name}
+
+    registry = CollectorRegistry()
+    client = TestClient(build_app(Health(), registry, [router]))
+    for name in ("a", "b", "c"):
+        assert client.get(f"/things/{name}").status_code == 200
+    assert client.get("/nowhere").status_code == 404
+
+    def count(route: str, status: str) -> float | None:
+        return registry.get_sample_value("finsent_http_requests_total",
+                                         {"route": route, "method": "GET", "status": status})
+
+    assert count("/things/{name}", "200") == 3      # one series per template, not per path
+    assert count("other", "404") == 1
