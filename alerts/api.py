@@ -36,7 +36,7 @@ def alerts_router(store: AlertStore, now: Callable[[], datetime] | None = None) 
 
     @router.post("/{fingerprint}/ack", response_model=AckResponse)
     def ack_alert(fingerprint: str, body: AckRequest | None = None) -> AckResponse:
-        found = store.find_alert(fingerprint)
+        found = store.find_alert(fingerprint, exact=True)
         if found is None:
             raise HTTPException(status_code=404, detail=f"no alert with fingerprint {fingerprint!r}")
         acked = store.ack(found.fingerprint, (body or AckRequest()).by, clock())

@@ -95,17 +95,13 @@ def _cmd_alerts_ack(args: argparse.Namespace) -> int:
 def _load_rules_or_report(path: str, args: argparse.Namespace):
     from alerts.ruleset import RulesError, load_rules
 
+    settings = settings_from_args(args)
+    known = (settings.alerts.receivers, settings.alerts.default_receiver) if getattr(args, "config", None) else ()
     try:
-        rules = load_rules(path)
+        rules = load_rules(path, *known)
     except RulesError as err:
         print(f"finsent: {err}", file=sys.stderr)
         return None, None
-    settings = settings_from_args(args)
-    if getattr(args, "config", None):
-        problems = rules.receiver_problems(settings.alerts.receivers, settings.alerts.default_receiver)
-        if problems:
-            print("finsent: " + "\n".join(problems), file=sys.stderr)
-            return None, None
     return rules, settings
 
 

@@ -25,6 +25,7 @@ from alerts.state import OutboxEntry
 from monitor.bus.base import BusError, Producer
 from monitor.bus.codec import send_record
 from monitor.records import Alert
+from monitor.secrets import mask_urls_in
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +43,10 @@ class DeliveryResult:
     status: int | None = None
     retry_after: float | None = None
     error: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.error:  # stored in the outbox and shown by the API: no credentials inside URLs
+            object.__setattr__(self, "error", mask_urls_in(self.error))
 
 
 class Sender(Protocol):

@@ -53,7 +53,7 @@ def compare(op: str, left: float, right: float) -> bool:
 class RuleBase(BaseModel):
     """What every rule has: identity, timing, routing and presentation."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, allow_inf_nan=False)
 
     VARIABLES: ClassVar[frozenset[str]] = COMMON_VARIABLES
 
@@ -92,14 +92,19 @@ class RuleBase(BaseModel):
                 raise ValueError(f"invalid label name {name!r}")
         return tuple(dict.fromkeys(v))
 
-    @model_validator(mode="after")
-    def _templates(self) -> "RuleBase":
-        for field, text in self.annotations.items():
+    @field_validator("annotations")
+    @classmethod
+    def _templates(cls, v: dict[str, str]) -> dict[str, str]:
+        # a field validator (not a model one) so its errors show beside those of other fields
+        problems = []
+        for field, text in v.items():
             try:
-                Template.parse(text, self.VARIABLES)
+                Template.parse(text, cls.VARIABLES)
             except TemplateError as err:
-                raise ValueError(f"annotations.{field}: {err}") from None
-        return self
+                problems.append(f"{field}: {err}")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return v
 
     def templates(self) -> dict[str, Template]:
         return {k: Template.parse(v) for k, v in self.annotations.items()}
@@ -234,19 +239,6 @@ class RuleSet(BaseModel):
                 return r
         raise KeyError(name)
 
-    def receiver_problems(self, receivers: set[str] | dict[str, Any], default_receiver: str) -> list[str]:
-        out = []
-        known = set(receivers)
-        for r in self.rules:
-            target = r.receiver or default_receiver
-            if target not in known:
-                field = "receiver" if r.receiver else "receiver (alerts.default_receiver)"
-                out.append(
-                    f"rule {r.name!r}: {field}: unknown receiver {target!r} "
-                    f"(configured: {', '.join(sorted(known)) or 'none'})"
-                )
-        return out
-
 
 def _clean_msg(msg: str) -> str:
     for prefix in ("Value error, ", "Assertion failed, "):
@@ -270,6 +262,9 @@ def _rule_errors(name: str, err: ValidationError, tag: object) -> list[str]:
             loc = ["type"]
         elif e["type"] == "extra_forbidden":
             msg = "unknown field"
+        if loc == ["annotations"]:  # one line per bad template: "annotations.<field>: ..."
+            out.extend(f"rule {name!r}: annotations.{m}" for m in msg.split("\n"))
+            continue
         # a model-level message that already names its field ("for: ...") needs no prefix
         if not loc and ":" in msg.split(" ", 1)[0]:
             out.append(f"rule {name!r}: {msg}")
@@ -278,8 +273,16 @@ def _rule_errors(name: str, err: ValidationError, tag: object) -> list[str]:
     return out
 
 
-def parse_rules(data: Any, source: str = "<inline>") -> RuleSet:
-    """Validate parsed YAML (``{rules: [...]}`` or a bare list) into a :class:`RuleSet`."""
+def parse_rules(
+    data: Any,
+    source: str = "<inline>",
+    receivers: set[str] | dict[str, Any] | None = None,
+    default_receiver: str | None = None,
+) -> RuleSet:
+    """Validate parsed YAML (``{rules: [...]}`` or a bare list) into a :class:`RuleSet`.
+
+    Every problem of every rule is reported at once; with ``receivers`` given, each rule's
+    receiver (also of a rule that is invalid otherwise) must be one of them."""
     if isinstance(data, dict):
         extra = sorted(set(data) - {"rules"})
         if extra:
@@ -305,15 +308,27 @@ def parse_rules(data: Any, source: str = "<inline>") -> RuleSet:
             rules.append(_RULE.validate_python(raw))
         except ValidationError as err:
             problems.extend(_rule_errors(name, err, raw.get("type")))
+        except RecursionError:
+            problems.append(f"rule {name!r}: nested too deeply")
+        if receivers is not None:
+            target = raw.get("receiver") or default_receiver
+            if isinstance(target, str) and target not in receivers:
+                field = "receiver" if raw.get("receiver") else "receiver (alerts.default_receiver)"
+                problems.append(
+                    f"rule {name!r}: {field}: unknown receiver {target!r} "
+                    f"(configured: {', '.join(sorted(receivers)) or 'none'})"
+                )
     if problems:
         raise RulesError(source, problems)
     return RuleSet(source=source, rules=tuple(rules))
 
 
-def load_rules(path: str | Path) -> RuleSet:
+def load_rules(
+    path: str | Path, receivers: set[str] | dict[str, Any] | None = None, default_receiver: str | None = None
+) -> RuleSet:
     path = Path(path)
     try:
         data = load_yaml(path)
     except YamlFileError as err:
         raise RulesError(str(path), [str(err)]) from None
-    return parse_rules(data, str(path))
+    return parse_rules(data, str(path), receivers, default_receiver)

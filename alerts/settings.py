@@ -31,7 +31,7 @@ PACKAGED_RULES = Path(__file__).resolve().parent / "rules" / "example.yaml"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ReceiverSettings(_Section):
@@ -124,13 +124,9 @@ class AlertsSettings(_Section):
 
     def load_rules(self) -> "RuleSet":
         """The validated rules, checked against the configured receivers; raises RulesError."""
-        from alerts.ruleset import RulesError, load_rules
+        from alerts.ruleset import load_rules
 
-        rules = load_rules(self.rules_path())
-        problems = rules.receiver_problems(self.receivers, self.default_receiver)
-        if problems:
-            raise RulesError(str(self.rules_path()), problems)
-        return rules
+        return load_rules(self.rules_path(), self.receivers, self.default_receiver)
 
     def problems(self) -> list[str]:
         """Everything wrong with the rules file, one line each (empty when it is fine)."""

@@ -55,6 +55,10 @@ _OUTBOX_COLUMNS = (
 )
 
 
+MIN_PREFIX = 6
+"""Shortest fingerprint prefix ``find_alert`` accepts (CLI convenience; the HTTP ack needs the full one)."""
+
+
 @dataclass
 class Changes:
     """What one evaluated batch changed; written atomically by :meth:`AlertStore.apply`."""
@@ -173,11 +177,15 @@ class AlertStore:
         sql += " ORDER BY CASE state WHEN 'firing' THEN 0 WHEN 'pending' THEN 1 ELSE 2 END, starts_at DESC, fingerprint"
         return [AlertInstance.from_row(dict(r)) for r in self._query(sql, params)]
 
-    def find_alert(self, fingerprint: str) -> AlertInstance | None:
-        """By full fingerprint or an unambiguous prefix (at least 4 characters)."""
+    def find_alert(self, fingerprint: str, *, exact: bool = False) -> AlertInstance | None:
+        """By full fingerprint, or (unless ``exact``) an unambiguous literal prefix of at least
+        :data:`MIN_PREFIX` characters. The prefix is compared as text (``substr``), never as a
+        ``LIKE`` pattern, so ``%`` and ``_`` match only themselves."""
         rows = self._query("SELECT * FROM alerts WHERE fingerprint = ?", (fingerprint,))
-        if not rows and len(fingerprint) >= 4:
-            rows = self._query("SELECT * FROM alerts WHERE fingerprint LIKE ? LIMIT 2", (fingerprint + "%",))
+        if not rows and not exact and len(fingerprint) >= MIN_PREFIX:
+            rows = self._query(
+                "SELECT * FROM alerts WHERE substr(fingerprint, 1, ?) = ? LIMIT 2", (len(fingerprint), fingerprint)
+            )
         return AlertInstance.from_row(dict(rows[0])) if len(rows) == 1 else None
 
     def ack(self, fingerprint: str, by: str, at: datetime) -> bool:

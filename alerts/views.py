@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from alerts.state import AlertInstance, OutboxEntry
 from monitor.records import Evidence
@@ -76,7 +76,7 @@ class AlertList(BaseModel):
 
 
 class AckRequest(BaseModel):
-    by: str = "api"
+    by: str = Field(default="api", min_length=1, max_length=128)
 
 
 class AckResponse(BaseModel):

@@ -13,6 +13,7 @@ import httpx
 import structlog
 
 from connectors.settings import HttpSourceBase
+from monitor.secrets import mask_urls_in
 
 log = structlog.get_logger(__name__)
 
@@ -23,7 +24,7 @@ class FetchError(Exception):
     """A fetch that failed for good (after retries); ``kind`` labels the error metric."""
 
     def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(mask_urls_in(message))  # URLs may carry tokens (userinfo, ?api_key=...)
         self.kind = kind
 
 

@@ -90,7 +90,10 @@ def parse_time(value: Any) -> datetime | None:
         return None
     if dt.tzinfo is None:
         return dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
+    try:
+        return dt.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-05:00: no such UTC date
+        return None
 
 
 def _is_number(s: str) -> bool:

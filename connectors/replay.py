@@ -86,15 +86,26 @@ def _tickers(value: Any) -> list[str]:
 
 
 def _str(value: Any) -> str | None:
-    if value is None:
+    """Ids and tags may be numbers (``"id": 12345``); anything else that is not a string is absent."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (str, int, float)):
         return None
     s = str(value).strip()
     return s or None
 
 
+def _text(rec: dict[str, Any], name: str) -> str | None:
+    """A text field: a string or absent; a number, list or object is an error (not its repr)."""
+    value = rec.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"'{name}' must be a string, got {type(value).__name__}")
+    return value.strip() or None
+
+
 def row_to_draft(rec: dict[str, Any], default_source: str) -> tuple[datetime, Draft]:
     """One record as (event time, draft); raises ValueError saying what is wrong."""
-    title = _str(rec.get("title")) or _str(rec.get("text"))
+    title = _text(rec, "title") or _text(rec, "text")
     if not title:
         raise ValueError("missing 'title' (or 'text')")
     raw_time = rec.get("published_at")
@@ -106,8 +117,8 @@ def row_to_draft(rec: dict[str, Any], default_source: str) -> tuple[datetime, Dr
     draft = Draft(
         source=source,
         title=title,
-        body=_str(rec.get("body")) or _str(rec.get("summary")),
-        url=_str(rec.get("url")),
+        body=_text(rec, "body") or _text(rec, "summary"),
+        url=_text(rec, "url"),
         guid=_str(rec.get("id")),
         published_at=when,
         tickers=_tickers(rec.get("tickers")),
@@ -129,6 +140,9 @@ def _records(path: Path, fmt: str) -> Iterator[tuple[int, bytes, dict[str, Any] 
                     continue
                 try:
                     rec = json.loads(line)
+                except RecursionError:
+                    yield n, line.rstrip(b"\r\n"), f"line {n}: nested too deeply"
+                    continue
                 except (ValueError, UnicodeDecodeError) as err:
                     yield n, line.rstrip(b"\r\n"), f"line {n}: not JSON: {err}"
                     continue
@@ -140,7 +154,16 @@ def _records(path: Path, fmt: str) -> Iterator[tuple[int, bytes, dict[str, Any] 
     text = path.read_text(encoding="utf-8-sig", errors="replace")
     dialect = csv.excel_tab if path.suffix.lower() == ".tsv" else csv.excel
     reader = csv.DictReader(io.StringIO(text), dialect=dialect)
-    for rec in reader:
+    rows = iter(reader)
+    while True:
+        try:
+            rec = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as err:  # e.g. a field past the csv module's size limit: skip that row
+            n = reader.line_num + 1
+            yield n, f"csv row at line {n}".encode(), f"line {n}: unreadable CSV row: {err}"
+            continue
         clean = {str(k).strip().lower(): v for k, v in rec.items() if k is not None}
         yield reader.line_num, json.dumps(clean, ensure_ascii=False).encode("utf-8"), clean
 
@@ -155,7 +178,7 @@ def read_file(path: Path, fmt: str, default_source: str) -> tuple[list[Row], lis
             continue
         try:
             when, draft = row_to_draft(rec, default_source)
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:
             bad.append(BadRow(line, payload, f"line {line}: {err}"))
             continue
         rows.append(Row(when, draft))

@@ -21,7 +21,7 @@ SourceName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Secret(_Model):
@@ -35,6 +35,14 @@ class Secret(_Model):
         if (self.value is None) == (self.env is None):
             raise ValueError("give exactly one of 'value' or 'env'")
         return self
+
+    def problem(self) -> str | None:
+        """Why the secret cannot be revealed (an unset environment variable), else None."""
+        try:
+            self.reveal()
+        except ValueError as err:
+            return str(err)
+        return None
 
     def reveal(self) -> str:
         if self.value is not None:
@@ -111,7 +119,17 @@ class WebhookSource(_SourceBase):
     type: Literal["webhook"] = "webhook"
     auth: Literal["hmac", "bearer"] = "hmac"
     secret: Secret
-    signature_header: str = Field(default="X-Finsent-Signature", description="'sha256=<hex HMAC of raw body>'")
+    signature_header: str = Field(
+        default="X-Finsent-Signature", description="'t=<unix seconds>,v1=<hex HMAC-SHA256 of t.body>'"
+    )
+    tolerance_s: float = Field(
+        default=300.0, gt=0, le=86_400, description="reject signatures whose timestamp is further from now"
+    )
+    legacy_body_hmac: bool = Field(
+        default=False,
+        description="also accept the old body-only 'sha256=<hex>' signature: it has no timestamp, so a captured "
+                    "request can be replayed; only for senders that cannot sign timestamps",
+    )
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
     max_items: int = Field(default=1000, ge=1)
 
@@ -178,6 +196,16 @@ class ConnectorsSettings(_Model):
         if self.demo and DEMO_SOURCE_NAME in names:
             raise ValueError(f"source name {DEMO_SOURCE_NAME!r} is reserved for the demo feed")
         return self
+
+    def problems(self) -> list[str]:
+        """Secrets that cannot be revealed, one line each: refused by ``check-config`` and at start."""
+        out = []
+        for i, s in enumerate(self.sources):
+            secret = s.secret if isinstance(s, WebhookSource) else getattr(s, "auth", None)
+            if s.enabled and isinstance(secret, Secret) and (problem := secret.problem()):
+                field = "secret" if isinstance(s, WebhookSource) else "auth"
+                out.append(f"connectors.sources.{i}.{field} (source {s.name!r}): {problem}")
+        return out
 
     def active_sources(self) -> list[RssSource | JsonApiSource | WebhookSource | FileSource]:
         """The enabled sources, plus the demo feed replay when ``demo`` is on."""

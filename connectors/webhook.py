@@ -1,9 +1,14 @@
 """Push receiver: ``POST /ingest/{source}`` for systems that send stories to finsent.
 
 The body is one story, a JSON list of stories, or ``{"items": [...]}``. It is authenticated with
-the source's shared secret, either an HMAC-SHA256 of the raw body in ``X-Finsent-Signature``
-(``sha256=<hex>``) or ``Authorization: Bearer <secret>``. The answer is ``202`` only once every
-story is acknowledged by the broker (or recognised as a duplicate); ``503`` means retry.
+the source's shared secret, either a timestamped signature in ``X-Finsent-Signature``
+(``t=<unix seconds>,v1=<hex HMAC-SHA256 of "t." + raw body>``, the scheme finsent's own outbound
+webhooks use, :mod:`alerts.signing`) or ``Authorization: Bearer <secret>``. A signature is
+accepted only within ``tolerance_s`` of its timestamp and only once (a replay cache remembers the
+signatures of accepted requests for the tolerance window; later copies are stale). The old
+body-only ``sha256=<hex>`` HMAC is accepted only with ``legacy_body_hmac: true``. The answer is
+``202`` only once every story is acknowledged by the broker (or recognised as a duplicate);
+``503`` means retry.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
-from datetime import datetime
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -21,10 +28,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from alerts import signing
 from connectors.metrics import IngestMetrics
 from connectors.normalise import Draft
 from connectors.publisher import Publisher
 from connectors.settings import WebhookSource
+from monitor.records import UtcDatetime
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +48,7 @@ class WebhookStory(BaseModel):
     text: str | None = Field(default=None, max_length=2000, description="alias of title")
     body: str = Field(default="", max_length=100_000)
     url: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=4096)
-    published_at: datetime | None = None
+    published_at: UtcDatetime | None = None
     tickers: list[str] = Field(default_factory=list, max_length=50)
     language: str | None = Field(default=None, max_length=16)
     meta: dict[str, str] = Field(default_factory=dict)
@@ -69,34 +78,82 @@ class ErrorBody(BaseModel):
     detail: Any
 
 
-def verify(source: WebhookSource, body: bytes, headers: Mapping[str, str]) -> str | None:
-    """None when the request is authentic, else what is wrong (for the 401 message)."""
-    try:
-        secret = source.secret.reveal().encode("utf-8")
-    except ValueError as err:
-        log.error("webhook secret unavailable", source=source.name, error=str(err))
-        return "receiver misconfigured: secret unavailable"
+class ReplayCache:
+    """Signatures of accepted requests, each remembered until its timestamp leaves the tolerance
+    window (after that the timestamp check rejects it anyway). Bounded: the oldest go first."""
+
+    def __init__(self, max_entries: int = 100_000, clock: Callable[[], float] = time.time) -> None:
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._max = max_entries
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def _expire(self, now: float) -> None:
+        while self._seen:
+            key, until = next(iter(self._seen.items()))
+            if until > now and len(self._seen) <= self._max:
+                break
+            del self._seen[key]
+
+    def seen(self, key: str) -> bool:
+        with self._lock:
+            self._expire(self._clock())
+            return key in self._seen
+
+    def add(self, key: str, until: float) -> None:
+        with self._lock:
+            self._seen[key] = until
+            self._seen.move_to_end(key)
+            self._expire(self._clock())
+
+
+def verify(
+    source: WebhookSource,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    now: float | None = None,
+    replays: ReplayCache | None = None,
+) -> tuple[str | None, str | None]:
+    """``(problem, replay key)``: problem is None when the request is authentic, else what is wrong
+    (for the 401 message); the replay key identifies an accepted signature (None for bearer)."""
+    secret = source.secret.reveal().encode("utf-8")  # checked at start (ConnectorsSettings.problems)
     if source.auth == "bearer":
         given = headers.get("authorization", "")
         scheme, _, token = given.partition(" ")
         if scheme.lower() != "bearer" or not token:
-            return "missing 'Authorization: Bearer <token>' header"
+            return "missing 'Authorization: Bearer <token>' header", None
         if not hmac.compare_digest(token.strip().encode("utf-8"), secret):
-            return "invalid bearer token"
-        return None
+            return "invalid bearer token", None
+        return None, None
     given = headers.get(source.signature_header.lower(), "").strip()
     if not given:
-        return f"missing {source.signature_header} header (sha256=<hex HMAC-SHA256 of the body>)"
+        return f"missing {source.signature_header} header (t=<unix seconds>,v1=<hex HMAC-SHA256 of t.body>)", None
     if given.lower().startswith("sha256="):
-        given = given[7:]
-    expected = hmac.new(secret, body, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(given.lower().encode("ascii", "replace"), expected.encode("ascii")):
-        return "signature does not match the body"
-    return None
+        if not source.legacy_body_hmac:
+            return ("body-only 'sha256=' signatures are not accepted (no timestamp, replayable); sign "
+                    "'t=<unix seconds>,v1=<hex HMAC-SHA256 of t.body>' or set legacy_body_hmac"), None
+        expected = hmac.new(secret, body, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(given[7:].lower().encode("ascii", "replace"), expected.encode("ascii")):
+            return "signature does not match the body", None
+        return None, None
+    try:
+        t = signing.verify(secret, given, body, now=now, tolerance_s=source.tolerance_s)
+    except signing.SignatureError as err:
+        return str(err), None
+    key = f"{source.name}:{t}:{hmac.new(secret, f'{t}.'.encode() + body, hashlib.sha256).hexdigest()}"
+    if replays is not None and replays.seen(key):
+        return "signature already used (replayed request); sign each request afresh", None
+    return None, key
 
 
-def sign(secret: str, body: bytes) -> str:
+def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
     """The ``X-Finsent-Signature`` value for ``body`` (for senders and tests)."""
+    return signing.sign(secret, body, timestamp)
+
+
+def sign_legacy(secret: str, body: bytes) -> str:
+    """The old body-only ``sha256=<hex>`` value (accepted only with ``legacy_body_hmac``)."""
     return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
@@ -147,8 +204,17 @@ async def _read_capped(request: Request, cap: int) -> bytes:
     return b"".join(parts)
 
 
-def build_webhook_router(sources: list[WebhookSource], publisher: Publisher, metrics: IngestMetrics) -> APIRouter:
+def build_webhook_router(
+    sources: list[WebhookSource],
+    publisher: Publisher,
+    metrics: IngestMetrics,
+    clock: Callable[[], float] = time.time,
+) -> APIRouter:
+    problems = [f"webhook source {s.name!r}: {p}" for s in sources if (p := s.secret.problem())]
+    if problems:
+        raise ValueError("; ".join(problems))
     by_name = {s.name: s for s in sources}
+    replays = ReplayCache(clock=clock)
     router = APIRouter(tags=["ingest"])
 
     @router.post(
@@ -164,13 +230,18 @@ def build_webhook_router(sources: list[WebhookSource], publisher: Publisher, met
         if cfg is None:
             raise HTTPException(404, f"no webhook source named {source!r} is configured")
         body = await _read_capped(request, cfg.max_body_bytes)
-        problem = verify(cfg, body, {k.lower(): v for k, v in request.headers.items()})
+        problem, replay_key = verify(
+            cfg, body, {k.lower(): v for k, v in request.headers.items()}, now=clock(), replays=replays
+        )
         if problem:
             metrics.errors.labels(source, "auth").inc()
             headers = {"WWW-Authenticate": "Bearer"} if cfg.auth == "bearer" else None
             raise HTTPException(401, problem, headers=headers)
         try:
             data = json.loads(body)
+        except RecursionError:
+            metrics.errors.labels(source, "bad_request").inc()
+            return JSONResponse({"detail": "body is nested too deeply"}, status_code=422)
         except (ValueError, UnicodeDecodeError) as err:
             metrics.errors.labels(source, "bad_request").inc()
             return JSONResponse({"detail": f"body is not valid JSON: {err}"}, status_code=422)
@@ -194,6 +265,8 @@ def build_webhook_router(sources: list[WebhookSource], publisher: Publisher, met
                 status_code=503,
                 headers={"Retry-After": "5"},
             )
+        if replay_key:
+            replays.add(replay_key, until=clock() + cfg.tolerance_s + 1)
         return IngestAccepted(
             source=source,
             received=len(stories),

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class ClassifierSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     version: str | None = Field(default=None, description="registry version to serve; unset = 'current'")
@@ -31,7 +31,7 @@ class ClassifierSettings(BaseModel):
 
 
 class TrainingSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     epochs: int | None = Field(
         default=None, ge=1, description="epochs of the 'default' profile; unset = the profile's (--epochs overrides)"

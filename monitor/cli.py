@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from monitor import __version__
 
-from monitor.cliargs import EXIT_OK, EXIT_USAGE
+from monitor.cliargs import EXIT_OK, EXIT_USAGE, settings_problems
 
 
 def _cmd_version(args: argparse.Namespace) -> int:
@@ -38,15 +38,6 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     print(f"config OK ({args.file})", file=sys.stderr)
     return EXIT_OK
-
-
-def settings_problems(settings) -> list[str]:
-    """Cross-section checks that need files on disk (rules files and the like)."""
-    problems: list[str] = []
-    checker = getattr(settings.alerts, "problems", None)
-    if callable(checker):
-        problems.extend(checker())
-    return problems
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,6 +25,20 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def settings_problems(settings, stages: tuple[str, ...] | None = None) -> list[str]:
+    """Cross-section checks that need the world outside the file: rules files on disk, secrets in
+    environment variables, token files. ``check-config`` reports them all; a daemon running
+    ``stages`` refuses to start on those of its own stages (and of its HTTP server)."""
+    problems: list[str] = []
+    sections = {"ingest": settings.connectors, "alerts": settings.alerts}
+    chosen = [s for name, s in sections.items() if stages is None or name in stages]
+    for section in (*chosen, settings.http):
+        checker = getattr(section, "problems", None)
+        if callable(checker):
+            problems.extend(checker())
+    return problems
+
+
 def settings_from_args(args: argparse.Namespace, **overrides):
     """Load settings for a subcommand; on error print every problem and exit 2."""
     from monitor.config import ConfigError, load_settings
@@ -36,5 +50,5 @@ def settings_from_args(args: argparse.Namespace, **overrides):
         raise SystemExit(EXIT_USAGE) from None
     from monitor.logs import configure_logging
 
-    configure_logging(settings.logging.level, settings.logging.format)
+    configure_logging(settings.logging.level, settings.logging.format, secrets=settings.secret_values())
     return settings

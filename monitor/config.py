@@ -22,12 +22,13 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from alerts.settings import AlertsSettings
 from connectors.settings import ConnectorsSettings
 from models.settings import ClassifierSettings, TrainingSettings
+from monitor.auth import HttpAuthSettings
 from monitor.yamlfile import YamlFileError, load_yaml
 from monitor.stages.settings import AggregatorSettings, ClassifyStageSettings
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class KafkaSettings(Section):
@@ -98,9 +99,25 @@ class TopicSettings(Section):
 
 class HttpSettings(Section):
     enabled: bool = True
-    host: str = "127.0.0.1"
+    host: str = Field(default="127.0.0.1", description="loopback by default; reads need a token off loopback")
     port: int = Field(default=8080, ge=0, lt=65536, description="0 = pick a free port")
     public_url: str | None = Field(default=None, description="base URL used in alert generatorURL links")
+    max_body_bytes: int = Field(
+        default=1_000_000, ge=1024, description="larger request bodies get 413 (push ingest: per-source cap)"
+    )
+    auth: HttpAuthSettings = Field(default_factory=HttpAuthSettings)
+    tls_cert: Path | None = Field(default=None, description="PEM certificate chain: serve HTTPS")
+    tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert")
+
+    def problems(self) -> list[str]:
+        out = self.auth.problems() if self.enabled else []
+        if self.enabled and (self.tls_cert is None) != (self.tls_key is None):
+            out.append("http: give both tls_cert and tls_key, or neither")
+        for name in ("tls_cert", "tls_key"):
+            path = getattr(self, name)
+            if self.enabled and path is not None and not path.is_file():
+                out.append(f"http.{name}: no such file: {path}")
+        return out
 
 
 class LoggingSettings(Section):
@@ -184,7 +201,21 @@ class Settings(BaseSettings):
 
     def masked(self) -> dict[str, Any]:
         """The resolved config as plain data with every secret shown as ``**********``."""
-        return self.model_dump(mode="json")
+        from monitor.secrets import mask_config
+
+        return mask_config(self.model_dump(mode="json"))
+
+    def secret_values(self) -> set[str]:
+        """Every secret string this config holds (for redacting logs and error messages)."""
+        from monitor.secrets import secret_values
+
+        out = secret_values(self.model_dump())
+        for token in self.http.auth.tokens:
+            try:
+                out.add(token.reveal())
+            except ValueError:
+                pass
+        return out
 
 
 class ConfigError(ValueError):

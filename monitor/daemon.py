@@ -20,6 +20,7 @@ from fastapi import APIRouter
 from prometheus_client import CollectorRegistry
 
 from monitor.bus.base import Bus
+from monitor.config import HttpSettings
 from monitor.health import Health
 from monitor.http import HttpServer, build_app
 from monitor.sdnotify import Notifier
@@ -44,6 +45,8 @@ class Daemon:
     routers: list[APIRouter] = field(default_factory=list)
     http_host: str = "127.0.0.1"
     http_port: int | None = 8080
+    http_settings: HttpSettings | None = None
+    """Auth, body cap and TLS of the HTTP server (default: loopback rules, no tokens, plain HTTP)."""
     on_started: Callable[["Daemon"], None] | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
     """Called after every stage stopped and the bus closed (SQLite stores and the like)."""
@@ -81,8 +84,10 @@ class Daemon:
 
     def start(self) -> None:
         if self.http_port is not None:
-            app = build_app(self.health, self.registry, self.routers)
-            self.http = HttpServer(app, self.http_host, self.http_port)
+            http = (self.http_settings or HttpSettings()).model_copy(update={"host": self.http_host})
+            app = build_app(self.health, self.registry, self.routers, http)
+            tls = (str(http.tls_cert), str(http.tls_key)) if http.tls_cert and http.tls_key else None
+            self.http = HttpServer(app, self.http_host, self.http_port, tls)
             self.http.start()
             paths = sorted({getattr(r, "path", "") for router in self.routers for r in router.routes})
             log.info("http listening", url=self.http.url, health=f"{self.http.url}/healthz",

@@ -9,8 +9,9 @@ Roles: ingest, classify, aggregate, alerts, retrain. One role per process is
 from __future__ import annotations
 
 import argparse
+import sys
 
-from monitor.cliargs import add_config_option, settings_from_args
+from monitor.cliargs import EXIT_USAGE, add_config_option, settings_from_args, settings_problems
 
 
 def _runner(stages: tuple[str, ...]):
@@ -19,9 +20,13 @@ def _runner(stages: tuple[str, ...]):
         if getattr(args, "kafka", None):
             overrides["kafka"] = {"bootstrap": args.kafka}
         settings = settings_from_args(args, **overrides)
+        chosen = tuple(args.stages.split(",")) if getattr(args, "stages", None) else stages
+        problems = settings_problems(settings, chosen)
+        if problems:
+            print("finsent: refusing to start:\n" + "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
+            return EXIT_USAGE
         from monitor.wiring import build_daemon
 
-        chosen = tuple(args.stages.split(",")) if getattr(args, "stages", None) else stages
         daemon, _ = build_daemon(settings, chosen)
         return daemon.run_forever()
 

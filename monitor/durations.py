@@ -9,6 +9,8 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, PlainSerializer
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+MAX_SECONDS = 100 * 365 * 86400
+"""Longer durations are certainly typos (and past ~2.7 million years timedelta overflows)."""
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -35,8 +37,12 @@ def parse_duration(value: Any) -> timedelta:
                 raise ValueError(f"invalid duration {value!r} (use e.g. 30s, 5m, 1h30m, 2d)")
     else:
         raise ValueError(f"invalid duration {value!r}")
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        raise ValueError(f"invalid duration {value!r}: must be a finite number of seconds")
     if seconds < 0:
         raise ValueError(f"invalid duration {value!r}: must not be negative")
+    if seconds > MAX_SECONDS:
+        raise ValueError(f"invalid duration {value!r}: longer than {MAX_SECONDS // 86400 // 365} years")
     return timedelta(seconds=seconds)
 
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
+from monitor.secrets import mask_urls_in
+
 
 class Check(BaseModel):
     name: str
@@ -44,7 +46,7 @@ class Health:
                 ok, detail = fn()
             except Exception as err:  # a failing check is a failed check, not a 500
                 ok, detail = False, f"check raised {type(err).__name__}: {err}"
-            results.append(Check(name=name, ok=ok, detail=detail))
+            results.append(Check(name=name, ok=ok, detail=mask_urls_in(detail)))
         return HealthReport(status="ok" if all(c.ok for c in results) else "fail", checks=results)
 
     def liveness(self) -> HealthReport:

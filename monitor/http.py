@@ -1,4 +1,7 @@
-"""The daemon's HTTP server: health, metrics, and the routers each component contributes."""
+"""The daemon's HTTP server: health, metrics, and the routers each component contributes.
+
+Every route passes :class:`monitor.auth.Authenticator` (one app-wide dependency) and a request
+body cap (:class:`BodyCap`, 413 past ``http.max_body_bytes``; push ingest enforces its own)."""
 
 from __future__ import annotations
 
@@ -7,19 +10,73 @@ import time
 
 import structlog
 import uvicorn
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from monitor import __version__
+from monitor.auth import SELF_AUTHENTICATED_PREFIXES, Authenticator
+from monitor.config import HttpSettings
 from monitor.health import Health, HealthReport
 from monitor.metrics import HttpMetrics
 
 log = structlog.get_logger(__name__)
 
 
-def build_app(health: Health, registry: CollectorRegistry, routers: list[APIRouter] = ()) -> FastAPI:
-    app = FastAPI(title="finsent", version=__version__)
+class BodyCap:
+    """ASGI middleware: a request body past ``limit`` bytes gets 413 before it is read in full
+    (declared by Content-Length or counted while streaming). Paths under ``exempt`` cap their own."""
+
+    def __init__(self, app, limit: int, exempt: tuple[str, ...] = SELF_AUTHENTICATED_PREFIXES) -> None:
+        self.app, self.limit, self.exempt = app, limit, exempt
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.exempt):
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            return await self._too_large(send)
+        seen = 0
+        started = False
+
+        async def counted_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        async def tracked_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except _TooLarge:
+            if not started:
+                await self._too_large(send)
+
+    async def _too_large(self, send) -> None:
+        body = f'{{"detail":"request body larger than {self.limit} bytes"}}'.encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def build_app(
+    health: Health, registry: CollectorRegistry, routers: list[APIRouter] = (), http: HttpSettings | None = None
+) -> FastAPI:
+    http = http or HttpSettings()
+    auth = Authenticator(http.auth, http.host, registry)
+    app = FastAPI(title="finsent", version=__version__, dependencies=[Depends(auth)])
+    app.add_middleware(BodyCap, limit=http.max_body_bytes)
     HttpMetrics(registry).instrument(app)
 
     @app.get("/healthz", response_model=HealthReport)
@@ -44,8 +101,10 @@ def build_app(health: Health, registry: CollectorRegistry, routers: list[APIRout
 class HttpServer:
     """uvicorn in a background thread; :meth:`stop` asks it to finish in-flight requests and exit."""
 
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
-        config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
+    def __init__(self, app: FastAPI, host: str, port: int, tls: tuple[str, str] | None = None) -> None:
+        cert, key = tls or (None, None)
+        config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
+                                ssl_certfile=cert, ssl_keyfile=key)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
 
@@ -66,7 +125,8 @@ class HttpServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self._server.config.host}:{self.port}"
+        scheme = "https" if self._server.config.ssl_certfile else "http"
+        return f"{scheme}://{self._server.config.host}:{self.port}"
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self._server.should_exit = True

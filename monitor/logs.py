@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable
 
 import structlog
 
+from monitor.secrets import Redactor
 
-def configure_logging(level: str = "INFO", fmt: str = "console", stream=None) -> None:
+
+def configure_logging(level: str = "INFO", fmt: str = "console", stream=None, secrets: Iterable[str] = ()) -> None:
+    """Route structlog and stdlib logging to one handler. Every rendered line passes a
+    :class:`monitor.secrets.Redactor` that masks ``secrets`` and credentials inside URLs."""
+    redactor = Redactor(secrets)
     shared: list = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -36,6 +42,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console", stream=None) ->
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            redactor.processor,
             renderer,
         ],
     )

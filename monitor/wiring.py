@@ -48,6 +48,7 @@ def build_daemon(settings: Settings, stages: Sequence[str], ctx: Context | None 
         routers=[r for c in components for r in c.routers],
         http_host=settings.http.host,
         http_port=settings.http.port if settings.http.enabled else None,
+        http_settings=settings.http,
         closers=[c.close for c in components if c.close],
     )
     log.info("daemon assembled", stages=list(stages), transport=ctx.bus.name, home=str(settings.home))

@@ -17,7 +17,11 @@ def load_yaml(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise YamlFileError(f"cannot read file: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise YamlFileError(f"not a UTF-8 text file (byte {err.start}: {err.reason})") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise YamlFileError(f"not valid YAML: {err}") from None
+    except RecursionError:
+        raise YamlFileError("not valid YAML: nested too deeply") from None

@@ -7,7 +7,7 @@ from datetime import datetime
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
 
-from monitor.records import ScoredItem, TrendPoint
+from monitor.records import ScoredItem, TrendPoint, UtcDatetime
 from monitor.stages.stores import ItemStore, TrendStore
 
 
@@ -29,7 +29,7 @@ def trends_router(store: TrendStore, window_names: list[str]) -> APIRouter:
     def get_trends(
         key: str = Query(description="'all', 'topic:<name>', 'ticker:<SYM>' or 'source:<name>'"),
         window: str = Query(description=f"one of: {', '.join(window_names)}"),
-        since: datetime | None = Query(default=None, description="ISO 8601; windows ending after it"),
+        since: UtcDatetime | None = Query(default=None, description="ISO 8601; windows ending after it"),
         limit: int | None = Query(default=None, ge=1, le=10_000),
     ) -> TrendsResponse:
         if window not in window_names:

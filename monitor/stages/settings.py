@@ -23,7 +23,7 @@ class ClassifyStageSettings(BaseModel):
     The batch token budget, row cap and max delay come from the ``classifier`` section.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     group_id: str = "finsent-classify"
     max_in_flight: int = Field(
@@ -39,7 +39,7 @@ class ClassifyStageSettings(BaseModel):
 class WindowSpec(BaseModel):
     """One window family: tumbling (``hop`` unset or equal to ``size``) or sliding."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(min_length=1, max_length=32, description="what TrendPoint.window and ?window= say")
     size: Seconds = Field(gt=0)
@@ -78,7 +78,7 @@ def _default_windows() -> list[WindowSpec]:
 class AggregatorSettings(BaseModel):
     """Event-time windows over ``news.scored`` per trend key (see docs/STREAMING.md)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     group_id: str = "finsent-aggregate"
     windows: list[WindowSpec] = Field(default_factory=_default_windows, min_length=1)

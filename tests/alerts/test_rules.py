@@ -135,7 +135,9 @@ def test_settings_problems_name_the_rule_and_field(make_settings, tmp_path: Path
     settings = make_settings(alerts={"rules_file": str(path)})
     found = settings.alerts.problems()
     assert found == [f"alerts.rules_file ({path}): rule 'oil-gloom': for: invalid duration '5x' "
-                     "(use e.g. 30s, 5m, 1h30m, 2d)"]
+                     "(use e.g. 30s, 5m, 1h30m, 2d)",
+                     f"alerts.rules_file ({path}): rule 'oil-gloom': receiver: unknown receiver 'pager' "
+                     "(configured: local)"]
     path.write_text(path.read_text().replace("5x", "5m"))
     assert settings.alerts.problems() == [
         f"alerts.rules_file ({path}): rule 'oil-gloom': receiver: unknown receiver 'pager' (configured: local)"

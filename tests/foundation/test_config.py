@@ -79,7 +79,9 @@ def test_version_and_help(capsys):
     assert "check-config" in capsys.readouterr().out
 
 
-def test_the_shipped_example_config_is_valid(capsys):
+def test_the_shipped_example_config_is_valid(capsys, monkeypatch):
+    for name in ("NEWSAPI_TOKEN", "PARTNER_WEBHOOK_SECRET", "FINSENT_OPS_TOKEN", "FINSENT_SCRAPE_TOKEN"):
+        monkeypatch.setenv(name, f"{name.lower()}-0123456789abcdef")
     example = Path(__file__).resolve().parents[2] / "deploy" / "finsent.example.yaml"
     assert main(["check-config", str(example)]) == 0
     resolved = json.loads(capsys.readouterr().out)
