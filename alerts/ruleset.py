@@ -284,7 +284,7 @@ def parse_rules(
     Every problem of every rule is reported at once; with ``receivers`` given, each rule's
     receiver (also of a rule that is invalid otherwise) must be one of them."""
     if isinstance(data, dict):
-        extra = sorted(set(data) - {"rules"})
+        extra = sorted(str(k) for k in set(data) - {"rules"})
         if extra:
             raise RulesError(source, [f"<root>: unknown section(s) {', '.join(extra)} (expected 'rules')"])
         data = data.get("rules") or []

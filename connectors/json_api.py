@@ -121,6 +121,8 @@ class JsonApiPoller:
                 res = self.fetcher.get(src.url, params=params, headers=headers)
             try:
                 doc = json.loads(res.body)
+            except RecursionError:
+                raise FetchError("parse", f"{src.url}: JSON nested too deeply") from None
             except (ValueError, UnicodeDecodeError) as err:
                 raise FetchError("parse", f"{src.url}: not JSON: {err}") from err
             yield n, doc, res.url
