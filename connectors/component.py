@@ -102,7 +102,7 @@ def build_ingest(ctx: Context) -> Component:
         if isinstance(source, (RssSource, JsonApiSource)):
             ingest.pollers.append((make_poller(ingest, source), source.interval_s))
     if ingest.pollers:
-        stages.append(PollingStage(ingest.pollers, ingest.stopping))
+        stages.append(PollingStage(ingest.pollers, ingest.stopping, metrics=ingest.metrics))
     for source in sources:
         if isinstance(source, FileSource):
             stages.append(ReplayStage(Replayer(source, ingest.publisher)))

@@ -158,9 +158,11 @@ class JsonApiPoller:
         except FetchError as err:
             self.metrics.errors.labels(src.name, err.kind).inc()
             log.warning("API fetch failed", source=src.name, kind=err.kind, error=str(err))
+            total.fetch_error = f"{err.kind}: {err}"
         except ValueError as err:  # e.g. the secret's environment variable is missing
             self.metrics.errors.labels(src.name, "config").inc()
             log.error("API poll misconfigured", source=src.name, error=str(err))
+            total.fetch_error = f"config: {err}"
         log.info("API polled", source=src.name, produced=total.produced, duplicates=total.duplicates,
                  rejected=total.rejected)
         return total

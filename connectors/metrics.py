@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 ERROR_KINDS = (
     "timeout", "connect", "network", "http_4xx", "http_5xx", "too_large", "redirects", "malformed", "parse", "publish",
@@ -32,6 +32,15 @@ class IngestMetrics:
         )
         self.errors = Counter(
             "finsent_ingest_errors", "Fetch/parse/publish failures by kind", ["source", "kind"], registry=registry
+        )
+        self.source_failures = Gauge(
+            "finsent_ingest_source_failures", "Consecutive failed polls of a source (0 = healthy)", ["source"],
+            registry=registry,
+        )
+        self.source_backoff = Gauge(
+            "finsent_ingest_source_backoff_seconds",
+            "Delay before a failing source is polled again (circuit breaker; 0 = polled at its interval)",
+            ["source"], registry=registry,
         )
         self.not_modified = Counter(
             "finsent_ingest_not_modified", "Conditional GETs answered 304", ["source"], registry=registry

@@ -40,8 +40,11 @@ class PublishResult:
     ids: list[str] = field(default_factory=list)
     """Ids of the stories produced, in order."""
     errors: list[str] = field(default_factory=list)
+    fetch_error: str | None = None
+    """Why the source could not be read this poll (fetch, parse, config); feeds the circuit breaker."""
 
     def add(self, other: "PublishResult") -> None:
+        self.fetch_error = self.fetch_error or other.fetch_error
         for name in ("read", "produced", "new", "near_duplicates", "duplicates", "rejected", "failed"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.ids.extend(other.ids)

@@ -107,7 +107,7 @@ class RssPoller:
         except FetchError as err:
             self.metrics.errors.labels(src.name, err.kind).inc()
             log.warning("feed fetch failed", source=src.name, kind=err.kind, error=str(err))
-            return PublishResult()
+            return PublishResult(fetch_error=f"{err.kind}: {err}")
         if res.not_modified:
             self.metrics.not_modified.labels(src.name).inc()
             return PublishResult()
@@ -125,7 +125,7 @@ class RssPoller:
             log.warning("malformed feed", source=src.name, entries=len(parsed.entries),
                         error=str(parsed.get("bozo_exception", ""))[:200])
             if not parsed.entries:
-                return PublishResult()
+                return PublishResult(fetch_error="malformed feed")
         drafts = entries_to_drafts(parsed, src, res.url, self.finder)
         result = self.publisher.publish(src.name, drafts)
         if not result.failed:

@@ -70,6 +70,10 @@ class HttpSourceBase(_SourceBase):
     max_bytes: int = Field(default=5_000_000, ge=1024, description="abort a response body past this many bytes")
     max_redirects: int = Field(default=5, ge=0)
     headers: dict[str, str] = Field(default_factory=dict)
+    failure_backoff_max_s: float = Field(
+        default=3600.0, gt=0,
+        description="a source failing poll after poll is polled at interval * 2^failures, at most this far apart",
+    )
     user_agent: str = "finsent/0.1 (+https://github.com/finsent/finsent)"
 
 

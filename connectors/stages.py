@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from connectors.breaker import Breaker
+from connectors.metrics import IngestMetrics
 from connectors.publisher import PublishResult
 from connectors.replay import Replayer
 
@@ -25,15 +29,28 @@ class PollingStage:
     """Runs every poller on its own interval (apscheduler, one job per source, no overlap).
 
     A failing poll is logged and counted by the poller itself; an unexpected exception in one
-    job is logged by this stage and never stops the other sources.
+    job is logged by this stage and never stops the other sources. Each source has a
+    :class:`~connectors.breaker.Breaker`: one that keeps failing is polled exponentially less
+    often (up to its ``failure_backoff_max_s``) until a poll succeeds; the breakers' state is in
+    the ``/readyz`` detail and in ``finsent_ingest_source_failures`` / ``..._backoff_seconds``.
     """
 
     name = "ingest-poll"
 
     def __init__(
-        self, pollers: list[tuple[Poller, float]], stopping: threading.Event, max_workers: int = 4
+        self,
+        pollers: list[tuple[Poller, float]],
+        stopping: threading.Event,
+        max_workers: int = 4,
+        metrics: IngestMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pollers = pollers
+        self.metrics = metrics
+        self.breakers = {
+            p.name: Breaker(interval, getattr(getattr(p, "source", None), "failure_backoff_max_s", 3600.0), clock)
+            for p, interval in pollers
+        }
         self.stopping = stopping
         """Set when the stage stops, so that fetchers waiting to retry give up at once."""
         self.max_workers = max(1, min(max_workers, len(pollers) or 1))
@@ -41,12 +58,26 @@ class PollingStage:
         self.polls: dict[str, int] = {p.name: 0 for p, _ in pollers}
 
     def _job(self, poller: Poller) -> None:
+        breaker = self.breakers[poller.name]
+        if not breaker.allow():
+            return
+        error: str | None = "poll crashed"
         try:
-            poller.poll_once()
+            error = poller.poll_once().fetch_error
         except Exception:  # noqa: BLE001 - one source's bug must not stop the others
             log.exception("poll crashed", source=poller.name)
         finally:
             self.polls[poller.name] += 1
+            was_open = breaker.state == "open"
+            breaker.record(error)
+            if error is not None:
+                log.warning("source failing; backing off", source=poller.name, failures=breaker.failures,
+                            next_poll_in_s=round(breaker.delay_s(), 1))
+            elif was_open:
+                log.info("source recovered", source=poller.name)
+            if self.metrics is not None:
+                self.metrics.source_failures.labels(poller.name).set(breaker.failures)
+                self.metrics.source_backoff.labels(poller.name).set(breaker.delay_s())
 
     def run(self, stop: threading.Event) -> None:
         scheduler = BackgroundScheduler(
@@ -73,7 +104,10 @@ class PollingStage:
     def ready(self) -> tuple[bool, str]:
         if not self._started.is_set():
             return False, "scheduler not started"
-        return True, f"{len(self.pollers)} sources, polls: {sum(self.polls.values())}"
+        detail = f"{len(self.pollers)} sources, polls: {sum(self.polls.values())}"
+        failing = [f"{name} ({b.failures} failures, next poll in {b.retry_in_s():.0f}s: {b.last_error})"
+                   for name, b in self.breakers.items() if b.state == "open"]
+        return True, detail + (f"; backing off: {'; '.join(failing)}" if failing else "")
 
 
 class ReplayStage:
