@@ -52,6 +52,14 @@ class KafkaSettings(Section):
     batch_size: int = Field(default=64 * 1024, ge=1024)
     compression: Literal["gzip"] | None = None
     max_request_size: int = Field(default=4 * 1024 * 1024, ge=1024)
+    buffer_memory: int = Field(
+        default=32 * 1024 * 1024, ge=1024 * 1024,
+        description="bytes a producer buffers while the broker is slow or away; past it sends fail clearly",
+    )
+    max_block_ms: int = Field(default=5_000, ge=0, description="a send waits this long for buffer space")
+    startup_timeout_s: float = Field(
+        default=0.0, ge=0, description="a daemon waits this long for the broker at start (0 = for ever)"
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None

@@ -37,7 +37,7 @@ PIPELINE: tuple[str, ...] = ("ingest", "classify", "aggregate", "alerts", "retra
 
 def build_daemon(settings: Settings, stages: Sequence[str], ctx: Context | None = None) -> tuple[Daemon, Context]:
     settings.ensure_dirs()
-    ctx = ctx or Context(settings=settings, bus=make_bus(settings))
+    ctx = ctx or Context(settings=settings, bus=make_bus(settings, wait=True))
     RoleMetrics(ctx.registry, stages)
     components = [BUILDERS[name](ctx) for name in stages]
     daemon = Daemon(

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
-from monitor.bus.base import Bus
+import structlog
+
+from monitor.bus.base import Bus, BusError
 
 if TYPE_CHECKING:
     from monitor.config import Settings
 
+log = structlog.get_logger(__name__)
 
-def make_bus(settings: "Settings") -> Bus:
+
+def make_bus(settings: "Settings", wait: bool = False) -> Bus:
+    """The bus with finsent's topics in place. ``wait`` (daemons): while the broker is unreachable,
+    log and retry (1 s doubling to 30 s) for ``kafka.startup_timeout_s`` (0 = for ever) instead of
+    failing, so a daemon started before its broker becomes ready when the broker appears."""
     if settings.kafka.enabled:
         from monitor.bus.kafka import KafkaBus
 
@@ -19,5 +27,20 @@ def make_bus(settings: "Settings") -> Bus:
         from monitor.bus.memory import MemoryBus
 
         bus = MemoryBus(default_partitions=settings.kafka.partitions)
-    bus.ensure_topics(settings.topics.all())
-    return bus
+    timeout = settings.kafka.startup_timeout_s
+    deadline = time.monotonic() + timeout if timeout else float("inf")
+    delay, attempt = 1.0, 1
+    while True:
+        try:
+            bus.ensure_topics(settings.topics.all())
+        except BusError as err:
+            if not wait or time.monotonic() + delay > deadline:
+                raise
+            log.warning("waiting for the Kafka broker", bootstrap=settings.kafka.bootstrap, attempt=attempt,
+                        retry_in_s=delay, error=str(err)[:200])
+            time.sleep(delay)
+            delay, attempt = min(delay * 2, 30.0), attempt + 1
+            continue
+        if attempt > 1:
+            log.info("Kafka broker reachable", bootstrap=settings.kafka.bootstrap, attempts=attempt)
+        return bus

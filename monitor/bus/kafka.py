@@ -135,6 +135,8 @@ class KafkaBus:
                 batch_size=self.settings.batch_size,
                 compression_type=self.settings.compression,
                 max_request_size=self.settings.max_request_size,
+                buffer_memory=self.settings.buffer_memory,
+                max_block_ms=self.settings.max_block_ms,
             )
         except KafkaError as err:
             raise BusError(f"cannot create Kafka producer for {self.settings.bootstrap}: {err}") from err
