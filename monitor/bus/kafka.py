@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -135,12 +136,11 @@ class KafkaBus:
                 batch_size=self.settings.batch_size,
                 compression_type=self.settings.compression,
                 max_request_size=self.settings.max_request_size,
-                buffer_memory=self.settings.buffer_memory,
                 max_block_ms=self.settings.max_block_ms,
             )
         except KafkaError as err:
             raise BusError(f"cannot create Kafka producer for {self.settings.bootstrap}: {err}") from err
-        return KafkaBusProducer(p)
+        return KafkaBusProducer(p, self.settings.buffer_memory)
 
     def consumer(self, topics: Iterable[str], options: ConsumerOptions) -> "KafkaBusConsumer":
         cfg: dict[str, Any] = {
@@ -179,16 +179,44 @@ class _Delivery:
 
 
 class KafkaBusProducer:
-    def __init__(self, producer: KafkaProducer) -> None:
+    """kafka-python's producer with a memory bound: bytes sent but not yet acknowledged (or failed)
+    are counted, and a send that would take them past ``buffer_bytes`` fails at once with a
+    BusError (kafka-python 3 has no ``buffer_memory``; without this a long outage buffers without
+    limit). The caller keeps such a story unacknowledged, so it is sent again later."""
+
+    def __init__(self, producer: KafkaProducer, buffer_bytes: int = 32 * 1024 * 1024) -> None:
         self._p = producer
+        self._limit = buffer_bytes
+        self._buffered = 0
+        self._lock = threading.Lock()
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self._buffered
+
+    def _release(self, size: int) -> None:
+        with self._lock:
+            self._buffered -= size
 
     def send(
         self, topic: str, value: bytes, *, key: bytes | str | None = None, headers: Headers | None = None
     ) -> _Delivery:
+        key_bytes = encode_key(key)
+        size = len(value) + len(key_bytes or b"")
+        with self._lock:
+            if self._buffered and self._buffered + size > self._limit:
+                raise BusError(f"send to {topic} refused: {self._buffered} bytes already wait for the broker "
+                               f"(kafka.buffer_memory = {self._limit})")
+            self._buffered += size
         try:
-            fut = self._p.send(topic, value=value, key=encode_key(key), headers=list(headers or []))
+            fut = self._p.send(topic, value=value, key=key_bytes, headers=list(headers or []))
         except KafkaError as err:
+            self._release(size)
             raise BusError(f"send to {topic} failed: {err}") from err
+        except BaseException:
+            self._release(size)
+            raise
+        fut.add_both(lambda _result, size=size: self._release(size))
         return _Delivery(fut)
 
     def flush(self, timeout: float | None = None) -> None:

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -31,7 +30,6 @@ from monitor.http import build_app
 from monitor.stages.stores import TrendStore
 from tests.connectors.conftest import dead_letters_on, ingest_factory, news_on  # noqa: F401 - fixture
 
-UTC = timezone.utc
 FP = "0123456789abcdef"
 WRITE_TOKEN = "w" * 24
 READ_TOKEN = "r" * 24

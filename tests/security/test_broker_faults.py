@@ -1,0 +1,173 @@
+"""The broker dies: a daemon started before its broker waits and becomes ready; a broker killed
+with ``kill -9`` mid-stream and resumed on its data loses no accepted story, /readyz says
+not-ready meanwhile, and pushes during the outage are refused with 503 (the sender retries) once
+the bounded producer buffer and the ack timeout are spent, never accepted and dropped.
+
+This test starts a broker of its own (``kafka-local`` with a private state directory and port),
+never the shared one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from connectors.webhook import sign
+from tests.conftest import KAFKA_LOCAL
+from tests.connectors.conftest import read_topic
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+SECRET = "fault-push-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, what: str, timeout_s: float = 120.0, interval_s: float = 0.25) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval_s)
+
+
+class Broker:
+    def __init__(self, state: Path, port: int) -> None:
+        self.env = {**os.environ, "KAFKA_LOCAL_STATE": str(state), "KAFKA_LOCAL_PORT": str(port)}
+        self.state = state
+        self.bootstrap = f"127.0.0.1:{port}"
+
+    def _run(self, action: str) -> None:
+        done = subprocess.run([str(KAFKA_LOCAL), action], env=self.env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().splitlines()[-1] == f"bootstrap={self.bootstrap}"
+
+    def start(self) -> None:
+        self._run("start")
+
+    def resume(self) -> None:
+        self._run("resume")
+
+    def kill9(self) -> None:
+        pid = int((self.state / "broker.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not Path(f"/proc/{pid}").exists(), "the broker to die", 30)
+
+    def stop(self) -> None:
+        subprocess.run([str(KAFKA_LOCAL), "stop"], env=self.env, capture_output=True, text=True, timeout=120)
+
+
+class Pusher(threading.Thread):
+    """A sender that pushes numbered stories and retries each until it is accepted (202)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.accepted: list[str] = []
+        self.refused: list[int] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            body = json.dumps({"id": f"s-{n}", "title": f"Acme story number {n} on widgets",
+                               "published_at": "2026-11-20T10:00:00Z"}).encode()
+            try:
+                r = httpx.post(self.url, content=body, timeout=60,
+                               headers={"X-Finsent-Signature": sign(SECRET, body)})
+                status = r.status_code
+            except httpx.HTTPError:
+                status = 0
+            if status == 202:
+                self.accepted.extend(r.json()["ids"])
+                n += 1
+            else:
+                self.refused.append(status)
+                self.stop.wait(0.5)
+
+
+def test_broker_down_at_start_then_killed_mid_stream(tmp_path: Path) -> None:
+    broker = Broker(tmp_path / "broker", free_port())
+    http_port = free_port()
+    cfg = tmp_path / "finsent.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "home": str(tmp_path / "home"),
+        "logging": {"level": "INFO", "format": "json"},
+        "kafka": {"bootstrap": broker.bootstrap, "buffer_memory": 1024 * 1024, "max_block_ms": 2000,
+                  "request_timeout_ms": 5000},
+        "http": {"port": http_port},
+        "connectors": {"demo": False, "ack_timeout_s": 5,
+                       "sources": [{"type": "webhook", "name": "partner", "secret": {"value": SECRET}}]},
+    }))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
+    log_path = tmp_path / "daemon.log"
+    base = f"http://127.0.0.1:{http_port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{base}/readyz", timeout=3).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def not_ready() -> bool:
+        try:
+            return httpx.get(f"{base}/readyz", timeout=3).status_code == 503
+        except httpx.HTTPError:
+            return False
+
+    with log_path.open("w") as log:
+        daemon = subprocess.Popen([sys.executable, "-m", "monitor.cli", "ingest", "--config", str(cfg)], env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
+    pusher = Pusher(f"{base}/ingest/partner")
+    try:
+        # 1. No broker yet: the daemon waits, says so, and does not exit.
+        wait_until(lambda: "waiting for the Kafka broker" in log_path.read_text(), "a waiting log line", 60)
+        assert daemon.poll() is None
+        broker.start()
+        wait_until(ready, "/readyz once the broker is up", 180)
+        assert "Kafka broker reachable" in log_path.read_text()
+
+        # 2. Stream, kill -9 the broker mid-stream, resume it on its data, stream on.
+        pusher.start()
+        wait_until(lambda: len(pusher.accepted) >= 20, "20 accepted stories", 120)
+        broker.kill9()
+        accepted_before_outage = len(pusher.accepted)
+        wait_until(not_ready, "/readyz to report the outage", 60)
+        wait_until(lambda: 503 in pusher.refused, "a push refused with 503 during the outage", 120)
+        assert daemon.poll() is None, log_path.read_text()[-3000:]
+        broker.resume()
+        wait_until(ready, "/readyz after the broker came back", 180)
+        wait_until(lambda: len(pusher.accepted) >= accepted_before_outage + 20, "20 more accepted stories", 180)
+        pusher.stop.set()
+        pusher.join(90)
+        assert daemon.poll() is None, log_path.read_text()[-3000:]
+    finally:
+        pusher.stop.set()
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(60)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+        try:
+            on_topic = read_topic(broker.bootstrap, "news.raw", timeout_s=60)
+        finally:
+            broker.stop()
+    ids = [json.loads(r.value)["id"] for r in on_topic]
+    missing = set(pusher.accepted) - set(ids)
+    assert not missing, f"{len(missing)} accepted stories lost: {sorted(missing)[:5]}"
+    assert len(pusher.accepted) == len(set(pusher.accepted))
