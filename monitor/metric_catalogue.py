@@ -22,7 +22,8 @@ LABEL_BOUNDS: dict[str, str] = {
     "source": "the configured sources (connectors.sources) plus the demo feed",
     "kind": "finsent_ingest_errors: the fixed error kinds in connectors/metrics.py (ERROR_KINDS); "
             "finsent_alerts_records: trend, scored",
-    "reason": "classify: the fixed dead-letter reasons of the stage; alerts: firing, resolved, revised, repeat",
+    "reason": "classify: the fixed dead-letter reasons of the stage; alerts: firing, resolved, revised, repeat; "
+              "http auth failures: missing, invalid, scope",
     "topic": "the input topic of the stage (1-2 topic names)",
     "partition": "the partitions of the input topics (kafka.partitions)",
     "stage": "the stage names of the role (rekey, trends)",
@@ -56,6 +57,7 @@ class MetricDoc:
 def _sources() -> list[tuple[tuple[str, ...], Callable[[CollectorRegistry], object]]]:
     from alerts.metrics import AlertMetrics
     from connectors.metrics import IngestMetrics
+    from monitor.auth import Authenticator, HttpAuthSettings
     from monitor.metrics import HttpMetrics, ModelInfoCollector, RetrainMetrics, RoleMetrics
     from monitor.stages.aggregate import AggregateMetrics
     from monitor.stages.classify import ClassifyMetrics
@@ -64,6 +66,7 @@ def _sources() -> list[tuple[tuple[str, ...], Callable[[CollectorRegistry], obje
     return [
         (every, RoleMetrics),
         (every, HttpMetrics),
+        (every, lambda r: Authenticator(HttpAuthSettings(), "127.0.0.1", r)),
         (("ingest",), IngestMetrics),
         (("classify",), ClassifyMetrics),
         (("classify",), lambda r: r.register(ModelInfoCollector(None))),
