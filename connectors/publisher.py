@@ -9,6 +9,8 @@ rolled back so that the next poll (or the webhook caller's retry) sends them aga
 
 from __future__ import annotations
 
+import sqlite3
+
 import threading
 from collections import Counter
 from collections.abc import Iterable
@@ -170,9 +172,14 @@ class Publisher:
         return batch
 
     def _settle(self, batch: "_Batch", live: bool) -> PublishResult:
-        """Wait for every delivery of ``batch``; remember the acknowledged stories, forget the rest."""
+        """Wait for every delivery of ``batch``; remember the acknowledged stories, forget the rest.
+
+        A story counts as produced only once it is both acknowledged and remembered: when the
+        state cannot be written (a full disk, say) the chunk counts as not delivered, so callers
+        answer 503 / poll again / retry, and the resent stories are produced again (downstream
+        stages are idempotent by story id)."""
         result, source, m, tally = batch.result, batch.source, self.metrics, batch.tally
-        acked: list[Reservation] = []
+        acked: list[tuple[NewsItem, Reservation]] = []
         failed: list[Reservation] = []
         try:
             for item, reservation, delivery in batch.sent:
@@ -184,18 +191,30 @@ class Publisher:
                     tally[(item.source, "failed")] += 1
                     result.errors.append(str(err))
                     continue
-                acked.append(reservation)
-                result.produced += 1
-                result.ids.append(item.id)
-                if reservation.created:
-                    result.new += 1
-                    tally[(item.source, "new")] += 1
-                else:
-                    result.near_duplicates += 1
-                    tally[(item.source, "near_duplicate")] += 1
+                acked.append((item, reservation))
         finally:
-            self.state.commit(acked)
-            self.state.rollback(failed)
+            try:
+                self.state.commit([r for _, r in acked])
+            except sqlite3.Error as err:
+                self.state.rollback([r for _, r in acked])
+                log.error("ingest state not persisted; the stories will be sent again", source=source,
+                          stories=len(acked), error=str(err))
+                for item, _ in acked:
+                    tally[(item.source, "failed")] += 1
+                result.failed += len(acked)
+                result.errors.append(f"ingest state not persisted: {err}")
+                acked = []
+            finally:
+                self.state.rollback(failed)
+        for item, reservation in acked:
+            result.produced += 1
+            result.ids.append(item.id)
+            if reservation.created:
+                result.new += 1
+                tally[(item.source, "new")] += 1
+            else:
+                result.near_duplicates += 1
+                tally[(item.source, "near_duplicate")] += 1
         for d in batch.dead:
             d.get(timeout=self.ack_timeout_s)
         counters = {"rejected": m.rejected, "duplicate": m.duplicate, "new": m.new, "near_duplicate": m.near_duplicate}

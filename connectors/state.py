@@ -203,7 +203,8 @@ class IngestState:
                 )
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite may have rolled back itself (e.g. SQLITE_FULL)
+                    self._db.execute("ROLLBACK")
                 raise
             for r in rows:
                 self._pending.discard(r.id)
