@@ -177,20 +177,51 @@ def _cmd_models_list(args: argparse.Namespace) -> int:
     reg = _registry(args)
     current = reg.current()
     rows = []
+    from models.runs import RunReports, summary_line
+
+    runs = RunReports(reg).all()
+    by_version = {r["challenger"]: r for r in runs if r.get("challenger")}
     for v in reg.versions():
         try:
             manifest = reg.read_manifest(v)
             status, summary = "ok", _summary(manifest)
         except RegistryError as err:
             manifest, status, summary = {}, "INCOMPLETE", str(err)
+        run = by_version.get(v)
         rows.append({"version": v, "current": v == current, "status": status,
-                     "created_at": manifest.get("created_at")})
-        print(f"{'*' if v == current else ' '} {v}  {status:<10} {summary}")
+                     "created_at": manifest.get("created_at"),
+                     "gate": {"run_id": run["run_id"], "result": run["result"], "reason": run.get("reason")}
+                     if run else None})
+        gate = f"  gate: {run['result']}" if run else ""
+        print(f"{'*' if v == current else ' '} {v}  {status:<10} {summary}{gate}")
     if not rows:
         print(f"no model versions in {reg.versions_dir}")
+    if runs:
+        print(f"retrain runs (last {min(len(runs), args.runs)} of {len(runs)}; `finsent models show V` for a report):")
+        for run in runs[-args.runs:]:
+            print(f"  {summary_line(run)}")
     if args.json:
-        print(json.dumps({"current": current, "versions": rows}))
+        print(json.dumps({"current": current, "versions": rows,
+                          "runs": [{k: r.get(k) for k in ("run_id", "result", "reason", "challenger", "champion")}
+                                   for r in runs[-args.runs:]]}))
     return EXIT_OK
+
+
+def _report_table(report: dict[str, Any]) -> str:
+    """The gate's evidence: champion and challenger side by side, then the decision."""
+    lines = [f"retrain run {report['run_id']}: {report['result']} -- {report.get('reason', '')}",
+             f"  {'data':<28} {'metric':<9} {'champion':>9} {'challenger':>10}"]
+    for name, e in (report.get("fixed") or {}).items():
+        for metric in ("accuracy", "macro_f1"):
+            old = (e.get("champion") or {}).get(metric)
+            lines.append(f"  {'fixed:' + name + ' (n=' + str(e['n']) + ')':<28} {metric:<9} "
+                         f"{'-' if old is None else f'{old:.4f}':>9} {e['challenger'][metric]:>10.4f}")
+    hold = report.get("holdout") or {}
+    if hold:
+        old = (hold.get("champion") or {}).get("accuracy")
+        lines.append(f"  {'held-out fresh (n=' + str(hold.get('n', 0)) + ')':<28} {'accuracy':<9} "
+                     f"{'-' if old is None else f'{old:.4f}':>9} {hold['challenger']['accuracy']:>10.4f}")
+    return "\n".join(lines)
 
 
 def _cmd_models_show(args: argparse.Namespace) -> int:
@@ -203,6 +234,12 @@ def _cmd_models_show(args: argparse.Namespace) -> int:
     except RegistryError as err:
         _err(str(err))
         return EXIT_FAILURE
+    from models.runs import RunReports
+
+    report = RunReports(reg).for_version(version)
+    if report is not None:
+        print(_report_table(report), file=sys.stderr)
+        manifest = {**manifest, "retrain_report": report}
     print(json.dumps(manifest, indent=2))
     return EXIT_OK
 
@@ -269,11 +306,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("models", help="model registry: list, show, promote, rollback, ensure")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
-    q = msub.add_parser("list", help="versions, newest last; * marks current")
+    q = msub.add_parser("list", help="versions, newest last; * marks current; then the last retrain runs")
     add_config_option(q)
     q.add_argument("--json", action="store_true")
+    q.add_argument("--runs", type=int, default=10, help="how many retrain runs to list")
     q.set_defaults(func=_cmd_models_list)
-    q = msub.add_parser("show", help="a version's manifest (verified)")
+    q = msub.add_parser("show", help="a version's manifest (verified), with its retrain run report")
     add_config_option(q)
     q.add_argument("version", nargs="?", default="current")
     q.set_defaults(func=_cmd_models_show)

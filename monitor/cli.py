@@ -58,9 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     from alerts import cli as alerts_cli
     from connectors import cli as connectors_cli
     from models import cli as models_cli
-    from monitor import daemon_cli, dlq_cli
+    from monitor import daemon_cli, dlq_cli, labels_cli
 
-    for module in (daemon_cli, connectors_cli, models_cli, alerts_cli, dlq_cli):
+    for module in (daemon_cli, labels_cli, connectors_cli, models_cli, alerts_cli, dlq_cli):
         module.register(sub)
     return parser
 

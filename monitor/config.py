@@ -23,6 +23,7 @@ from alerts.settings import AlertsSettings
 from connectors.settings import ConnectorsSettings
 from models.settings import ClassifierSettings, TrainingSettings
 from monitor.auth import HttpAuthSettings
+from monitor.retrain_settings import RetrainSettings
 from monitor.yamlfile import YamlFileError, load_yaml
 from monitor.stages.settings import AggregatorSettings, ClassifyStageSettings
 
@@ -131,28 +132,6 @@ class HttpSettings(Section):
 class LoggingSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "console"] = "console"
-
-
-class RetrainSettings(Section):
-    """Nightly re-training on fresh labels from the labels topic (apscheduler cron)."""
-
-    enabled: bool = False
-    cron: str = Field(default="0 3 * * *", description="crontab expression (UTC)")
-    min_new_labels: int = Field(default=50, ge=1)
-    profile: Literal["default", "quick", "tiny"] = "default"
-    auto_promote: bool = Field(default=True, description="promote when no worse than current on validation")
-    tolerance: float = Field(default=0.005, ge=0.0, le=1.0, description="allowed drop in macro-F1/accuracy")
-
-    @field_validator("cron")
-    @classmethod
-    def _valid_cron(cls, v: str) -> str:
-        from apscheduler.triggers.cron import CronTrigger
-
-        try:
-            CronTrigger.from_crontab(v)
-        except ValueError as err:
-            raise ValueError(f"not a crontab expression: {err}") from None
-        return v
 
 
 def default_home() -> Path:

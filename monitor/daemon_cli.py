@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from monitor.cliargs import EXIT_USAGE, add_config_option, settings_from_args, settings_problems
+from monitor.cliargs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option, settings_from_args, settings_problems
 
 
 def _runner(stages: tuple[str, ...]):
@@ -36,17 +36,23 @@ def _runner(stages: tuple[str, ...]):
 def _retrain(args: argparse.Namespace) -> int:
     import json
 
+    if not args.now:
+        print("finsent: retrain: pass --now to run the job once now (the daemon runs it on retrain.cron)",
+              file=sys.stderr)
+        return EXIT_USAGE
     settings = settings_from_args(args)
     settings.ensure_dirs()
-    from monitor.retrain import LabelStore, retrain_once
+    from monitor.labels import LabelStore
+    from monitor.retrain import run_retrain
 
     store = LabelStore(settings.state_dir / "labels.db")
     try:
-        outcome = retrain_once(settings, store, force=args.force)
+        report = run_retrain(settings, store, force=args.force)
     finally:
         store.close()
-    print(json.dumps(outcome.__dict__))
-    return 0
+    print(f"{report['result']}: {report['reason']}", file=sys.stderr)
+    print(json.dumps(report))
+    return EXIT_FAILURE if report["result"] in ("failed", "timeout") else EXIT_OK
 
 
 def _stage_list(value: str) -> str:
@@ -78,7 +84,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                 "compose services and the systemd instances finsent@ROLE")
         p.set_defaults(func=_runner(stages))
 
-    p = sub.add_parser("retrain", help="run the nightly re-training job once, now")
+    p = sub.add_parser("retrain", help="run the retrain job (train a challenger, gate, promote) once")
     add_config_option(p)
+    p.add_argument("--now", action="store_true", help="run it now, in the foreground (prints the run report)")
     p.add_argument("--force", action="store_true", help="train even with fewer than retrain.min_new_labels")
     p.set_defaults(func=_retrain)

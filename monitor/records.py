@@ -176,7 +176,7 @@ class Alert(Record):
 
 
 class LabelRecord(Record):
-    """A human label for a text, fed back on ``news.labels`` for nightly retraining."""
+    """A human label for a text, fed back on ``news.labels`` for retraining (see ``monitor.labels``)."""
 
     KIND: ClassVar[str] = "label"
     kind: Literal["label"] = "label"
@@ -184,6 +184,7 @@ class LabelRecord(Record):
     text: str = Field(min_length=1)
     label: str
     item_id: str | None = None
+    labeller: str | None = Field(default=None, max_length=128, description="who labelled; unset = 'anonymous'")
     labelled_at: UtcDatetime = Field(default_factory=utcnow)
 
 

@@ -1,206 +1,282 @@
-"""Nightly re-training on fresh human labels, and hot model reloads.
+"""The retrain job: fresh labels -> a challenger trained in a child process -> the gate -> promotion.
 
-* A :class:`LabelCollector` stage reads ``LabelRecord``s from the labels topic into a SQLite store
-  (de-duplicated by task + text; the latest label wins) and commits offsets after each write.
-* A :class:`RetrainScheduler` (apscheduler, cron from ``retrain.cron``) trains a new version with
-  the stored labels added to the training data when at least ``retrain.min_new_labels`` arrived
-  since the last run, and promotes it when it is no worse than the serving version on the
-  validation sets (``retrain.auto_promote``), then has the engine serve it at once. (The classify
-  stage also re-reads the registry's ``current`` pointer every ``classify.reload_interval``, so a
-  ``finsent models promote|rollback`` reaches a running daemon without a restart.)
+One run (:func:`run_retrain`, from the apscheduler cron ``retrain.cron`` or ``finsent retrain --now``):
+
+1. **Plan**: resolve the stored votes (``monitor.labels``: majority, then latest). Skip, with the
+   reason, when fewer than ``retrain.min_new_labels`` votes arrived or changed since the last
+   completed run. Labels whose text is in a fixed validation set are refused for training (they
+   would make the gate's evidence meaningless). The rest is split by a stable hash of the text:
+   ``retrain.holdout_share`` is held out (never trained on, in this run or any later one).
+2. **Train** in a child process (``python -m models.challenger``) with ``retrain.threads``
+   OpenMP/torch threads and ``retrain.nice`` added niceness, so classify keeps its cores; killed
+   past ``retrain.time_budget``. The training rows are the profile's base data (the replay that
+   keeps the model from forgetting) plus the fresh labels. The child publishes the challenger
+   unpromoted and scores it and the champion on every fixed set and on the held-out labels.
+3. **Gate** (``models.gate``) and promote when it passes and ``retrain.auto_promote``; a serving
+   engine in this process swaps at once (others follow the registry pointer between batches).
+4. **Report** in the registry (``models.runs``), whatever the result, and Prometheus metrics.
 """
 
 from __future__ import annotations
 
-import sqlite3
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from monitor.bus.base import ConsumerOptions
-from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets
 from monitor.component import Component, Context
-from monitor.metrics import RetrainMetrics
-from monitor.records import LabelRecord
+from monitor.labels import LabelCollector, LabelStore, ResolvedLabel, labels_router, story_lookup
 
 log = structlog.get_logger(__name__)
 
-
-class LabelStore:
-    """Human labels kept for re-training, with the id of the last run that used them."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS labels (task TEXT NOT NULL, text TEXT NOT NULL, label TEXT NOT NULL,"
-            " item_id TEXT, labelled_at TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (task, text))"
-        )
-        self._db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
-
-    def add(self, labels: list[LabelRecord]) -> None:
-        with self._lock:
-            self._db.execute("BEGIN")
-            seq = self._next_seq()
-            for i, rec in enumerate(labels):
-                self._db.execute(
-                    "INSERT INTO labels VALUES (?,?,?,?,?,?) ON CONFLICT(task, text) DO UPDATE SET "
-                    "label=excluded.label, item_id=excluded.item_id, labelled_at=excluded.labelled_at, seq=excluded.seq",
-                    (rec.task, rec.text, rec.label, rec.item_id, rec.labelled_at.isoformat(), seq + i),
-                )
-            self._db.execute("COMMIT")
-
-    def _next_seq(self) -> int:
-        row = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM labels").fetchone()
-        return int(row[0])
-
-    def all(self) -> list[tuple[str, str, str]]:
-        with self._lock:
-            return [tuple(r) for r in self._db.execute("SELECT task, text, label FROM labels ORDER BY seq")]
-
-    def new_since_last_run(self) -> int:
-        with self._lock:
-            last = self._db.execute("SELECT v FROM meta WHERE k='last_seq'").fetchone()
-            since = int(last[0]) if last else 0
-            return int(self._db.execute("SELECT COUNT(*) FROM labels WHERE seq > ?", (since,)).fetchone()[0])
-
-    def mark_used(self) -> None:
-        with self._lock:
-            seq = self._next_seq() - 1
-            self._db.execute("INSERT INTO meta VALUES ('last_seq', ?) ON CONFLICT(k) DO UPDATE SET v=excluded.v", (str(seq),))
-
-    def close(self) -> None:
-        self._db.close()
+RESULTS = ("promoted", "rejected", "skipped", "failed", "timeout")
 
 
-class LabelCollector:
-    """Stage: labels topic → :class:`LabelStore`, committing after each stored batch."""
+class RetrainMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.runs = Counter("finsent_retrain_runs", "Retrain runs by result", ["result"], registry=registry)
+        for r in RESULTS:
+            self.runs.labels(r)
+        self.duration = Histogram("finsent_retrain_duration_seconds", "Wall time of a retrain run (trained runs)",
+                                  buckets=(30, 60, 120, 300, 600, 900, 1800, 3600, 7200), registry=registry)
+        self.last_run = Gauge("finsent_retrain_last_run_timestamp_seconds", "When the last retrain run ended",
+                              registry=registry)
+        self.champion = Gauge("finsent_model_champion_metric",
+                              "The serving model's metrics on each fixed validation set, as of the last gate",
+                              ["set", "metric"], registry=registry)
 
-    name = "labels"
-
-    def __init__(self, ctx: Context, store: LabelStore, metrics: RetrainMetrics | None = None) -> None:
-        self._ctx = ctx
-        self._store = store
-        self._metrics = metrics or RetrainMetrics(ctx.registry)
-        self._ready = False
-
-    def run(self, stop: threading.Event) -> None:
-        settings, bus = self._ctx.settings, self._ctx.bus
-        producer = bus.producer()
-        reader = RecordReader(LabelRecord, DeadLetterSink(producer, settings.topics.dlq, stage=self.name))
-        consumer = bus.consumer([settings.topics.labels], ConsumerOptions(group_id="finsent-labels"))
-        self._ready = True
-        try:
-            while not stop.is_set():
-                messages = consumer.poll(0.5)
-                if not messages:
-                    continue
-                self._store.add([rec for _msg, rec in reader.iter_decoded(messages)])
-                if reader.dlq.count:
-                    self._metrics.label_dead_letters.inc(reader.dlq.count)
-                    reader.dlq.count = 0
-                consumer.commit(next_offsets(messages))
-        finally:
-            consumer.close()
-            producer.close()
-
-    def ready(self) -> tuple[bool, str]:
-        return self._ready, "consuming labels" if self._ready else "starting"
+    def observe(self, report: dict[str, Any]) -> None:
+        self.runs.labels(report["result"]).inc()
+        self.last_run.set(time.time())
+        if report.get("duration_s") is not None and report["result"] not in ("skipped",):
+            self.duration.observe(report["duration_s"])
+        role = "challenger" if report["result"] == "promoted" else "champion"
+        for name, entry in (report.get("fixed") or {}).items():
+            for metric in ("accuracy", "macro_f1"):
+                value = (entry.get(role) or {}).get(metric)
+                if value is not None:
+                    self.champion.labels(name, metric).set(value)
 
 
 @dataclass
-class RetrainOutcome:
-    trained: bool
-    reason: str
-    version: str | None = None
-    promoted: bool = False
+class RunPlan:
+    train: list[tuple[str, str, str]]
+    holdout: list[tuple[str, str, str]]
+    refused: list[tuple[str, str, str]]
+    fresh: int
+    up_to_seq: int
 
 
-def _score(manifest: dict[str, Any]) -> tuple[float, float]:
-    metrics = manifest.get("metrics", {})
-    sent = metrics.get("sentiment", {})
-    topic = metrics.get("topic", {})
-    return float(sent.get("macro_f1", 0.0)), float(topic.get("accuracy", 0.0))
+def _in_holdout(task: str, text: str, share: float) -> bool:
+    """Stable across runs: a held-out text stays held out forever."""
+    from models.data import normalise_for_dedup
+
+    digest = hashlib.sha256(f"{task}\0{normalise_for_dedup(text)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
 
 
-def retrain_once(settings: Any, store: LabelStore, *, force: bool = False,
-                 train: Callable[..., Any] | None = None) -> RetrainOutcome:
-    """Train a new version with the stored labels; promote it if no worse than the current one."""
+def validation_texts(settings: Any) -> set[tuple[str, str]]:
+    """(task, normalised text) of every row of every fixed validation set (all rows, not a sample)."""
+    from models.challenger import load_fixed_sets
+    from models.data import normalise_for_dedup
+
+    specs = [s.model_dump(mode="json") for s in settings.retrain.validation_sets]
+    return {(task, normalise_for_dedup(r.text)) for task, rows in load_fixed_sets(specs, None, 0).values()
+            for r in rows}
+
+
+def plan_run(settings: Any, labels: list[ResolvedLabel], fresh: int, up_to_seq: int) -> RunPlan:
+    from models.data import normalise_for_dedup
+
+    blocked = validation_texts(settings)
+    plan = RunPlan([], [], [], fresh, up_to_seq)
+    for r in labels:
+        row = (r.task, r.text, r.label)
+        if (r.task, normalise_for_dedup(r.text)) in blocked:
+            plan.refused.append(row)
+        elif _in_holdout(r.task, r.text, settings.retrain.holdout_share):
+            plan.holdout.append(row)
+        else:
+            plan.train.append(row)
+    return plan
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
+    return f"r{now:%Y%m%d-%H%M%S}-{os.urandom(3).hex()}"
+
+
+# -- the child process -----------------------------------------------------------------------------
+class ChildTimeout(RuntimeError):
+    pass
+
+
+class ChildFailed(RuntimeError):
+    pass
+
+
+def run_child(spec: dict[str, Any], workdir: Path, threads: int, nice: int, budget_s: float) -> dict[str, Any]:
+    """``python -m models.challenger`` with capped threads and lower priority; its result JSON."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    spec_path, out_path = workdir / "spec.json", workdir / "result.json"
+    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
+    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE",
+               TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               PYTHONPATH=os.pathsep.join(p for p in [str(Path(__file__).resolve().parent.parent),
+                                                        env.get("PYTHONPATH", "")] if p))
+
+    def lower_priority() -> None:
+        os.setsid()  # its own process group: a timeout kills the child and anything it started
+        if nice:
+            os.nice(nice)
+
+    proc = subprocess.Popen([sys.executable, "-m", "models.challenger", str(spec_path), str(out_path)],
+                            env=env, preexec_fn=lower_priority, stdin=subprocess.DEVNULL)
+    log.info("retrain child started", pid=proc.pid, threads=threads, nice=nice, budget_s=budget_s)
+    try:
+        rc = proc.wait(timeout=budget_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise ChildTimeout(f"training exceeded retrain.time_budget ({budget_s:.0f}s); child killed") from None
+    if rc != 0 or not out_path.exists():
+        raise ChildFailed(f"training child exited with status {rc} (its log is above)")
+    return json.loads(out_path.read_text(encoding="utf-8"))
+
+
+ChildRunner = Callable[[dict[str, Any], Path, int, int, float], dict[str, Any]]
+
+
+# -- one run ---------------------------------------------------------------------------------------
+def run_retrain(settings: Any, store: LabelStore, *, force: bool = False, runner: ChildRunner = run_child,
+                metrics: RetrainMetrics | None = None) -> dict[str, Any]:
+    """Plan, train (child), gate, promote, report. Returns the report (also stored in the registry)."""
+    from models.gate import GatePolicy, decide
     from models.registry import Registry
+    from models.runs import RunReports
 
-    fresh = store.new_since_last_run()
-    if not force and fresh < settings.retrain.min_new_labels:
-        return RetrainOutcome(False, f"{fresh} new labels < min_new_labels={settings.retrain.min_new_labels}")
-    if train is None:
-        from models.training import train
+    cfg = settings.retrain
     registry = Registry.from_settings(settings)
-    current = registry.current()
-    log.info("retraining", new_labels=fresh, profile=settings.retrain.profile, serving=current)
-    result = train(settings, profile=settings.retrain.profile, extra_examples=store.all(), promote=False, progress=False)
-    store.mark_used()
-    promote = current is None
-    if current is not None and settings.retrain.auto_promote:
-        new, old = _score(result.manifest), _score(registry.read_manifest(current))
-        promote = all(n >= o - settings.retrain.tolerance for n, o in zip(new, old))
-        log.info("retrain compared", new=new, serving=old, promote=promote)
-    if promote:
-        registry.promote(result.version)
-    return RetrainOutcome(True, "trained", result.version, promote)
+    started = time.time()
+    run_id = new_run_id()
+    report: dict[str, Any] = {"run_id": run_id, "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                              "profile": cfg.profile, "champion": registry.current()}
+    up_to = store.max_seq()
+    fresh = store.new_since_last_run()
+    report["new_labels"] = fresh
+
+    def finish(result: str, reason: str) -> dict[str, Any]:
+        report.update(result=result, reason=reason, duration_s=round(time.time() - started, 1))
+        RunReports(registry).write(report)
+        if metrics is not None:
+            metrics.observe(report)
+        log.info("retrain run finished", run_id=run_id, result=result, reason=reason,
+                 challenger=report.get("challenger"), duration_s=report["duration_s"])
+        return report
+
+    if not force and fresh < cfg.min_new_labels:
+        return finish("skipped", f"{fresh} new labels < min_new_labels={cfg.min_new_labels}")
+    plan = plan_run(settings, store.resolved(), fresh, up_to)
+    report["labels"] = {"train": len(plan.train), "holdout": len(plan.holdout),
+                        "refused_in_validation_set": len(plan.refused)}
+    if plan.refused:
+        log.warning("labels refused for training: their text is in a fixed validation set",
+                    count=len(plan.refused), examples=[t for _, t, _ in plan.refused[:3]])
+    if not plan.train:
+        store.mark_used(up_to)
+        return finish("skipped", "no trainable fresh labels (all held out or in a validation set)")
+    spec = {
+        "home": str(settings.home),
+        "classifier": settings.classifier.model_dump(mode="json"),
+        "training": {**settings.training.model_dump(mode="json"), "threads": cfg.threads},
+        "profile": cfg.profile,
+        "champion": report["champion"],
+        "train": plan.train,
+        "holdout": plan.holdout,
+        "validation_sets": [s.model_dump(mode="json") for s in cfg.validation_sets],
+        "validation_limit": cfg.validation_limit,
+        "log_level": settings.logging.level,
+        "log_format": settings.logging.format,
+    }
+    log.info("retrain run started", run_id=run_id, fresh=fresh, train=len(plan.train), holdout=len(plan.holdout),
+             refused=len(plan.refused), champion=report["champion"], profile=cfg.profile)
+    try:
+        comparison = runner(spec, settings.state_dir / "retrain" / run_id, cfg.threads, cfg.nice, cfg.time_budget)
+    except ChildTimeout as err:
+        return finish("timeout", str(err))
+    except Exception as err:  # noqa: BLE001 - a failed run is reported, the serving model is untouched
+        log.exception("retrain child failed")
+        return finish("failed", f"{type(err).__name__}: {err}")
+    store.mark_used(up_to)
+    report.update({k: comparison[k] for k in ("challenger", "fixed", "holdout", "training") if k in comparison})
+    decision = decide(comparison, GatePolicy(cfg.min_gain, cfg.max_drop, cfg.min_holdout))
+    report["gate"] = {"min_gain": cfg.min_gain, "max_drop": cfg.max_drop, "min_holdout": cfg.min_holdout,
+                      "passed": decision.promote, "checks": decision.checks}
+    if not decision.promote:
+        return finish("rejected", decision.reason)
+    if not cfg.auto_promote:
+        return finish("rejected", f"passed the gate but retrain.auto_promote is off: {decision.reason}")
+    registry.promote(comparison["challenger"])
+    return finish("promoted", decision.reason)
 
 
+# -- the scheduled stage ---------------------------------------------------------------------------
 class RetrainScheduler:
-    """Stage: the nightly retrain job (apscheduler) for the daemon's life."""
+    """Stage: the retrain job on ``retrain.cron`` (apscheduler) for the daemon's life."""
 
     name = "retrain"
 
-    def __init__(self, ctx: Context, store: LabelStore, metrics: RetrainMetrics | None = None) -> None:
+    def __init__(self, ctx: Context, store: LabelStore, metrics: RetrainMetrics) -> None:
         self._ctx = ctx
         self._store = store
+        self._metrics = metrics
         self._scheduler: BackgroundScheduler | None = None
-        self._metrics = metrics or RetrainMetrics(ctx.registry)
+        self.reports: list[dict[str, Any]] = []
 
     def _retrain_job(self) -> None:
-        started = time.monotonic()
         try:
-            outcome = retrain_once(self._ctx.settings, self._store)
-        except Exception:
-            log.exception("retrain failed; serving version unchanged")
-            self._metrics.runs.labels("failed").inc()
+            report = run_retrain(self._ctx.settings, self._store, metrics=self._metrics)
+        except Exception:  # noqa: BLE001 - keep the schedule alive; the serving model is unchanged
+            log.exception("retrain run failed; serving version unchanged")
             return
-        finally:
-            self._metrics.seconds.observe(time.monotonic() - started)
-        result = "promoted" if outcome.promoted else "kept" if outcome.trained else "skipped"
-        self._metrics.runs.labels(result).inc()
-        log.info("retrain finished", **outcome.__dict__)
-        if outcome.promoted:
-            self._reload()
+        self.reports.append(report)
+        if report["result"] == "promoted":
+            engine = self._ctx.shared.get("engine")
+            if engine is not None and engine.reload_if_changed():
+                log.info("engine now serves a new model version", version=engine.version)
 
-    def _reload(self) -> None:
-        engine = self._ctx.shared.get("engine")
-        if engine is not None and engine.reload_if_changed():
-            log.info("engine now serves a new model version", version=engine.version)
+    def run_soon(self) -> None:
+        """Fire the scheduled job now (same job, same single-instance guard)."""
+        assert self._scheduler is not None
+        self._scheduler.modify_job("retrain", next_run_time=datetime.now(timezone.utc))
 
     def run(self, stop: threading.Event) -> None:
         cfg = self._ctx.settings.retrain
         scheduler = BackgroundScheduler(timezone=timezone.utc)
         if cfg.enabled:
             scheduler.add_job(self._retrain_job, CronTrigger.from_crontab(cfg.cron, timezone=timezone.utc),
-                              id="retrain", max_instances=1, coalesce=True)
+                              id="retrain", max_instances=1, coalesce=True, misfire_grace_time=3600)
         scheduler.start()
         self._scheduler = scheduler
         if cfg.enabled:
-            log.info("nightly retrain scheduled", cron=cfg.cron, next=str(scheduler.get_job("retrain").next_run_time))
+            log.info("retrain scheduled", cron=cfg.cron, next=str(scheduler.get_job("retrain").next_run_time))
         else:
-            log.info("nightly retrain disabled (retrain.enabled=false)")
+            log.info("scheduled retrain disabled (retrain.enabled=false)")
         stop.wait()
         scheduler.shutdown(wait=True)
 
@@ -210,10 +286,13 @@ class RetrainScheduler:
 
 
 def build_retrain(ctx: Context) -> Component:
-    store = LabelStore(ctx.settings.state_dir / "labels.db")
+    settings = ctx.settings
+    store = LabelStore(settings.state_dir / "labels.db")
     metrics = RetrainMetrics(ctx.registry)
+    router = labels_router(store, lambda: settings.retrain.labels_token, story_lookup(ctx))
     return Component(
         name="retrain",
-        stages=[LabelCollector(ctx, store, metrics), RetrainScheduler(ctx, store, metrics)],
+        stages=[LabelCollector(ctx, store), RetrainScheduler(ctx, store, metrics)],
+        routers=[router],
         close=store.close,
     )

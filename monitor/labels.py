@@ -1,0 +1,422 @@
+"""Human labels: validation at every entrance, a durable store with provenance, conflict resolution.
+
+Entrances: ``POST /labels`` (bearer token ``retrain.labels_token``), ``finsent labels import
+FILE.csv|.jsonl`` and the ``news.labels`` topic (:class:`LabelCollector`). Every one goes through
+:func:`validate_rows`: a batch is stored all-or-nothing, and a rejected batch names every bad row.
+
+Store (SQLite, ``state/labels.db``): one *vote* per (task, text, labeller); a labeller who labels
+the same text again replaces their vote (an identical re-submission changes nothing), so
+duplicates never pile up. Each vote keeps its provenance: labeller, source (``http``,
+``file:<name>``, ``topic``), story id, when it was labelled and when it arrived.
+
+Conflict rule (:func:`resolve`): the label of a (task, text) is the **majority** of its labellers'
+votes; a tie goes to the tied label voted **latest** (``labelled_at``, then arrival order).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+from fastapi import APIRouter, Body, Depends, Header, HTTPException
+from fastapi.responses import JSONResponse
+from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
+
+from monitor.bus.base import ConsumerOptions
+from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets
+from monitor.component import Context
+from monitor.records import LabelRecord, UtcDatetime, utcnow
+
+log = structlog.get_logger(__name__)
+
+Task = Literal["sentiment", "topic"]
+StoryLookup = Callable[[str], "str | None"]
+"""story id -> the story's text, or None when unknown."""
+
+
+def canonical_label(task: str, raw: str | int) -> str:
+    """The label's name (``negative``, ``Energy | Oil``), given a name (any case) or a dataset id."""
+    from models.data import labels_for, parse_label  # light: no torch
+
+    return labels_for(task)[parse_label(task, raw)]  # type: ignore[arg-type]
+
+
+class LabelIn(BaseModel):
+    """One label as submitted (HTTP body, file row): by ``text`` or by ``story_id``."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    task: Task
+    label: str | int
+    text: str | None = Field(default=None, min_length=1, max_length=20_000)
+    story_id: str | None = Field(default=None, min_length=1, max_length=256)
+    labeller: str = Field(min_length=1, max_length=128)
+    labelled_at: UtcDatetime | None = None
+
+    @field_validator("label")
+    @classmethod
+    def _known_label(cls, v: str | int, info: ValidationInfo) -> str:
+        task = info.data.get("task")
+        return canonical_label(task, v) if task else str(v)  # unknown task: reported on its own
+
+    @model_validator(mode="after")
+    def _text_or_story(self) -> "LabelIn":
+        if self.text is None and self.story_id is None:
+            raise ValueError("give the text or a story_id")
+        return self
+
+
+@dataclass(frozen=True)
+class Vote:
+    task: str
+    text: str
+    label: str
+    labeller: str
+    source: str
+    item_id: str | None
+    labelled_at: datetime
+
+
+@dataclass(frozen=True)
+class ResolvedLabel:
+    task: str
+    text: str
+    label: str
+    votes: dict[str, int]
+    seq: int  # newest arrival among its votes
+
+
+@dataclass(frozen=True)
+class RowError:
+    row: int | str
+    error: str
+
+    def __str__(self) -> str:
+        return f"row {self.row}: {self.error}"
+
+
+class LabelBatchError(ValueError):
+    """A batch had invalid rows; nothing of it was stored."""
+
+    def __init__(self, errors: list[RowError], total: int) -> None:
+        self.errors = errors
+        self.total = total
+        super().__init__(f"{len(errors)} of {total} labels invalid; nothing stored:\n"
+                         + "\n".join(f"  {e}" for e in errors))
+
+
+def _describe(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def validate_rows(rows: Sequence[tuple[int | str, Any]], source: str, lookup: StoryLookup | None = None,
+                  default_labeller: str | None = None) -> list[Vote]:
+    """``(row name, raw mapping)`` pairs -> votes; raises :class:`LabelBatchError` naming every bad row."""
+    votes: list[Vote] = []
+    errors: list[RowError] = []
+    now = utcnow()
+    for name, raw in rows:
+        if not isinstance(raw, dict):
+            errors.append(RowError(name, f"expected an object, got {type(raw).__name__}"))
+            continue
+        if default_labeller and not raw.get("labeller"):
+            raw = {**raw, "labeller": default_labeller}
+        try:
+            item = LabelIn.model_validate(raw)
+        except ValidationError as err:
+            errors.append(RowError(name, _describe(err)))
+            continue
+        text = item.text
+        if text is None:
+            text = lookup(item.story_id) if lookup and item.story_id else None
+            if text is None:
+                errors.append(RowError(name, f"story_id: unknown story {item.story_id!r} (send its text instead)"))
+                continue
+        votes.append(Vote(item.task, text, str(item.label), item.labeller, source, item.story_id,
+                          item.labelled_at or now))
+    if errors:
+        raise LabelBatchError(errors, len(rows))
+    return votes
+
+
+# -- the store ---------------------------------------------------------------------------------
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS votes (task TEXT NOT NULL, text TEXT NOT NULL, labeller TEXT NOT NULL,"
+    " label TEXT NOT NULL, item_id TEXT, source TEXT NOT NULL, labelled_at TEXT NOT NULL,"
+    " received_at TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (task, text, labeller))"
+)
+
+
+@dataclass(frozen=True)
+class AddResult:
+    inserted: int
+    updated: int
+    unchanged: int
+
+    @property
+    def stored(self) -> int:
+        return self.inserted + self.updated
+
+
+class LabelStore:
+    """Votes in SQLite (WAL; safe beside a daemon), and the sequence number the last run used."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(_SCHEMA)
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
+
+    def add(self, votes: Iterable[Vote | LabelRecord], source: str = "topic") -> AddResult:
+        """Store every vote in one transaction (all or nothing)."""
+        inserted = updated = unchanged = 0
+        received = utcnow().isoformat()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                seq = self._max_seq()
+                for v in votes:
+                    if isinstance(v, LabelRecord):
+                        v = Vote(v.task, v.text, canonical_label(v.task, v.label), v.labeller or "anonymous",
+                                 source, v.item_id, v.labelled_at)
+                    row = self._db.execute("SELECT label FROM votes WHERE task=? AND text=? AND labeller=?",
+                                           (v.task, v.text, v.labeller)).fetchone()
+                    if row is not None and row[0] == v.label:
+                        unchanged += 1
+                        continue
+                    seq += 1
+                    self._db.execute(
+                        "INSERT INTO votes VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(task, text, labeller) DO UPDATE SET"
+                        " label=excluded.label, item_id=excluded.item_id, source=excluded.source,"
+                        " labelled_at=excluded.labelled_at, received_at=excluded.received_at, seq=excluded.seq",
+                        (v.task, v.text, v.labeller, v.label, v.item_id, v.source, v.labelled_at.isoformat(),
+                         received, seq),
+                    )
+                    inserted, updated = (inserted + 1, updated) if row is None else (inserted, updated + 1)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return AddResult(inserted, updated, unchanged)
+
+    def _max_seq(self) -> int:
+        return int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM votes").fetchone()[0])
+
+    def votes(self) -> list[dict[str, Any]]:
+        """Every vote with its provenance, in arrival order."""
+        with self._lock:
+            cur = self._db.execute("SELECT task, text, labeller, label, item_id, source, labelled_at, received_at, seq"
+                                   " FROM votes ORDER BY seq")
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, r)) for r in cur]
+
+    def resolved(self) -> list[ResolvedLabel]:
+        """One label per (task, text) by the conflict rule, oldest first."""
+        return resolve(self.votes())
+
+    def max_seq(self) -> int:
+        with self._lock:
+            return self._max_seq()
+
+    def last_used_seq(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT v FROM meta WHERE k='last_seq'").fetchone()
+            return int(row[0]) if row else 0
+
+    def new_since_last_run(self) -> int:
+        """Votes added or changed since the last completed retrain."""
+        since = self.last_used_seq()
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM votes WHERE seq > ?", (since,)).fetchone()[0])
+
+    def mark_used(self, seq: int | None = None) -> None:
+        """Votes up to ``seq`` (default: all) were seen by a completed run."""
+        with self._lock:
+            value = self._max_seq() if seq is None else seq
+            self._db.execute("INSERT INTO meta VALUES ('last_seq', ?) ON CONFLICT(k) DO UPDATE SET v=excluded.v",
+                             (str(value),))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def resolve(votes: Iterable[dict[str, Any]]) -> list[ResolvedLabel]:
+    """Majority of the labellers' votes; a tie goes to the tied label voted latest."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for v in votes:
+        groups.setdefault((v["task"], v["text"]), []).append(v)
+    out = []
+    for (task, text), vs in groups.items():
+        counts: dict[str, int] = {}
+        latest: dict[str, tuple[str, int]] = {}
+        for v in vs:
+            counts[v["label"]] = counts.get(v["label"], 0) + 1
+            latest[v["label"]] = max(latest.get(v["label"], ("", 0)), (v["labelled_at"], v["seq"]))
+        label = max(counts, key=lambda name: (counts[name], latest[name]))
+        out.append(ResolvedLabel(task, text, label, counts, max(v["seq"] for v in vs)))
+    return sorted(out, key=lambda r: r.seq)
+
+
+# -- files ---------------------------------------------------------------------------------------
+def read_label_file(path: Path) -> list[tuple[int | str, Any]]:
+    """Rows of a ``.csv`` (header: task,label,text[,story_id,labeller,labelled_at]) or ``.jsonl`` file.
+
+    Row names are what an editor shows: CSV rows count the header as row 1, JSONL lines from 1.
+    Raises :class:`LabelBatchError` for lines that are not JSON objects, ValueError for the file.
+    """
+    suffix = path.suffix.lower()
+    text = path.read_text(encoding="utf-8")
+    rows: list[tuple[int | str, Any]] = []
+    if suffix == ".csv":
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        missing = [c for c in ("task", "label") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+        for i, row in enumerate(reader, start=2):
+            rows.append((i, {k: v for k, v in row.items() if k and v not in (None, "")}))
+    elif suffix in (".jsonl", ".ndjson"):
+        errors = []
+        for i, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append((i, json.loads(line)))
+            except ValueError as err:
+                errors.append(RowError(i, f"not JSON: {err}"))
+        if errors:
+            raise LabelBatchError(errors, len(rows) + len(errors))
+    else:
+        raise ValueError(f"{path}: expected a .csv or .jsonl file")
+    if not rows:
+        raise ValueError(f"{path}: no labels")
+    return rows
+
+
+EXPORT_FIELDS = ("task", "text", "label", "labeller", "item_id", "source", "labelled_at", "received_at")
+
+
+def export_rows(store: LabelStore, resolved: bool) -> list[dict[str, Any]]:
+    if resolved:
+        return [{"task": r.task, "text": r.text, "label": r.label, "votes": r.votes} for r in store.resolved()]
+    return [{k: v[k] for k in EXPORT_FIELDS} for v in store.votes()]
+
+
+# -- HTTP ----------------------------------------------------------------------------------------
+def require_bearer(token: Callable[[], SecretStr | None], what: str = "label intake") -> Callable[..., None]:
+    """FastAPI dependency: ``Authorization: Bearer <token>`` must match ``token()``.
+
+    Deliberately small so a general auth layer can replace it without touching the routes.
+    """
+
+    def check(authorization: str | None = Header(default=None)) -> None:
+        expected = token()
+        if expected is None:
+            raise HTTPException(503, f"{what} is disabled: set retrain.labels_token")
+        scheme, _, value = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(
+                value.strip().encode(), expected.get_secret_value().encode()):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    return check
+
+
+def _batch_rows(payload: Any) -> list[tuple[int | str, Any]]:
+    if isinstance(payload, dict) and "labels" in payload and isinstance(payload["labels"], list):
+        return list(enumerate(payload["labels"]))
+    if isinstance(payload, list):
+        return list(enumerate(payload))
+    return [(0, payload)]
+
+
+def labels_router(store: LabelStore, token: Callable[[], SecretStr | None], lookup: StoryLookup) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/labels", dependencies=[Depends(require_bearer(token))])
+    def post_labels(payload: Any = Body(...)) -> JSONResponse:  # noqa: B008 - FastAPI idiom
+        """One label (object), or a batch (list, or ``{"labels": [...]}``); all-or-nothing."""
+        rows = _batch_rows(payload)
+        if not rows:
+            return JSONResponse({"detail": "no labels in the request"}, status_code=422)
+        try:
+            votes = validate_rows(rows, "http", lookup)
+        except LabelBatchError as err:
+            return JSONResponse({"detail": f"{len(err.errors)} of {err.total} labels invalid; nothing stored",
+                                 "errors": [{"row": e.row, "error": e.error} for e in err.errors]},
+                                status_code=422)
+        result = store.add(votes)
+        log.info("labels received", source="http", inserted=result.inserted, updated=result.updated,
+                 unchanged=result.unchanged)
+        return JSONResponse({"received": len(votes), "inserted": result.inserted, "updated": result.updated,
+                             "unchanged": result.unchanged})
+
+    return router
+
+
+def story_lookup(ctx: Context) -> StoryLookup:
+    """Texts of recently scored stories (the classify component's item store, when it runs here)."""
+
+    def lookup(story_id: str) -> str | None:
+        items = ctx.shared.get("items")
+        scored = items.get(story_id) if items is not None else None
+        return scored.item.text if scored is not None else None
+
+    return lookup
+
+
+# -- the topic -----------------------------------------------------------------------------------
+class LabelCollector:
+    """Stage: labels topic -> :class:`LabelStore`, committing after each stored batch."""
+
+    name = "labels"
+
+    def __init__(self, ctx: Context, store: LabelStore) -> None:
+        self._ctx = ctx
+        self._store = store
+        self._ready = False
+
+    def run(self, stop: threading.Event) -> None:
+        settings, bus = self._ctx.settings, self._ctx.bus
+        producer = bus.producer()
+        dlq = DeadLetterSink(producer, settings.topics.dlq, stage=self.name)
+        reader = RecordReader(LabelRecord, dlq)
+        consumer = bus.consumer([settings.topics.labels], ConsumerOptions(group_id="finsent-labels"))
+        self._ready = True
+        try:
+            while not stop.is_set():
+                messages = consumer.poll(0.5)
+                if not messages:
+                    continue
+                good = []
+                for msg, rec in reader.iter_decoded(messages):
+                    try:
+                        canonical_label(rec.task, rec.label)
+                    except ValueError as err:
+                        dlq.reject_message(msg, f"label: {err}").get(timeout=30)
+                        continue
+                    good.append(rec)
+                self._store.add(good, source="topic")
+                consumer.commit(next_offsets(messages))
+        finally:
+            consumer.close()
+            producer.close()
+
+    def ready(self) -> tuple[bool, str]:
+        return self._ready, "consuming labels" if self._ready else "starting"

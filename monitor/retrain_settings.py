@@ -1,0 +1,73 @@
+"""Config section ``retrain``: label intake, the scheduled retrain job and its promotion gate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from monitor.stages.settings import Seconds
+
+
+class ValidationSetSpec(BaseModel):
+    """One fixed validation set the gate checks a challenger on (never trained on)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, description="how reports and metrics name the set")
+    task: Literal["sentiment", "topic"]
+    path: Path | None = Field(default=None, description="CSV with text,label columns; unset = the bundled "
+                                                        "validation split of `task`")
+
+
+def _bundled_sets() -> list[ValidationSetSpec]:
+    return [ValidationSetSpec(name="sentiment", task="sentiment"), ValidationSetSpec(name="topic", task="topic")]
+
+
+class RetrainSettings(BaseModel):
+    """Re-training on fresh human labels (apscheduler cron, or ``finsent retrain --now``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    cron: str = Field(default="0 3 * * *", description="crontab expression (UTC)")
+    min_new_labels: int = Field(default=50, ge=1, description="skip the run below this many new/changed labels")
+    profile: Literal["default", "quick", "tiny"] = "default"
+    auto_promote: bool = Field(default=True, description="promote a challenger that passes the gate")
+    # -- the child process
+    threads: int = Field(default=1, ge=1, description="torch/OpenMP threads of the training child process")
+    nice: int = Field(default=10, ge=0, le=19, description="niceness added to the training child process")
+    time_budget: Seconds = Field(default=3600.0, gt=0, description="the child is killed past this; run = timeout")
+    # -- the gate
+    holdout_share: float = Field(default=0.2, gt=0.0, lt=1.0,
+                                 description="share of fresh labels held out of training (stable hash of the text)")
+    min_holdout: int = Field(default=10, ge=1, description="held-out labels needed to judge a challenger")
+    min_gain: float = Field(default=0.02, ge=0.0, le=1.0,
+                            description="required accuracy gain on the held-out fresh labels")
+    max_drop: float = Field(default=0.01, ge=0.0, le=1.0,
+                            description="allowed drop of accuracy and macro-F1 on each fixed validation set")
+    validation_sets: list[ValidationSetSpec] = Field(default_factory=_bundled_sets, min_length=1)
+    validation_limit: int | None = Field(default=None, ge=10,
+                                         description="rows drawn (seeded) from each fixed set; unset = all")
+    # -- label intake
+    labels_token: SecretStr | None = Field(default=None, description="bearer token of POST /labels; unset = off")
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, v: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(v)
+        except ValueError as err:
+            raise ValueError(f"not a crontab expression: {err}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _unique_set_names(self) -> "RetrainSettings":
+        names = [s.name for s in self.validation_sets]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"validation_sets: duplicate name(s) {', '.join(dupes)}")
+        return self

@@ -1,0 +1,183 @@
+"""Label intake: HTTP, files and the topic; de-duplication, conflict rule, all-or-nothing batches."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from monitor.bus.codec import send_record
+from monitor.bus.memory import MemoryBus
+from monitor.component import Context
+from monitor.labels import LabelCollector, LabelStore, Vote, labels_router, resolve
+from monitor.records import LabelRecord, utcnow
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "s3cret-token"
+
+
+def _vote(text, label, labeller, task="sentiment", at=None):
+    return Vote(task, text, label, labeller, "test", None, at or utcnow())
+
+
+def test_store_dedups_per_labeller_and_resolves_majority_then_latest(tmp_path):
+    store = LabelStore(tmp_path / "labels.db")
+    r = store.add([_vote("Oil slumps", "neutral", "ann"), _vote("Oil slumps", "negative", "bob")])
+    assert (r.inserted, r.updated, r.unchanged) == (2, 0, 0)
+    # tie 1:1 -> the latest vote (bob's) wins
+    assert [(x.text, x.label) for x in store.resolved()] == [("Oil slumps", "negative")]
+    # ann re-sends the same label: nothing new; then changes her mind: her vote is replaced, not added
+    assert store.add([_vote("Oil slumps", "neutral", "ann")]).unchanged == 1
+    assert store.add([_vote("Oil slumps", "negative", "ann")]).updated == 1
+    assert len(store.votes()) == 2
+    # majority beats recency: two negatives against a later neutral
+    store.add([_vote("Oil slumps", "neutral", "cy")])
+    assert store.resolved()[0].label == "negative" and store.resolved()[0].votes == {"negative": 2, "neutral": 1}
+    assert store.new_since_last_run() == 3  # ann's insert + her change counted once, bob, cy
+    store.mark_used()
+    assert store.new_since_last_run() == 0
+    store.add([_vote("Gold rallies", "positive", "ann")])
+    store.close()
+    reopened = LabelStore(tmp_path / "labels.db")
+    assert reopened.new_since_last_run() == 1 and len(reopened.resolved()) == 2
+    v = reopened.votes()[-1]
+    assert v["labeller"] == "ann" and v["source"] == "test" and v["received_at"]
+
+
+def test_resolve_tie_goes_to_the_later_labelled_at():
+    votes = [{"task": "sentiment", "text": "t", "label": "positive", "labelled_at": "2026-01-02", "seq": 1},
+             {"task": "sentiment", "text": "t", "label": "negative", "labelled_at": "2026-01-01", "seq": 2}]
+    assert resolve(votes)[0].label == "positive"
+
+
+@pytest.fixture
+def client(tmp_path):
+    store = LabelStore(tmp_path / "labels.db")
+    stories = {"s1": "ACME beats estimates"}
+    app = FastAPI()
+    app.include_router(labels_router(store, lambda: SecretStr(TOKEN), stories.get))
+    with TestClient(app) as c:
+        yield c, store
+    store.close()
+
+
+def test_post_labels_single_batch_and_story_lookup(client):
+    c, store = client
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    r = c.post("/labels", json={"task": "sentiment", "text": "Oil slumps", "label": "Bearish", "labeller": "ann"},
+               headers=auth)
+    assert r.status_code == 200 and r.json()["inserted"] == 1
+    r = c.post("/labels", headers=auth, json={"labels": [
+        {"task": "sentiment", "story_id": "s1", "label": 1, "labeller": "ann"},  # dataset id 1 = Bullish
+        {"task": "topic", "text": "Oil slumps", "label": "energy | oil", "labeller": "bob"}]})
+    assert r.status_code == 200, r.text
+    votes = {(v["task"], v["text"]): v for v in store.votes()}
+    assert votes[("sentiment", "Oil slumps")]["label"] == "negative"
+    assert votes[("sentiment", "ACME beats estimates")]["label"] == "positive"
+    assert votes[("sentiment", "ACME beats estimates")]["item_id"] == "s1"
+    assert votes[("topic", "Oil slumps")]["label"] == "Energy | Oil"
+    assert {v["source"] for v in votes.values()} == {"http"}
+
+
+def test_post_labels_rejects_the_whole_batch_naming_every_bad_row(client):
+    c, store = client
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    r = c.post("/labels", headers=auth, json=[
+        {"task": "sentiment", "text": "fine", "label": "positive", "labeller": "ann"},
+        {"task": "sentiment", "text": "bad label", "label": "meh", "labeller": "ann"},
+        {"task": "sentiment", "story_id": "nope", "label": "positive", "labeller": "ann"},
+        {"task": "colour", "text": "x", "label": "red", "labeller": "ann"},
+        {"task": "sentiment", "text": "no labeller", "label": "positive"},
+    ])
+    assert r.status_code == 422
+    body = r.json()
+    assert [e["row"] for e in body["errors"]] == [1, 2, 3, 4]
+    assert "unknown sentiment label 'meh'" in body["errors"][0]["error"]
+    assert "unknown story 'nope'" in body["errors"][1]["error"]
+    assert "labeller" in body["errors"][3]["error"]
+    assert store.votes() == []  # all or nothing
+
+
+def test_post_labels_needs_the_bearer_token(client, tmp_path):
+    c, _ = client
+    body = {"task": "sentiment", "text": "x", "label": "positive", "labeller": "ann"}
+    assert c.post("/labels", json=body).status_code == 401
+    assert c.post("/labels", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    app = FastAPI()
+    store = LabelStore(tmp_path / "off.db")
+    app.include_router(labels_router(store, lambda: None, {}.get))
+    with TestClient(app) as off:
+        r = off.post("/labels", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 503 and "labels_token" in r.json()["detail"]
+    store.close()
+
+
+def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {"PYTHONPATH": str(ROOT), "FINSENT_HOME": str(home), "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-m", "monitor.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=120, cwd=ROOT)
+
+
+def test_cli_import_export_and_bad_rows(tmp_path):
+    home = tmp_path / "home"
+    good = tmp_path / "good.csv"
+    good.write_text('task,label,text,labeller\nsentiment,negative,"Shares sink, badly",ann\n'
+                    "topic,Dividend,ACME raises its dividend,\n")
+    proc = _cli(home, "labels", "import", str(good), "--labeller", "desk")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["inserted"] == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"task": "sentiment", "label": "positive", "text": "ok", "labeller": "ann"}\n'
+                   '{"task": "sentiment", "label": "great", "text": "x", "labeller": "ann"}\n'
+                   'not json\n'
+                   '{"task": "sentiment", "label": "positive", "labeller": "ann"}\n')
+    proc = _cli(home, "labels", "import", str(bad))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "row 3: not JSON" in proc.stderr
+    bad.write_text('{"task": "sentiment", "label": "positive", "text": "ok", "labeller": "ann"}\n'
+                   '{"task": "sentiment", "label": "great", "text": "x", "labeller": "ann"}\n'
+                   '{"task": "sentiment", "label": "positive", "labeller": "ann"}\n')
+    proc = _cli(home, "labels", "import", str(bad))
+    assert proc.returncode == 2
+    assert "row 2: label: unknown sentiment label 'great'" in proc.stderr and "row 3: " in proc.stderr
+    assert "2 of 3 labels invalid; nothing stored" in proc.stderr
+    proc = _cli(home, "labels", "export")
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(r["text"], r["label"], r["labeller"]) for r in rows] == [
+        ("Shares sink, badly", "negative", "ann"), ("ACME raises its dividend", "Dividend", "desk")]
+    assert rows[0]["source"] == "file:good.csv"
+    proc = _cli(home, "labels", "export", "--resolved", "--format", "csv")
+    assert proc.returncode == 0 and proc.stdout.splitlines()[0] == "task,text,label,votes"
+
+
+def test_collector_stores_labels_from_the_topic_and_dead_letters_garbage(make_settings):
+    settings = make_settings()
+    bus = MemoryBus()
+    bus.ensure_topics(settings.topics.all())
+    store = LabelStore(settings.state_dir / "labels.db")
+    producer = bus.producer()
+    send_record(producer, settings.topics.labels, LabelRecord(task="sentiment", text="Shares sink", label="Bearish",
+                                                              labeller="ann"))
+    send_record(producer, settings.topics.labels, LabelRecord(task="sentiment", text="x", label="sideways"))
+    producer.send(settings.topics.labels, b"not a label")
+    collector = LabelCollector(Context(settings=settings, bus=bus), store)
+    stop = threading.Event()
+    t = threading.Thread(target=collector.run, args=(stop,))
+    t.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(bus.read_all(settings.topics.dlq)) < 2:
+        time.sleep(0.05)
+    stop.set()
+    t.join(5)
+    assert [(v["text"], v["label"], v["labeller"], v["source"]) for v in store.votes()] == [
+        ("Shares sink", "negative", "ann", "topic")]
+    assert len(bus.read_all(settings.topics.dlq)) == 2
+    store.close()
