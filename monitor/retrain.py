@@ -43,7 +43,7 @@ from monitor.labels import LabelCollector, LabelStore, ResolvedLabel, labels_rou
 
 log = structlog.get_logger(__name__)
 
-RESULTS = ("promoted", "rejected", "skipped", "failed", "timeout")
+RESULTS = ("promoted", "rejected", "shadowing", "skipped", "failed", "timeout")
 
 
 class RetrainMetrics:
@@ -231,8 +231,56 @@ def run_retrain(settings: Any, store: LabelStore, *, force: bool = False, runner
         return finish("rejected", decision.reason)
     if not cfg.auto_promote:
         return finish("rejected", f"passed the gate but retrain.auto_promote is off: {decision.reason}")
+    if cfg.shadow_period > 0:
+        from monitor.shadow import start_shadow
+
+        start_shadow(settings.models_dir, comparison["challenger"], run_id)
+        return finish("shadowing", f"{decision.reason}; shadowing {cfg.shadow_share:.0%} of live traffic for "
+                                   f"{cfg.shadow_period:.0f}s before promotion")
     registry.promote(comparison["challenger"])
     return finish("promoted", decision.reason)
+
+
+def check_shadow(settings: Any, metrics: RetrainMetrics | None = None, now: float | None = None) -> dict[str, Any] | None:
+    """Promote or drop the shadowed challenger once its shadow period is over; the updated report.
+
+    Promote when it was shadowed for ``retrain.shadow_period`` over at least
+    ``retrain.shadow_min_samples`` stories with sentiment agreement >= ``shadow_min_agreement``;
+    drop it when the agreement is lower; keep waiting while too few stories were shadow-scored.
+    """
+    from models.registry import Registry
+    from models.runs import RunReports
+    from monitor.shadow import shadow_pointer, shadow_stats, stop_shadow
+
+    cfg = settings.retrain
+    pointer = shadow_pointer(settings.models_dir)
+    if not pointer:
+        return None
+    now = time.time() if now is None else now
+    elapsed = now - float(pointer["since"])
+    stats = shadow_stats(settings.state_dir) or {}
+    if stats.get("version") != pointer["version"]:
+        stats = {"n": 0, "agree": 0}
+    n, agreement = int(stats.get("n", 0)), float(stats.get("agreement", 0.0))
+    if elapsed < cfg.shadow_period or n < cfg.shadow_min_samples:
+        return None
+    registry = Registry.from_settings(settings)
+    reports = RunReports(registry)
+    report = reports.for_version(pointer["version"]) or {"run_id": pointer["run_id"], "challenger": pointer["version"]}
+    report["shadow"] = {"seconds": round(elapsed, 1), **stats}
+    line = (f"shadowed {elapsed:.0f}s on {n} stories: sentiment agreement {agreement:.4f} "
+            f"(min {cfg.shadow_min_agreement})")
+    if agreement >= cfg.shadow_min_agreement:
+        registry.promote(pointer["version"])
+        report.update(result="promoted", reason=f"{report.get('reason', '')}; {line}")
+    else:
+        report.update(result="rejected", reason=f"{line} < min_shadow_agreement")
+    stop_shadow(settings.models_dir)
+    reports.write(report)
+    if metrics is not None:
+        metrics.observe(report)
+    log.info("shadow period over", version=pointer["version"], result=report["result"], agreement=agreement, n=n)
+    return report
 
 
 # -- the scheduled stage ---------------------------------------------------------------------------
@@ -256,9 +304,23 @@ class RetrainScheduler:
             return
         self.reports.append(report)
         if report["result"] == "promoted":
-            engine = self._ctx.shared.get("engine")
-            if engine is not None and engine.reload_if_changed():
-                log.info("engine now serves a new model version", version=engine.version)
+            self._reload()
+
+    def _shadow_job(self) -> None:
+        try:
+            report = check_shadow(self._ctx.settings, self._metrics)
+        except Exception:  # noqa: BLE001 - keep the schedule alive
+            log.exception("shadow check failed")
+            return
+        if report is not None:
+            self.reports.append(report)
+            if report["result"] == "promoted":
+                self._reload()
+
+    def _reload(self) -> None:
+        engine = self._ctx.shared.get("engine")
+        if engine is not None and engine.reload_if_changed():
+            log.info("engine now serves a new model version", version=engine.version)
 
     def run_soon(self) -> None:
         """Fire the scheduled job now (same job, same single-instance guard)."""
@@ -271,6 +333,9 @@ class RetrainScheduler:
         if cfg.enabled:
             scheduler.add_job(self._retrain_job, CronTrigger.from_crontab(cfg.cron, timezone=timezone.utc),
                               id="retrain", max_instances=1, coalesce=True, misfire_grace_time=3600)
+            if cfg.shadow_period > 0:
+                scheduler.add_job(self._shadow_job, "interval", seconds=min(60.0, max(1.0, cfg.shadow_period / 10)),
+                                  id="shadow", max_instances=1, coalesce=True)
         scheduler.start()
         self._scheduler = scheduler
         if cfg.enabled:

@@ -50,6 +50,14 @@ class RetrainSettings(BaseModel):
     validation_sets: list[ValidationSetSpec] = Field(default_factory=_bundled_sets, min_length=1)
     validation_limit: int | None = Field(default=None, ge=10,
                                          description="rows drawn (seeded) from each fixed set; unset = all")
+    # -- shadow scoring (monitor.shadow): 0 = promote as soon as the gate passes
+    shadow_share: float = Field(default=0.0, ge=0.0, le=1.0,
+                                description="share of live stories classify also scores with a shadowed challenger")
+    shadow_period: Seconds = Field(default=0.0, ge=0,
+                                   description="a gate-passing challenger is shadowed this long before promotion")
+    shadow_min_samples: int = Field(default=200, ge=1, description="shadow-scored stories needed to decide")
+    shadow_min_agreement: float = Field(default=0.8, ge=0.0, le=1.0,
+                                        description="sentiment agreement with the champion needed to promote")
     # -- label intake
     labels_token: SecretStr | None = Field(default=None, description="bearer token of POST /labels; unset = off")
 
@@ -63,6 +71,12 @@ class RetrainSettings(BaseModel):
         except ValueError as err:
             raise ValueError(f"not a crontab expression: {err}") from None
         return v
+
+    @model_validator(mode="after")
+    def _shadow_needs_traffic(self) -> "RetrainSettings":
+        if self.shadow_period > 0 and self.shadow_share <= 0:
+            raise ValueError("shadow_period > 0 needs shadow_share > 0 (classify must shadow-score some traffic)")
+        return self
 
     @model_validator(mode="after")
     def _unique_set_names(self) -> "RetrainSettings":

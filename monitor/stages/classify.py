@@ -37,6 +37,7 @@ from monitor.bus.base import Bus, BusError, Consumer, ConsumerOptions, Message, 
 from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets, send_record
 from monitor.config import Settings
 from monitor.records import NewsItem, ScoredItem
+from monitor.shadow import ShadowScorer
 from monitor.stages.scoring import ScoringEngine, score_isolating_poison
 from monitor.stages.stores import ItemStore
 
@@ -103,12 +104,14 @@ class ClassifyStage:
         items: ItemStore | None = None,
         name: str = "classify",
         clock: Callable[[], float] = time.monotonic,
+        shadow: ShadowScorer | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
         self.bus = bus
         self.engine = engine
         self.items = items
+        self.shadow = shadow
         self.metrics = ClassifyMetrics(registry)
         self._clock = clock
         self._cfg = settings.classify
@@ -153,6 +156,8 @@ class ClassifyStage:
             finally:
                 self._producer.flush(self._cfg.produce_timeout)
                 self._producer.close()
+            if self.shadow is not None:
+                self.shadow.flush()
             log.info("classify stopped", batches=self.batches, released_uncommitted=dropped)
 
     # -- the loop ---------------------------------------------------------------------------
@@ -245,6 +250,8 @@ class ClassifyStage:
         self.batches += 1
         self.metrics.commit_seconds.observe(self._clock() - start)
         self.metrics.in_flight.set(len(self._buffer))
+        if self.shadow is not None and live:  # after the commit: the served results never wait for it
+            self.shadow.observe([s.item.text for _, s in outcome.scored], [s.sentiment for _, s in outcome.scored])
 
     def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         assert self._consumer is not None
@@ -286,6 +293,8 @@ class ClassifyStage:
                     log.info("model reloaded", version=self.engine.version)
             except Exception:  # noqa: BLE001 - keep serving the model we have
                 log.exception("model reload failed; keeping the current model")
+            if self.shadow is not None:
+                self.shadow.refresh()
 
     def _report_lag(self) -> None:
         assert self._consumer is not None

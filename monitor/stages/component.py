@@ -41,8 +41,23 @@ def build_classify(ctx: Context) -> Component:
 
     ctx.registry.register(ModelInfoCollector(engine))
     items, routers = _item_store(ctx)
-    stage = ClassifyStage(ctx.settings, ctx.bus, engine, ctx.registry, items=items)
+    stage = ClassifyStage(ctx.settings, ctx.bus, engine, ctx.registry, items=items, shadow=_shadow(ctx))
     return Component(name="classify", stages=[stage], routers=routers)
+
+
+def _shadow(ctx: Context):  # noqa: ANN202
+    """A shadow scorer when ``retrain.shadow_share`` > 0 (see monitor.shadow)."""
+    settings = ctx.settings
+    if settings.retrain.shadow_share <= 0:
+        return None
+    from monitor.shadow import ShadowScorer
+
+    def load(version: str):  # noqa: ANN202
+        from models.engine import InferenceEngine
+
+        return InferenceEngine.from_settings(settings, version=version)
+
+    return ShadowScorer(settings.models_dir, settings.state_dir, settings.retrain.shadow_share, ctx.registry, load)
 
 
 def build_aggregate(ctx: Context) -> Component:
