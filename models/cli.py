@@ -270,6 +270,48 @@ def _cmd_models_rollback(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _when(value: str):  # noqa: ANN202
+    from datetime import datetime, timezone
+
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {value!r}") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def _cmd_models_backtest(args: argparse.Namespace) -> int:
+    from monitor.backtest import BacktestError, backtest, read_stories_file, read_stories_topic
+
+    settings = _settings(args)
+    from models.engine import InferenceEngine
+    from models.registry import Registry, RegistryError
+
+    try:
+        stories = read_stories_file(Path(args.file)) if args.file else read_stories_topic(settings)
+        champion_version = Registry.from_settings(settings).resolve(None)
+        candidate = InferenceEngine.from_settings(settings, version=args.version)
+        champion = InferenceEngine.from_settings(settings, version=champion_version)
+        rules = settings.alerts.load_rules()
+    except (BacktestError, RegistryError, OSError, ValueError) as err:
+        _err(str(err))
+        return EXIT_FAILURE
+    report = backtest(settings, candidate, champion, stories, getattr(args, "from"), args.to, rules)
+    m = report["models"]
+    print(f"backtest {report['stories']} stories [{report['from'] or '-'} .. {report['to'] or '-'}): "
+          f"candidate {m['candidate']['version']} vs champion {m['champion']['version']}")
+    print(f"  sentiment agreement {report['agreement']}; mix champion {m['champion']['sentiment_mix']} "
+          f"candidate {m['candidate']['sentiment_mix']}")
+    t = report["trends"]
+    print(f"  trend mean_score over {t['windows_compared']} windows: mean |diff| {t['mean_abs_diff']} "
+          f"max {t['max_abs_diff']}")
+    for rule, a in report["alerts"].items():
+        print(f"  rule {rule}: fired {a['champion']} -> {a['candidate']}  gained {len(a['gained'])} "
+              f"lost {len(a['lost'])}")
+    print(json.dumps(report))
+    return EXIT_OK
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this package's subcommands to the ``finsent`` parser."""
     from monitor.cliargs import add_config_option
@@ -322,6 +364,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = msub.add_parser("rollback", help="make the previous current version current again")
     add_config_option(q)
     q.set_defaults(func=_cmd_models_rollback)
+    q = msub.add_parser("backtest", help="re-score a past period with VERSION and the champion: how trends and "
+                                         "alerts would have differed (writes nothing to any topic)")
+    add_config_option(q)
+    q.add_argument("version")
+    q.add_argument("--from", type=_when, default=None, metavar="T", help="ISO-8601 start (published_at)")
+    q.add_argument("--to", type=_when, default=None, metavar="T", help="ISO-8601 end, exclusive")
+    q.add_argument("--file", metavar="FILE.jsonl", help="stories (NewsItem JSONL, e.g. a dump of news.raw); "
+                   "default: read news.raw from kafka.bootstrap")
+    q.set_defaults(func=_cmd_models_backtest)
     q = msub.add_parser("ensure", help="train and promote a model only if none is current (used by `make run`)")
     add_config_option(q)
     q.add_argument("--profile", choices=["default", "quick", "tiny"], default="quick")
