@@ -140,6 +140,10 @@ def test_poisoned_run_is_rejected_with_the_reason_in_the_registry(make_settings,
     assert listing["runs"][-1]["result"] == "rejected"
     gates = {v["version"]: v["gate"] for v in listing["versions"]}
     assert gates["v-challenger"]["result"] == "rejected" and gates["v-champion"] is None
+    proc = run_cli(settings.home, "models", "show", "v-challenger")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["retrain_report"]["result"] == "rejected"
+    assert "fixed:sentiment (n=100)" in proc.stderr and "0.8000     0.5000" in proc.stderr
 
 
 def test_child_past_its_time_budget_is_killed_and_reported(make_settings):
