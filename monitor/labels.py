@@ -36,6 +36,7 @@ from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError, 
 from monitor.bus.base import ConsumerOptions
 from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets
 from monitor.component import Context
+from monitor.metrics import RetrainMetrics
 from monitor.records import LabelRecord, UtcDatetime, utcnow
 
 log = structlog.get_logger(__name__)
@@ -387,9 +388,10 @@ class LabelCollector:
 
     name = "labels"
 
-    def __init__(self, ctx: Context, store: LabelStore) -> None:
+    def __init__(self, ctx: Context, store: LabelStore, metrics: RetrainMetrics | None = None) -> None:
         self._ctx = ctx
         self._store = store
+        self._metrics = metrics or RetrainMetrics(ctx.registry)
         self._ready = False
 
     def run(self, stop: threading.Event) -> None:
@@ -413,6 +415,9 @@ class LabelCollector:
                         continue
                     good.append(rec)
                 self._store.add(good, source="topic")
+                if dlq.count:
+                    self._metrics.label_dead_letters.inc(dlq.count)
+                    dlq.count = 0
                 consumer.commit(next_offsets(messages))
         finally:
             consumer.close()

@@ -41,7 +41,10 @@ LABEL_BOUNDS: dict[str, str] = {
     "task": "sentiment, topic",
     "label": "sentiment: negative, neutral, positive; topic: the topic labels (models/data/topic/labels.txt)",
     "metric": "accuracy, macro_f1",
-    "result": "promoted, kept, skipped, failed",
+    "result": "promoted, rejected, shadowing, skipped, failed, timeout",
+    "set": "the names of retrain.validation_sets (default: sentiment, topic)",
+    "model": "champion, challenger",
+    "sentiment": "negative, neutral, positive",
 }
 
 
@@ -59,6 +62,7 @@ def _sources() -> list[tuple[tuple[str, ...], Callable[[CollectorRegistry], obje
     from connectors.metrics import IngestMetrics
     from monitor.auth import Authenticator, HttpAuthSettings
     from monitor.metrics import HttpMetrics, ModelInfoCollector, RetrainMetrics, RoleMetrics
+    from monitor.shadow import ShadowMetrics
     from monitor.stages.aggregate import AggregateMetrics
     from monitor.stages.classify import ClassifyMetrics
 
@@ -69,6 +73,7 @@ def _sources() -> list[tuple[tuple[str, ...], Callable[[CollectorRegistry], obje
         (every, lambda r: Authenticator(HttpAuthSettings(), "127.0.0.1", r)),
         (("ingest",), IngestMetrics),
         (("classify",), ClassifyMetrics),
+        (("classify",), ShadowMetrics),
         (("classify",), lambda r: r.register(ModelInfoCollector(None))),
         (("aggregate",), AggregateMetrics),
         (("alerts",), AlertMetrics),

@@ -36,41 +36,12 @@ from typing import Any
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from monitor.component import Component, Context
 from monitor.labels import LabelCollector, LabelStore, ResolvedLabel, labels_router, story_lookup
+from monitor.metrics import RetrainMetrics
 
 log = structlog.get_logger(__name__)
-
-RESULTS = ("promoted", "rejected", "shadowing", "skipped", "failed", "timeout")
-
-
-class RetrainMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.runs = Counter("finsent_retrain_runs", "Retrain runs by result", ["result"], registry=registry)
-        for r in RESULTS:
-            self.runs.labels(r)
-        self.duration = Histogram("finsent_retrain_duration_seconds", "Wall time of a retrain run (trained runs)",
-                                  buckets=(30, 60, 120, 300, 600, 900, 1800, 3600, 7200), registry=registry)
-        self.last_run = Gauge("finsent_retrain_last_run_timestamp_seconds", "When the last retrain run ended",
-                              registry=registry)
-        self.champion = Gauge("finsent_model_champion_metric",
-                              "The serving model's metrics on each fixed validation set, as of the last gate",
-                              ["set", "metric"], registry=registry)
-
-    def observe(self, report: dict[str, Any]) -> None:
-        self.runs.labels(report["result"]).inc()
-        self.last_run.set(time.time())
-        if report.get("duration_s") is not None and report["result"] not in ("skipped",):
-            self.duration.observe(report["duration_s"])
-        role = "challenger" if report["result"] == "promoted" else "champion"
-        for name, entry in (report.get("fixed") or {}).items():
-            for metric in ("accuracy", "macro_f1"):
-                value = (entry.get(role) or {}).get(metric)
-                if value is not None:
-                    self.champion.labels(name, metric).set(value)
-
 
 @dataclass
 class RunPlan:
@@ -357,7 +328,7 @@ def build_retrain(ctx: Context) -> Component:
     router = labels_router(store, lambda: settings.retrain.labels_token, story_lookup(ctx))
     return Component(
         name="retrain",
-        stages=[LabelCollector(ctx, store), RetrainScheduler(ctx, store, metrics)],
+        stages=[LabelCollector(ctx, store, metrics), RetrainScheduler(ctx, store, metrics)],
         routers=[router],
         close=store.close,
     )
