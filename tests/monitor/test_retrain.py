@@ -82,7 +82,7 @@ def test_run_skips_with_a_reason_and_reports_it(make_settings):
     report = run_retrain(settings, store, runner=runner, metrics=metrics)
     assert report["result"] == "skipped" and "2 new labels < min_new_labels=3" in report["reason"]
     assert runner.specs == []
-    assert RunReports.__name__ and [r["result"] for r in _reports(settings)] == ["skipped"]
+    assert [r["result"] for r in _reports(settings)] == ["skipped"]
     assert metrics.runs.labels("skipped")._value.get() == 1
 
 
