@@ -1,6 +1,6 @@
 """Human labels: validation at every entrance, a durable store with provenance, conflict resolution.
 
-Entrances: ``POST /labels`` (bearer token ``retrain.labels_token``), ``finsent labels import
+Entrances: ``POST /labels`` (a ``write`` bearer token, see ``monitor.auth``), ``finsent labels import
 FILE.csv|.jsonl`` and the ``news.labels`` topic (:class:`LabelCollector`). Every one goes through
 :func:`validate_rows`: a batch is stored all-or-nothing, and a rejected batch names every bad row.
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -28,10 +27,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import structlog
-from fastapi import APIRouter, Body, Depends, Header, HTTPException
+from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
-from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from monitor.bus.base import ConsumerOptions
 from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets
@@ -321,24 +319,6 @@ def export_rows(store: LabelStore, resolved: bool) -> list[dict[str, Any]]:
 
 
 # -- HTTP ----------------------------------------------------------------------------------------
-def require_bearer(token: Callable[[], SecretStr | None], what: str = "label intake") -> Callable[..., None]:
-    """FastAPI dependency: ``Authorization: Bearer <token>`` must match ``token()``.
-
-    Deliberately small so a general auth layer can replace it without touching the routes.
-    """
-
-    def check(authorization: str | None = Header(default=None)) -> None:
-        expected = token()
-        if expected is None:
-            raise HTTPException(503, f"{what} is disabled: set retrain.labels_token")
-        scheme, _, value = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(
-                value.strip().encode(), expected.get_secret_value().encode()):
-            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
-
-    return check
-
-
 def _batch_rows(payload: Any) -> list[tuple[int | str, Any]]:
     if isinstance(payload, dict) and "labels" in payload and isinstance(payload["labels"], list):
         return list(enumerate(payload["labels"]))
@@ -347,23 +327,26 @@ def _batch_rows(payload: Any) -> list[tuple[int | str, Any]]:
     return [(0, payload)]
 
 
-def labels_router(store: LabelStore, token: Callable[[], SecretStr | None], lookup: StoryLookup) -> APIRouter:
+def labels_router(store: LabelStore, lookup: StoryLookup) -> APIRouter:
+    """``POST /labels``. Authentication is the daemon's (``monitor.auth``): a ``write``-scoped token;
+    the token's name is kept in each vote's source (``http:<token name>``)."""
     router = APIRouter()
 
-    @router.post("/labels", dependencies=[Depends(require_bearer(token))])
-    def post_labels(payload: Any = Body(...)) -> JSONResponse:  # noqa: B008 - FastAPI idiom
+    @router.post("/labels")
+    def post_labels(request: Request, payload: Any = Body(...)) -> JSONResponse:  # noqa: B008 - FastAPI idiom
         """One label (object), or a batch (list, or ``{"labels": [...]}``); all-or-nothing."""
         rows = _batch_rows(payload)
         if not rows:
             return JSONResponse({"detail": "no labels in the request"}, status_code=422)
+        token = getattr(request.state, "token_name", None)
         try:
-            votes = validate_rows(rows, "http", lookup)
+            votes = validate_rows(rows, f"http:{token}" if token else "http", lookup)
         except LabelBatchError as err:
             return JSONResponse({"detail": f"{len(err.errors)} of {err.total} labels invalid; nothing stored",
                                  "errors": [{"row": e.row, "error": e.error} for e in err.errors]},
                                 status_code=422)
         result = store.add(votes)
-        log.info("labels received", source="http", inserted=result.inserted, updated=result.updated,
+        log.info("labels received", source="http", token=token, inserted=result.inserted, updated=result.updated,
                  unchanged=result.unchanged)
         return JSONResponse({"received": len(votes), "inserted": result.inserted, "updated": result.updated,
                              "unchanged": result.unchanged})

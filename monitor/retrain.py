@@ -325,7 +325,7 @@ def build_retrain(ctx: Context) -> Component:
     settings = ctx.settings
     store = LabelStore(settings.state_dir / "labels.db")
     metrics = RetrainMetrics(ctx.registry)
-    router = labels_router(store, lambda: settings.retrain.labels_token, story_lookup(ctx))
+    router = labels_router(store, story_lookup(ctx))
     return Component(
         name="retrain",
         stages=[LabelCollector(ctx, store, metrics), RetrainScheduler(ctx, store, metrics)],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from monitor.stages.settings import Seconds
 
@@ -58,8 +58,6 @@ class RetrainSettings(BaseModel):
     shadow_min_samples: int = Field(default=200, ge=1, description="shadow-scored stories needed to decide")
     shadow_min_agreement: float = Field(default=0.8, ge=0.0, le=1.0,
                                         description="sentiment agreement with the champion needed to promote")
-    # -- label intake
-    labels_token: SecretStr | None = Field(default=None, description="bearer token of POST /labels; unset = off")
 
     @field_validator("cron")
     @classmethod

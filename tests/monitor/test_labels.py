@@ -10,9 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
 from monitor.bus.codec import send_record
 from monitor.bus.memory import MemoryBus
@@ -21,7 +19,8 @@ from monitor.labels import LabelCollector, LabelStore, Vote, labels_router, reso
 from monitor.records import LabelRecord, utcnow
 
 ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-for-labels"
+READ_TOKEN = "read-only-token-0123"
 
 
 def _vote(text, label, labeller, task="sentiment", at=None):
@@ -58,13 +57,23 @@ def test_resolve_tie_goes_to_the_later_labelled_at():
     assert resolve(votes)[0].label == "positive"
 
 
+def _app(store, stories):
+    """The daemon's app: the labels router behind the daemon's authentication (monitor.auth)."""
+    from monitor.auth import HttpAuthSettings, TokenSettings
+    from monitor.config import HttpSettings
+    from monitor.health import Health
+    from monitor.http import build_app
+    from prometheus_client import CollectorRegistry
+
+    auth = HttpAuthSettings(tokens=[TokenSettings(name="desk", value=TOKEN, scopes=["write"]),
+                                    TokenSettings(name="viewer", value=READ_TOKEN, scopes=["read"])])
+    return build_app(Health(), CollectorRegistry(), [labels_router(store, stories.get)], HttpSettings(auth=auth))
+
+
 @pytest.fixture
 def client(tmp_path):
     store = LabelStore(tmp_path / "labels.db")
-    stories = {"s1": "ACME beats estimates"}
-    app = FastAPI()
-    app.include_router(labels_router(store, lambda: SecretStr(TOKEN), stories.get))
-    with TestClient(app) as c:
+    with TestClient(_app(store, {"s1": "ACME beats estimates"})) as c:
         yield c, store
     store.close()
 
@@ -84,7 +93,7 @@ def test_post_labels_single_batch_and_story_lookup(client):
     assert votes[("sentiment", "ACME beats estimates")]["label"] == "positive"
     assert votes[("sentiment", "ACME beats estimates")]["item_id"] == "s1"
     assert votes[("topic", "Oil slumps")]["label"] == "Energy | Oil"
-    assert {v["source"] for v in votes.values()} == {"http"}
+    assert {v["source"] for v in votes.values()} == {"http:desk"}
 
 
 def test_post_labels_rejects_the_whole_batch_naming_every_bad_row(client):
@@ -106,18 +115,13 @@ def test_post_labels_rejects_the_whole_batch_naming_every_bad_row(client):
     assert store.votes() == []  # all or nothing
 
 
-def test_post_labels_needs_the_bearer_token(client, tmp_path):
-    c, _ = client
+def test_post_labels_needs_a_write_token(client):
+    c, store = client
     body = {"task": "sentiment", "text": "x", "label": "positive", "labeller": "ann"}
     assert c.post("/labels", json=body).status_code == 401
-    assert c.post("/labels", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
-    app = FastAPI()
-    store = LabelStore(tmp_path / "off.db")
-    app.include_router(labels_router(store, lambda: None, {}.get))
-    with TestClient(app) as off:
-        r = off.post("/labels", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
-    assert r.status_code == 503 and "labels_token" in r.json()["detail"]
-    store.close()
+    assert c.post("/labels", json=body, headers={"Authorization": "Bearer wrong-token-wrong-token"}).status_code == 401
+    assert c.post("/labels", json=body, headers={"Authorization": f"Bearer {READ_TOKEN}"}).status_code == 403
+    assert store.votes() == []
 
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
