@@ -121,6 +121,7 @@ def build_alerts(ctx: Context, clock: Clock | None = None) -> Component:
         dlq_topic=settings.topics.dlq,
         group_id=settings.alerts.evaluation.group_id,
         wake=wake, metrics=metrics,
+        durable_bus=ctx.bus.name != "memory",  # the in-process bus starts empty on every start
     )
     keepalive = AlertmanagerKeepalive(store, settings.alerts.receivers, external_url(settings), clock)
     delivery = DeliveryStage(deliverer, wake, settings.alerts.outbox.poll_interval.total_seconds(),

@@ -93,7 +93,7 @@ class OutboxSettings(_Section):
 class EvaluationSettings(_Section):
     group_id: str = "finsent-alerts"
     stale_after: Duration = Field(
-        default=timedelta(hours=2),
+        default=timedelta(hours=1),
         description="a firing trend alert whose key sent nothing for this long (event time) resolves",
     )
     retention: Duration = Field(default=timedelta(days=7), description="resolved alerts kept for `finsent alerts`")

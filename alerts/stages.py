@@ -23,7 +23,11 @@ class EvaluatorStage:
     and writes state + outbox + input offsets in one SQLite transaction before committing offsets.
 
     On (re)assignment it seeks each partition to the offset stored in that transaction, so a crash
-    between the transaction and the commit does not evaluate a batch twice.
+    between the transaction and the commit does not evaluate a batch twice. On a bus that starts
+    empty on every start (``durable_bus=False``: the in-process bus) the stored offsets point into
+    a log that no longer exists: they are dropped at start and evaluation starts over at offset 0
+    of the new log. The alert state is kept: it is about event time, not offsets, and the demo
+    feed's event time never goes back across restarts.
     """
 
     name = "alerts-evaluate"
@@ -41,8 +45,10 @@ class EvaluatorStage:
         metrics: AlertMetrics | None = None,
         poll_timeout_s: float = 0.5,
         max_records: int = 500,
+        durable_bus: bool = True,
     ) -> None:
         self.bus = bus
+        self.durable_bus = durable_bus
         self.engine = engine
         self.topics = [trends_topic] + ([scored_topic] if scored_topic else [])
         self.trends_topic = trends_topic
@@ -72,6 +78,10 @@ class EvaluatorStage:
                          offset=stored)
 
     def run(self, stop: threading.Event) -> None:
+        if not self.durable_bus:
+            dropped = self.engine.store.forget_input_offsets()
+            if dropped:
+                log.info("new in-process bus: alert evaluation starts over at offset 0", stored_offsets_dropped=dropped)
         consumer = self.bus.consumer(self.topics, ConsumerOptions(group_id=self.group_id, on_assign=self._on_assign))
         self._consumer = consumer
         producer = self.bus.producer()

@@ -119,6 +119,11 @@ class AlertStore:
         )
         return rows[0]["next_offset"] if rows else None
 
+    def forget_input_offsets(self) -> int:
+        """Drop every stored input offset (the bus they pointed into is gone); returns how many."""
+        with self._lock:
+            return self._db.execute("DELETE FROM input_offsets").rowcount
+
     def apply(self, changes: Changes, offsets: Mapping[TopicPartition, int] | None = None) -> int:
         """Write a batch's changes and input offsets in one transaction; returns new outbox rows."""
         added = 0

@@ -149,6 +149,16 @@ class TrendPoint(Record):
     revised: bool = False
     model_version: str | None = None
     emitted_at: UtcDatetime = Field(default_factory=utcnow)
+    watermark: UtcDatetime | None = Field(
+        default=None,
+        description="the aggregator's event-time watermark when it emitted the point (latest published_at "
+                    "seen on the key's partition); the alert stage's clock. Unset on older records.",
+    )
+
+    @property
+    def event_time(self) -> datetime:
+        """When this point happened in event time: the watermark, else (older records) ``emitted_at``."""
+        return self.watermark if self.watermark is not None else self.emitted_at
 
 
 

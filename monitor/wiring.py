@@ -22,6 +22,7 @@ from monitor.daemon import Daemon
 from monitor.metrics import RoleMetrics
 from monitor.retrain import build_retrain
 from monitor.stages.component import build_aggregate, build_classify
+from monitor.ui.component import build_ui
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +41,8 @@ def build_daemon(settings: Settings, stages: Sequence[str], ctx: Context | None 
     ctx = ctx or Context(settings=settings, bus=make_bus(settings, wait=True))
     RoleMetrics(ctx.registry, stages)
     components = [BUILDERS[name](ctx) for name in stages]
+    if settings.http.enabled:
+        components.append(build_ui(ctx))  # the page at /: shows whatever the stages above publish
     daemon = Daemon(
         bus=ctx.bus,
         stages=[s for c in components for s in c.stages],

@@ -85,6 +85,16 @@ class ItemStore:
         with self._lock:
             return self._items.get(item_id)
 
+    def latest(self, n: int) -> list[ScoredItem]:
+        """The ``n`` most recently stored items, newest first."""
+        with self._lock:
+            out = []
+            for item in reversed(self._items.values()):
+                if len(out) >= n:
+                    break
+                out.append(item)
+            return out
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)

@@ -337,6 +337,7 @@ class PartitionWindows:
             ),
             revised=revised,
             model_version=window.model_version,
+            watermark=dt_of(self.watermark) if self.watermark is not None else None,
         )
 
     def take_dirty(self) -> list[TrendPoint]:

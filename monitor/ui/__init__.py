@@ -1,0 +1,1 @@
+"""The page at ``/``: live trends, scored stories, alerts and pipeline health (no build step)."""

@@ -1,0 +1,30 @@
+"""Builder of the page component: reads what the other components published in ``ctx.shared``
+(trend and item stores, the alert store) at request time, so it is built after them."""
+
+from __future__ import annotations
+
+from monitor.component import Component, Context
+from monitor.ui.overview import RateMeter, UiError, match_keys, overview
+from monitor.ui.page import page_router
+
+
+def build_ui(ctx: Context) -> Component:
+    meter = RateMeter()
+    windows = [w.name for w in ctx.settings.aggregator.windows]
+
+    def build_overview(*, window: str | None, pinned: list[str], points: int):
+        return overview(
+            window=window, windows=windows, pinned=pinned, points=points,
+            trends=ctx.shared.get("trends"), items=ctx.shared.get("items"), store=ctx.shared.get("alerts.store"),
+            health=ctx.health, registry=ctx.registry, meter=meter,
+        )
+
+    def match(q: str, window: str | None):
+        trends = ctx.shared.get("trends")
+        if trends is None:
+            raise UiError("this process keeps no trends (it does not run the aggregate stage)", status=404)
+        if window and window not in windows:
+            raise UiError(f"unknown window {window!r}; choose one of: {', '.join(windows)}")
+        return match_keys(trends, q, window or ("5m" if "5m" in windows else windows[0]))
+
+    return Component(name="ui", routers=[page_router(build_overview, match)])

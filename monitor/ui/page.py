@@ -1,0 +1,63 @@
+"""Routes of the page: ``GET /`` (the page), ``/ui/static/...`` (its assets, shipped in the package,
+nothing from a CDN), ``GET /ui/overview`` and ``GET /ui/keys`` (the JSON it polls).
+
+Errors are JSON ``{"detail": "..."}`` with a 4xx status; the page shows the detail as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import FileResponse, JSONResponse
+
+from monitor.ui.overview import KeyMatches, Overview, UiError
+
+STATIC = Path(__file__).resolve().parent / "static"
+MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+               ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
+POLL_HEADERS = {"Cache-Control": "no-store"}
+
+
+def _error(err: UiError) -> JSONResponse:
+    return JSONResponse({"detail": str(err)}, status_code=err.status, headers=POLL_HEADERS)
+
+
+def page_router(build_overview: Callable[..., Overview], match: Callable[[str, str | None], KeyMatches]) -> APIRouter:
+    router = APIRouter(tags=["page"])
+
+    @router.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type=MEDIA_TYPES[".html"], headers=POLL_HEADERS)
+
+    @router.get("/ui/static/{name:path}", include_in_schema=False)
+    def static(name: str) -> FileResponse:
+        path = (STATIC / name).resolve()
+        if not path.is_relative_to(STATIC) or not path.is_file() or path.suffix not in MEDIA_TYPES:
+            raise HTTPException(status_code=404, detail=f"no page asset {name!r}")
+        return FileResponse(path, media_type=MEDIA_TYPES[path.suffix])
+
+    @router.get("/ui/overview", response_model=Overview, summary="everything the page at / shows, in one poll")
+    def get_overview(
+        window: str | None = Query(default=None, description="window name; default 5m"),
+        key: list[str] = Query(default=[], description="trend keys to chart besides the busiest ones"),
+        points: int = Query(default=96, ge=1, le=1000, description="windows per series"),
+    ):
+        try:
+            return build_overview(window=window, pinned=key, points=points)
+        except UiError as err:
+            return _error(err)
+
+    @router.get("/ui/keys", response_model=KeyMatches, summary="trend keys containing q, busiest first")
+    def get_keys(q: str = Query(description="part of a ticker, topic or source"),
+                 window: str | None = Query(default=None)):
+        try:
+            return match(q, window)
+        except UiError as err:
+            return _error(err)
+
+    return router
+
+
+__all__ = ["page_router", "STATIC"]
