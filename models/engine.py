@@ -67,12 +67,14 @@ def load_version(
     """Verify checksums, then load model + tokenizer of ``version`` for inference."""
     from transformers import AutoTokenizer
 
+    from models.hf import quiet_loading
     from models.network import FinsentModel
 
     manifest = registry.verify(version)  # raises CorruptVersionError on any mismatch
     path: Path = registry.path(version)
     tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    model = FinsentModel.from_pretrained(str(path), local_files_only=True)
+    with quiet_loading():
+        model = FinsentModel.from_pretrained(str(path), local_files_only=True)
     model.eval()
     labels = {t: tuple(names) for t, names in manifest["tasks"].items()}
     temps = {t: float(v) for t, v in manifest.get("calibration", {}).get("temperatures", {}).items()}

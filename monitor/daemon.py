@@ -90,8 +90,10 @@ class Daemon:
             self.http = HttpServer(app, self.http_host, self.http_port, tls)
             self.http.start()
             paths = sorted({getattr(r, "path", "") for router in self.routers for r in router.routes})
-            log.info("http listening", url=self.http.url, health=f"{self.http.url}/healthz",
-                     ready=f"{self.http.url}/readyz", metrics=f"{self.http.url}/metrics", api=paths)
+            log.debug("http routes", api=paths)
+            # the one start-up line that says where to look
+            log.info("finsent is running; open the page", url=f"{self.http.url}/",
+                     metrics=f"{self.http.url}/metrics", ready=f"{self.http.url}/readyz")
         for stage in self.stages:
             t = threading.Thread(target=self._run_stage, args=(stage,), name=f"stage-{stage.name}", daemon=True)
             self._threads[stage.name] = t

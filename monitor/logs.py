@@ -51,5 +51,5 @@ def configure_logging(level: str = "INFO", fmt: str = "console", stream=None, se
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("kafka", "httpx", "httpcore", "apscheduler", "uvicorn.access"):
+    for noisy in ("kafka", "httpx", "httpcore", "apscheduler", "uvicorn.access", "uvicorn.error"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -29,7 +29,10 @@ ROOT = Path(__file__).resolve().parents[2]
 CACHE_ROOT = ROOT / ".cache" / "test-model"
 PROFILE = "tiny"
 # modules that cannot change what training produces
-_NOT_IN_KEY = {"cli.py", "__main__.py", "bench.py", "engine.py", "settings.py", "__init__.py", "challenger.py", "gate.py", "runs.py"}
+_NOT_IN_KEY = {
+    "cli.py", "__main__.py", "bench.py", "engine.py", "settings.py", "__init__.py",
+    "challenger.py", "gate.py", "runs.py", "hf.py",
+}
 
 
 def cache_key(profile: str = PROFILE) -> str:
