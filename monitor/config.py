@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from alerts.settings import AlertsSettings
@@ -134,6 +134,10 @@ class LoggingSettings(Section):
     format: Literal["json", "console"] = "console"
 
 
+DEMO_GRACE_WALL_S = 5.0
+"""Wall seconds of lateness the demo replay's windows absorb (see ``Settings._demo_grace``)."""
+
+
 def default_home() -> Path:
     return Path(platformdirs.user_data_dir("finsent", appauthor=False))
 
@@ -172,6 +176,15 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The YAML file arrives as init kwargs; the environment overrides it.
         return (env_settings, init_settings, file_secret_settings)
+
+    @model_validator(mode="after")
+    def _demo_grace(self) -> "Settings":
+        # The demo replays two hours a minute: a second of classify batching skew is two minutes
+        # of event time, past the default grace. Unless grace is set, give the demo
+        # DEMO_GRACE_WALL_S of wall time (in event time), so its windows keep their stories.
+        if self.connectors.demo and "grace" not in self.aggregator.model_fields_set:
+            self.aggregator.grace = max(self.aggregator.grace, DEMO_GRACE_WALL_S * self.connectors.demo_speed)
+        return self
 
     # -- derived paths ----------------------------------------------------------------------
     @property
