@@ -2,7 +2,7 @@
 
 Every story is invented for the demo (no real events). Two hours of market news, with a planted
 negative burst about the fictional Halvorsen Bancorp ($HLVB) and regional-bank credit stress around
-minute 70, syndicated copies ("UPDATE 1-", "REFILE-", outlet suffixes) to exercise near-duplicate
+minute 40, syndicated copies ("UPDATE 1-", "REFILE-", outlet suffixes) to exercise near-duplicate
 detection, and cashtags / exchange prefixes to exercise ticker extraction.
 
     python connectors/demo/make_demo_feed.py   # rewrites demo_feed.jsonl next to this file
@@ -243,9 +243,9 @@ def build(seed: int = 20261120) -> list[dict]:
         rows.append(_row(rng, when, tickers, title, body, "demo-wire"))
         copy = rng.choice(SYNDICATION_PREFIXES) + title if rng.random() < 0.5 else title + rng.choice(SYNDICATION_SUFFIXES)
         rows.append(_row(rng, when + timedelta(minutes=rng.uniform(1, 8)), tickers, copy, body, "demo-markets"))
-    # The burst: minutes 68-88.
+    # The burst: minutes 40-60 (20-30 s into `make run` at the demo's 120x).
     for i, (tickers, title, body) in enumerate(BURST):
-        when = START + timedelta(minutes=68 + i * (20 / len(BURST)) + rng.uniform(0, 0.5))
+        when = START + timedelta(minutes=40 + i * (20 / len(BURST)) + rng.uniform(0, 0.5))
         rows.append(_row(rng, when, tickers, title, body, rng.choice(SOURCES[:3])))
     rows.sort(key=lambda r: r["published_at"])
     # Same title told twice by the same source would share a URL; make each telling distinct.

@@ -158,24 +158,26 @@ def _markers(key: str, alerts: list[AlertView]) -> list[Marker]:
 # -- stories --------------------------------------------------------------------------------------
 
 def fold_stories(items: Iterable[ScoredItem], limit: int) -> list[StoryView]:
-    """Newest first; near-duplicates (``meta['near_duplicate_of']``) fold into their first copy."""
-    shown: dict[str, StoryView] = {}
+    """Newest first; near-duplicates (``meta['near_duplicate_of']``) fold into their first copy,
+    which is shown (the latest copy when the first is no longer kept) where the group was last active."""
+    groups: dict[str, list[ScoredItem]] = {}
     for s in items:
         head = s.item.meta.get("near_duplicate_of") or s.id
-        view = shown.get(head)
-        if view is not None:
-            view.copies += 1
-            if s.item.source not in view.copy_sources:
-                view.copy_sources.append(s.item.source)
+        if head not in groups and len(groups) >= limit:
             continue
-        if len(shown) >= limit:
-            continue
-        shown[head] = StoryView(
-            id=s.id, title=s.item.title, source=s.item.source, url=s.item.url, tickers=list(s.item.tickers),
-            topic=s.topic, sentiment=s.sentiment, score=s.sentiment_score, confidence=s.confidence,
-            model_version=s.model_version, published_at=s.item.published_at,
-        )
-    return list(shown.values())
+        groups.setdefault(head, []).append(s)
+    out = []
+    for head, members in groups.items():
+        first = next((m for m in members if m.id == head), members[-1])
+        others = [m for m in members if m is not first]
+        out.append(StoryView(
+            id=first.id, title=first.item.title, source=first.item.source, url=first.item.url,
+            tickers=list(first.item.tickers), topic=first.topic, sentiment=first.sentiment,
+            score=first.sentiment_score, confidence=first.confidence, model_version=first.model_version,
+            published_at=first.item.published_at, copies=len(others),
+            copy_sources=list(dict.fromkeys(m.item.source for m in others)),
+        ))
+    return out
 
 
 # -- pipeline -------------------------------------------------------------------------------------

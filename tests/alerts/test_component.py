@@ -163,3 +163,40 @@ def test_rules_check_and_test_cli(tmp_path: Path, capsys):
     replay.write_text('{"kind": "news_item"}\n')
     assert main(["rules", "test", str(good), "--replay", str(replay)]) == 2
     assert "kind 'news_item' is not one of" in capsys.readouterr().err
+
+
+def test_a_new_in_process_bus_restarts_evaluation_at_offset_zero(make_settings, tmp_path: Path):
+    """A second `finsent run` on the same home: the alert store's offsets belong to the previous
+    run's (gone) in-process log; they are dropped and the new log is evaluated from its start."""
+    path = write_rules(tmp_path, {**OIL, "for": 0})
+    settings = make_settings(alerts={"rules_file": str(path), "outbox": {"poll_interval": "50ms"}})
+    from alerts.component import store_path
+    from alerts.store import AlertStore, Changes
+    from monitor.bus.base import TopicPartition
+
+    settings.ensure_dirs()
+    old = AlertStore(store_path(settings))
+    old.apply(Changes(), {TopicPartition(settings.topics.trends, p): 2925 for p in range(3)})
+    old.close()
+
+    bus = MemoryBus()
+    try:
+        bus.ensure_topics(settings.topics.all())
+        component = build_alerts(Context(settings=settings, bus=bus))
+        stop = threading.Event()
+        threads = [threading.Thread(target=s.run, args=(stop,), daemon=True) for s in component.stages]
+        for t in threads:
+            t.start()
+        send_record(bus.producer(), settings.topics.trends, point(emitted=12), key="topic:Energy | Oil")
+        wait_for(lambda: (settings.home / "alerts.jsonl").exists()
+                 and "oil-gloom" in (settings.home / "alerts.jsonl").read_text())
+        stop.set()
+        for t in threads:
+            t.join(5)
+        component.close()
+        store = AlertStore(store_path(settings))
+        offsets = {p: store.input_offset(TopicPartition(settings.topics.trends, p)) for p in range(3)}
+        store.close()
+        assert max(o or 0 for o in offsets.values()) == 1  # the new log's offsets, not 2925
+    finally:
+        bus.close()

@@ -250,3 +250,18 @@ def test_stale_key_resolves_after_stale_after(tmp_path: Path):
     sent = h.feed(point("topic:Other", start=30, emitted=31))     # the oil key has been quiet for 30m
     assert [(body(e)["alerts"][0]["labels"]["alertname"], e.reason) for e in sent] == [("oil-gloom", "resolved")]
     assert body(sent[0])["alerts"][0]["endsAt"] == "2026-11-23T10:31:00Z"
+
+
+def test_event_time_is_the_aggregators_watermark_not_the_wall_clock(tmp_path: Path):
+    """A replay at 120x (the demo) runs ahead of the wall clock: its points are judged by the
+    watermark they carry, so the leading window is evaluated and `for` counts in event time."""
+    h = Harness(tmp_path / "a.db", rules(OIL))
+    wall = at(-600)  # emitted long "before" the windows it describes
+    ahead = lambda minutes, **kw: point(emitted=0, **kw).model_copy(  # noqa: E731
+        update={"emitted_at": wall, "watermark": at(minutes)})
+    assert h.feed(ahead(1)) == []
+    assert h.state().state == "pending"
+    sent = h.feed(ahead(6, negative_share=0.8))
+    assert [e.reason for e in sent] == ["firing"]
+    assert body(sent[0])["alerts"][0]["startsAt"] == "2026-11-23T10:01:00Z"
+    assert h.engine.watermark == at(6)
