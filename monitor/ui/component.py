@@ -27,4 +27,14 @@ def build_ui(ctx: Context) -> Component:
             raise UiError(f"unknown window {window!r}; choose one of: {', '.join(windows)}")
         return match_keys(trends, q, window or ("5m" if "5m" in windows else windows[0]))
 
-    return Component(name="ui", routers=[page_router(build_overview, match)])
+    def item(story_id: str):
+        items = ctx.shared.get("items")
+        if items is None:
+            raise UiError("this process keeps no scored stories (it runs neither classify nor aggregate)", status=404)
+        found = items.get(story_id)
+        if found is None:
+            raise UiError(f"no scored item {story_id!r} seen by this process (it keeps the latest "
+                          f"{items.capacity})", status=404)
+        return found
+
+    return Component(name="ui", routers=[page_router(build_overview, match, item)])

@@ -1,5 +1,5 @@
 """Routes of the page: ``GET /`` (the page), ``/ui/static/...`` (its assets, shipped in the package,
-nothing from a CDN), ``GET /ui/overview`` and ``GET /ui/keys`` (the JSON it polls).
+nothing from a CDN), ``GET /ui/overview``, ``GET /ui/keys`` and ``GET /ui/item`` (the JSON it reads).
 
 Errors are JSON ``{"detail": "..."}`` with a 4xx status; the page shows the detail as it is.
 """
@@ -7,6 +7,7 @@ Errors are JSON ``{"detail": "..."}`` with a 4xx status; the page shows the deta
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Query
@@ -24,7 +25,11 @@ def _error(err: UiError) -> JSONResponse:
     return JSONResponse({"detail": str(err)}, status_code=err.status, headers=POLL_HEADERS)
 
 
-def page_router(build_overview: Callable[..., Overview], match: Callable[[str, str | None], KeyMatches]) -> APIRouter:
+def page_router(
+    build_overview: Callable[..., Overview],
+    match: Callable[[str, str | None], KeyMatches],
+    item: Callable[[str], Any],
+) -> APIRouter:
     router = APIRouter(tags=["page"])
 
     @router.get("/", include_in_schema=False)
@@ -54,6 +59,13 @@ def page_router(build_overview: Callable[..., Overview], match: Callable[[str, s
                  window: str | None = Query(default=None)):
         try:
             return match(q, window)
+        except UiError as err:
+            return _error(err)
+
+    @router.get("/ui/item", summary="one scored story this process kept, by id")
+    def get_item(id: str = Query(description="story id")):
+        try:
+            return item(id)
         except UiError as err:
             return _error(err)
 

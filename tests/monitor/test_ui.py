@@ -117,6 +117,9 @@ def test_bad_queries_get_a_clear_message(page):
     assert client.get("/ui/keys", params={"q": "hlv"}).json()["keys"] == ["ticker:HLVB"]
     assert client.get("/ui/keys", params={"q": "$aapl"}).json()["keys"] == ["ticker:AAPL"]
     assert client.get("/ui/keys", params={"q": "x", "window": "2d"}).status_code == 400
+    r = client.get("/ui/item", params={"id": "nope"})
+    assert r.status_code == 404 and r.json()["detail"].startswith("no scored item 'nope' seen by this process")
+    assert client.get("/ui/item", params={"id": "s4"}).json()["item"]["title"] == SCRIPT_TITLE
 
 
 def test_a_process_without_trends_says_what_it_lacks(page):

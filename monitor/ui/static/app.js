@@ -283,7 +283,7 @@ async function showItem() {
   if (!state.item) { box.replaceChildren(); return; }
   const close = el("button", {type: "button", text: "close", onclick: () => { state.item = null; syncUrl(); showItem(); }});
   try {
-    const it = await getJSON(`/items/${encodeURIComponent(state.item)}`);
+    const it = await getJSON(`/ui/item?id=${encodeURIComponent(state.item)}`);
     box.replaceChildren(el("h3", {}, link(it.item.title, it.item.url)), close,
       el("pre", {text: JSON.stringify(it, null, 2)}));
   } catch (e) {
