@@ -43,6 +43,8 @@ if ((WITH_TEST_TOOLS)); then
   # real Prometheus (promtool) and Alertmanager (amtool) for tests/deploy; services are not started
   command -v promtool >/dev/null 2>&1 || apt_install prometheus
   command -v amtool >/dev/null 2>&1 || apt_install prometheus-alertmanager
+  # the page tests drive a real browser (selenium, from the test extras)
+  { command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || apt_install chromium chromium-driver
 fi
 
 # 2. The virtual environment, refreshed only when pyproject.toml changed.

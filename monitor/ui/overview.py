@@ -90,7 +90,7 @@ class PipelineView(BaseModel):
     stages: list[StageView]
     totals: dict[str, float]
     rates: dict[str, float]
-    """per second over the last few seconds"""
+    """per second over the last few seconds of polling (empty on the first poll)"""
     lag: dict[str, float]
     outbox: dict[str, int] | None
 
@@ -221,7 +221,7 @@ class RateMeter:
             t0, first = self._samples[0]
         dt = now - t0
         if dt <= 0:
-            return {k: 0.0 for k in totals}
+            return {}  # one sample: no rate yet
         return {k: max(0.0, (v - first.get(k, 0.0)) / dt) for k, v in totals.items()}
 
 

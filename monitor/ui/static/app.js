@@ -120,7 +120,16 @@ function makeChart(series, container) {
     width, height: 180,
     legend: {show: false},
     cursor: {points: {show: false}},
-    scales: {x: {time: true}, mean: {range: [-1, 1]}, count: {range: (u, lo, hi) => [0, Math.max(4, hi * 1.2)]}},
+    scales: {
+      // the time axis also spans the alert markers (an alert can start after the last window's start)
+      x: {time: true, range: (u, lo, hi) => {
+        const ts = markers.current.flatMap(m => [m.at, m.ended]).filter(t => t !== null && t !== undefined && t >= lo);
+        const a = Math.min(lo, ...ts), b = Math.max(hi, ...ts);
+        return a === b ? [a - 60, b + 60] : [a, b + (b - a) * 0.03];
+      }},
+      mean: {range: [-1, 1]},
+      count: {range: (u, lo, hi) => [0, Math.max(4, hi * 1.2)]},
+    },
     axes: [
       {values: (u, ticks) => ticks.map(t => fmtTime(t).slice(0, 5))},
       {scale: "mean", values: (u, ticks) => ticks.map(t => t.toFixed(1)), size: 40},
@@ -162,7 +171,7 @@ function renderCharts(list) {
       state.charts.set(s.key, c);
     }
     if (root.children[i] !== c.el) root.insertBefore(c.el, root.children[i] || null);
-    c.why.textContent = s.why;
+    c.why.textContent = s.why === s.key ? "" : s.why;
     c.el.dataset.points = String(s.points.length);
     c.el.classList.toggle("alerting", s.markers.some(m => m.state === "firing"));
     const p = s.points[s.points.length - 1];
@@ -245,7 +254,7 @@ function renderPipeline(p, missing) {
   const labels = {ingested: "ingested", scored: "scored", trend_points: "trend points", alert_records: "evaluated",
                   notifications: "notifications"};
   for (const [k, label] of Object.entries(labels)) {
-    if (k in p.totals) add(label, `${Math.round(p.totals[k])} total · ${p.rates[k].toFixed(1)}/s`);
+    if (k in p.totals) add(label, `${Math.round(p.totals[k])} total` + (k in p.rates ? ` · ${p.rates[k].toFixed(1)}/s` : ""));
   }
   for (const [k, v] of Object.entries(p.lag)) add(`${k} lag`, `${Math.round(v)} records`);
   if (p.outbox) add("outbox", `${p.outbox.pending} pending · ${p.outbox.delivered} delivered · ${p.outbox.dead} dead`);

@@ -1,0 +1,189 @@
+"""The first minute of `make run`, exactly as the Makefile runs it: `finsent models ensure --profile
+quick`, then `finsent run` on the embedded defaults (in-process bus, demo feed, packaged rules).
+
+* the planted $HLVB burst reaches the demo receiver ($FINSENT_HOME/alerts.jsonl) within 60 s of
+  readiness, and the page at / shows it (a real browser: chart points, the alert card, no console
+  errors; screenshot in the test's tmp dir and docs/page.png);
+* the terminal stays clean: with JSON logs every line of output is JSON (no LOAD REPORT, no
+  progress bars, no "nanobind: leaked" lines at exit);
+* SIGTERM, then a second `finsent run` on the same home evaluates the new in-process log from its
+  start and fires the demo alert again.
+
+The three tests share one daemon (started once for the module) and run in file order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.browser import chromium, console_errors, needs_browser, wait_until
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+RULE = "ticker-bad-news-burst"
+READY_TIMEOUT_S = 240  # model load on a busy 2-core machine
+FIRST_MINUTE_S = 60
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def finsent(*args: str) -> list[str]:
+    return [sys.executable, "-m", "monitor.cli", *args]  # the `finsent` console script's entry point
+
+
+def burst_notifications(home: Path) -> list[dict]:
+    """Firing notifications of the demo's burst rule for $HLVB that the file receiver got."""
+    path = home / "alerts.jsonl"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        msg = json.loads(line)
+        for a in msg["alerts"]:
+            if a["labels"].get("alertname") == RULE and a["labels"].get("ticker") == "HLVB" and a["status"] == "firing":
+                out.append(a)
+                break
+    return out
+
+
+@dataclass
+class Run:
+    home: Path
+    port: int
+    log_path: Path
+    proc: subprocess.Popen | None = None
+    ready_at: float = 0.0
+    logs: list[Path] = field(default_factory=list)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
+        env.update(FINSENT_HOME=str(self.home), FINSENT_HTTP__PORT=str(self.port), HF_HUB_OFFLINE="1",
+                   TRANSFORMERS_OFFLINE="1", FINSENT_LOGGING__FORMAT="json")
+        return env
+
+    def start(self) -> None:
+        ensure = subprocess.run(finsent("models", "ensure", "--profile", "quick"), env=self.env(),
+                                capture_output=True, text=True, timeout=1800)
+        assert ensure.returncode == 0, ensure.stdout + ensure.stderr
+        log_path = self.log_path.with_name(f"{self.log_path.stem}-{len(self.logs) + 1}.log")
+        self.logs.append(log_path)
+        self.proc = subprocess.Popen(finsent("run"), env=self.env(), stdout=log_path.open("w"),
+                                     stderr=subprocess.STDOUT)
+
+        def ready() -> bool:
+            assert self.proc.poll() is None, f"daemon exited early:\n{log_path.read_text()[-3000:]}"
+            try:
+                return httpx.get(f"{self.base}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, READY_TIMEOUT_S, "readiness", poll_s=0.2)
+        self.ready_at = time.monotonic()
+
+    def stop(self) -> tuple[int, str]:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+        self.proc = None
+        return code, self.logs[-1].read_text()
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory):
+    from tests.models.fixtures import trained_home
+
+    root = tmp_path_factory.mktemp("first-minute")
+    run = Run(home=trained_home(root, "quick"), port=free_port(), log_path=root / "daemon.log")
+    run.start()
+    try:
+        yield run
+    finally:
+        if run.proc is not None:
+            run.stop()
+
+
+def test_the_demo_alert_reaches_the_receiver_within_a_minute_of_readiness(first_run: Run):
+    deadline = first_run.ready_at + FIRST_MINUTE_S
+    while not burst_notifications(first_run.home):
+        assert time.monotonic() < deadline, (
+            f"no {RULE} notification for HLVB within {FIRST_MINUTE_S}s of readiness:\n"
+            + first_run.logs[-1].read_text()[-3000:])
+        assert first_run.proc is not None and first_run.proc.poll() is None
+        time.sleep(0.25)
+    (alert,) = burst_notifications(first_run.home)[:1]
+    assert alert["evidence"] and any("Halvorsen" in e["title"] for e in alert["evidence"])
+    listed = httpx.get(f"{first_run.base}/alerts").json()["alerts"]
+    assert any(a["rule"] == RULE and a["labels"].get("ticker") == "HLVB" for a in listed)
+
+
+@needs_browser
+def test_the_page_shows_trends_and_the_alert(first_run: Run, tmp_path: Path):
+    with chromium() as driver:
+        driver.get(f"{first_run.base}/")
+        wait_until(lambda: int(driver.find_element("css selector", ".chart[data-key='all']").get_attribute(
+            "data-points") or 0) > 0, 60, "points on the chart of 'all'")
+        card = wait_until(lambda: driver.find_elements(
+            "css selector", f".alert-card[data-rule='{RULE}'][data-subject='HLVB']"), 90, "the HLVB alert card")[0]
+        assert "HLVB" in card.text and "Halvorsen" in card.text  # the evidence headlines
+        wait_until(lambda: driver.find_elements("css selector", "#stories tbody tr"), 10, "scored stories")
+        status = driver.find_element("id", "status").text
+        assert status == "pipeline ok", status
+        time.sleep(1.0)  # let the charts draw the latest poll before the picture
+        shot = tmp_path / "page.png"
+        driver.save_screenshot(str(shot))
+        shutil.copyfile(shot, ROOT / "docs" / "page.png")
+        assert console_errors(driver) == []
+
+
+def test_sigterm_then_a_second_run_on_the_same_home_alerts_again(first_run: Run):
+    code, output = first_run.stop()
+    assert code == 0, output[-3000:]
+    lines = [line for line in output.splitlines() if line.strip()]
+    not_json = []
+    for line in lines:
+        try:
+            json.loads(line)
+        except ValueError:
+            not_json.append(line)
+    assert not_json == [], "non-JSON lines on the terminal:\n" + "\n".join(not_json[:20])
+    assert "nanobind" not in output and "LOAD REPORT" not in output
+    assert any(json.loads(line).get("event") == "finsent is running; open the page" for line in lines)
+
+    before = len(burst_notifications(first_run.home))
+    assert before >= 1
+    first_run.start()  # the same home: alerts.db holds the first run's offsets and alerts
+    deadline = first_run.ready_at + FIRST_MINUTE_S
+    while len(burst_notifications(first_run.home)) <= before:
+        assert time.monotonic() < deadline, (
+            f"the second run fired no new {RULE} notification within {FIRST_MINUTE_S}s of readiness:\n"
+            + first_run.logs[-1].read_text()[-3000:])
+        assert first_run.proc is not None and first_run.proc.poll() is None
+        time.sleep(0.25)
+    log = first_run.logs[-1].read_text()
+    assert "alert evaluation starts over at offset 0" in log
+    assert "resuming from the alert store's offset" not in log
