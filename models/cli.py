@@ -165,7 +165,8 @@ def _cmd_models_ensure(args: argparse.Namespace) -> int:
             return EXIT_OK
         except RegistryError as err:
             _err(f"current version {current} is unusable ({err}); training a new one")
-    print(f"no usable model in {reg.versions_dir}: training the '{args.profile}' profile "
+    eta = {"quick": "about two minutes on 2 idle CPU cores", "tiny": "under a minute"}.get(args.profile, "a while")
+    print(f"no usable model in {reg.versions_dir}: training the '{args.profile}' profile, {eta}, once "
           f"(`finsent train` trains the full model)", file=sys.stderr)
     args.epochs, args.device, args.promote = None, "auto", True
     return _cmd_train(args)

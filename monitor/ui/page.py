@@ -1,4 +1,5 @@
-"""Routes of the page: ``GET /`` (the page), ``/ui/static/...`` (its assets, shipped in the package,
+"""Routes of the page: ``GET /`` (the page), ``GET /ui/api`` (the API's endpoints, read from
+``/openapi.json``), ``/ui/static/...`` (its assets, shipped in the package,
 nothing from a CDN), ``GET /ui/overview``, ``GET /ui/keys`` and ``GET /ui/item`` (the JSON it reads).
 
 Errors are JSON ``{"detail": "..."}`` with a 4xx status; the page shows the detail as it is.
@@ -35,6 +36,10 @@ def page_router(
     @router.get("/", include_in_schema=False)
     def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type=MEDIA_TYPES[".html"], headers=POLL_HEADERS)
+
+    @router.get("/ui/api", include_in_schema=False)
+    def api_docs() -> FileResponse:
+        return FileResponse(STATIC / "api.html", media_type=MEDIA_TYPES[".html"], headers=POLL_HEADERS)
 
     @router.get("/ui/static/{name:path}", include_in_schema=False)
     def static(name: str) -> FileResponse:

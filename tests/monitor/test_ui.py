@@ -81,6 +81,10 @@ def test_the_page_and_its_assets_are_served_from_the_package(page):
         assert asset in html.text
         assert client.get(asset).status_code == 200, asset
     assert "cdn" not in html.text.lower() and "https://" not in html.text
+    api = client.get("/ui/api")
+    assert api.status_code == 200 and "/ui/static/api.js" in api.text and "/ui/api" in html.text
+    assert client.get("/ui/static/api.js").status_code == 200
+    assert "/ui/overview" in client.get("/openapi.json").json()["paths"]
     assert client.get("/ui/static/../page.py").status_code == 404
     assert client.get("/ui/static/vendor/LICENSE.uPlot").status_code == 404  # only page assets
 
