@@ -150,6 +150,20 @@ def test_the_page_shows_trends_and_the_alert(first_run: Run, tmp_path: Path):
         card = wait_until(lambda: driver.find_elements(
             "css selector", f".alert-card[data-rule='{RULE}'][data-subject='HLVB']"), 90, "the HLVB alert card")[0]
         assert "HLVB" in card.text and "Halvorsen" in card.text  # the evidence headlines
+        selector = f".alert-card[data-rule='{RULE}'][data-subject='HLVB']"
+
+        def acknowledge() -> bool:
+            card = driver.find_element("css selector", selector)
+            if "acknowledged by page" in card.text:
+                return True
+            buttons = card.find_elements("css selector", "button.ack")
+            if buttons and buttons[0].is_enabled():
+                buttons[0].click()
+            return False
+
+        wait_until(acknowledge, 30, "the acknowledgement on the card")
+        acked = [a for a in httpx.get(f"{first_run.base}/alerts").json()["alerts"] if a["rule"] == RULE]
+        assert acked and acked[0]["acked_by"] == "page"
         wait_until(lambda: driver.find_elements("css selector", "#stories tbody tr"), 10, "scored stories")
         status = driver.find_element("id", "status").text
         assert status == "pipeline ok", status
