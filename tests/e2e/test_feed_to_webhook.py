@@ -16,6 +16,7 @@ from email.utils import format_datetime
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+import httpx
 import pytest
 
 from alerts import signing
@@ -152,6 +153,11 @@ def test_negative_burst_fires_one_signed_alert_then_resolves(pipeline_settings, 
     daemon = start(pipeline_settings(receiver))
     try:
         wait_for(lambda: alerts_in(receiver, "firing"), 120, "the firing alert")
+        page = httpx.get(f"{daemon.http.url}/", timeout=10)  # the page at /, on Kafka too
+        assert page.status_code == 200 and "/ui/static/app.js" in page.text
+        overview = httpx.get(f"{daemon.http.url}/ui/overview", timeout=10).json()
+        assert [a["rule"] for a in overview["alerts"] if a["state"] == "firing"] == ["zzz-gloom"]
+        assert any(s["key"] == "all" and s["points"] for s in overview["series"])
         recovery = stories("pos", POSITIVE, window_start(now, 10))
         feed.routes["/feed.xml"] = lambda req: Resp(200, rss(burst + recovery), {"Content-Type": "application/rss+xml"})
         wait_for(lambda: alerts_in(receiver, "resolved"), 120, "the resolved alert")
