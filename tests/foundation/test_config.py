@@ -88,3 +88,12 @@ def test_the_shipped_example_config_is_valid(capsys, monkeypatch):
     assert resolved["kafka"]["bootstrap"] == "127.0.0.1:9092"
     assert resolved["alerts"]["receivers"]["ops"]["secret"] == "**********"
     assert [s["type"] for s in resolved["connectors"]["sources"]] == ["rss", "json_api", "webhook"]
+
+
+def test_the_demo_gets_grace_for_its_compressed_time_unless_grace_is_set():
+    from monitor.config import DEMO_GRACE_WALL_S, load_settings
+
+    demo = load_settings(None)
+    assert demo.connectors.demo and demo.aggregator.grace == DEMO_GRACE_WALL_S * demo.connectors.demo_speed
+    assert load_settings(None, aggregator={"grace": "30s"}).aggregator.grace == 30.0
+    assert load_settings(None, connectors={"demo": False}).aggregator.grace == 120.0
