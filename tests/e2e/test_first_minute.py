@@ -49,13 +49,16 @@ def finsent(*args: str) -> list[str]:
 
 
 def burst_notifications(home: Path) -> list[dict]:
-    """Firing notifications of the demo's burst rule for $HLVB that the file receiver got."""
+    """Notifications of the demo's burst rule for $HLVB starting to fire (not repeats, revisions or
+    resolutions) that the file receiver got."""
     path = home / "alerts.jsonl"
     if not path.exists():
         return []
     out = []
     for line in path.read_text().splitlines():
         msg = json.loads(line)
+        if msg.get("reason") != "firing":
+            continue
         for a in msg["alerts"]:
             if a["labels"].get("alertname") == RULE and a["labels"].get("ticker") == "HLVB" and a["status"] == "firing":
                 out.append(a)
