@@ -8,7 +8,9 @@ scopes. ``admin`` implies ``write``, which implies ``read``.
 * A read needs a ``read`` token, unless the server listens on a loopback address only: then
   anyone who can reach it is already on the machine, and reads are open.
 * ``public_paths`` (default ``/healthz`` and ``/readyz``, for probes) are open; ``/ingest/{source}``
-  has its own per-source authentication (:mod:`connectors.webhook`).
+  has its own per-source authentication (:mod:`connectors.webhook`); the page's shell (``/``,
+  ``/ui/api``, ``/ui/static/...``: no data) is open to reads - the page sends the user's token
+  with the requests that fetch data.
 
 Tokens are compared in constant time (HMAC-SHA256 digests of equal length, every configured token
 compared); failures answer 401 (no or unknown token) or 403 (token lacks the scope) with a JSON
@@ -36,6 +38,10 @@ IMPLIED: dict[str, frozenset[str]] = {
 }
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SELF_AUTHENTICATED_PREFIXES = ("/ingest/",)
+PAGE_SHELL = frozenset({"/", "/ui/api"})
+PAGE_ASSETS_PREFIX = "/ui/static/"
+"""The page's HTML, script and styles (monitor/ui) carry no data - the page fetches that with the
+user's token - so reading them is open: a browser cannot add a bearer header to a page load."""
 
 
 class TokenSettings(BaseModel):
@@ -123,6 +129,8 @@ class Authenticator:
     def needed_scope(self, request: Request) -> str | None:
         path = request.url.path
         if path in self._public or path.startswith(SELF_AUTHENTICATED_PREFIXES):
+            return None
+        if request.method in READ_METHODS and (path in PAGE_SHELL or path.startswith(PAGE_ASSETS_PREFIX)):
             return None
         return "read" if request.method in READ_METHODS else "write"
 

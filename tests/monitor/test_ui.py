@@ -132,3 +132,18 @@ def test_a_process_without_trends_says_what_it_lacks(page):
     assert data["series"] == [] and set(data["missing"]) == {"trends", "alerts"}
     assert len(data["stories"]) == 4
     assert client.get("/ui/keys", params={"q": "hl"}).status_code == 404
+
+
+def test_behind_auth_the_page_shell_is_open_and_its_data_needs_a_token(make_settings):
+    from monitor.config import HttpSettings
+
+    settings = make_settings()
+    ctx = Context(settings=settings, bus=MemoryBus(), registry=CollectorRegistry())
+    http = HttpSettings(host="0.0.0.0", auth={"tokens": [{"name": "viewer", "value": "v" * 20}]})
+    client = TestClient(build_app(ctx.health, ctx.registry, build_ui(ctx).routers, http))
+    for path in ("/", "/ui/api", "/ui/static/app.js", "/ui/static/vendor/uPlot.iife.min.js"):
+        assert client.get(path).status_code == 200, path
+    r = client.get("/ui/overview")
+    assert r.status_code == 401 and "bearer token" in r.json()["detail"]
+    assert client.get("/ui/overview", headers={"Authorization": "Bearer " + "v" * 20}).status_code == 200
+    assert client.post("/", headers={"Authorization": "Bearer " + "v" * 20}).status_code in (403, 405)

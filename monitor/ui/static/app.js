@@ -11,6 +11,7 @@ const state = {
   item: params.get("item"),
   charts: new Map(),   // key -> {el, plot, sig}
   urlMessages: [],
+  notice: null,   // {text, until}: a message that outlives a few polls (e.g. why an ack failed)
   failures: 0,
 };
 
@@ -56,10 +57,33 @@ function fmtDateTime(value) {
 
 function signed(x) { return (x >= 0 ? "+" : "") + x.toFixed(2); }
 
+// Behind http.auth the data needs a bearer token: the user pastes one once per browser session.
+const TOKEN_KEY = "finsent.token";
+
+function authHeaders() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  return token ? {"Authorization": `Bearer ${token}`} : {};
+}
+
+function askForToken(why) {
+  const box = document.getElementById("token");
+  const input = el("input", {type: "password", placeholder: "bearer token", "aria-label": "bearer token",
+                             autocomplete: "off"});
+  box.replaceChildren(el("span", {text: why}), " ",
+    el("form", {onsubmit: ev => {
+      ev.preventDefault();
+      if (input.value.trim()) sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+      box.replaceChildren();
+      poll();
+    }}, input, el("button", {type: "submit", text: "use token"})));
+}
+
 async function getJSON(url, options) {
   let resp;
   try {
-    resp = await fetch(url, Object.assign({headers: {"Accept": "application/json"}}, options || {}));
+    const opts = Object.assign({}, options || {});
+    opts.headers = Object.assign({"Accept": "application/json"}, opts.headers || {}, authHeaders());
+    resp = await fetch(url, opts);
   } catch (e) {
     throw new Error("the daemon does not answer (stopped or restarting?)");
   }
@@ -68,12 +92,15 @@ async function getJSON(url, options) {
   if (!resp.ok) {
     let detail = body && body.detail;
     if (Array.isArray(detail)) detail = detail.map(d => `${(d.loc || []).slice(1).join(".")}: ${d.msg}`).join("; ");
-    throw new Error(detail || `HTTP ${resp.status}`);
+    const err = new Error(detail || `HTTP ${resp.status}`);
+    err.status = resp.status;
+    throw err;
   }
   return body;
 }
 
 function setMessages(list) {
+  if (state.notice && Date.now() < state.notice.until && !list.includes(state.notice.text)) list = [state.notice.text, ...list];
   const box = document.getElementById("messages");
   box.replaceChildren(...list.map(m => el("p", {text: m})));
 }
@@ -209,7 +236,15 @@ async function ack(fp, button) {
     button.textContent = "acknowledged";
   } catch (e) {
     button.disabled = false;
-    setMessages([`could not acknowledge: ${e.message}`]);
+    if (e.status === 401 || e.status === 403) {
+      const msg = `acknowledging needs a token with scope 'write' (http.auth.tokens): ${e.message}; ` +
+                  `or, on this machine: finsent alerts ack ${fp}`;
+      setMessages([msg]);
+      state.notice = {text: msg, until: Date.now() + 20000};
+      askForToken("token with scope 'write':");
+    } else {
+      setMessages([`could not acknowledge: ${e.message}`]);
+    }
   }
 }
 
@@ -376,6 +411,7 @@ async function poll() {
   } catch (e) {
     state.failures += 1;
     setMessages([...state.urlMessages, e.message]);
+    if (e.status === 401 || e.status === 403) askForToken("this daemon needs a token to show its data:");
     const status = document.getElementById("status");
     status.textContent = "no answer";
     status.className = "pill fail";
