@@ -54,8 +54,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 # -- eval ------------------------------------------------------------------------------------
 def _format_table(report: dict[str, Any]) -> str:
-    lines = [f"task {report['task']}  version {report['version']}  n={report['n']}",
-             f"accuracy {report['accuracy']:.4f}   macro-F1 {report['macro_f1']:.4f}", "",
+    lines = [f"task {report['task']}  version {report['version']}  data {report['data']}  n={report['n']}",
+             f"accuracy {report['accuracy']:.4f}   macro-F1 {report['macro_f1']:.4f}   ECE {report['ece']:.4f}", "",
              f"{'class':<30} {'F1':>7} {'support':>8}"]
     for name, f1 in report["per_class"].items():
         lines.append(f"{name:<30} {f1:>7.4f} {report['support'][name]:>8}")
@@ -63,15 +63,24 @@ def _format_table(report: dict[str, Any]) -> str:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from models.data import DataError, labels_for, read_labelled_csv
+    from models.data import DataError, Example, labels_for, read_labelled_csv
 
-    path = Path(args.data)
+    sets: dict[str, list[Example]] = {}
     try:
-        rows = read_labelled_csv(path, args.task)
+        if args.data:
+            sets[args.data] = read_labelled_csv(Path(args.data), args.task)
+        else:  # every fixed validation set of the task, tweets and news (models/domains.py)
+            from models.domains import validation_sets
+
+            sets = validation_sets(args.task)
     except DataError as err:
         _err(str(err))
         return EXIT_USAGE
     settings = _settings(args)
+    import torch
+
+    from models.calibration import ece_from_probs
+    from models.domains import SET_INFO
     from models.engine import InferenceEngine
     from models.evaluation import classification_metrics
     from models.registry import RegistryError
@@ -82,15 +91,25 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         _err(str(err))
         return EXIT_FAILURE
     names = list(labels_for(args.task))
-    preds = engine.predict([r.text for r in rows])
-    y_pred = [names.index(p.sentiment if args.task == "sentiment" else p.topic) for p in preds]
-    y_true = [r.label for r in rows]
-    report = classification_metrics(args.task, y_true, y_pred)
-    report["support"] = {n: sum(1 for y in y_true if y == i) for i, n in enumerate(names)}
-    report["version"] = engine.version
-    report["data"] = str(path)
-    print(_format_table(report))
-    print(json.dumps(report))
+    reports: dict[str, dict[str, Any]] = {}
+    for name, rows in sets.items():
+        _, probs = engine.predict_probs([r.text for r in rows])
+        p = torch.from_numpy(probs[args.task])
+        y_true = [r.label for r in rows]
+        report = classification_metrics(args.task, y_true, p.argmax(-1).tolist())
+        report["ece"] = round(ece_from_probs(p, torch.tensor(y_true)), 4)  # of the served, calibrated probabilities
+        report["support"] = {n: sum(1 for y in y_true if y == i) for i, n in enumerate(names)}
+        report["version"] = engine.version
+        report["data"] = name
+        if name in SET_INFO and not args.data:
+            report["domain"] = SET_INFO[name][0]
+        reports[name] = report
+        print(_format_table(report))
+        print()
+    if args.data:
+        print(json.dumps(reports[args.data]))
+    else:
+        print(json.dumps({"task": args.task, "version": engine.version, "sets": reports}))
     return EXIT_OK
 
 
@@ -321,15 +340,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_option(p)
     p.add_argument("--epochs", type=int, default=None, help="override the profile's epoch count")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--profile", choices=["default", "quick", "tiny"], default="default",
+    p.add_argument("--profile", choices=["default", "tweets", "quick", "tiny"], default="default",
                    help="default: the real model (<=15 min on 2 cores); quick: ~2-3 min demo; tiny: tests")
     p.add_argument("--promote", action="store_true", help="make the new version current (the first one always is)")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("eval", help="accuracy / macro-F1 of a model version on a labelled CSV (text,label)")
+    p = sub.add_parser("eval", help="accuracy / macro-F1 / ECE of a model version on a labelled CSV (text,label), "
+                       "or on every fixed validation set (tweets and news) without --data")
     add_config_option(p)
     p.add_argument("--task", choices=["sentiment", "topic"], required=True)
-    p.add_argument("--data", required=True, metavar="FILE.csv", help="CSV with columns text,label")
+    p.add_argument("--data", default=None, metavar="FILE.csv",
+                   help="CSV with columns text,label (default: the task's fixed validation sets, tweets and news)")
     p.add_argument("--version", default=None, help="registry version (default: current)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     p.set_defaults(func=_cmd_eval)

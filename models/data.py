@@ -65,6 +65,8 @@ _FILES: dict[tuple[Task, Split], str] = {
     ("topic", "train"): "topic/topic_train.csv",
     ("topic", "valid"): "topic/topic_valid.csv",
 }
+# news-domain sentiment sets, read by models/domains.py (raw files, vendored byte for byte)
+NEWS_FILES: tuple[str, ...] = ("news/sentfin_dataset_1.csv", "news/semeval2017_task5_headlines.json")
 
 _URL = re.compile(r"https?://\S+")
 _SPACES = re.compile(r"\s+")
@@ -206,4 +208,4 @@ def sha256_file(path: Path) -> str:
 
 def data_hashes(data_dir: Path = DATA_DIR) -> dict[str, str]:
     """sha256 of every vendored data file, keyed by its path relative to ``data_dir``."""
-    return {rel: sha256_file(data_dir / rel) for rel in sorted(_FILES.values())}
+    return {rel: sha256_file(data_dir / rel) for rel in sorted([*_FILES.values(), *NEWS_FILES])}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +49,8 @@ class _Loaded:
     manifest: dict[str, Any]
     autocast: torch.dtype | None = None  # CPU bf16 autocast
     max_length: int | None = None  # tokens the version was trained and validated with
-    lexical: LexicalExpert | None = None  # mixed in with ``lexical_weight`` (None: the network alone)
-    lexical_weight: float = 0.0
+    lexical: LexicalExpert | None = None  # mixed in with ``lexical_weights`` (None: the network alone)
+    lexical_weights: dict[str, float] = field(default_factory=dict)  # per task; absent = 0
 
 
 def _pick_device(choice: str) -> torch.device:
@@ -100,12 +100,13 @@ def load_version(
             if cpu_bf16 and validated_bf16 and cpu_has_bf16():
                 autocast = torch.bfloat16
     trained_length = manifest.get("max_length")
-    lexical_weight = float((manifest.get("lexical") or {}).get("weight", 0.0))
-    lexical = LexicalExpert.load(path / LEXICAL_DIR) if lexical_weight > 0 else None
+    lex_info = manifest.get("lexical") or {}  # one weight for every head, or per-head "weights"
+    lexical_weights = {t: float((lex_info.get("weights") or {}).get(t, lex_info.get("weight", 0.0))) for t in labels}
+    lexical = LexicalExpert.load(path / LEXICAL_DIR) if any(w > 0 for w in lexical_weights.values()) else None
     log.info("model_loaded", version=version, device=str(device), dtype=str(dtype), int8=quantized,
-             autocast=str(autocast) if autocast else None, lexical_weight=lexical_weight)
+             autocast=str(autocast) if autocast else None, lexical_weights=lexical_weights)
     return _Loaded(version, model, tokenizer, labels, temps, device, dtype, quantized, manifest, autocast,
-                   int(trained_length) if trained_length else None, lexical, lexical_weight)
+                   int(trained_length) if trained_length else None, lexical, lexical_weights)
 
 
 class InferenceEngine:
@@ -232,7 +233,7 @@ class InferenceEngine:
                     out[task][batch] = lg.float().cpu().numpy()
         lexical = loaded.lexical.log_probs(clean, cleaned=True) if loaded.lexical is not None else {}
         for task, lg in out.items():
-            z = mix_log_probs(lg, lexical.get(task), loaded.lexical_weight) / loaded.temperatures.get(task, 1.0)
+            z = mix_log_probs(lg, lexical.get(task), loaded.lexical_weights.get(task, 0.0)) / loaded.temperatures.get(task, 1.0)
             z -= z.max(axis=-1, keepdims=True)
             probs = np.exp(z)
             out[task] = probs / probs.sum(axis=-1, keepdims=True)

@@ -39,6 +39,7 @@ from models.data import (
     parse_label,
 )
 from models.batching import pad_batch, plan_batches
+from models.domains import load_semeval2017, load_sentfin
 from models.lexical import LEXICAL_DIR, LexicalExpert, mix_log_probs
 from models.registry import Registry
 
@@ -78,6 +79,15 @@ class TrainProfile:
     # see models/lexical.py
     lexical_weight: float
     check_quantization: bool
+    # SEntFiN news headlines (models/domains.py) drawn per epoch into the sentiment head's training
+    # rows (0 = none, None = all 7,662), shuffled and length-bucketed together with the tweets
+    news_per_epoch: int | None = 0
+    # model selection on both domains: early stopping, the lexical weight per head and the
+    # temperatures use the tweet AND the news validation sets (rule: models/training.py
+    # ``_selection_score``); False = the tweet sets alone
+    select_on_news: bool = False
+    # candidate lexical weights, picked per head by the selection score (empty: ``lexical_weight``)
+    lexical_grid: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,18 +116,24 @@ _DEFAULT = TrainProfile(
     cpu_bf16=True,
     lexical_weight=0.35,
     check_quantization=True,
+    news_per_epoch=5000,
+    select_on_news=True,
+    lexical_grid=(0.0, 0.1, 0.2, 0.35),
 )
 
 PROFILES: dict[str, TrainProfile] = {
     "default": _DEFAULT,
+    # the recipe served until issue #19: tweets only, selected on tweets only
+    "tweets": replace(_DEFAULT, name="tweets", news_per_epoch=0, select_on_news=False, lexical_grid=()),
     # a first model in a few minutes (make run's demo): one epoch on a subset
     "quick": replace(_DEFAULT, name="quick", epochs=1, max_length=48, lr=1.5e-4,
-                     sentiment_train=4000, sentiment_repeats=1.0, topic_per_epoch=1500, valid_limit=1000),
+                     sentiment_train=4000, sentiment_repeats=1.0, topic_per_epoch=1500, valid_limit=1000,
+                     news_per_epoch=1500),
     # seconds-scale, for tests: proves the loop learns, not that the model is good
     "tiny": replace(_DEFAULT, name="tiny", epochs=3, max_length=32, batch_size=16, cuda_batch_size=64,
                     lr=3e-4, head_lr=5e-3, warmup_ratio=0.1, label_smoothing=0.0, sentiment_train=256,
                     sentiment_repeats=1.0,
-                    topic_per_epoch=160, valid_limit=160, patience=2, check_quantization=False),
+                    topic_per_epoch=160, valid_limit=160, patience=2, check_quantization=False, news_per_epoch=128),
 }
 
 
@@ -144,6 +160,9 @@ class _TaskData:
     valid: list[Example]
     dedup_mask: list[bool] = field(default_factory=list)  # valid rows that survive de-duplication
     n_extra: int = 0  # the last n_extra training rows are fresh labels (always used)
+    n_news: int = 0  # the n_news rows before them are news headlines (sampled per epoch)
+    # further fixed validation sets by name (models/domains.py), e.g. "news", "news_semeval"
+    more_valid: dict[str, list[Example]] = field(default_factory=dict)
     enc: list[list[int]] = field(default_factory=list)  # token ids of each training row
     states: list[torch.Tensor] | None = None  # per training row: frozen layers' output (seq x hidden)
 
@@ -341,11 +360,18 @@ def train(
         dedup_keep = {id(r) for r in dedup_against(valid_rows, train_rows)}
         if prof.valid_limit is not None and prof.valid_limit < len(valid_rows):
             valid_rows = random.Random(seed + 1).sample(valid_rows, prof.valid_limit)
+        news: list[Example] = []
+        more: dict[str, list[Example]] = {}
         if task == "sentiment":
             train_rows = _subsample(train_rows, prof.sentiment_train, random.Random(seed + 2))
+            if prof.news_per_epoch != 0:  # capped like the tweets in the small profiles
+                news = _subsample(load_sentfin("train", data_dir), prof.sentiment_train, random.Random(seed + 4))
+            more = {"news": load_sentfin("valid", data_dir), "news_semeval": load_semeval2017(data_dir)}
+            if prof.valid_limit is not None:
+                more = {k: _subsample(v, prof.valid_limit, random.Random(seed + 3)) for k, v in more.items()}
         fresh = [e for t, e in extra if t == task]
-        tasks[task] = _TaskData(train_rows + fresh, valid_rows, [id(r) in dedup_keep for r in valid_rows],
-                                n_extra=len(fresh))
+        tasks[task] = _TaskData(train_rows + news + fresh, valid_rows, [id(r) in dedup_keep for r in valid_rows],
+                                n_extra=len(fresh), n_news=len(news), more_valid=more)
 
     base = base_model_path()
     tokenizer = AutoTokenizer.from_pretrained(str(base))
@@ -372,14 +398,16 @@ def train(
         erng = random.Random(seed * 1000 + epoch)
         batches: list[_Batch] = []
         for task, td in tasks.items():
-            n_base = len(td.train) - td.n_extra
+            n_base = len(td.train) - td.n_extra - td.n_news
             indices = list(range(n_base))
             if task == "topic" and prof.topic_per_epoch is not None and prof.topic_per_epoch < n_base:
                 indices = erng.sample(indices, prof.topic_per_epoch)
             if task == "sentiment" and prof.sentiment_repeats != 1.0:
                 whole, part = divmod(prof.sentiment_repeats, 1.0)
                 indices = indices * int(whole) + erng.sample(indices, round(part * n_base))
-            indices += range(n_base, len(td.train))
+            news = list(range(n_base, n_base + td.n_news))  # mixed into the same batches as the tweets
+            indices += news if prof.news_per_epoch is None else erng.sample(news, min(len(news), prof.news_per_epoch))
+            indices += range(n_base + td.n_news, len(td.train))
             batches += _make_batches(task, td, indices, batch_size, erng)
         erng.shuffle(batches)
         return batches
@@ -401,6 +429,7 @@ def train(
         epochs=prof.epochs,
         steps=total_steps,
         sentiment_rows=len(tasks["sentiment"].train),
+        news_rows=tasks["sentiment"].n_news,
         topic_rows_per_epoch=len(tasks["topic"].train) if prof.topic_per_epoch is None
         else min(len(tasks["topic"].train), prof.topic_per_epoch),
         extra=len(extra),
@@ -412,16 +441,20 @@ def train(
     engine_budget = serving.max_batch_tokens if dev.type == "cuda" else min(
         serving.max_batch_tokens, serving.cpu_max_batch_tokens)
 
-    def evaluate() -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-        logits: dict[str, torch.Tensor] = {}
-        f1: dict[str, float] = {}
+    def evaluate(report: bool = False) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, dict[str, float]]]:
+        """Network logits and macro-F1 per task and validation set: the selection sets, or (report) the others."""
+        logits: dict[str, dict[str, torch.Tensor]] = {}
+        f1: dict[str, dict[str, float]] = {}
         for task, td in tasks.items():
-            lg = compute_logits(  # batched as the engine batches: `finsent eval` then reproduces the metrics
-                model, tokenizer, [r.text for r in td.valid], max_length=prof.max_length, device=dev,
-                autocast_dtype=amp, max_batch_tokens=engine_budget,
-            )[task]
-            logits[task] = lg
-            f1[task] = classification_metrics(task, [r.label for r in td.valid], lg.argmax(-1).tolist())["macro_f1"]
+            logits[task], f1[task] = {}, {}
+            for name, rows in _valid_sets(td, prof, report=report).items():
+                lg = compute_logits(  # batched as the engine batches: `finsent eval` then reproduces the metrics
+                    model, tokenizer, [r.text for r in rows], max_length=prof.max_length, device=dev,
+                    autocast_dtype=amp, max_batch_tokens=engine_budget,
+                )[task]
+                logits[task][name] = lg
+                f1[task][name] = classification_metrics(task, [r.label for r in rows], lg.argmax(-1).tolist())[
+                    "macro_f1"]
         return logits, f1
 
     from tqdm.auto import tqdm
@@ -464,12 +497,15 @@ def train(
             seen += len(b.labels)
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{ema:.3f}", ex_s=f"{seen / max(1e-6, time.time() - train_started):.0f}")
-        valid_logits, f1 = evaluate()
+        valid_logits, f1_sets = evaluate()
+        f1 = {task: _selection_score(sets) for task, sets in f1_sets.items()}
         score = sum(f1.values()) / len(f1)
         all_losses = [v for vs in losses.values() for v in vs]
         entry = {"epoch": epoch + 1, "train_loss": round(sum(all_losses) / max(1, len(all_losses)), 4),
                  "train_loss_by_task": {t: round(sum(v) / max(1, len(v)), 4) for t, v in losses.items()},
-                 "valid_macro_f1": {k: round(v, 4) for k, v in f1.items()}, "score": round(score, 4)}
+                 "valid_macro_f1": {k: round(v, 4) for k, v in f1.items()},
+                 "valid_macro_f1_by_set": {t: {k: round(v, 4) for k, v in sets.items()} for t, sets in f1_sets.items()},
+                 "score": round(score, 4)}
         history.append(entry)
         log.info("epoch_done", **entry, elapsed_s=round(time.time() - started, 1))
         if score > best_score:
@@ -487,41 +523,63 @@ def train(
     assert best_state is not None and best_logits is not None
     model.load_state_dict(best_state)
     model.eval()
+    for task, more in evaluate(report=True)[0].items():  # the best epoch's network on the report-only sets
+        best_logits[task].update(more)
 
-    # -- the lexical expert, mixed with the network into the served logits
-    expert, lexical_info, served = _fit_lexical(tasks, prof.lexical_weight, best_logits)
+    # -- the lexical expert, mixed with the network into the served logits (weight chosen per head)
+    expert, lexical_info, served = _fit_lexical(tasks, prof, best_logits)
 
-    # -- calibration and metrics (of what the engine serves: the mixture)
-    from models.calibration import fit_temperature, nll
+    # -- calibration and metrics (of what the engine serves: the mixture), per validation set
+    from models.calibration import expected_calibration_error, fit_temperature, nll
 
     temperatures: dict[str, float] = {}
     metrics: dict[str, Any] = {}
     for task, td in tasks.items():
-        y = torch.tensor([r.label for r in td.valid])
-        lg = served[task]
-        t = fit_temperature(lg, y)
+        rows_by_set = {"tweets": td.valid, **td.more_valid}
+        selection = list(_valid_sets(td, prof))
+        # one temperature per head, fitted on the pooled selection sets (tweets, and news when selected on)
+        pool_lg = torch.cat([served[task][n] for n in selection])
+        pool_y = torch.tensor([r.label for n in selection for r in rows_by_set[n]])
+        t = fit_temperature(pool_lg, pool_y)
         temperatures[task] = round(t, 4)
-        pred = lg.argmax(-1).tolist()
         keep = [i for i, k in enumerate(td.dedup_mask) if k]
-        full = classification_metrics(task, y.tolist(), pred)
+        per_set: dict[str, Any] = {}
+        for name, rows in rows_by_set.items():
+            y = torch.tensor([r.label for r in rows])
+            lg = served[task][name]
+            pred = lg.argmax(-1).tolist()
+            per_set[name] = classification_metrics(task, y.tolist(), pred)
+            per_set[name]["ece"] = {"uncalibrated": round(expected_calibration_error(lg, y), 4),
+                                    "calibrated": round(expected_calibration_error(lg, y, t), 4)}
+            per_set[name]["selection"] = name in selection
+            if expert is not None:  # each part alone, to show what the mixture adds
+                per_set[name]["components"] = {
+                    part: {k: v for k, v in classification_metrics(task, y.tolist(), z.argmax(-1).tolist()).items()
+                           if k in ("accuracy", "macro_f1")}
+                    for part, z in (("network", best_logits[task][name]), ("lexical", lexical_info["valid"][task][name]))
+                }
+            if name == "tweets":
+                per_set["tweets_dedup"] = classification_metrics(task, [y[i].item() for i in keep],
+                                                                 [pred[i] for i in keep])
+        full = per_set["tweets"]
         metrics[task] = {
-            # top-level accuracy/macro_f1 = full validation (what the retrain job compares)
+            # top-level accuracy/macro_f1 = full tweet validation (what the retrain job compares)
             "accuracy": full["accuracy"],
             "macro_f1": full["macro_f1"],
             "valid": full,
-            "valid_dedup": classification_metrics(task, [y[i].item() for i in keep], [pred[i] for i in keep]),
-            "nll": {"uncalibrated": round(nll(lg, y), 4), "calibrated": round(nll(lg, y, t), 4)},
+            "valid_dedup": per_set["tweets_dedup"],
+            "sets": per_set,  # every fixed validation set of the task, by name (models/domains.py)
+            "selection_score": round(_selection_score({n: per_set[n]["macro_f1"] for n in selection}), 4),
+            "nll": {"uncalibrated": round(nll(pool_lg, pool_y), 4), "calibrated": round(nll(pool_lg, pool_y, t), 4),
+                    "on": selection},
         }
-        if expert is not None:  # each part alone, to show what the mixture adds
-            metrics[task]["components"] = {
-                name: {k: v for k, v in classification_metrics(task, y.tolist(), part.argmax(-1).tolist()).items()
-                       if k in ("accuracy", "macro_f1")}
-                for name, part in (("network", best_logits[task]), ("lexical", lexical_info["valid"][task]))
-            }
+        if expert is not None:
+            metrics[task]["components"] = full["components"]
         if prof.valid_limit is not None:
             metrics[task]["valid_subset"] = prof.valid_limit
 
-    quant = _check_quantization(model, tokenizer, tasks, prof, best_logits) if prof.check_quantization else {
+    quant = _check_quantization(model, tokenizer, tasks, prof, {t: v["tweets"] for t, v in best_logits.items()}) \
+        if prof.check_quantization else {
         "checked": False, "ok": False}
 
     model.config.finsent_temperatures = temperatures
@@ -590,25 +648,61 @@ def train(
     return TrainResult(version=version, path=registry.path(version), manifest=manifest, promoted=should_promote)
 
 
+def _valid_sets(td: _TaskData, prof: TrainProfile, report: bool = False) -> dict[str, list[Example]]:
+    """The validation sets model selection uses (``report``: the ones it only reports), by name."""
+    chosen = {"tweets": td.valid, **({"news": td.more_valid["news"]}
+                                     if prof.select_on_news and "news" in td.more_valid else {})}
+    if not report:
+        return chosen
+    return {k: v for k, v in td.more_valid.items() if k not in chosen}
+
+
+def _selection_score(macro_f1_by_set: dict[str, float]) -> float:
+    """The selection rule: the mean macro-F1 over a head's selection sets (tweets, and news when
+    ``select_on_news``), each set weighted equally whatever its size. Early stopping averages it
+    over the two heads; the lexical weight of a head maximises it (ties: the smaller weight)."""
+    return sum(macro_f1_by_set.values()) / max(1, len(macro_f1_by_set))
+
+
 def _fit_lexical(
-    tasks: dict[Task, _TaskData], weight: float, network_logits: dict[str, torch.Tensor]
-) -> tuple[LexicalExpert | None, dict[str, Any], dict[str, torch.Tensor]]:
-    """Fit the TF-IDF expert on the training rows (fresh labels included) and mix it into the
-    validation logits as the engine will: ``(expert, manifest entry, served logits per task)``."""
-    if weight <= 0.0:
+    tasks: dict[Task, _TaskData], prof: TrainProfile, network_logits: dict[str, dict[str, torch.Tensor]]
+) -> tuple[LexicalExpert | None, dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
+    """Fit the TF-IDF expert on the training rows (news and fresh labels included), pick each head's
+    weight (``prof.lexical_grid``, else ``prof.lexical_weight``) by the selection score, and mix it
+    into every validation set's logits as the engine will: ``(expert, manifest entry, served logits)``."""
+    from models.evaluation import classification_metrics
+
+    grid = sorted(set(prof.lexical_grid)) if prof.lexical_grid else [prof.lexical_weight]
+    if max(grid) <= 0.0:
         return None, {"weight": 0.0}, network_logits
     started = time.time()
     expert = LexicalExpert.fit({t: ([r.text for r in td.train], [r.label for r in td.train]) for t, td in tasks.items()},
                                {t: len(labels_for(t)) for t in tasks})
-    served: dict[str, torch.Tensor] = {}
-    valid: dict[str, torch.Tensor] = {}
+    served: dict[str, dict[str, torch.Tensor]] = {}
+    valid: dict[str, dict[str, torch.Tensor]] = {}
+    weights: dict[str, float] = {}
+    scores: dict[str, dict[str, float]] = {}
     for task, td in tasks.items():
-        lex = expert.log_probs([r.text for r in td.valid])[task]
-        valid[task] = torch.from_numpy(lex)
-        served[task] = torch.from_numpy(mix_log_probs(network_logits[task].numpy(), lex, weight))
+        rows_by_set = {"tweets": td.valid, **td.more_valid}
+        lex = {name: expert.log_probs([r.text for r in rows])[task] for name, rows in rows_by_set.items()}
+        valid[task] = {name: torch.from_numpy(v) for name, v in lex.items()}
+        selection = _valid_sets(td, prof)
+
+        def score(w: float, task: Task = task, selection: dict[str, list[Example]] = selection,
+                  lex: dict[str, Any] = lex) -> float:
+            f1 = {n: classification_metrics(task, [r.label for r in rows], mix_log_probs(
+                network_logits[task][n].numpy(), lex[n], w).argmax(-1).tolist())["macro_f1"]
+                for n, rows in selection.items()}
+            return _selection_score(f1)
+
+        scores[task] = {str(w): round(score(w), 4) for w in grid}
+        weights[task] = max(grid, key=lambda w: (scores[task][str(w)], -w))
+        served[task] = {name: torch.from_numpy(mix_log_probs(network_logits[task][name].numpy(), lex[name],
+                                                             weights[task])) for name in rows_by_set}
     seconds = round(time.time() - started, 1)
-    log.info("lexical_expert_fitted", vocabulary=len(expert.vectorizer.vocabulary_), seconds=seconds)
-    info = {"weight": weight, "features": "tf-idf word 1-2 grams, one vocabulary for all tasks",
+    log.info("lexical_expert_fitted", vocabulary=len(expert.vectorizer.vocabulary_), seconds=seconds, weights=weights)
+    info = {"weight": weights["sentiment"], "weights": weights, "grid_selection_scores": scores,
+            "features": "tf-idf word 1-2 grams, one vocabulary for all tasks",
             "classifier": "logistic regression per task (C=10)", "vocabulary": len(expert.vectorizer.vocabulary_),
             "fit_seconds": seconds, "valid": valid}
     return expert, info, served

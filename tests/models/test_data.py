@@ -108,4 +108,4 @@ def test_read_csv_errors_name_the_row(tmp_path: Path) -> None:
 
 def test_data_hashes_cover_all_files() -> None:
     hashes = data_hashes()
-    assert len(hashes) == 4 and all(len(h) == 64 for h in hashes.values())
+    assert len(hashes) == 6 and all(len(h) == 64 for h in hashes.values())

@@ -80,7 +80,8 @@ def test_trained_version_serves_the_validated_mixture(tiny_home: Path, tiny_engi
     """The engine's predictions on the trainer's validation rows give the manifest's accuracy."""
     reg = Registry(tiny_home / "models")
     m = reg.read_manifest(reg.current())
-    assert m["lexical"]["weight"] == m["training"]["hyperparameters"]["lexical_weight"] > 0
+    assert m["lexical"]["weights"]["sentiment"] in m["training"]["hyperparameters"]["lexical_grid"]
+    assert m["lexical"]["weight"] == m["lexical"]["weights"]["sentiment"]
     assert {f"{LEXICAL_DIR}/vocabulary.json", f"{LEXICAL_DIR}/weights.safetensors"} <= set(m["files"])
     seed, limit = m["training"]["seed"], m["training"]["hyperparameters"]["valid_limit"]
     for task in ("sentiment", "topic"):
