@@ -93,6 +93,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     names = list(labels_for(args.task))
     reports: dict[str, dict[str, Any]] = {}
     for name, rows in sets.items():
+        rows = rows[: args.limit] if args.limit else rows
         _, probs = engine.predict_probs([r.text for r in rows])
         p = torch.from_numpy(probs[args.task])
         y_true = [r.label for r in rows]
@@ -353,6 +354,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="CSV with columns text,label (default: the task's fixed validation sets, tweets and news)")
     p.add_argument("--version", default=None, help="registry version (default: current)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N rows of each set")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("bench", help="engine vs transformers pipeline: texts/s and batch latency")

@@ -119,3 +119,18 @@ def test_models_ensure_keeps_a_current_model_and_trains_when_there_is_none(tiny_
     fresh = Registry(empty / "models")
     assert fresh.current() is not None and fresh.versions() == [fresh.current()]
     assert json.loads(proc.stdout.strip().splitlines()[-1])["promoted"] is True
+
+
+def test_eval_without_data_reports_every_domain(tiny_home: Path) -> None:
+    """No --data: the task's fixed validation sets, tweets and news, each with accuracy, macro-F1, ECE."""
+    proc = run_cli(tiny_home, "eval", "--task", "sentiment", "--device", "cpu", "--limit", "40")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["task"] == "sentiment" and report["version"]
+    assert list(report["sets"]) == ["tweets", "tweets_dedup", "news", "news_semeval"]
+    for name, domain in (("tweets", "tweets"), ("news", "news"), ("news_semeval", "news")):
+        one = report["sets"][name]
+        assert one["n"] == 40 and one["domain"] == domain
+        assert 0.0 <= one["macro_f1"] <= 1.0 and 0.0 <= one["ece"] <= 1.0
+        assert set(one["per_class"]) == {"negative", "neutral", "positive"}
+    assert "data news_semeval" in proc.stdout  # a table per set before the JSON line
