@@ -1,7 +1,9 @@
 """Offline: what a trained version would score on every fixed set for each lexical weight, and the
 temperature and ECE per domain, without retraining (used for the tables in docs/MODELS.md).
 
-    PYTHONPATH=. HF_HUB_OFFLINE=1 python tests/bench/domain_selection.py FINSENT_HOME [VERSION]
+    PYTHONPATH=. HF_HUB_OFFLINE=1 python tests/bench/domain_selection.py FINSENT_HOME [VERSION] [LIMIT]
+
+(LIMIT: only the first LIMIT rows of each set, for a quick look on a busy machine.)
 
 Prints one JSON object: per task, per weight w of the grid, macro-F1 / accuracy on each set, the
 selection score (mean macro-F1 over the selection sets, tweets + news: models.training's rule) and
@@ -20,7 +22,7 @@ import torch
 GRID = (0.0, 0.1, 0.2, 0.25, 0.35, 0.5)
 
 
-def main(home: str, version: str | None = None) -> dict:
+def main(home: str, version: str | None = None, limit: str | None = None) -> dict:
     from models.calibration import expected_calibration_error, fit_temperature
     from models.data import TASKS
     from models.domains import selection_sets, validation_sets
@@ -31,14 +33,14 @@ def main(home: str, version: str | None = None) -> dict:
     from models.training import cpu_has_bf16
 
     reg = Registry(Path(home) / "models")
-    version = version or reg.current()
+    version = version if version and version != "current" else reg.current()
     loaded = load_version(reg, version, torch.device("cpu"), quantize=False)
     lexical = LexicalExpert.load(reg.path(version) / LEXICAL_DIR)
     manifest = loaded.manifest
     amp = torch.bfloat16 if manifest["training"].get("autocast") == "bfloat16" and cpu_has_bf16() else None
     out: dict = {"version": version, "served_weight": manifest["lexical"].get("weight"), "tasks": {}}
     for task in TASKS:
-        sets = validation_sets(task)
+        sets = {n: rows[: int(limit)] if limit else rows for n, rows in validation_sets(task).items()}
         net, lex = {}, {}
         for name, rows in sets.items():
             texts = [r.text for r in rows]
