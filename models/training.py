@@ -119,7 +119,7 @@ _DEFAULT = TrainProfile(
     cpu_bf16=True,
     lexical_weight=0.35,
     check_quantization=True,
-    news_per_epoch=5000,
+    news_per_epoch=4000,
     select_on_news=True,
     lexical_grid=(0.0, 0.1, 0.2, 0.35),
 )
