@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     names = list(labels_for(args.task))
     reports: dict[str, dict[str, Any]] = {}
     for name, rows in sets.items():
-        rows = rows[: args.limit] if args.limit else rows
+        if args.limit and args.limit < len(rows):  # a fixed random sample: some files are sorted by label
+            rows = random.Random(0).sample(rows, args.limit)
         _, probs = engine.predict_probs([r.text for r in rows])
         p = torch.from_numpy(probs[args.task])
         y_true = [r.label for r in rows]
@@ -354,7 +356,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="CSV with columns text,label (default: the task's fixed validation sets, tweets and news)")
     p.add_argument("--version", default=None, help="registry version (default: current)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N rows of each set")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="a fixed random sample of N rows of each set")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("bench", help="engine vs transformers pipeline: texts/s and batch latency")

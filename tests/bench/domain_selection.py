@@ -3,7 +3,7 @@ temperature and ECE per domain, without retraining (used for the tables in docs/
 
     PYTHONPATH=. HF_HUB_OFFLINE=1 python tests/bench/domain_selection.py FINSENT_HOME [VERSION] [LIMIT]
 
-(LIMIT: only the first LIMIT rows of each set, for a quick look on a busy machine.)
+(LIMIT: a fixed random sample of LIMIT rows of each set, for a quick look on a busy machine.)
 
 Prints one JSON object: per task, per weight w of the grid, macro-F1 / accuracy on each set, the
 selection score (mean macro-F1 over the selection sets, tweets + news: models.training's rule) and
@@ -14,6 +14,7 @@ fitted on the pooled selection sets and the ECE per set before / after.
 from __future__ import annotations
 
 import json
+import random
 import sys
 from pathlib import Path
 
@@ -40,7 +41,8 @@ def main(home: str, version: str | None = None, limit: str | None = None) -> dic
     amp = torch.bfloat16 if manifest["training"].get("autocast") == "bfloat16" and cpu_has_bf16() else None
     out: dict = {"version": version, "served_weight": manifest["lexical"].get("weight"), "tasks": {}}
     for task in TASKS:
-        sets = {n: rows[: int(limit)] if limit else rows for n, rows in validation_sets(task).items()}
+        sets = {n: random.Random(0).sample(rows, int(limit)) if limit and int(limit) < len(rows) else rows
+                for n, rows in validation_sets(task).items()}
         net, lex = {}, {}
         for name, rows in sets.items():
             texts = [r.text for r in rows]
