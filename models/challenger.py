@@ -6,7 +6,7 @@ threads and a lower priority, killed past its time budget). SPEC (JSON)::
     {"home": ..., "classifier": {...}, "training": {...}, "profile": "tiny", "champion": V | null,
      "train": [[task, text, label], ...],      # fresh labels to learn (the profile's base rows are replayed)
      "holdout": [[task, text, label], ...],    # fresh labels training never sees
-     "validation_sets": [{"name", "task", "path"}], "validation_limit": N | null}
+     "validation_sets": [{"name", "task", "path", "bundled"}], "validation_limit": N | null}
 
 OUT (JSON): ``challenger`` (the new, unpromoted version), ``champion``, ``fixed`` (per set: ``n``,
 ``champion`` and ``challenger`` accuracy/macro-F1), ``holdout`` (pooled and per task) and
@@ -30,12 +30,19 @@ log = structlog.get_logger(__name__)
 
 def load_fixed_sets(specs: list[dict[str, Any]], limit: int | None, seed: int) -> dict[str, tuple[str, list]]:
     """``{name: (task, [Example])}``: each set's rows, a seeded sample of ``limit`` when given."""
-    from models.data import load_split, read_labelled_csv
+    from models.data import read_labelled_csv
+    from models.domains import validation_sets
 
     out = {}
+    bundled: dict[str, dict[str, list]] = {}
     for spec in specs:
         task = spec["task"]
-        rows = read_labelled_csv(Path(spec["path"]), task) if spec.get("path") else load_split(task, "valid")
+        if spec.get("path"):
+            rows = read_labelled_csv(Path(spec["path"]), task)
+        else:
+            if task not in bundled:
+                bundled[task] = validation_sets(task)
+            rows = bundled[task][spec.get("bundled") or "tweets"]
         if limit is not None and limit < len(rows):
             rows = random.Random(seed).sample(rows, limit)
         out[spec["name"]] = (task, rows)

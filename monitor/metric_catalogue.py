@@ -42,7 +42,7 @@ LABEL_BOUNDS: dict[str, str] = {
     "label": "sentiment: negative, neutral, positive; topic: the topic labels (models/data/topic/labels.txt)",
     "metric": "accuracy, macro_f1",
     "result": "promoted, rejected, shadowing, skipped, failed, timeout",
-    "set": "the names of retrain.validation_sets (default: sentiment, topic)",
+    "set": "the names of retrain.validation_sets (default: sentiment, topic, news_sentiment)",
     "model": "champion, challenger",
     "sentiment": "negative, neutral, positive",
 }

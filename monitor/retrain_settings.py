@@ -18,11 +18,24 @@ class ValidationSetSpec(BaseModel):
     name: str = Field(min_length=1, max_length=64, description="how reports and metrics name the set")
     task: Literal["sentiment", "topic"]
     path: Path | None = Field(default=None, description="CSV with text,label columns; unset = the bundled "
-                                                        "validation split of `task`")
+                                                        "set named by `bundled`")
+    bundled: Literal["tweets", "tweets_dedup", "news", "news_semeval"] = Field(
+        default="tweets", description="a fixed set shipped in models/data (models.domains.validation_sets); "
+                                      "news sets exist for sentiment only")
+
+    @model_validator(mode="after")
+    def _bundled_exists_for_task(self) -> "ValidationSetSpec":
+        if self.path is None and self.task == "topic" and self.bundled.startswith("news"):
+            raise ValueError(f"validation set {self.name!r}: no bundled news set for the topic task")
+        return self
 
 
 def _bundled_sets() -> list[ValidationSetSpec]:
-    return [ValidationSetSpec(name="sentiment", task="sentiment"), ValidationSetSpec(name="topic", task="topic")]
+    return [
+        ValidationSetSpec(name="sentiment", task="sentiment"),
+        ValidationSetSpec(name="topic", task="topic"),
+        ValidationSetSpec(name="news_sentiment", task="sentiment", bundled="news"),
+    ]
 
 
 class RetrainSettings(BaseModel):

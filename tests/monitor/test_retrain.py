@@ -111,8 +111,11 @@ def test_run_refuses_validation_texts_holds_out_a_stable_slice_and_promotes(make
     assert report["labels"] == {"train": len(trained), "holdout": len(held), "refused_in_validation_set": 1}
     assert trained | held == set(fresh) and not trained & held and 2 <= len(held) <= 16
     assert all(_in_holdout("sentiment", t, 0.2) for t in held)  # the same slice on every run
-    assert spec["validation_sets"] == [{"name": "sentiment", "task": "sentiment", "path": None},
-                                       {"name": "topic", "task": "topic", "path": None}]
+    assert spec["validation_sets"] == [  # the news-domain set is a fixed set by default
+        {"name": "sentiment", "task": "sentiment", "path": None, "bundled": "tweets"},
+        {"name": "topic", "task": "topic", "path": None, "bundled": "tweets"},
+        {"name": "news_sentiment", "task": "sentiment", "path": None, "bundled": "news"},
+    ]
     assert report["result"] == "promoted" and reg.current() == "v-challenger"
     stored = RunReports(reg).for_version("v-challenger")
     assert stored["fixed"]["sentiment"]["champion"]["accuracy"] == 0.8 and stored["gate"]["passed"]
