@@ -171,3 +171,67 @@ def test_broker_down_at_start_then_killed_mid_stream(tmp_path: Path) -> None:
     missing = set(pusher.accepted) - set(ids)
     assert not missing, f"{len(missing)} accepted stories lost: {sorted(missing)[:5]}"
     assert len(pusher.accepted) == len(set(pusher.accepted))
+
+
+def test_alert_path_sends_no_alert_twice_across_a_broker_kill(tmp_path: Path, make_settings,
+                                                             quick_model_home: Path) -> None:
+    """The whole pipeline (connectors → classify → aggregate → rules → signed webhook) on a broker of
+    its own: the broker is killed with ``kill -9`` just after the planted burst's alert went out,
+    while the recovery stories are streaming, and resumed on its data. Stages re-read what they had
+    not committed, yet the receiver gets the firing alert once and the resolved one once."""
+    from alerts import signing
+    from monitor.wiring import PIPELINE, build_daemon
+    from tests.alerts.helpers import Receiver
+    from tests.connectors.conftest import FeedServer, Resp
+    from tests.e2e.test_feed_to_webhook import (NEGATIVE, POSITIVE, RULES, SECRET as HOOK_SECRET, alerts_in,
+                                                rss, stories, window_start)
+    from datetime import datetime, timezone
+
+    broker = Broker(tmp_path / "broker", free_port())
+    broker.start()
+    feed, receiver = FeedServer(), Receiver()
+    feed.start()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    now = datetime.now(timezone.utc)
+    burst = stories("neg", NEGATIVE, window_start(now, 20))
+    recovery = stories("pos", POSITIVE, window_start(now, 10))
+    feed.routes["/feed.xml"] = lambda req: Resp(200, rss(burst), {"Content-Type": "application/rss+xml"})
+    settings = make_settings(
+        home=str(quick_model_home),
+        kafka={"bootstrap": broker.bootstrap, "request_timeout_ms": 5000, "max_block_ms": 2000},
+        connectors={"demo": False, "sources": [
+            {"type": "rss", "name": "wire", "url": feed.url("/feed.xml"), "interval_s": 1.0, "retries": 0}]},
+        classifier={"max_delay_ms": 20},
+        aggregator={"windows": [{"name": "5m", "size": "5m"}], "flush_interval": "0.2s"},
+        alerts={"rules_file": str(rules), "default_receiver": "hook",
+                "receivers": {"hook": {"type": "webhook", "url": receiver.url, "secret": HOOK_SECRET}},
+                "retry": {"initial_backoff": "0.5s", "max_backoff": "2s", "jitter": 0.0}},
+    )
+    daemon, _ = build_daemon(settings, PIPELINE)
+    daemon.start()
+    try:
+        wait_until(lambda: daemon.health.readiness().status == "ok", "the pipeline to be ready", 120)
+        wait_until(lambda: alerts_in(receiver, "firing"), "the firing alert", 120)
+        feed.routes["/feed.xml"] = lambda req: Resp(200, rss(burst + recovery),
+                                                    {"Content-Type": "application/rss+xml"})
+        broker.kill9()
+        wait_until(lambda: daemon.health.readiness().status != "ok", "readiness to report the outage", 60)
+        assert not daemon.stop_event.is_set(), "a stage died with the broker"
+        broker.resume()
+        wait_until(lambda: alerts_in(receiver, "resolved") or daemon.stop_event.is_set(),
+                   "the resolved alert after the outage", 180)
+        assert not daemon.stop_event.is_set(), "a stage died during the outage"
+        wait_until(lambda: daemon.health.readiness().status == "ok", "readiness after the outage", 60)
+    finally:
+        daemon.stop_event.set()
+        code = daemon.wait()
+        feed.stop()
+        receiver.close()
+        broker.stop()
+    assert code == 0
+    firing, resolved = alerts_in(receiver, "firing"), alerts_in(receiver, "resolved")
+    assert len(firing) == 1 and len(resolved) == 1, [r.json() for r in receiver.accepted]
+    assert resolved[0]["fingerprint"] == firing[0]["fingerprint"]
+    for request in receiver.accepted:
+        signing.verify(HOOK_SECRET, request.headers[signing.SIGNATURE_HEADER], request.body)
