@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -254,18 +254,24 @@ class AlertEngine:
         self._events = []
         return changes
 
-    def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> Changes:
-        """Tick, then persist the batch (state + outbox + offsets) in one transaction."""
+    def commit(self, offsets: Mapping[TopicPartition, int] | None = None,
+               write: Callable[[Callable[[], int]], int] | None = None) -> Changes:
+        """Tick, then persist the batch (state + outbox + offsets) in one transaction.
+
+        ``write`` runs that transaction (the evaluator stage passes one that retries the same
+        batch in place while the disk is full); by default it runs once and raises."""
         self.tick()
         changes = self.take_changes()
         if changes or offsets:
-            self.store.apply(changes, offsets)
+            apply = lambda: self.store.apply(changes, offsets)  # noqa: E731
+            apply() if write is None else write(apply)
         return changes
 
-    def process(self, records: Iterable[Record], offsets: Mapping[TopicPartition, int] | None = None) -> Changes:
+    def process(self, records: Iterable[Record], offsets: Mapping[TopicPartition, int] | None = None,
+                write: Callable[[Callable[[], int]], int] | None = None) -> Changes:
         for r in records:
             self.observe(r)
-        return self.commit(offsets)
+        return self.commit(offsets, write)
 
     def alerts(self) -> list[AlertInstance]:
         return list(self._states.values())

@@ -18,6 +18,11 @@ class AlertMetrics:
             "finsent_alerts_deliveries", "Delivery attempts by outcome (delivered, retry, dead)",
             ["receiver", "outcome"], registry=registry,
         )
+        self.state_write_errors = Counter(
+            "finsent_alerts_state_write_errors",
+            "Alert state/outbox writes that failed on a full or failing disk (retried in place; offsets held)",
+            registry=registry,
+        )
         self.active = Gauge("finsent_alerts_active", "Alerts by state", ["state"], registry=registry)
         self.outbox = Gauge("finsent_alerts_outbox", "Outbox entries by state", ["state"], registry=registry)
         self.batch_seconds = Histogram(

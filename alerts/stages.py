@@ -14,6 +14,7 @@ from alerts.outbox import OutboxDeliverer
 from monitor.bus.base import Bus, ConsumerOptions, TopicPartition
 from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets
 from monitor.records import Record, ScoredItem, TrendPoint
+from monitor.stages.persist import Persister
 
 log = structlog.get_logger(__name__)
 
@@ -60,10 +61,13 @@ class EvaluatorStage:
         self.max_records = max_records
         self._ready = False
         self._consumer = None
+        self._persister = Persister(self.name, on_error=metrics.state_write_errors.inc if metrics else None)
 
     def ready(self) -> tuple[bool, str]:
         if not self._ready:
             return False, "starting"
+        if self._persister.blocked:
+            return False, self._persister.blocked
         return True, f"{len(self.engine.rules.rules)} rules, watermark {self.engine.watermark}"
 
     def _on_assign(self, added: set[TopicPartition]) -> None:
@@ -102,7 +106,8 @@ class EvaluatorStage:
                     decoded.sort(key=lambda mr: (mr[0].topic != self.trends_topic, mr[0].partition, mr[0].offset))
                     records = [r for _, r in decoded]
                 offsets = next_offsets(messages)
-                changes = self.engine.process(records, offsets)
+                # A full disk: retry this batch's transaction in place; offsets are committed after it.
+                changes = self.engine.process(records, offsets, lambda fn: self._persister.write(fn, stop))
                 if self.metrics and dlq.count:
                     self.metrics.dead_letters.inc(dlq.count)
                     dlq.count = 0

@@ -168,7 +168,8 @@ class AlertStore:
                     )
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # SQLite may have rolled back itself (e.g. SQLITE_FULL)
+                    db.execute("ROLLBACK")
                 raise
         return added
 

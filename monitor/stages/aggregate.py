@@ -28,6 +28,7 @@ from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets, send_r
 from monitor.config import Settings
 from monitor.records import ScoredItem, TrendPoint
 from monitor.stages.checkpoint import CheckpointStore, PartitionDelta
+from monitor.stages.persist import Persister
 from monitor.stages.stores import ItemStore, TrendStore
 from monitor.stages.windows import PartitionWindows, trend_keys
 
@@ -61,6 +62,10 @@ class AggregateMetrics:
         self.watermark = Gauge("finsent_aggregate_watermark_seconds", "Event-time watermark (Unix seconds)",
                                ["partition"], registry=registry)
         self.keys = Gauge("finsent_aggregate_keys", "Trend keys held in memory", registry=registry)
+        self.state_write_errors = Counter(
+            "finsent_aggregate_state_write_errors",
+            "Checkpoint writes that failed on a full or failing disk (retried in place; offsets held)",
+            registry=registry)
         self.trend_score = Gauge(
             "finsent_trend_mean_score",
             "Mean sentiment score of the latest window of 'all', each topic and each of "
@@ -195,15 +200,20 @@ class TrendStage:
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._polled_once = False
+        self._stop = threading.Event()
+        self._persister = Persister(name, on_error=metrics.state_write_errors.inc)
         self.flushes = 0
 
     # -- Stage ------------------------------------------------------------------------------
     def ready(self) -> tuple[bool, str]:
         if not self._polled_once:
             return False, "restoring state / joining the group"
+        if self._persister.blocked:
+            return False, self._persister.blocked
         return True, f"{len(self._parts)} partitions restored"
 
     def run(self, stop: threading.Event) -> None:
+        self._stop = stop
         self._store = CheckpointStore(self.checkpoint_path, group=self._cfg.group_id)
         self._producer = self.bus.producer()
         dlq = DeadLetterSink(self._producer, self.settings.topics.dlq, stage=self.name)
@@ -291,7 +301,9 @@ class TrendStage:
             offset = self._offsets.get(pid)
             if offset is not None and (changed or self._saved.get(pid) != offset):
                 deltas[pid] = PartitionDelta(offset, part.watermark, changed)
-        self._store.save(self.topic, deltas)
+        store = self._store
+        # A full disk: wait here, neither polling nor committing, until the checkpoint is written.
+        self._persister.write(lambda: store.save(self.topic, deltas), self._stop)
         self._saved.update({p: d.next_offset for p, d in deltas.items()})
         if self._consumer is not None and deltas:
             commit = {TopicPartition(self.topic, p): d.next_offset for p, d in deltas.items()}

@@ -133,7 +133,8 @@ class CheckpointStore:
                                    (g, topic, part, s.seen_cutoff))
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # SQLite may have rolled back itself (e.g. SQLITE_FULL)
+                    db.execute("ROLLBACK")
                 raise
 
     def close(self) -> None:

@@ -8,11 +8,23 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
+
+from alerts.clock import ManualClock
+from alerts.engine import AlertEngine, EngineOptions
+from alerts.settings import ReceiverSettings
+from alerts.store import AlertStore
+from monitor.bus.base import TopicPartition
+from monitor.stages.checkpoint import CheckpointStore, PartitionDelta
+from monitor.stages.persist import Persister
+from monitor.stages.windows import StateDelta
+from tests.alerts.helpers import OIL, point, rules
 
 from connectors.webhook import build_webhook_router, sign
 from monitor.health import Health
@@ -84,3 +96,96 @@ def test_full_disk_refuses_pushes_until_space_returns(small_state_dir: Path, kaf
     titles = {i.title for i in news_on(kafka_bootstrap, settings.topics.raw)}
     assert {f"Acme story {n} about widgets and gadgets" for n in accepted} <= titles
     assert len(accepted) == 39
+
+
+class _Batches(threading.Thread):
+    """Writes numbered batches, each through a :class:`Persister` as the stages do (the same
+    transaction retried in place), recording the last batch whose write returned (a stage
+    commits its offsets only then)."""
+
+    def __init__(self, write_batch, n: int, persister: Persister) -> None:
+        super().__init__(daemon=True)
+        self.write_batch, self.n, self.persister = write_batch, n, persister
+        self.stop = threading.Event()
+        self.committed = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for i in range(1, self.n + 1):
+                self.write_batch(i, lambda fn: self.persister.write(fn, self.stop))
+                self.committed = i
+        except BaseException as err:  # noqa: BLE001 - reported by the test
+            self.error = err
+
+
+def _hold_then_resume(state: Path, write_batch, read_offset, n: int, metric: str) -> None:
+    registry = CollectorRegistry()
+    errors = Counter(metric, "state write errors", registry=registry)
+    persister = Persister("test", on_error=errors.inc, initial_backoff_s=0.05, max_backoff_s=0.2)
+    write_batch(0, lambda fn: fn())
+    filler = fill(state)
+    batches = _Batches(write_batch, n, persister)
+    batches.start()
+    deadline = time.monotonic() + 60
+    while persister.blocked is None and batches.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert persister.blocked, f"the full disk was never noticed ({batches.error!r})"
+    time.sleep(0.5)  # let it retry a few times: it must stay in place, not skip the batch
+    assert batches.is_alive() and batches.error is None
+    held = batches.committed
+    assert held < n and read_offset() == held  # nothing committed past what is stored
+    assert registry.get_sample_value(f"{metric}_total") >= 2
+    filler.unlink()
+    batches.join(60)
+    assert not batches.is_alive() and batches.error is None, batches.error
+    assert persister.blocked is None and batches.committed == n
+    assert read_offset() == n
+
+
+def test_full_disk_holds_the_alert_store_and_outbox_in_place(small_state_dir: Path) -> None:
+    """The alert evaluator's transaction (state + outbox + input offsets) on a full disk: the batch
+    is retried in place until it is written; offsets stop at the last batch stored; every
+    notification reaches the outbox once space returns."""
+    store = AlertStore(small_state_dir / "alerts.db")
+    engine = AlertEngine(rules({**OIL, "for": 0, "min_count": 1}), store,
+                         EngineOptions(receivers={"local": ReceiverSettings(type="file")}, publish_topic="news.alerts",
+                                       external_url="http://finsent.test"), ManualClock())
+    tp = TopicPartition("news.trends", 0)
+
+    def batch(i: int, write) -> None:  # alternately firing and resolved: one notification per batch
+        p = point(emitted=1 + i, start=i, negative_share=0.9 if i % 2 == 0 else 0.1, top=20)
+        engine.process([p], {tp: i + 1}, write=write)
+
+    try:
+        _hold_then_resume(small_state_dir, batch, lambda: (store.input_offset(tp) or 1) - 1, 200,
+                          "finsent_test_alert_state_write_errors")
+        baseline = AlertStore(":memory:")  # the same batches on a disk that never fills
+        twin = AlertEngine(engine.rules, baseline, engine.options, ManualClock())
+        for i in range(201):
+            p = point(emitted=1 + i, start=i, negative_share=0.9 if i % 2 == 0 else 0.1, top=20)
+            twin.process([p], {tp: i + 1})
+        expected = [(e.reason, e.status) for e in baseline.outbox_entries(states=("pending",), limit=1000)]
+        got = [(e.reason, e.status) for e in store.outbox_entries(states=("pending",), limit=1000)]
+        assert got == expected and len(got) > 200  # every notification stored once: none lost, none doubled
+    finally:
+        store.close()
+
+
+def test_full_disk_holds_the_aggregate_checkpoint_in_place(small_state_dir: Path) -> None:
+    """The aggregator's checkpoint (window state + offsets) on a full disk: the same delta is
+    retried until it is written; the stored offset never passes what is stored."""
+    store = CheckpointStore(small_state_dir / "aggregate.db", group="g")
+
+    def batch(i: int, write) -> None:
+        seen = [(f"ticker:T{i}", f"story-{i}-{j}-" + "x" * 40, 1_700_000_000.0 + i) for j in range(10)]
+        delta = PartitionDelta(i, 1_700_000_000.0 + i, StateDelta(first_ts={f"ticker:T{i}": 1.0}, seen_added=seen))
+        write(lambda: store.save("news.scored.bykey", {0: delta}))
+
+    try:
+        _hold_then_resume(small_state_dir, batch,
+                          lambda: (store.load("news.scored.bykey", 0) or PartitionDelta(0, None, StateDelta())).next_offset,
+                          100, "finsent_test_aggregate_state_write_errors")
+        assert len(store.load("news.scored.bykey", 0).seen) == 101 * 10
+    finally:
+        store.close()
