@@ -11,7 +11,8 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import structlog
 
@@ -48,21 +49,27 @@ class OutboxDeliverer:
         self.metrics = metrics
         self._last_prune = 0.0
 
-    def deliver_due(self) -> int:
-        """One pass over what is due now; returns the number of attempts made."""
+    def deliver_due(self, write: Callable[[Callable[[], Any]], Any] | None = None) -> int:
+        """One pass over what is due now; returns the number of attempts made.
+
+        ``write`` runs the store update that records an attempt's outcome (the delivery stage
+        passes one that retries it in place while the disk is full, so an entry that was sent is
+        not sent again because its "delivered" mark could not be written)."""
+        record = write or (lambda fn: fn())
         now = self.clock.time()
-        for entry_id in self.store.expire(now - self.dead_letter_after_s):
+        for entry_id in record(lambda: self.store.expire(now - self.dead_letter_after_s)):
             log.error("notification dead-lettered: too old", outbox_id=entry_id)
             self._count("?", "dead")
         if now - self._last_prune > 3600:
             self._last_prune = now
-            self.store.prune_delivered(now - self.keep_delivered_s)
+            record(lambda: self.store.prune_delivered(now - self.keep_delivered_s))
         attempts = 0
         for entry in self.store.due_entries(now, self.batch_size):
             assert entry.id is not None
             sender = self.senders.get(entry.receiver)
             if sender is None:
-                self.store.mark_dead(entry.id, f"no receiver named {entry.receiver!r} is configured", None, False)
+                record(lambda: self.store.mark_dead(entry.id, f"no receiver named {entry.receiver!r} is configured",
+                                                    None, False))
                 self._count(entry.receiver, "dead")
                 continue
             attempt = entry.attempts + 1
@@ -77,13 +84,14 @@ class OutboxDeliverer:
             attempts += 1
             after = self.clock.time()
             if result.ok:
-                self.store.mark_delivered(entry.id, after, result.status)
+                record(lambda: self.store.mark_delivered(entry.id, after, result.status))
                 self._count(entry.receiver, "delivered")
                 log.info("notification delivered", receiver=entry.receiver, reason=entry.reason,
                          key=entry.idempotency_key, attempt=attempt)
             elif result.retryable and after + (delay := self.policy.delay(attempt, self.rng, result.retry_after)) \
                     < entry.created_at + self.dead_letter_after_s:
-                self.store.reschedule(entry.id, after + delay, result.error or "failed", result.status)
+                record(lambda: self.store.reschedule(entry.id, after + delay, result.error or "failed",
+                                                     result.status))
                 self._count(entry.receiver, "retry")
                 log.warning("delivery failed; will retry", receiver=entry.receiver, error=result.error,
                             attempt=attempt, retry_in_s=round(delay, 3))
@@ -91,7 +99,7 @@ class OutboxDeliverer:
                 reason = result.error or "failed"
                 if result.retryable:
                     reason += " [dead letter: retries exhausted]"
-                self.store.mark_dead(entry.id, reason, result.status)
+                record(lambda: self.store.mark_dead(entry.id, reason, result.status))
                 self._count(entry.receiver, "dead")
                 log.error("notification dead-lettered", receiver=entry.receiver, error=reason, attempt=attempt)
         if self.metrics:

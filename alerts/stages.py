@@ -162,10 +162,14 @@ class DeliveryStage:
         self.poll_interval_s = poll_interval_s
         self.keepalive = keepalive
         self._ready = False
+        errors = deliverer.metrics.state_write_errors.inc if deliverer.metrics else None
+        self._persister = Persister(self.name, on_error=errors)
 
     def ready(self) -> tuple[bool, str]:
         if not self._ready:
             return False, "starting"
+        if self._persister.blocked:
+            return False, self._persister.blocked
         counts = self.deliverer.store.outbox_counts()
         return True, f"outbox pending={counts['pending']} dead={counts['dead']}"
 
@@ -177,7 +181,9 @@ class DeliveryStage:
                 try:
                     if self.keepalive:
                         self.keepalive.tick()
-                    self.deliverer.deliver_due()
+                    # A full disk: an outcome that cannot be recorded is retried in place, so a
+                    # delivered notification is not sent again.
+                    self.deliverer.deliver_due(lambda fn: self._persister.write(fn, stop))
                 except Exception:  # keep delivering; the state is in SQLite
                     log.exception("outbox pass failed")
                 due = self.deliverer.seconds_until_due()

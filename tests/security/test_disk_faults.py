@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,9 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, Counter
 
 from alerts.clock import ManualClock
-from alerts.engine import AlertEngine, EngineOptions
+from alerts.delivery import DeliveryResult
+from alerts.engine import BUS_RECEIVER, AlertEngine, EngineOptions
+from alerts.outbox import OutboxDeliverer
 from alerts.settings import ReceiverSettings
 from alerts.store import AlertStore
 from monitor.bus.base import TopicPartition
@@ -188,4 +192,52 @@ def test_full_disk_holds_the_aggregate_checkpoint_in_place(small_state_dir: Path
                           100, "finsent_test_aggregate_state_write_errors")
         assert len(store.load("news.scored.bykey", 0).seen) == 101 * 10
     finally:
+        store.close()
+
+
+def test_full_disk_does_not_make_the_outbox_send_twice(small_state_dir: Path) -> None:
+    """A notification was sent but its "delivered" mark cannot be written (full disk): the
+    deliverer holds on that mark instead of moving on, and once space returns every notification
+    has been sent exactly once."""
+    store = AlertStore(small_state_dir / "alerts.db")
+    engine = AlertEngine(rules({**OIL, "for": 0, "min_count": 1}), store,
+                         EngineOptions(receivers={"local": ReceiverSettings(type="file")}, publish_topic="news.alerts",
+                                       external_url="http://finsent.test"), ManualClock())
+    for i in range(300):
+        engine.process([point(emitted=1 + i, start=i, negative_share=0.9 if i % 2 == 0 else 0.1, top=20)])
+    sent: list[str] = []
+
+    class Counting:
+        def send(self, entry, attempt: int, now: float) -> DeliveryResult:
+            sent.append(entry.idempotency_key)
+            return DeliveryResult(ok=True, status=200)
+
+        def close(self) -> None:
+            pass
+
+    registry = CollectorRegistry()
+    errors = Counter("finsent_test_outbox_state_write_errors", "state write errors", registry=registry)
+    persister = Persister("test", on_error=errors.inc, initial_backoff_s=0.05, max_backoff_s=0.2)
+    deliverer = OutboxDeliverer(store, {"local": Counting(), BUS_RECEIVER: Counting()}, batch_size=1000, clock=ManualClock())
+    stop = threading.Event()
+    with closing(sqlite3.connect(small_state_dir / "alerts.db")) as other:  # an empty WAL: any write needs space
+        other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    filler = fill(small_state_dir)
+    worker = threading.Thread(target=lambda: deliverer.deliver_due(lambda fn: persister.write(fn, stop)), daemon=True)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while persister.blocked is None and worker.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert persister.blocked, "the full disk was never noticed"
+        assert worker.is_alive() and registry.get_sample_value("finsent_test_outbox_state_write_errors_total") >= 1
+        filler.unlink()
+        worker.join(60)
+        assert not worker.is_alive() and persister.blocked is None
+        deliverer.run_until_idle()
+        entries = store.outbox_entries(states=("delivered",), limit=1000)
+        assert len(entries) > 250 and store.outbox_counts()["pending"] == 0
+        assert sorted(sent) == sorted(e.idempotency_key for e in entries)  # each sent once
+    finally:
+        stop.set()
         store.close()
