@@ -1,7 +1,8 @@
 """The broker dies: a daemon started before its broker waits and becomes ready; a broker killed
 with ``kill -9`` mid-stream and resumed on its data loses no accepted story, /readyz says
 not-ready meanwhile, and pushes during the outage are refused with 503 (the sender retries) once
-the bounded producer buffer and the ack timeout are spent, never accepted and dropped.
+the bounded producer buffer and the ack timeout are spent, never accepted and dropped. Across the
+same kind of outage the whole alert path sends each alert once.
 
 This test starts a broker of its own (``kafka-local`` with a private state directory and port),
 never the shared one.
@@ -17,15 +18,21 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
+from alerts import signing
 from connectors.webhook import sign
+from monitor.wiring import PIPELINE, build_daemon
+from tests.alerts.helpers import Receiver
 from tests.conftest import KAFKA_LOCAL
-from tests.connectors.conftest import read_topic
+from tests.connectors.conftest import FeedServer, Resp, read_topic
+from tests.e2e.test_feed_to_webhook import NEGATIVE, POSITIVE, RULES, alerts_in, rss, stories, window_start
+from tests.e2e.test_feed_to_webhook import SECRET as HOOK_SECRET
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -179,14 +186,6 @@ def test_alert_path_sends_no_alert_twice_across_a_broker_kill(tmp_path: Path, ma
     its own: the broker is killed with ``kill -9`` just after the planted burst's alert went out,
     while the recovery stories are streaming, and resumed on its data. Stages re-read what they had
     not committed, yet the receiver gets the firing alert once and the resolved one once."""
-    from alerts import signing
-    from monitor.wiring import PIPELINE, build_daemon
-    from tests.alerts.helpers import Receiver
-    from tests.connectors.conftest import FeedServer, Resp
-    from tests.e2e.test_feed_to_webhook import (NEGATIVE, POSITIVE, RULES, SECRET as HOOK_SECRET, alerts_in,
-                                                rss, stories, window_start)
-    from datetime import datetime, timezone
-
     broker = Broker(tmp_path / "broker", free_port())
     broker.start()
     feed, receiver = FeedServer(), Receiver()
