@@ -148,6 +148,8 @@ class TrendPoint(Record):
     top_items: tuple[Evidence, ...] = Field(default=(), description="stories that moved this window most")
     revised: bool = False
     model_version: str | None = None
+    watermark: UtcDatetime | None = Field(
+        default=None, description="the aggregator's event-time watermark when it emitted the point")
     emitted_at: UtcDatetime = Field(default_factory=utcnow)
     watermark: UtcDatetime | None = Field(
         default=None,
@@ -160,6 +162,18 @@ class TrendPoint(Record):
         """When this point happened in event time: the watermark, else (older records) ``emitted_at``."""
         return self.watermark if self.watermark is not None else self.emitted_at
 
+
+
+class WatermarkMarker(Record):
+    """The re-key stage's progress per upstream partition, written to every partition of the
+    repartition topic so the window stage can align its event time on the slowest of them."""
+
+    KIND: ClassVar[str] = "watermark"
+    kind: Literal["watermark"] = "watermark"
+    topic: str = Field(description="the upstream topic (news.scored)")
+    progress: dict[int, float | None] = Field(
+        description="upstream partition -> largest event time read from it (Unix seconds; null: none yet)")
+    idle: tuple[int, ...] = Field(default=(), description="upstream partitions caught up and silent")
 
 
 AlertStatus = Literal["firing", "resolved"]

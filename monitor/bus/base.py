@@ -63,8 +63,10 @@ RebalanceCallback = Callable[[set[TopicPartition]], None]
 
 class Producer(Protocol):
     def send(
-        self, topic: str, value: bytes, *, key: bytes | str | None = None, headers: Headers | None = None
-    ) -> Delivery: ...
+        self, topic: str, value: bytes, *, key: bytes | str | None = None, headers: Headers | None = None,
+        partition: int | None = None,
+    ) -> Delivery:
+        """``partition`` set: write there instead of where the key hashes (e.g. watermark markers)."""
 
     def flush(self, timeout: float | None = None) -> None: ...
 
@@ -96,6 +98,16 @@ class Consumer(Protocol):
     def close(self) -> None: ...
 
 
+class BacklogProbe(Protocol):
+    """How far another consumer group is behind on a topic, without joining it."""
+
+    def backlog(self) -> int | None:
+        """Records on the topic past the group's committed offsets (a partition the group never
+        committed counts whole); ``None``: unknown (no such topic, broker unreachable)."""
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class ConsumerOptions:
     group_id: str
@@ -118,6 +130,8 @@ class Bus(Protocol):
     def consumer(self, topics: Iterable[str], options: ConsumerOptions) -> Consumer: ...
 
     def partitions_for(self, topic: str) -> int: ...
+
+    def backlog_probe(self, group_id: str, topic: str) -> BacklogProbe: ...
 
     def reachable(self, timeout_s: float = 2.0) -> bool: ...
 

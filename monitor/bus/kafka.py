@@ -115,6 +115,9 @@ class KafkaBus:
         finally:
             c.close()
 
+    def backlog_probe(self, group_id: str, topic: str) -> "KafkaBacklogProbe":
+        return KafkaBacklogProbe(KafkaConsumer(**self._common, group_id=group_id, enable_auto_commit=False), topic)
+
     def reachable(self, timeout_s: float = 2.0) -> bool:
         for server in self.settings.bootstrap_servers:
             host, _, port = server.rpartition(":")
@@ -166,6 +169,30 @@ class KafkaBus:
         return None
 
 
+class KafkaBacklogProbe:
+    """A consumer that never subscribes (so never joins the group) and only reads its offsets."""
+
+    def __init__(self, consumer: KafkaConsumer, topic: str) -> None:
+        self._c = consumer
+        self.topic = topic
+
+    def backlog(self) -> int | None:
+        try:
+            parts = self._c.partitions_for_topic(self.topic) or set()
+            tps = [KTopicPartition(self.topic, p) for p in sorted(parts)]
+            if not tps:
+                return None
+            ends = self._c.end_offsets(tps)
+            committed = [self._c.committed(tp) for tp in tps]
+        except KafkaError as err:
+            log.debug("backlog of %s unavailable: %s", self.topic, err)
+            return None
+        return sum(max(0, ends[tp] - (c or 0)) for tp, c in zip(tps, committed))
+
+    def close(self) -> None:
+        self._c.close(autocommit=False)
+
+
 class _Delivery:
     def __init__(self, future: Any) -> None:
         self._future = future
@@ -199,7 +226,8 @@ class KafkaBusProducer:
             self._buffered -= size
 
     def send(
-        self, topic: str, value: bytes, *, key: bytes | str | None = None, headers: Headers | None = None
+        self, topic: str, value: bytes, *, key: bytes | str | None = None, headers: Headers | None = None,
+        partition: int | None = None,
     ) -> _Delivery:
         key_bytes = encode_key(key)
         size = len(value) + len(key_bytes or b"")
@@ -209,7 +237,8 @@ class KafkaBusProducer:
                                f"(kafka.buffer_memory = {self._limit})")
             self._buffered += size
         try:
-            fut = self._p.send(topic, value=value, key=key_bytes, headers=list(headers or []))
+            fut = self._p.send(topic, value=value, key=key_bytes, headers=list(headers or []),
+                               partition=partition)
         except KafkaError as err:
             self._release(size)
             raise BusError(f"send to {topic} failed: {err}") from err

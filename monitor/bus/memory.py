@@ -72,12 +72,17 @@ class MemoryBus:
             return [m for log in self._require(topic) for m in log]
 
     # -- produce ----------------------------------------------------------------------------
-    def append(self, topic: str, value: bytes, key: bytes | None, headers: Headers | None) -> RecordMetadata:
+    def append(self, topic: str, value: bytes, key: bytes | None, headers: Headers | None,
+               partition: int | None = None) -> RecordMetadata:
         with self._cond:
             if self._closed:
                 raise BusError("bus is closed")
             logs = self._require(topic)
-            if key is None:
+            if partition is not None:
+                if not 0 <= partition < len(logs):
+                    raise BusError(f"{topic} has no partition {partition}")
+                p = partition
+            elif key is None:
                 p = next(self._round_robin) % len(logs)
             else:
                 p = zlib.crc32(key) % len(logs)
@@ -136,6 +141,9 @@ class MemoryBus:
         with self._cond:
             self._groups[group_id].committed.update(offsets)
 
+    def backlog_probe(self, group_id: str, topic: str) -> "MemoryBacklogProbe":
+        return MemoryBacklogProbe(self, group_id, topic)
+
     def reachable(self, timeout_s: float = 2.0) -> bool:
         return not self._closed
 
@@ -143,6 +151,24 @@ class MemoryBus:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+
+class MemoryBacklogProbe:
+    def __init__(self, bus: MemoryBus, group_id: str, topic: str) -> None:
+        self._bus, self.group_id, self.topic = bus, group_id, topic
+
+    def backlog(self) -> int | None:
+        with self._bus._cond:
+            group = self._bus._groups.get(self.group_id)
+            logs = self._bus._logs.get(self.topic)
+            if logs is None:
+                return None
+            committed = group.committed if group is not None else {}
+            return sum(len(log) - committed.get(TopicPartition(self.topic, p), 0)
+                       for p, log in enumerate(logs))
+
+    def close(self) -> None:
+        return None
 
 
 class _Done:
@@ -158,9 +184,10 @@ class MemoryProducer:
         self._bus = bus
 
     def send(
-        self, topic: str, value: bytes, *, key: bytes | str | None = None, headers: Headers | None = None
+        self, topic: str, value: bytes, *, key: bytes | str | None = None, headers: Headers | None = None,
+        partition: int | None = None,
     ) -> _Done:
-        return _Done(self._bus.append(topic, value, encode_key(key), headers))
+        return _Done(self._bus.append(topic, value, encode_key(key), headers, partition))
 
     def flush(self, timeout: float | None = None) -> None:
         return None

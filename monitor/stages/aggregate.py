@@ -5,11 +5,14 @@ a key (see docs/STREAMING.md, "Partitioning"):
 
 * :class:`RekeyStage` (stateless) reads ``news.scored`` and writes one record per trend key of
   each story (``all``, ``topic:*``, ``source:*``, ``ticker:*``) to the repartition topic, keyed
-  by the trend key; commit after the broker acknowledged. At-least-once.
+  by the trend key and stamped with its upstream partition and that partition's progress; after
+  each batch (and whenever an upstream partition turns idle) a :class:`WatermarkMarker` goes to
+  every partition of the repartition topic. Commit after the broker acknowledged. At-least-once.
 * :class:`TrendStage` (stateful) reads the repartition topic; every key lives in exactly one of
   its partitions, so the window state is partition-aligned. It emits the changed windows' points
   every ``flush_interval`` and then, in one SQLite transaction, checkpoints the state with the
-  offsets it reflects; on assignment it restores the partition and seeks to that offset.
+  offsets it reflects; on assignment it restores the partition and seeks to that offset. Its
+  event time is aligned: the minimum of the active upstream partitions' progress.
 """
 
 from __future__ import annotations
@@ -26,11 +29,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from monitor.bus.base import Bus, BusError, Consumer, ConsumerOptions, Delivery, Producer, TopicPartition
 from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets, send_record
 from monitor.config import Settings
-from monitor.records import ScoredItem, TrendPoint
+from monitor.records import ScoredItem, TrendPoint, WatermarkMarker, decode
 from monitor.stages.checkpoint import CheckpointStore, PartitionDelta
 from monitor.stages.persist import Persister
 from monitor.stages.stores import ItemStore, TrendStore
-from monitor.stages.windows import PartitionWindows, trend_keys
+from monitor.stages.windows import LATE_REASONS, PartitionWindows, trend_keys, ts_of
+
+SOURCE_HEADER = "src"
+PROGRESS_HEADER = "progress"
+"""Headers of a re-keyed record: its ``news.scored`` partition, and that partition's progress
+(largest event time read from it, this story included) as a decimal Unix time."""
 
 log = structlog.get_logger(__name__)
 
@@ -59,8 +67,25 @@ class AggregateMetrics:
         self.flush_seconds = Histogram("finsent_aggregate_flush_seconds", "Emit + acknowledge + checkpoint",
                                        buckets=LATENCY_BUCKETS, registry=registry)
         self.lag = Gauge("finsent_aggregate_lag", "Consumer lag", ["topic", "partition"], registry=registry)
-        self.watermark = Gauge("finsent_aggregate_watermark_seconds", "Event-time watermark (Unix seconds)",
+        self.watermark = Gauge("finsent_aggregate_watermark_seconds",
+                               "Aligned event-time watermark per repartition partition (Unix seconds)",
                                ["partition"], registry=registry)
+        self.late_dropped = Counter("finsent_aggregate_late_dropped",
+                                    "(story, key) pairs dropped because every window they fit had closed, by "
+                                    "reason: late_in_source (behind its own upstream partition by more than "
+                                    "grace), source_idle (the watermark moved on while its partition was idle)",
+                                    ["reason"], registry=registry)
+        for reason in LATE_REASONS:
+            self.late_dropped.labels(reason)
+        self.skew = Gauge("finsent_aggregate_source_skew_seconds",
+                          "Event-time spread between the most and least advanced active upstream partitions, "
+                          "as seen by each repartition partition", ["partition"], registry=registry)
+        self.idle_sources = Gauge("finsent_aggregate_idle_sources",
+                                  "Upstream partitions currently idle (left out of the watermark)", ["partition"],
+                                  registry=registry)
+        self.upstream_progress = Gauge("finsent_aggregate_upstream_progress_seconds",
+                                       "Largest event time the re-key stage read per upstream partition",
+                                       ["partition"], registry=registry)
         self.keys = Gauge("finsent_aggregate_keys", "Trend keys held in memory", registry=registry)
         self.state_write_errors = Counter(
             "finsent_aggregate_state_write_errors",
@@ -114,50 +139,135 @@ class _LagReporter:
                 pass
 
 
+class SourceTracker:
+    """The re-key stage's view of the upstream partitions it owns: progress and idleness.
+
+    Progress is the largest event time read from a partition. A partition is *idle* when it is read
+    to its end, nothing came from it for ``idle_timeout`` (wall time), and the classify group has no
+    backlog on the raw topic (so nothing more is on its way); until then it holds the watermark
+    back, however long a backfill or a slow classify worker takes.
+    """
+
+    def __init__(self, idle_timeout: float) -> None:
+        self.idle_timeout = idle_timeout
+        self.progress: dict[int, float | None] = {}
+        self.idle: set[int] = set()
+        self._last_read: dict[int, float] = {}
+
+    def assign(self, partitions: set[int]) -> None:
+        for p in partitions:
+            self.progress.setdefault(p, None)
+
+    def revoke(self, partitions: set[int]) -> None:
+        for p in partitions:
+            self.progress.pop(p, None)
+            self.idle.discard(p)
+            self._last_read.pop(p, None)
+
+    def read(self, partition: int, ts: float, now: float) -> float:
+        prev = self.progress.get(partition)
+        progress = ts if prev is None or ts > prev else prev
+        self.progress[partition] = progress
+        self._last_read[partition] = now
+        self.idle.discard(partition)
+        return progress
+
+    def refresh_idle(self, lag: dict[int, int] | None, upstream_backlog: int | None, now: float) -> bool:
+        """Recompute the idle set; True when it changed."""
+        before = set(self.idle)
+        idle = set()
+        if lag is not None and not upstream_backlog:
+            for p in self.progress:
+                last = self._last_read.get(p)
+                if lag.get(p, 1) == 0 and (last is None or now - last >= self.idle_timeout):
+                    idle.add(p)
+        self.idle = idle
+        return idle != before
+
+    def marker(self, topic: str) -> WatermarkMarker:
+        return WatermarkMarker(topic=topic, progress=dict(sorted(self.progress.items())),
+                               idle=tuple(sorted(self.idle)))
+
+
 class RekeyStage:
-    """``news.scored`` -> repartition topic, one record per trend key of each story."""
+    """``news.scored`` -> repartition topic, one record per trend key of each story, plus the
+    upstream partitions' progress (headers on each record, markers to every partition)."""
 
     def __init__(self, settings: Settings, bus: Bus, metrics: AggregateMetrics,
-                 items: ItemStore | None = None, name: str = "aggregate-rekey") -> None:
+                 items: ItemStore | None = None, name: str = "aggregate-rekey",
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
         self.settings = settings
         self.bus = bus
         self.metrics = metrics
         self.items = items
         self.topic = repartition_topic(settings)
+        self.tracker = SourceTracker(settings.aggregator.idle_timeout)
+        self._clock = clock
+        self._announce = True
         self._running = False
 
     def ready(self) -> tuple[bool, str]:
         return (self._running, f"{self.settings.topics.scored} -> {self.topic}" if self._running else "starting")
 
+    def _on_assign(self, assigned: set[TopicPartition]) -> None:
+        self.tracker.assign({tp.partition for tp in assigned if tp.topic == self.settings.topics.scored})
+        self._announce = True
+
+    def _on_revoke(self, revoked: set[TopicPartition]) -> None:
+        self.tracker.revoke({tp.partition for tp in revoked if tp.topic == self.settings.topics.scored})
+
     def run(self, stop: threading.Event) -> None:
         cfg = self.settings.aggregator
+        scored_topic = self.settings.topics.scored
         producer = self.bus.producer()
         reader = RecordReader(ScoredItem, DeadLetterSink(producer, self.settings.topics.dlq, stage=self.name))
         consumer = self.bus.consumer(
-            [self.settings.topics.scored],
-            ConsumerOptions(group_id=f"{cfg.group_id}.rekey",
+            [scored_topic],
+            ConsumerOptions(group_id=f"{cfg.group_id}.rekey", on_assign=self._on_assign,
+                            on_revoke=self._on_revoke,
                             client_id=f"{self.settings.kafka.client_id}-{self.name}"),
         )
+        upstream = self.bus.backlog_probe(self.settings.classify.group_id, self.settings.topics.raw)
+        out_partitions = range(self.bus.partitions_for(self.topic))
         lag = _LagReporter(self.metrics.lag, cfg.lag_interval)
+        check_every = max(0.05, min(1.0, cfg.idle_timeout / 4))
+        next_check = 0.0
         self._running = True
         try:
             while not stop.is_set():
-                lag.maybe_report(consumer, time.monotonic())
+                now = self._clock()
+                lag.maybe_report(consumer, now)
                 messages = consumer.poll(0.5, max_records=cfg.poll_max_records)
-                if not messages:
-                    continue
-                good, deliveries = reader.decode_batch(messages)
+                now = self._clock()
+                good, deliveries = reader.decode_batch(messages) if messages else ([], [])
                 self.metrics.dead_letters.labels(self.name).inc(len(deliveries))
                 for msg, scored in good:
+                    progress = self.tracker.read(msg.partition, ts_of(scored.item.published_at), now)
+                    headers = [("kind", ScoredItem.KIND.encode()), (SOURCE_HEADER, str(msg.partition).encode()),
+                               (PROGRESS_HEADER, repr(progress).encode())]
                     for key in trend_keys(scored):
-                        deliveries.append(producer.send(self.topic, msg.value or b"", key=key,
-                                                        headers=[("kind", ScoredItem.KIND.encode())]))
+                        deliveries.append(producer.send(self.topic, msg.value or b"", key=key, headers=headers))
                     if self.items is not None:
                         self.items.put(scored)
+                announce = bool(good) or self._announce
+                if now >= next_check:
+                    next_check = now + check_every
+                    announce |= self._refresh_idle(consumer, upstream, now)
+                if announce and self.tracker.progress:
+                    marker = self.tracker.marker(scored_topic).encode()
+                    for p in out_partitions:
+                        deliveries.append(producer.send(self.topic, marker, headers=[("kind", b"watermark")],
+                                                        partition=p))
+                    self._announce = False
+                    for p, value in self.tracker.progress.items():
+                        if value is not None:
+                            self.metrics.upstream_progress.labels(str(p)).set(value)
                 for d in deliveries:
                     d.get(timeout=cfg.produce_timeout)
                 self.metrics.rekeyed.inc(len(good))
+                if not messages:
+                    continue
                 try:
                     consumer.commit({tp: o for tp, o in next_offsets(messages).items()
                                      if tp in consumer.assignment()})
@@ -165,9 +275,21 @@ class RekeyStage:
                     log.warning("commit failed; batch will be redelivered", error=str(err))
         finally:
             self._running = False
+            upstream.close()
             consumer.close()
             producer.flush(cfg.produce_timeout)
             producer.close()
+
+    def _refresh_idle(self, consumer: Consumer, upstream, now: float) -> bool:
+        try:
+            lag = {tp.partition: n for tp, n in consumer.lag().items()}
+        except Exception as err:  # noqa: BLE001 - unknown lag: nobody is idle
+            log.debug("lag unavailable", error=str(err))
+            lag = None
+        changed = self.tracker.refresh_idle(lag, upstream.backlog() if lag is not None else None, now)
+        if changed:
+            log.info("upstream idleness changed", idle=sorted(self.tracker.idle))
+        return changed
 
 
 class TrendStage:
@@ -202,6 +324,7 @@ class TrendStage:
         self._polled_once = False
         self._stop = threading.Event()
         self._persister = Persister(name, on_error=metrics.state_write_errors.inc)
+        self._sources = 1
         self.flushes = 0
 
     # -- Stage ------------------------------------------------------------------------------
@@ -215,6 +338,7 @@ class TrendStage:
     def run(self, stop: threading.Event) -> None:
         self._stop = stop
         self._store = CheckpointStore(self.checkpoint_path, group=self._cfg.group_id)
+        self._sources = self.bus.partitions_for(self.settings.topics.scored)
         self._producer = self.bus.producer()
         dlq = DeadLetterSink(self._producer, self.settings.topics.dlq, stage=self.name)
         reader = RecordReader(ScoredItem, dlq)
@@ -238,6 +362,9 @@ class TrendStage:
                     # The rekey stage wrote the same bytes once per trend key: decode each once.
                     memo: dict[bytes, ScoredItem] = {}
                     for msg in messages:
+                        if msg.header("kind") == b"watermark":
+                            self._marker(msg)
+                            continue
                         scored = memo.get(msg.value) if msg.value else None
                         if scored is None:
                             good, rejected = reader.decode_batch([msg])
@@ -246,7 +373,8 @@ class TrendStage:
                                 self.metrics.dead_letters.labels(self.name).inc()
                                 continue
                             scored = memo[msg.value or b""] = good[0][1]
-                        self._add(msg.partition, (msg.key or b"all").decode("utf-8", "replace"), scored)
+                        self._add(msg.partition, (msg.key or b"all").decode("utf-8", "replace"), scored,
+                                  *_source_of(msg))
                     for tp, o in next_offsets(messages).items():
                         if tp.partition in self._parts:
                             self._offsets[tp.partition] = o
@@ -264,17 +392,37 @@ class TrendStage:
             log.info("aggregate stopped", flushes=self.flushes)
 
     # -- processing -------------------------------------------------------------------------
-    def _add(self, partition: int, key: str, scored: ScoredItem) -> None:
+    def _marker(self, msg) -> None:
+        part = self._parts.get(msg.partition)
+        if part is None:
+            return
+        try:
+            marker = decode(WatermarkMarker, msg.value)
+        except ValueError as err:  # RecordDecodeError: a foreign record; skip it, it carries no story
+            log.warning("undecodable watermark marker skipped", partition=msg.partition, offset=msg.offset,
+                        error=str(err))
+            return
+        if marker.topic != self.settings.topics.scored:
+            return
+        idle = set(marker.idle)
+        for source, progress in marker.progress.items():
+            part.observe_source(source, progress, source in idle)
+
+    def _add(self, partition: int, key: str, scored: ScoredItem, source: int | None = None,
+             progress: float | None = None) -> None:
         part = self._parts.get(partition)
         if part is None:  # not ours any more (revoked inside this poll batch): redelivered elsewhere
             return
-        result = part.add(key, scored)
+        result = part.add(key, scored, source, progress)
         if result.duplicate:
             self.metrics.stories.labels("duplicate").inc()
         elif result.counted:
             self.metrics.stories.labels("counted").inc()
         else:
             self.metrics.stories.labels("late_dropped").inc()
+            self.metrics.late_dropped.labels(result.late_reason or "late").inc()
+            log.debug("late story dropped", key=key, story=scored.id, reason=result.late_reason,
+                      published_at=scored.item.published_at.isoformat(), source=source)
         if result.late_windows:
             self.metrics.late_windows.inc(result.late_windows)
         if result.revised_windows:
@@ -300,7 +448,7 @@ class TrendStage:
             changed = part.take_delta()
             offset = self._offsets.get(pid)
             if offset is not None and (changed or self._saved.get(pid) != offset):
-                deltas[pid] = PartitionDelta(offset, part.watermark, changed)
+                deltas[pid] = PartitionDelta(offset, part.watermark, changed, part.sources)
         store = self._store
         # A full disk: wait here, neither polling nor committing, until the checkpoint is written.
         self._persister.write(lambda: store.save(self.topic, deltas), self._stop)
@@ -317,6 +465,10 @@ class TrendStage:
         for pid, part in chosen.items():
             if part.watermark is not None:
                 self.metrics.watermark.labels(str(pid)).set(part.watermark)
+            skew = part.skew()
+            if skew is not None:
+                self.metrics.skew.labels(str(pid)).set(skew)
+            self.metrics.idle_sources.labels(str(pid)).set(sum(s.idle for s in part.sources.values()))
         self.metrics.flush_seconds.observe(self._clock() - t0)
         self.flushes += 1
 
@@ -328,10 +480,11 @@ class TrendStage:
             self._parts.pop(p, None)
             self._offsets.pop(p, None)
             self._saved.pop(p, None)
-            try:
-                self.metrics.watermark.remove(str(p))
-            except KeyError:
-                pass
+            for gauge in (self.metrics.watermark, self.metrics.skew, self.metrics.idle_sources):
+                try:
+                    gauge.remove(str(p))
+                except KeyError:
+                    pass
         log.info("partitions revoked", partitions=sorted(mine))
 
     def _on_assign(self, assigned: set[TopicPartition]) -> None:
@@ -343,11 +496,11 @@ class TrendStage:
             if cp is None:
                 # No checkpoint: rebuild from the start of the log (a committed Kafka offset
                 # without the state it stands for is worthless).
-                part = PartitionWindows(self._cfg)
+                part = PartitionWindows(self._cfg, sources=self._sources)
                 offset = 0
             else:
                 part = PartitionWindows.restore(self._cfg, cp.watermark, cp.windows, cp.anchors, cp.first_ts,
-                                                cp.seen)
+                                                cp.seen, sources=self._sources, source_states=cp.sources)
                 offset = cp.next_offset
             self._parts[tp.partition] = part
             self._offsets[tp.partition] = offset
@@ -356,4 +509,13 @@ class TrendStage:
             for point in part.all_points():
                 self.trends.put(point, notify=False)
             log.info("partition restored", partition=tp.partition, offset=offset, keys=len(part.keys),
-                     from_checkpoint=cp is not None)
+                     from_checkpoint=cp is not None, watermark=part.watermark)
+
+
+def _source_of(msg) -> tuple[int | None, float | None]:
+    """The upstream partition and its progress from a re-keyed record's headers (absent: None)."""
+    src, progress = msg.header(SOURCE_HEADER), msg.header(PROGRESS_HEADER)
+    try:
+        return (int(src) if src is not None else None, float(progress) if progress is not None else None)
+    except ValueError:
+        return None, None

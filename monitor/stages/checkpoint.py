@@ -1,6 +1,8 @@
 """SQLite checkpoints of the aggregator: window state and the input offsets it reflects, together.
 
-One transaction writes, per input partition, the next offset to read, the watermark and what
+One transaction writes, per input partition, the next offset to read, the watermark, the progress
+of every upstream partition the watermark is aligned on (so a restart resumes with the same
+watermark) and what
 changed in the window state since the previous checkpoint (windows updated or evicted, EWMA
 anchors, first-seen times, story ids counted or forgotten). Writes are incremental: a flush costs
 what changed, not the size of the state. On assignment the aggregator restores a partition from
@@ -18,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from monitor.stages.windows import StateDelta
+from monitor.stages.windows import SourceState, StateDelta
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS partitions (
     grp TEXT NOT NULL, topic TEXT NOT NULL, part INTEGER NOT NULL,
-    next_offset INTEGER NOT NULL, watermark REAL,
+    next_offset INTEGER NOT NULL, watermark REAL, sources TEXT,
     PRIMARY KEY (grp, topic, part)
 );
 CREATE TABLE IF NOT EXISTS windows (
@@ -57,6 +59,7 @@ class PartitionCheckpoint:
     anchors: list[tuple[str, str, float | None]]
     first_ts: list[tuple[str, float]]
     seen: list[tuple[str, str, float]]
+    sources: dict[int, SourceState]
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,19 @@ class PartitionDelta:
     next_offset: int
     watermark: float | None
     state: StateDelta
+    sources: dict[int, SourceState] | None = None
+
+
+def _sources_json(sources: dict[int, SourceState] | None) -> str | None:
+    if sources is None:
+        return None
+    return json.dumps({str(k): v.to_json() for k, v in sorted(sources.items())}, separators=(",", ":"))
+
+
+def _sources_of(blob: str | None) -> dict[int, SourceState]:
+    if not blob:
+        return {}
+    return {int(k): SourceState(progress=v[0], idle=bool(v[1])) for k, v in json.loads(blob).items()}
 
 
 class CheckpointStore:
@@ -81,13 +97,16 @@ class CheckpointStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(partitions)")}
+        if "sources" not in columns:  # a checkpoint written before the watermarks were aligned
+            self._db.execute("ALTER TABLE partitions ADD COLUMN sources TEXT")
 
     def load(self, topic: str, partition: int) -> PartitionCheckpoint | None:
         where = (self.group, topic, partition)
         q = "WHERE grp=? AND topic=? AND part=?"
         with self._lock:
             db = self._db
-            row = db.execute(f"SELECT next_offset, watermark FROM partitions {q}", where).fetchone()
+            row = db.execute(f"SELECT next_offset, watermark, sources FROM partitions {q}", where).fetchone()
             if row is None:
                 return None
             windows = [(k, w, json.loads(s)) for k, w, s in db.execute(
@@ -95,7 +114,7 @@ class CheckpointStore:
             anchors = db.execute(f"SELECT key, window, ewma FROM anchors {q}", where).fetchall()
             first = db.execute(f"SELECT key, ts FROM first_seen {q}", where).fetchall()
             seen = db.execute(f"SELECT key, id, ts FROM seen {q}", where).fetchall()
-        return PartitionCheckpoint(row[0], row[1], windows, anchors, first, seen)
+        return PartitionCheckpoint(row[0], row[1], windows, anchors, first, seen, _sources_of(row[2]))
 
     def save(self, topic: str, deltas: Mapping[int, PartitionDelta]) -> None:
         """Write every partition's delta in ONE transaction."""
@@ -109,9 +128,10 @@ class CheckpointStore:
                 for part, d in deltas.items():
                     s = d.state
                     db.execute(
-                        "INSERT INTO partitions VALUES (?,?,?,?,?) ON CONFLICT (grp, topic, part) "
-                        "DO UPDATE SET next_offset=excluded.next_offset, watermark=excluded.watermark",
-                        (g, topic, part, d.next_offset, d.watermark),
+                        "INSERT INTO partitions VALUES (?,?,?,?,?,?) ON CONFLICT (grp, topic, part) "
+                        "DO UPDATE SET next_offset=excluded.next_offset, watermark=excluded.watermark, "
+                        "sources=excluded.sources",
+                        (g, topic, part, d.next_offset, d.watermark, _sources_json(d.sources)),
                     )
                     upserts = [(g, topic, part, k, w, start, json.dumps(agg.to_json(), separators=(",", ":")))
                                for (k, w, start), agg in s.windows.items() if agg is not None]

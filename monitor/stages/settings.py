@@ -83,6 +83,10 @@ class AggregatorSettings(BaseModel):
     group_id: str = "finsent-aggregate"
     windows: list[WindowSpec] = Field(default_factory=_default_windows, min_length=1)
     grace: Seconds = Field(default=120.0, ge=0, description="how long after a window's end late stories count")
+    idle_timeout: Seconds = Field(
+        default=30.0, ge=0,
+        description="an upstream partition read to its end, with classify caught up on the raw topic and "
+                    "silent this long (wall time), stops holding the watermark back")
     baseline_windows: int = Field(default=12, ge=1, description="previous windows behind the volume baseline")
     min_baseline_windows: int = Field(default=3, ge=1, description="fewer than this: no volume_z")
     ewma_alpha: float = Field(default=0.3, gt=0.0, le=1.0)

@@ -8,10 +8,17 @@ Rules (docs/STREAMING.md has the long form):
 
 * Event time is ``item.published_at``. Windows are aligned to the Unix epoch: a window of
   ``size`` starting every ``hop`` covers ``[start, start + size)``; tumbling means hop == size.
-* The watermark is the largest event time seen on the partition. A story is judged against the
+* The watermark. Fed by the aggregator (``aligned``), it is the *minimum* over the active
+  upstream (``news.scored``) partitions of each one's progress (largest event time read from it),
+  learnt from the re-keyed records and the re-key stage's watermark markers
+  (:meth:`PartitionWindows.observe_source`); an idle upstream partition does not hold it back.
+  Stand-alone (no sources), it is the largest event time seen. A story is judged against the
   watermark *before* it: for a window ending at ``end``, it counts if ``watermark < end + grace``
   and is a revision (``revised=True``) if ``watermark >= end``. A story that fits no open window
-  is dropped and counted as late.
+  is dropped and counted as late, with the reason.
+* A window's point is emitted only once the watermark has reached the window's start, so each
+  key's windows are emitted in event-time order whatever order the upstream partitions were read
+  in.
 * Idempotent: a story id already counted for a key is ignored (ids are remembered until every
   window they could touch is closed; a redelivery after that is late and dropped anyway).
 * Sums are kept as integers in millionths, so results do not depend on arrival order.
@@ -157,17 +164,39 @@ class AddResult:
     duplicate: bool = False
     late_windows: int = 0
     revised_windows: int = 0
+    late_reason: str | None = None
+    """Why a story was dropped: ``late_in_source`` (behind its own upstream partition's progress
+    by more than grace: truly late), ``source_idle`` (its partition had been declared idle and the
+    watermark moved on without it) or ``late`` (no upstream progress known: stand-alone use)."""
+
+
+@dataclass
+class SourceState:
+    """What the window stage knows of one upstream partition: progress and whether it is idle."""
+
+    progress: float | None = None
+    idle: bool = False
+
+    def to_json(self) -> list[Any]:
+        return [self.progress, self.idle]
+
+
+LATE_REASONS = ("late_in_source", "source_idle", "late")
 
 
 class PartitionWindows:
     """All window state of one input partition (each trend key lives in exactly one partition)."""
 
     def __init__(self, config: AggregatorSettings, watermark: float | None = None,
-                 keys: dict[str, KeyState] | None = None) -> None:
+                 keys: dict[str, KeyState] | None = None, sources: int | None = None,
+                 source_states: dict[int, SourceState] | None = None) -> None:
         self.config = config
         self.specs = {w.name: w for w in config.windows}
         self.watermark = watermark
         self.keys: dict[str, KeyState] = keys or {}
+        self.expected_sources = sources
+        """Number of upstream partitions to align on; ``None`` = stand-alone (watermark = max seen)."""
+        self.sources: dict[int, SourceState] = dict(source_states or {})
         self.dirty: dict[tuple[str, str, float], bool] = {}
         """(key, window, start) -> revised, for windows whose point has to be (re-)emitted."""
         self.max_size = max(w.size for w in config.windows)
@@ -184,6 +213,8 @@ class PartitionWindows:
         anchors: Iterable[tuple[str, str, float | None]],
         first_ts: Iterable[tuple[str, float]],
         seen: Iterable[tuple[str, str, float]],
+        sources: int | None = None,
+        source_states: dict[int, SourceState] | None = None,
     ) -> "PartitionWindows":
         """Rebuild a partition from checkpoint rows (see :mod:`monitor.stages.checkpoint`)."""
         keys: dict[str, KeyState] = {}
@@ -196,13 +227,65 @@ class PartitionWindows:
             keys.setdefault(key, KeyState()).series.setdefault(name, Series()).windows[w.start] = w
         for key, story_id, ts in seen:
             keys.setdefault(key, KeyState()).seen[story_id] = ts
-        return cls(config, watermark=watermark, keys=keys)
+        return cls(config, watermark=watermark, keys=keys, sources=sources, source_states=source_states)
+
+    # -- event time -------------------------------------------------------------------------
+    @property
+    def aligned(self) -> bool:
+        return self.expected_sources is not None
+
+    def observe_source(self, source: int, progress: float | None, idle: bool = False) -> None:
+        """Progress of upstream partition ``source`` (from a re-keyed record or a marker).
+
+        Progress only moves forward; ``idle`` takes it out of the minimum until it speaks again.
+        """
+        st = self.sources.get(source)
+        if st is None:
+            st = self.sources[source] = SourceState()
+        if progress is not None and (st.progress is None or progress > st.progress):
+            st.progress = progress
+        st.idle = idle
+        self._align()
+
+    def _align(self) -> None:
+        """Watermark = min progress over the active sources, never moving back."""
+        n = self.expected_sources
+        if n is None:
+            return
+        if any(i not in self.sources for i in range(n)):
+            return  # someone has not spoken yet: wait for it
+        states = list(self.sources.values())
+        active = [s for s in states if not s.idle]
+        if active:
+            if any(s.progress is None for s in active):
+                return  # an active source with a backlog it has not read yet
+            wm = min(s.progress for s in active)  # type: ignore[type-var]
+        else:  # everyone idle (caught up): everything read so far is final
+            known = [s.progress for s in states if s.progress is not None]
+            if not known:
+                return
+            wm = max(known)
+        if self.watermark is None or wm > self.watermark:
+            self.watermark = wm
+
+    def skew(self) -> float | None:
+        """Largest minus smallest progress over the active sources (event-time seconds)."""
+        known = [s.progress for s in self.sources.values() if not s.idle and s.progress is not None]
+        return max(known) - min(known) if known else None
 
     # -- input ------------------------------------------------------------------------------
-    def add(self, key: str, scored: ScoredItem) -> AddResult:
+    def add(self, key: str, scored: ScoredItem, source: int | None = None,
+            source_progress: float | None = None) -> AddResult:
+        """Count one story for ``key``; ``source``/``source_progress``: its upstream partition and
+        that partition's progress including this story (from the re-keyed record's headers)."""
         ts = ts_of(scored.item.published_at)
         state = self.keys.get(key)
+        own = self.sources.get(source) if source is not None else None
+        own_progress = own.progress if own is not None else None
+        own_was_idle = own.idle if own is not None else False
         if state is not None and scored.id in state.seen:
+            if source is not None and self.aligned:
+                self.observe_source(source, source_progress if source_progress is not None else ts)
             return AddResult(counted=False, duplicate=True)
         wm = self.watermark
         grace = self.config.grace
@@ -215,10 +298,19 @@ class PartitionWindows:
                     late += 1
                     continue
                 placements.append((name, start, wm is not None and wm >= end))
-        if wm is None or ts > wm:
+        if self.aligned:
+            if source is not None:
+                self.observe_source(source, source_progress if source_progress is not None else ts)
+        elif wm is None or ts > wm:
             self.watermark = ts
         if not placements:
-            return AddResult(counted=False, late_windows=late)
+            if own_progress is not None and ts < own_progress - grace:
+                reason = "late_in_source"
+            elif own is not None and (own_was_idle or own_progress is None or ts >= own_progress - grace):
+                reason = "source_idle"
+            else:
+                reason = "late"
+            return AddResult(counted=False, late_windows=late, late_reason=reason)
         if state is None:
             state = self.keys[key] = KeyState()
         state.seen[scored.id] = ts
@@ -341,11 +433,16 @@ class PartitionWindows:
         )
 
     def take_dirty(self) -> list[TrendPoint]:
-        """Points of every window changed since the last call, by key then window start."""
-        dirty, self.dirty = self.dirty, {}
+        """Points of every window changed since the last call that the watermark has reached
+        (``start <= watermark``), by key then window start; later windows stay pending."""
+        wm = self.watermark
+        if wm is None:
+            return []
+        ready = sorted((k for k in self.dirty if k[2] <= wm), key=lambda k: (k[0], k[2], k[1]))
         out = []
-        for (key, name, start), revised in sorted(dirty.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
-            p = self.point(key, name, start, revised)
+        for k in ready:
+            revised = self.dirty.pop(k)
+            p = self.point(*k, revised)
             if p is not None:
                 out.append(p)
         return out
