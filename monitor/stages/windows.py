@@ -227,7 +227,14 @@ class PartitionWindows:
             keys.setdefault(key, KeyState()).series.setdefault(name, Series()).windows[w.start] = w
         for key, story_id, ts in seen:
             keys.setdefault(key, KeyState()).seen[story_id] = ts
-        return cls(config, watermark=watermark, keys=keys, sources=sources, source_states=source_states)
+        part = cls(config, watermark=watermark, keys=keys, sources=sources, source_states=source_states)
+        # Windows the watermark had not reached were held back, never emitted: still owed.
+        for key, state in keys.items():
+            for name, series in state.series.items():
+                for start in series.windows:
+                    if watermark is None or start > watermark:
+                        part.dirty[(key, name, start)] = False
+        return part
 
     # -- event time -------------------------------------------------------------------------
     @property

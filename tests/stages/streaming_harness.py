@@ -1,0 +1,171 @@
+"""The aggregator's two stages on a scripted in-process bus, and the offline batch aggregation they
+must agree with (tests/stages/test_event_time.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from monitor.bus.base import ConsumerOptions
+from monitor.bus.codec import send_record
+from monitor.bus.memory import MemoryBus
+from monitor.config import load_settings
+from monitor.records import ScoredItem, TrendPoint, decode
+from monitor.stages.aggregate import AggregateMetrics, RekeyStage, TrendStage, repartition_topic
+from monitor.stages.settings import AggregatorSettings
+from monitor.stages.stores import TrendStore
+from monitor.stages.windows import SCALE, dt_of, trend_keys, ts_of, units, window_starts
+from tests.stages.helpers import scored
+
+TICKERS = ("AAPL", "MSFT", "GOOG", "TSLA", "AMZN", "INTC")  # news.scored partitions 0 1 2 0 1 2
+SOURCES = ("wire", "rss", "blog")
+TOPICS = ("earnings", "mna", "macro")
+
+
+def story(i: int, t: float) -> ScoredItem:
+    tickers = (TICKERS[i % 6],) if i % 4 else (TICKERS[i % 6], TICKERS[(i + 3) % 6])
+    return scored(i, t=t, score=((i * 37) % 21 - 10) / 10, tickers=tickers, source=SOURCES[i % 3],
+                  topic=TOPICS[i % 3], confidence=0.5 + (i % 5) / 10, novelty=1.0 if i % 7 else 0.5)
+
+
+def batch_aggregate(cfg: AggregatorSettings, stories: list[ScoredItem]) -> dict:
+    """The offline answer, written independently of the streaming code: every story in every
+    window of every key it feeds -> (count, mean, negative share, positive share, weighted mean)."""
+    acc: dict = defaultdict(lambda: [0, 0, 0, 0, 0, 0])
+    for s in {s.id: s for s in stories}.values():
+        ts = ts_of(s.item.published_at)
+        w = s.item.novelty * s.confidence
+        for key in trend_keys(s):
+            for spec in cfg.windows:
+                for start in window_starts(spec, ts):
+                    a = acc[(key, spec.name, dt_of(start))]
+                    a[0] += 1
+                    a[1] += units(s.sentiment_score)
+                    a[2] += s.sentiment == "negative"
+                    a[3] += s.sentiment == "positive"
+                    a[4] += units(w)
+                    a[5] += units(w * s.sentiment_score)
+    return {k: (n, round(sc / SCALE / n, 9), round(neg / n, 9), round(pos / n, 9),
+                round(ws / wt, 9) if wt else round(sc / SCALE / n, 9))
+            for k, (n, sc, neg, pos, wt, ws) in acc.items()}
+
+
+def summary(points: dict) -> dict:
+    return {k: (p.count, round(p.mean_score, 9), round(p.negative_share, 9), round(p.positive_share, 9),
+                round(p.weighted_mean, 9)) for k, p in points.items()}
+
+
+def diff(got: dict, want: dict, limit: int = 8) -> str:
+    keys = sorted(set(got) | set(want), key=str)
+    bad = [(k, got.get(k), want.get(k)) for k in keys if got.get(k) != want.get(k)]
+    return f"{len(bad)} differences, e.g. " + "; ".join(f"{k}: stream={g} batch={w}" for k, g, w in bad[:limit])
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Crash(RuntimeError):
+    pass
+
+
+class _CrashingConsumer:
+    def __init__(self, inner, polls: int) -> None:
+        self._inner, self._left = inner, polls
+
+    def poll(self, *a, **kw):
+        self._left -= 1
+        if self._left < 0:
+            raise Crash("kill -9")
+        return self._inner.poll(*a, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+class _CrashingBus:
+    """The bus as the aggregator sees it; its consumers die at their ``polls``-th poll."""
+
+    def __init__(self, bus: MemoryBus, polls: int) -> None:
+        self._bus, self._polls = bus, polls
+        self.name = bus.name
+
+    def consumer(self, topics, options: ConsumerOptions):
+        return _CrashingConsumer(self._bus.consumer(topics, options), self._polls)
+
+    def __getattr__(self, name):
+        return getattr(self._bus, name)
+
+
+class Aggregator:
+    """Re-key + window stages in threads over one in-process bus, with a file checkpoint."""
+
+    def __init__(self, tmp: Path, aggregator: dict, partitions: int = 3) -> None:
+        self.bus = MemoryBus(default_partitions=partitions)
+        self.settings = load_settings(None, home=str(tmp), http={"port": 0}, aggregator=aggregator)
+        t = self.settings.topics
+        self.bus.ensure_topics([t.scored, t.trends, t.dlq, repartition_topic(self.settings)])
+        self.checkpoint = tmp / "state" / "aggregate.db"
+        self.producer = self.bus.producer()
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.metrics: AggregateMetrics | None = None
+
+    def produce(self, stories: list[ScoredItem]) -> None:
+        for s in stories:
+            send_record(self.producer, self.settings.topics.scored, s, key=s.item.primary_key)
+
+    def start(self, clock=time.monotonic, crash_after_polls: int | None = None) -> None:
+        bus = self.bus if crash_after_polls is None else _CrashingBus(self.bus, crash_after_polls)
+        self.metrics = AggregateMetrics(CollectorRegistry())
+        stages = [RekeyStage(self.settings, bus, self.metrics, clock=clock),
+                  TrendStage(self.settings, bus, self.metrics, TrendStore(), self.checkpoint)]
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(s,), daemon=True) for s in stages]
+        for th in self._threads:
+            th.start()
+
+    def _run(self, stage) -> None:
+        try:
+            stage.run(self._stop)
+        except Crash:
+            pass
+        except BaseException as err:  # noqa: BLE001 - surfaced by the test
+            self.errors.append(err)
+
+    def alive(self) -> bool:
+        return any(th.is_alive() for th in self._threads)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for th in self._threads:
+            th.join(30)
+        assert not self.errors, self.errors
+
+    def points(self) -> dict:
+        last: dict = {}
+        for m in self.bus.read_all(self.settings.topics.trends):
+            p = decode(TrendPoint, m.value)
+            last[(p.key, p.window, p.window_start)] = p
+        return last
+
+    def all_points(self) -> list[TrendPoint]:
+        return [decode(TrendPoint, m.value) for m in self.bus.read_all(self.settings.topics.trends)]
+
+    def read_position(self, partition: int) -> int:
+        """How many records of ``news.scored`` partition the re-key stage has committed."""
+        group = self.bus._groups.get(f"{self.settings.aggregator.group_id}.rekey")
+        if group is None:
+            return 0
+        from monitor.bus.base import TopicPartition
+
+        return group.committed.get(TopicPartition(self.settings.topics.scored, partition), 0)
