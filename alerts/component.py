@@ -64,6 +64,7 @@ def engine_options(settings: "Settings", publish: bool = True) -> EngineOptions:
         stale_after=a.evaluation.stale_after,
         retention=a.evaluation.retention,
         max_evidence=a.evaluation.max_evidence,
+        catch_up_after=a.evaluation.catch_up_after,
         window_hops=window_hops(settings),
     )
 

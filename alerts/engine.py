@@ -7,7 +7,9 @@ Time. ``for``, ``repeat_interval``, ``stale_after`` and a story's ``resolve_afte
   when it emitted the point (``emitted_at`` on records without one), clipped to the end of its
   window (a late revision of a closed window does not move time); a window is closed once that
   watermark reached its end. Event time, not wall time: a replay at 120x (the demo feed) runs its
-  rules 120x faster too;
+  rules 120x faster too, and a backfill or a catch-up after an outage is evaluated exactly as the
+  same stories were live; notifications evaluated more than ``catch_up_after`` behind real time
+  carry a ``catch_up`` annotation with the lag (e.g. ``"3723s"``);
 * a scored story happens at ``min(published_at, scored_at)``.
 
 The engine's *watermark* is the latest event time it has seen; :meth:`AlertEngine.tick` uses it to
@@ -72,6 +74,8 @@ class EngineOptions:
     max_evidence: int = 5
     window_hops: dict[str, timedelta] = field(default_factory=dict)
     """Hop of each sliding window family (from the aggregator config); unknown = tumbling."""
+    catch_up_after: timedelta = timedelta(minutes=10)
+    """A notification whose event time is this far behind real time is marked ``catch_up``."""
 
 
 @dataclass(frozen=True)
@@ -432,6 +436,7 @@ class AlertEngine:
 
     def _emit(self, inst: AlertInstance, reason: str) -> None:
         inst.seq += 1
+        self._mark_catch_up(inst)
         if reason != "resolved" and self.watermark is not None:
             inst.last_notified_at = max(inst.last_notified_at or self.watermark, self.watermark)
         self._dirty(inst)
@@ -446,6 +451,15 @@ class AlertEngine:
         self._events.append(_Event(inst.fingerprint, reason, inst.seq, record, webhook_alert(inst, generator)))
         log.info("alert " + reason, rule=inst.rule, fingerprint=inst.fingerprint, subject=inst.subject,
                  revision=inst.revision, values=inst.values)
+
+    def _mark_catch_up(self, inst: AlertInstance) -> None:
+        """Annotate ``catch_up`` (the lag behind real time) when evaluated far behind it."""
+        annotations = {k: v for k, v in inst.annotations.items() if k != "catch_up"}
+        if self.watermark is not None:
+            lag = self.clock.time() - self.watermark.timestamp()
+            if lag >= self.options.catch_up_after.total_seconds():
+                annotations["catch_up"] = f"{lag:.0f}s"
+        inst.annotations = annotations
 
     def _notifications(self) -> list[OutboxEntry]:
         if not self._events:

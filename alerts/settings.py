@@ -98,6 +98,10 @@ class EvaluationSettings(_Section):
     )
     retention: Duration = Field(default=timedelta(days=7), description="resolved alerts kept for `finsent alerts`")
     max_evidence: int = Field(default=5, ge=0, description="headlines attached to an alert")
+    catch_up_after: Duration = Field(
+        default=timedelta(minutes=10),
+        description="notifications evaluated this far behind real time carry a catch_up annotation with the lag",
+    )
 
 
 class AlertsSettings(_Section):

@@ -148,13 +148,11 @@ class TrendPoint(Record):
     top_items: tuple[Evidence, ...] = Field(default=(), description="stories that moved this window most")
     revised: bool = False
     model_version: str | None = None
-    watermark: UtcDatetime | None = Field(
-        default=None, description="the aggregator's event-time watermark when it emitted the point")
     emitted_at: UtcDatetime = Field(default_factory=utcnow)
     watermark: UtcDatetime | None = Field(
         default=None,
-        description="the aggregator's event-time watermark when it emitted the point (latest published_at "
-                    "seen on the key's partition); the alert stage's clock. Unset on older records.",
+        description="the aggregator's aligned event-time watermark when it emitted the point (min progress of "
+                    "the active upstream partitions); the alert stage's clock. Unset on older records.",
     )
 
     @property
