@@ -101,9 +101,9 @@ class Consumer(Protocol):
 class BacklogProbe(Protocol):
     """How far another consumer group is behind on a topic, without joining it."""
 
-    def backlog(self) -> int | None:
-        """Records on the topic past the group's committed offsets (a partition the group never
-        committed counts whole); ``None``: unknown (no such topic, broker unreachable)."""
+    def backlog(self) -> dict[int, int] | None:
+        """Per partition, records on the topic past the group's committed offsets (a partition the
+        group never committed counts whole); ``None``: unknown (no such topic, broker unreachable)."""
 
     def close(self) -> None: ...
 

@@ -176,7 +176,7 @@ class KafkaBacklogProbe:
         self._c = consumer
         self.topic = topic
 
-    def backlog(self) -> int | None:
+    def backlog(self) -> dict[int, int] | None:
         try:
             parts = self._c.partitions_for_topic(self.topic) or set()
             tps = [KTopicPartition(self.topic, p) for p in sorted(parts)]
@@ -187,7 +187,7 @@ class KafkaBacklogProbe:
         except KafkaError as err:
             log.debug("backlog of %s unavailable: %s", self.topic, err)
             return None
-        return sum(max(0, ends[tp] - (c or 0)) for tp, c in zip(tps, committed))
+        return {tp.partition: max(0, ends[tp] - (c or 0)) for tp, c in zip(tps, committed)}
 
     def close(self) -> None:
         self._c.close(autocommit=False)

@@ -157,15 +157,14 @@ class MemoryBacklogProbe:
     def __init__(self, bus: MemoryBus, group_id: str, topic: str) -> None:
         self._bus, self.group_id, self.topic = bus, group_id, topic
 
-    def backlog(self) -> int | None:
+    def backlog(self) -> dict[int, int] | None:
         with self._bus._cond:
             group = self._bus._groups.get(self.group_id)
             logs = self._bus._logs.get(self.topic)
             if logs is None:
                 return None
             committed = group.committed if group is not None else {}
-            return sum(len(log) - committed.get(TopicPartition(self.topic, p), 0)
-                       for p, log in enumerate(logs))
+            return {p: len(log) - committed.get(TopicPartition(self.topic, p), 0) for p, log in enumerate(logs)}
 
     def close(self) -> None:
         return None

@@ -144,12 +144,20 @@ class SourceTracker:
 
     Progress is the largest event time read from a partition. A partition is *idle* when it is read
     to its end, nothing came from it for ``idle_timeout`` (wall time), and the classify group has no
-    backlog on the raw topic (so nothing more is on its way); until then it holds the watermark
-    back, however long a backfill or a slow classify worker takes.
+    backlog on the raw partition that feeds it (both topics are keyed alike; with different
+    partition counts: on the whole raw topic), so nothing more is on its way. Until then it holds
+    the watermark back, however long a backfill or a slow classify worker takes, with one bound:
+    a partition read to its end and silent for ``SILENT_FACTOR x idle_timeout`` is idle whatever
+    the backlog, so an upstream partition that never gets a story cannot stall the stream.
     """
 
-    def __init__(self, idle_timeout: float) -> None:
+    SILENT_FACTOR = 10
+
+    def __init__(self, idle_timeout: float, started: float = 0.0, partitions: int = 0) -> None:
         self.idle_timeout = idle_timeout
+        self.started = started
+        self.partitions = partitions
+        """How many partitions the upstream (scored) topic has."""
         self.progress: dict[int, float | None] = {}
         self.idle: set[int] = set()
         self._last_read: dict[int, float] = {}
@@ -172,14 +180,20 @@ class SourceTracker:
         self.idle.discard(partition)
         return progress
 
-    def refresh_idle(self, lag: dict[int, int] | None, upstream_backlog: int | None, now: float) -> bool:
-        """Recompute the idle set; True when it changed."""
+    def refresh_idle(self, lag: dict[int, int] | None, upstream: dict[int, int] | None, now: float) -> bool:
+        """Recompute the idle set from this stage's lag and the classify group's raw backlog."""
         before = set(self.idle)
         idle = set()
-        if lag is not None and not upstream_backlog:
+        if lag is not None:
+            aligned = upstream is not None and len(upstream) == self.partitions
             for p in self.progress:
+                if lag.get(p, 1) != 0:
+                    continue
                 last = self._last_read.get(p)
-                if lag.get(p, 1) == 0 and (last is None or now - last >= self.idle_timeout):
+                silent = now - (last if last is not None else self.started)
+                backlog = (upstream.get(p, 0) if aligned else sum(upstream.values())) if upstream else 0
+                if (last is None or silent >= self.idle_timeout) and backlog == 0 \
+                        or silent >= self.SILENT_FACTOR * self.idle_timeout:
                     idle.add(p)
         self.idle = idle
         return idle != before
@@ -202,8 +216,8 @@ class RekeyStage:
         self.metrics = metrics
         self.items = items
         self.topic = repartition_topic(settings)
-        self.tracker = SourceTracker(settings.aggregator.idle_timeout)
         self._clock = clock
+        self.tracker = SourceTracker(settings.aggregator.idle_timeout, started=clock())
         self._announce = True
         self._running = False
 
@@ -230,6 +244,7 @@ class RekeyStage:
         )
         upstream = self.bus.backlog_probe(self.settings.classify.group_id, self.settings.topics.raw)
         out_partitions = range(self.bus.partitions_for(self.topic))
+        self.tracker.partitions = self.bus.partitions_for(scored_topic)
         lag = _LagReporter(self.metrics.lag, cfg.lag_interval)
         check_every = max(0.05, min(1.0, cfg.idle_timeout / 4))
         next_check = 0.0

@@ -1,0 +1,227 @@
+"""A backfill through the real broker, as an operator would run it: ``finsent replay FILE --speed 0``
+into Kafka, then ``finsent run --stages classify,aggregate,alerts`` as a separate OS process that
+is killed with SIGKILL mid-stream and started again.
+
+A planted burst of negative stories about one ticker, inside hundreds or thousands of headlines
+from several upstream partitions, must:
+
+* fire its alert once (one firing episode) and resolve once, delivered signed to a local webhook,
+  annotated ``catch_up`` (it is evaluated long after the fact);
+* and the trend points on ``news.trends`` must equal an offline batch aggregation of the scored
+  stories on ``news.scored`` (same windows, counts and means): no story dropped as late, none
+  counted twice, no on-time window turned into a revision.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import yaml
+
+from alerts import signing
+from monitor.records import ScoredItem, TrendPoint, decode
+from monitor.stages.settings import AggregatorSettings
+from tests.alerts.helpers import Receiver
+from tests.stages.kafka_helpers import read_topic, wait_until
+from tests.stages.streaming_harness import batch_aggregate, diff, summary
+
+# Two model loads, a replay and a kill -9 through real processes: minutes on 2 busy cores.
+pytestmark = [pytest.mark.kafka, pytest.mark.e2e, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "backfill-secret"
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+FILLER_TICKERS = ("AAPL", "MSFT", "GOOG", "TSLA", "AMZN", "INTC", "NFLX", "AMD", "ORCL", "IBM", "JPM", "XOM")
+FILLER = ("{t} to present at an industry conference next week", "{t} schedules its quarterly results call",
+          "{t} files its annual report with regulators", "{t} names a new head of investor relations")
+NEGATIVE = ("$ZZZ shares plunge after fraud charges, bankruptcy fears mount",
+            "$ZZZ downgraded to sell, shares tumble to a record low",
+            "$ZZZ slumps after profit warning, guidance slashed",
+            "$ZZZ falls sharply as regulators open probe into losses",
+            "$ZZZ sinks after missing earnings estimates badly",
+            "$ZZZ plummets on weak sales and mass layoffs")
+POSITIVE = ("$ZZZ soars after blowout earnings beat and raised guidance",
+            "$ZZZ rallies to record high on strong revenue growth",
+            "$ZZZ surges on record profit and bigger buyback")
+AGGREGATOR = {"windows": [{"name": "1m", "size": "1m"}], "grace": "30s", "idle_timeout": "3s",
+              "flush_interval": "0.2s", "baseline_windows": 3, "min_baseline_windows": 1}
+RULES = """
+rules:
+  - name: zzz-gloom
+    type: threshold
+    key: "ticker:ZZZ"
+    window: 1m
+    metric: mean_score
+    op: "<"
+    value: -0.1
+    min_count: 10
+    receiver: hook
+    annotations:
+      summary: "{{ key }} sentiment {{ value | signed }} over {{ window }} ({{ count }} stories)"
+"""
+
+
+def story_file(path: Path, n: int, step: float) -> None:
+    """``n`` headlines ``step`` seconds apart; minute 2 holds a burst of 24 negative stories about
+    ZZZ, minute 4 twelve positive ones (the recovery)."""
+    rows = []
+    burst = iter(range(24))
+    recovery = iter(range(12))
+    for i in range(n):
+        t = i * step
+        row = {"id": f"b{i}", "published_at": (T0 + timedelta(seconds=t)).isoformat(), "source": "wire"}
+        if 60 <= t < 120 and i % 2 == 0 and (k := next(burst, None)) is not None:
+            row.update(title=f"{NEGATIVE[k % len(NEGATIVE)]} ({k})", tickers=["ZZZ"])
+        elif 180 <= t < 240 and i % 4 == 0 and (k := next(recovery, None)) is not None:
+            row.update(title=f"{POSITIVE[k % len(POSITIVE)]} ({k})", tickers=["ZZZ"])
+        else:
+            ticker = FILLER_TICKERS[i % len(FILLER_TICKERS)]
+            row.update(title=FILLER[i % len(FILLER)].format(t=ticker) + f" #{i}", tickers=[ticker])
+        rows.append(json.dumps(row))
+    path.write_text("\n".join(rows) + "\n")
+
+
+class Run:
+    """``finsent run --stages classify,aggregate,alerts`` as a real OS process."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config, self.log = config, log
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
+        env.update(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        self.starts += 1
+        with self.log.open("a") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "run", "--stages",
+                                          "classify,aggregate,alerts", "--config", str(self.config)],
+                                         cwd=ROOT, env=env, stdout=out, stderr=out)
+
+    def kill9(self) -> None:
+        assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                assert self.proc.wait(60) == 0, self.log.read_text()[-3000:]
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                raise
+
+
+def db_value(path: Path, sql: str) -> int:
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(path, timeout=5) as c:
+            return c.execute(sql).fetchone()[0] or 0
+    except sqlite3.Error:
+        return 0
+
+
+def final_points(bootstrap: str, topic: str) -> dict:
+    last: dict = {}
+    for m in read_topic(bootstrap, topic, timeout_s=60):
+        p = decode(TrendPoint, m.value)
+        last[(p.key, p.window, p.window_start)] = p
+    return last
+
+
+def firing_episodes(receiver: Receiver, status: str) -> set:
+    """Distinct (fingerprint, startsAt) of accepted notifications with ``status`` (a redelivered
+    notification is the same episode)."""
+    return {(a["fingerprint"], a["startsAt"]) for r in receiver.accepted for a in r.json()["alerts"]
+            if a["status"] == status}
+
+
+@pytest.mark.parametrize("n", [pytest.param(720, id="720-stories"), pytest.param(3000, id="3000-stories")])
+def test_backfill_with_kill_dash_nine_alerts_once_and_equals_batch(n, kafka_settings, kafka_bootstrap, tmp_path):
+    from tests.models.fixtures import trained_tiny_home
+
+    step = 300.0 / n * 1.2 if n > 600 else 0.5  # the stories span at least 6 minutes of event time
+    home = trained_tiny_home(tmp_path / "model")
+    settings = kafka_settings(kafka={"partitions": 3})
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    receiver = Receiver()
+    config = tmp_path / "finsent.yaml"
+    config.write_text(yaml.safe_dump({
+        "home": str(home),
+        "kafka": {"bootstrap": kafka_bootstrap, "partitions": 3, "session_timeout_ms": 6000,
+                  "heartbeat_interval_ms": 1000},
+        "topics": settings.topics.model_dump(),
+        "http": {"port": 0},
+        "logging": {"level": "INFO", "format": "json"},
+        "connectors": {"demo": False, "sources": []},
+        "classifier": {"max_delay_ms": 20},
+        "aggregator": AGGREGATOR,
+        "alerts": {"rules_file": str(rules), "default_receiver": "hook",
+                   "receivers": {"hook": {"type": "webhook", "url": receiver.url, "secret": SECRET}},
+                   "retry": {"initial_backoff": "0.5s", "max_backoff": "2s", "jitter": 0.0}},
+    }))
+    stories = tmp_path / "stories.jsonl"
+    story_file(stories, n, step)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
+    env["PYTHONPATH"] = str(ROOT)
+    replay = subprocess.run([sys.executable, "-m", "monitor.cli", "replay", str(stories), "--speed", "0",
+                             "--config", str(config)], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert replay.returncode == 0, replay.stderr[-3000:]
+    assert json.loads(replay.stdout.strip().splitlines()[-1])["produced"] == n
+
+    state = home / "state"
+    run = Run(config, tmp_path / "run.log")
+    try:
+        run.start()
+        # kill -9 mid-stream: once the aggregator has checkpointed part of the backlog
+        wait_until(lambda: db_value(state / "aggregate.db", "SELECT SUM(next_offset) FROM partitions") > n,
+                   240, "the aggregator's first checkpoints")
+        run.kill9()
+        run.start()
+        wait_until(lambda: firing_episodes(receiver, "firing") and firing_episodes(receiver, "resolved"),
+                   300, "the alert to fire and resolve")
+        # Everything processed: every story classified, counted, and every point evaluated.
+        scored = wait_until(lambda: (s := {x.id: x for x in (decode(ScoredItem, m.value) for m in
+                                                               read_topic(kafka_bootstrap, settings.topics.scored))})
+                            and len(s) == n and s, 300, "every story to be scored")
+        want = batch_aggregate(AggregatorSettings(**AGGREGATOR), list(scored.values()))
+        wait_until(lambda: summary(final_points(kafka_bootstrap, settings.topics.trends)) == want, 120,
+                   "the trend points to equal the batch aggregation")
+        trends_end = len(read_topic(kafka_bootstrap, settings.topics.trends))
+        wait_until(lambda: db_value(state / "alerts.db", "SELECT SUM(next_offset) FROM input_offsets "
+                                    f"WHERE topic = '{settings.topics.trends}'") >= trends_end
+                   and db_value(state / "alerts.db", "SELECT COUNT(*) FROM outbox WHERE state = 'pending'") == 0,
+                   120, "the alerts to evaluate every point and deliver every notification")
+    finally:
+        run.stop()
+        receiver.close()
+    assert run.starts == 2
+    points = final_points(kafka_bootstrap, settings.topics.trends)
+    assert summary(points) == want, diff(summary(points), want)
+    all_points = [decode(TrendPoint, m.value) for m in read_topic(kafka_bootstrap, settings.topics.trends)]
+    assert not [p for p in all_points if p.revised], "an on-time story produced a revision"
+    burst = points[("ticker:ZZZ", "1m", T0 + timedelta(minutes=1))]
+    assert burst.count == 24 and burst.mean_score < -0.1
+
+    assert len(firing_episodes(receiver, "firing")) == 1, [r.json() for r in receiver.accepted]
+    assert len(firing_episodes(receiver, "resolved")) == 1, [r.json() for r in receiver.accepted]
+    keys = {r.headers[signing.IDEMPOTENCY_HEADER] for r in receiver.accepted}
+    assert len(keys) == 2  # one firing notification, one resolved (redeliveries share the key)
+    for request in receiver.accepted:
+        signing.verify(SECRET, request.headers[signing.SIGNATURE_HEADER], request.body)
+    firing = next(a for r in receiver.accepted for a in r.json()["alerts"] if a["status"] == "firing")
+    assert firing["labels"]["ticker"] == "ZZZ" and firing["values"]["count"] >= 10
+    assert firing["annotations"]["catch_up"].endswith("s")  # evaluated long after the fact
+    assert datetime.fromisoformat(firing["startsAt"].replace("Z", "+00:00")) < T0 + timedelta(minutes=2)
