@@ -265,3 +265,35 @@ def test_event_time_is_the_aggregators_watermark_not_the_wall_clock(tmp_path: Pa
     assert [e.reason for e in sent] == ["firing"]
     assert body(sent[0])["alerts"][0]["startsAt"] == "2026-11-23T10:01:00Z"
     assert h.engine.watermark == at(6)
+
+
+def _late(p, hours: float = 24):
+    """The same point as a backfill emits it: a day later, carrying the watermark it was made at."""
+    return p.model_copy(update={"watermark": p.emitted_at, "emitted_at": at(hours * 60)})
+
+
+def test_catch_up_fires_and_resolves_like_live_and_says_so(tmp_path: Path):
+    sequence = [point(emitted=m, negative_share=ns) for m, ns in [(1, 0.7), (4, 0.8), (6, 0.75), (7, 0.9), (8, 0.5)]]
+    live = Harness(tmp_path / "live.db", rules(OIL))
+    live.engine.clock = ManualClock(start=at(8).timestamp())
+    late = Harness(tmp_path / "late.db", rules(OIL))
+    late.engine.clock = ManualClock(start=at(24 * 60).timestamp())
+
+    def alerts(h, points):
+        return [a for p in points for e in h.feed(p) for a in body(e)["alerts"]]
+
+    got_live, got_late = alerts(live, sequence), alerts(late, [_late(p) for p in sequence])
+    strip = [{k: v for k, v in a.items() if k != "annotations"} for a in got_late]
+    assert strip == [{k: v for k, v in a.items() if k != "annotations"} for a in got_live]
+    assert [a["status"] for a in got_late] == ["firing", "resolved"]  # same rule, window, evidence, times
+    assert all("catch_up" not in a["annotations"] for a in got_live)
+    lag = [int(a["annotations"]["catch_up"].rstrip("s")) for a in got_late]
+    assert lag == [(24 * 60 - 6) * 60, (24 * 60 - 8) * 60]  # how far behind real time each was evaluated
+
+
+def test_catch_up_sliding_windows_still_evaluate_only_the_leading_window(tmp_path: Path):
+    h = Harness(tmp_path / "a.db", rules({**OIL, "for": 0}), window_hops={"15m": timedelta(minutes=5)})
+    # emitted a day late, but at watermark 10:12: [10:00,10:15) leads, the younger ones are skipped
+    assert h.feed(_late(point(start=5, emitted=12, negative_share=0.9))) == []
+    assert h.feed(_late(point(start=10, emitted=12, negative_share=0.9))) == []
+    assert [e.reason for e in h.feed(_late(point(start=0, emitted=12, negative_share=0.9)))] == ["firing"]
