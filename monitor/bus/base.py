@@ -63,10 +63,11 @@ RebalanceCallback = Callable[[set[TopicPartition]], None]
 
 class Producer(Protocol):
     def send(
-        self, topic: str, value: bytes, *, key: bytes | str | None = None, headers: Headers | None = None,
+        self, topic: str, value: bytes | None, *, key: bytes | str | None = None, headers: Headers | None = None,
         partition: int | None = None,
     ) -> Delivery:
-        """``partition`` set: write there instead of where the key hashes (e.g. watermark markers)."""
+        """``partition`` set: write there instead of where the key hashes (e.g. watermark markers);
+        ``value=None``: a tombstone (compacted topics)."""
 
     def flush(self, timeout: float | None = None) -> None: ...
 
@@ -123,7 +124,11 @@ class Bus(Protocol):
 
     name: str
 
-    def ensure_topics(self, topics: Iterable[str], partitions: int | None = None) -> None: ...
+    def ensure_topics(self, topics: Iterable[str], partitions: int | None = None, compacted: bool = False) -> None:
+        """Create the missing ``topics``; ``compacted``: with ``cleanup.policy=compact``."""
+
+    def read_partition(self, topic: str, partition: int) -> list[Message]:
+        """Every record of one partition up to its end at call time (no consumer group)."""
 
     def producer(self) -> Producer: ...
 

@@ -64,13 +64,14 @@ class KafkaBus:
         except KafkaError as err:
             raise BusError(f"cannot reach Kafka at {self.settings.bootstrap}: {err}") from err
 
-    def ensure_topics(self, topics: Iterable[str], partitions: int | None = None) -> None:
+    def ensure_topics(self, topics: Iterable[str], partitions: int | None = None, compacted: bool = False) -> None:
         admin = self._admin()
         try:
             existing = set(admin.list_topics())
             wanted = [
                 NewTopic(t, num_partitions=partitions or self.settings.partitions,
-                         replication_factor=self.settings.replication_factor)
+                         replication_factor=self.settings.replication_factor,
+                         topic_configs={"cleanup.policy": "compact"} if compacted else {})
                 for t in dict.fromkeys(topics) if t not in existing
             ]
             if wanted:
@@ -114,6 +115,28 @@ class KafkaBus:
             return len(parts)
         finally:
             c.close()
+
+    def read_partition(self, topic: str, partition: int) -> list[Message]:
+        c = KafkaConsumer(**self._common, group_id=None, enable_auto_commit=False)
+        try:
+            tp = KTopicPartition(topic, partition)
+            c.assign([tp])
+            c.seek_to_beginning(tp)
+            end = c.end_offsets([tp])[tp]
+            out: list[Message] = []
+            deadline = time.monotonic() + self.settings.request_timeout_ms / 1000 * 10
+            while c.position(tp) < end:
+                if time.monotonic() > deadline:
+                    raise BusError(f"could not read {topic}[{partition}] to its end")
+                for records in c.poll(timeout_ms=500, max_records=5000).values():
+                    out.extend(Message(r.topic, r.partition, r.offset, r.key, r.value,
+                                       tuple((k, v) for k, v in (r.headers or [])), r.timestamp)
+                               for r in records if r.offset < end)
+            return out
+        except KafkaError as err:
+            raise BusError(f"cannot read {topic}[{partition}]: {err}") from err
+        finally:
+            c.close(autocommit=False)
 
     def backlog_probe(self, group_id: str, topic: str) -> "KafkaBacklogProbe":
         return KafkaBacklogProbe(KafkaConsumer(**self._common, group_id=group_id, enable_auto_commit=False), topic)
@@ -226,7 +249,7 @@ class KafkaBusProducer:
             self._buffered -= size
 
     def send(
-        self, topic: str, value: bytes, *, key: bytes | str | None = None, headers: Headers | None = None,
+        self, topic: str, value: bytes | None, *, key: bytes | str | None = None, headers: Headers | None = None,
         partition: int | None = None,
     ) -> _Delivery:
         key_bytes = encode_key(key)

@@ -46,7 +46,7 @@ class MemoryBus:
         self._closed = False
 
     # -- topics -----------------------------------------------------------------------------
-    def ensure_topics(self, topics: Iterable[str], partitions: int | None = None) -> None:
+    def ensure_topics(self, topics: Iterable[str], partitions: int | None = None, compacted: bool = False) -> None:
         with self._cond:
             for t in topics:
                 if t not in self._logs:
@@ -66,13 +66,17 @@ class MemoryBus:
         with self._cond:
             return {TopicPartition(topic, p): len(log) for p, log in enumerate(self._require(topic))}
 
+    def read_partition(self, topic: str, partition: int) -> list[Message]:
+        with self._cond:
+            return list(self._require(topic)[partition])
+
     def read_all(self, topic: str) -> list[Message]:
         """Every message on a topic in partition order (test and inspection helper)."""
         with self._cond:
             return [m for log in self._require(topic) for m in log]
 
     # -- produce ----------------------------------------------------------------------------
-    def append(self, topic: str, value: bytes, key: bytes | None, headers: Headers | None,
+    def append(self, topic: str, value: bytes | None, key: bytes | None, headers: Headers | None,
                partition: int | None = None) -> RecordMetadata:
         with self._cond:
             if self._closed:
@@ -183,7 +187,7 @@ class MemoryProducer:
         self._bus = bus
 
     def send(
-        self, topic: str, value: bytes, *, key: bytes | str | None = None, headers: Headers | None = None,
+        self, topic: str, value: bytes | None, *, key: bytes | str | None = None, headers: Headers | None = None,
         partition: int | None = None,
     ) -> _Done:
         return _Done(self._bus.append(topic, value, encode_key(key), headers, partition))

@@ -30,7 +30,9 @@ from monitor.bus.base import Bus, BusError, Consumer, ConsumerOptions, Delivery,
 from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets, send_record
 from monitor.config import Settings
 from monitor.records import ScoredItem, TrendPoint, WatermarkMarker, decode
-from monitor.stages.checkpoint import CheckpointStore, PartitionDelta
+from monitor.stages.changelog import changelog_topic, rows_of
+from monitor.stages.changelog import restore as restore_changelog
+from monitor.stages.checkpoint import CheckpointStore, PartitionDelta, checkpoint_delta
 from monitor.stages.persist import Persister
 from monitor.stages.stores import ItemStore, TrendStore
 from monitor.stages.windows import LATE_REASONS, PartitionWindows, trend_keys, ts_of
@@ -83,6 +85,9 @@ class AggregateMetrics:
         self.idle_sources = Gauge("finsent_aggregate_idle_sources",
                                   "Upstream partitions currently idle (left out of the watermark)", ["partition"],
                                   registry=registry)
+        self.restores = Counter("finsent_aggregate_restores", "Partitions taken over, by where their state came "
+                                "from: checkpoint (local file), changelog (topic), log (rebuilt from the start)",
+                                ["source"], registry=registry)
         self.upstream_progress = Gauge("finsent_aggregate_upstream_progress_seconds",
                                        "Largest event time the re-key stage read per upstream partition",
                                        ["partition"], registry=registry)
@@ -255,8 +260,18 @@ class RekeyStage:
                 lag.maybe_report(consumer, now)
                 messages = consumer.poll(0.5, max_records=cfg.poll_max_records)
                 now = self._clock()
-                good, deliveries = reader.decode_batch(messages) if messages else ([], [])
-                self.metrics.dead_letters.labels(self.name).inc(len(deliveries))
+                # Idleness first, announced *before* this batch's records: a partition leaving
+                # idleness must hold the watermark back before its neighbours' records move it.
+                announce = self._announce
+                if now >= next_check or (messages and self.tracker.idle):
+                    next_check = now + check_every
+                    announce |= self._refresh_idle(consumer, upstream, now, {m.partition for m in messages})
+                deliveries: list[Delivery] = []
+                if announce and self.tracker.progress:
+                    deliveries += self._send_markers(producer, scored_topic, out_partitions)
+                good, rejected = reader.decode_batch(messages) if messages else ([], [])
+                deliveries += rejected
+                self.metrics.dead_letters.labels(self.name).inc(len(rejected))
                 for msg, scored in good:
                     progress = self.tracker.read(msg.partition, ts_of(scored.item.published_at), now)
                     headers = [("kind", ScoredItem.KIND.encode()), (SOURCE_HEADER, str(msg.partition).encode()),
@@ -265,19 +280,8 @@ class RekeyStage:
                         deliveries.append(producer.send(self.topic, msg.value or b"", key=key, headers=headers))
                     if self.items is not None:
                         self.items.put(scored)
-                announce = bool(good) or self._announce
-                if now >= next_check:
-                    next_check = now + check_every
-                    announce |= self._refresh_idle(consumer, upstream, now)
-                if announce and self.tracker.progress:
-                    marker = self.tracker.marker(scored_topic).encode()
-                    for p in out_partitions:
-                        deliveries.append(producer.send(self.topic, marker, headers=[("kind", b"watermark")],
-                                                        partition=p))
-                    self._announce = False
-                    for p, value in self.tracker.progress.items():
-                        if value is not None:
-                            self.metrics.upstream_progress.labels(str(p)).set(value)
+                if good:  # the progress this batch made, for partitions none of its keys went to
+                    deliveries += self._send_markers(producer, scored_topic, out_partitions)
                 for d in deliveries:
                     d.get(timeout=cfg.produce_timeout)
                 self.metrics.rekeyed.inc(len(good))
@@ -295,12 +299,23 @@ class RekeyStage:
             producer.flush(cfg.produce_timeout)
             producer.close()
 
-    def _refresh_idle(self, consumer: Consumer, upstream, now: float) -> bool:
+    def _send_markers(self, producer: Producer, scored_topic: str, out_partitions: range) -> list[Delivery]:
+        marker = self.tracker.marker(scored_topic).encode()
+        self._announce = False
+        for p, value in self.tracker.progress.items():
+            if value is not None:
+                self.metrics.upstream_progress.labels(str(p)).set(value)
+        return [producer.send(self.topic, marker, headers=[("kind", b"watermark")], partition=p)
+                for p in out_partitions]
+
+    def _refresh_idle(self, consumer: Consumer, upstream, now: float, busy: set[int]) -> bool:
         try:
             lag = {tp.partition: n for tp, n in consumer.lag().items()}
         except Exception as err:  # noqa: BLE001 - unknown lag: nobody is idle
             log.debug("lag unavailable", error=str(err))
             lag = None
+        if lag is not None:
+            lag.update({p: 1 for p in busy})  # records in hand: not idle, whatever the lag says now
         changed = self.tracker.refresh_idle(lag, upstream.backlog() if lag is not None else None, now)
         if changed:
             log.info("upstream idleness changed", idle=sorted(self.tracker.idle))
@@ -327,6 +342,8 @@ class TrendStage:
         self.trends = trends
         self.topic = repartition_topic(settings)
         self.checkpoint_path = checkpoint_path
+        self.changelog = (changelog_topic(settings, self.topic)
+                          if checkpoint_path is not None and settings.aggregator.changelog else None)
         self._clock = clock
         self._cfg = settings.aggregator
         self._parts: dict[int, PartitionWindows] = {}
@@ -463,7 +480,12 @@ class TrendStage:
             changed = part.take_delta()
             offset = self._offsets.get(pid)
             if offset is not None and (changed or self._saved.get(pid) != offset):
-                deltas[pid] = PartitionDelta(offset, part.watermark, changed, part.sources)
+                deltas[pid] = PartitionDelta(offset, part.watermark, changed, dict(part.sources))
+        if self.changelog is not None and deltas:
+            logged = [self._producer.send(self.changelog, value, key=key, partition=pid)
+                      for pid, d in deltas.items() for key, value in rows_of(d)]
+            for d in logged:
+                d.get(timeout=self._cfg.produce_timeout)
         store = self._store
         # A full disk: wait here, neither polling nor committing, until the checkpoint is written.
         self._persister.write(lambda: store.save(self.topic, deltas), self._stop)
@@ -508,7 +530,14 @@ class TrendStage:
             if tp.topic != self.topic:
                 continue
             cp = self._store.load(tp.topic, tp.partition)
+            source = "checkpoint"
+            if cp is None and self.changelog is not None:
+                cp = restore_changelog(self.bus.read_partition(self.changelog, tp.partition))
+                if cp is not None:
+                    source = "changelog"
+                    self._store.save(self.topic, {tp.partition: checkpoint_delta(cp)})  # the fast path again
             if cp is None:
+                source = "log"
                 # No checkpoint: rebuild from the start of the log (a committed Kafka offset
                 # without the state it stands for is worthless).
                 part = PartitionWindows(self._cfg, sources=self._sources)
@@ -523,8 +552,9 @@ class TrendStage:
             self._consumer.seek(tp, offset)
             for point in part.all_points():
                 self.trends.put(point, notify=False)
+            self.metrics.restores.labels(source).inc()
             log.info("partition restored", partition=tp.partition, offset=offset, keys=len(part.keys),
-                     from_checkpoint=cp is not None, watermark=part.watermark)
+                     from_checkpoint=cp is not None, restored_from=source, watermark=part.watermark)
 
 
 def _source_of(msg) -> tuple[int | None, float | None]:

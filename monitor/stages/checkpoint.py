@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from monitor.stages.windows import SourceState, StateDelta
+from monitor.stages.windows import SourceState, StateDelta, WindowAgg
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS partitions (
@@ -80,6 +80,17 @@ def _sources_of(blob: str | None) -> dict[int, SourceState]:
     if not blob:
         return {}
     return {int(k): SourceState(progress=v[0], idle=bool(v[1])) for k, v in json.loads(blob).items()}
+
+
+def checkpoint_delta(cp: PartitionCheckpoint) -> PartitionDelta:
+    """A whole checkpoint as one delta (to write a partition restored from elsewhere)."""
+    state = StateDelta(
+        windows={(k, w, row[0]): WindowAgg.from_json(row) for k, w, row in cp.windows},
+        anchors={(k, w): e for k, w, e in cp.anchors},
+        first_ts=dict(cp.first_ts),
+        seen_added=list(cp.seen),
+    )
+    return PartitionDelta(cp.next_offset, cp.watermark, state, cp.sources)
 
 
 class CheckpointStore:

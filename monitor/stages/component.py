@@ -68,6 +68,12 @@ def build_aggregate(ctx: Context) -> Component:
     cfg = settings.aggregator
     ctx.bus.ensure_topics([settings.topics.scored, settings.topics.trends, settings.topics.dlq,
                            repartition_topic(settings)])
+    durable = ctx.bus.name != "memory"
+    if durable and cfg.changelog:
+        from monitor.stages.changelog import changelog_topic
+
+        ctx.bus.ensure_topics([changelog_topic(settings, repartition_topic(settings))],
+                              partitions=ctx.bus.partitions_for(repartition_topic(settings)), compacted=True)
     items, routers = _item_store(ctx)
     trends = ctx.shared.get("trends")
     if trends is None:
@@ -75,7 +81,6 @@ def build_aggregate(ctx: Context) -> Component:
     routers.append(trends_router(trends, [w.name for w in cfg.windows]))
     # The in-process bus forgets everything on exit, so must the checkpoint (its offsets would
     # point past the end of the new, empty log).
-    durable = ctx.bus.name != "memory"
     checkpoint = settings.state_dir / cfg.state_file if durable else None
     metrics = AggregateMetrics(ctx.registry, cfg.metric_tickers)
     stages = [

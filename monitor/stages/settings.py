@@ -107,6 +107,9 @@ class AggregatorSettings(BaseModel):
         description="tickers whose latest trends are also Prometheus gauges (finsent_trend_*{key=\"ticker:X\"}); "
                     "bounded by this list - every other ticker is in GET /trends only",
     )
+    changelog: bool = Field(
+        default=True, description="back the checkpoint with the compacted topic '<repartition topic>.changelog' "
+                                  "(Kafka only), so a partition moving to another host is restored from it")
 
     @model_validator(mode="after")
     def _unique_names(self) -> "AggregatorSettings":

@@ -153,6 +153,8 @@ class StateDelta:
     """(key, story id, event time) newly counted."""
     seen_cutoff: float | None = None
     """forget remembered ids with an event time before this"""
+    seen_removed: list[tuple[str, str]] = field(default_factory=list)
+    """(key, story id) forgotten (the changelog's tombstones)"""
 
     def __bool__(self) -> bool:
         return bool(self.windows or self.anchors or self.first_ts or self.seen_added or self.seen_cutoff is not None)
@@ -379,6 +381,7 @@ class PartitionWindows:
                     self._delta.anchors[(key, name)] = series.anchor
             for i in [i for i, t in state.seen.items() if t < seen_cutoff]:
                 del state.seen[i]
+                self._delta.seen_removed.append((key, i))
         self._delta.seen_cutoff = seen_cutoff
         return evicted
 

@@ -16,6 +16,7 @@ from monitor.bus.memory import MemoryBus
 from monitor.config import load_settings
 from monitor.records import ScoredItem, TrendPoint, decode
 from monitor.stages.aggregate import AggregateMetrics, RekeyStage, TrendStage, repartition_topic
+from monitor.stages.changelog import changelog_topic
 from monitor.stages.settings import AggregatorSettings
 from monitor.stages.stores import TrendStore
 from monitor.stages.windows import SCALE, dt_of, trend_keys, ts_of, units, window_starts
@@ -112,7 +113,8 @@ class Aggregator:
         self.bus = MemoryBus(default_partitions=partitions)
         self.settings = load_settings(None, home=str(tmp), http={"port": 0}, aggregator=aggregator)
         t = self.settings.topics
-        self.bus.ensure_topics([t.scored, t.trends, t.dlq, repartition_topic(self.settings)])
+        self.bus.ensure_topics([t.scored, t.trends, t.dlq, repartition_topic(self.settings),
+                                changelog_topic(self.settings, repartition_topic(self.settings))])
         self.checkpoint = tmp / "state" / "aggregate.db"
         self.producer = self.bus.producer()
         self._threads: list[threading.Thread] = []
