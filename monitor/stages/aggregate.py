@@ -26,7 +26,7 @@ from pathlib import Path
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from monitor.bus.base import Bus, BusError, Consumer, ConsumerOptions, Delivery, Producer, TopicPartition
+from monitor.bus.base import Bus, BusError, Consumer, ConsumerOptions, Delivery, Message, Producer, TopicPartition
 from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets, send_record
 from monitor.config import Settings
 from monitor.records import ScoredItem, TrendPoint, WatermarkMarker, decode
@@ -342,7 +342,7 @@ class TrendStage:
         self.trends = trends
         self.topic = repartition_topic(settings)
         self.checkpoint_path = checkpoint_path
-        self.changelog = (changelog_topic(settings, self.topic)
+        self.changelog = (changelog_topic(self.topic)
                           if checkpoint_path is not None and settings.aggregator.changelog else None)
         self._clock = clock
         self._cfg = settings.aggregator
@@ -356,7 +356,7 @@ class TrendStage:
         self._polled_once = False
         self._stop = threading.Event()
         self._persister = Persister(name, on_error=metrics.state_write_errors.inc)
-        self._sources = 1
+        self._upstream_partitions = 1
         self.flushes = 0
 
     # -- Stage ------------------------------------------------------------------------------
@@ -370,7 +370,7 @@ class TrendStage:
     def run(self, stop: threading.Event) -> None:
         self._stop = stop
         self._store = CheckpointStore(self.checkpoint_path, group=self._cfg.group_id)
-        self._sources = self.bus.partitions_for(self.settings.topics.scored)
+        self._upstream_partitions = self.bus.partitions_for(self.settings.topics.scored)
         self._producer = self.bus.producer()
         dlq = DeadLetterSink(self._producer, self.settings.topics.dlq, stage=self.name)
         reader = RecordReader(ScoredItem, dlq)
@@ -424,7 +424,7 @@ class TrendStage:
             log.info("aggregate stopped", flushes=self.flushes)
 
     # -- processing -------------------------------------------------------------------------
-    def _marker(self, msg) -> None:
+    def _marker(self, msg: Message) -> None:
         part = self._parts.get(msg.partition)
         if part is None:
             return
@@ -540,11 +540,11 @@ class TrendStage:
                 source = "log"
                 # No checkpoint: rebuild from the start of the log (a committed Kafka offset
                 # without the state it stands for is worthless).
-                part = PartitionWindows(self._cfg, sources=self._sources)
+                part = PartitionWindows(self._cfg, sources=self._upstream_partitions)
                 offset = 0
             else:
                 part = PartitionWindows.restore(self._cfg, cp.watermark, cp.windows, cp.anchors, cp.first_ts,
-                                                cp.seen, sources=self._sources, source_states=cp.sources)
+                                                cp.seen, sources=self._upstream_partitions, source_states=cp.sources)
                 offset = cp.next_offset
             self._parts[tp.partition] = part
             self._offsets[tp.partition] = offset
@@ -557,7 +557,7 @@ class TrendStage:
                      from_checkpoint=cp is not None, restored_from=source, watermark=part.watermark)
 
 
-def _source_of(msg) -> tuple[int | None, float | None]:
+def _source_of(msg: Message) -> tuple[int | None, float | None]:
     """The upstream partition and its progress from a re-keyed record's headers (absent: None)."""
     src, progress = msg.header(SOURCE_HEADER), msg.header(PROGRESS_HEADER)
     try:

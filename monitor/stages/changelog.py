@@ -20,11 +20,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from monitor.bus.base import Message
-from monitor.config import Settings
 from monitor.stages.checkpoint import PartitionCheckpoint, PartitionDelta, _sources_of, _sources_json
 
 
-def changelog_topic(settings: Settings, repartition: str) -> str:
+def changelog_topic(repartition: str) -> str:
     return f"{repartition}.changelog"
 
 

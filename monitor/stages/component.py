@@ -72,7 +72,7 @@ def build_aggregate(ctx: Context) -> Component:
     if durable and cfg.changelog:
         from monitor.stages.changelog import changelog_topic
 
-        ctx.bus.ensure_topics([changelog_topic(settings, repartition_topic(settings))],
+        ctx.bus.ensure_topics([changelog_topic(repartition_topic(settings))],
                               partitions=ctx.bus.partitions_for(repartition_topic(settings)), compacted=True)
     items, routers = _item_store(ctx)
     trends = ctx.shared.get("trends")

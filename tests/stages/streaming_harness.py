@@ -114,7 +114,7 @@ class Aggregator:
         self.settings = load_settings(None, home=str(tmp), http={"port": 0}, aggregator=aggregator)
         t = self.settings.topics
         self.bus.ensure_topics([t.scored, t.trends, t.dlq, repartition_topic(self.settings),
-                                changelog_topic(self.settings, repartition_topic(self.settings))])
+                                changelog_topic(repartition_topic(self.settings))])
         self.checkpoint = tmp / "state" / "aggregate.db"
         self.producer = self.bus.producer()
         self._threads: list[threading.Thread] = []
