@@ -460,8 +460,12 @@ class TrendStage:
         if result.revised_windows:
             self.metrics.revisions.inc(result.revised_windows)
 
-    def flush(self, partitions: set[int] | None = None) -> None:
-        """Emit changed windows, wait for the acks, then checkpoint state + offsets together."""
+    def flush(self, partitions: set[int] | None = None, commit: bool = True) -> None:
+        """Emit changed windows, wait for the acks, then checkpoint state + offsets together.
+
+        ``commit=False`` inside a rebalance callback: kafka-python runs those on its IO thread,
+        where a blocking commit raises (the Kafka commit is informational anyway).
+        """
         assert self._producer is not None and self._store is not None
         t0 = self._clock()
         chosen = {p: w for p, w in self._parts.items() if partitions is None or p in partitions}
@@ -490,7 +494,7 @@ class TrendStage:
         # A full disk: wait here, neither polling nor committing, until the checkpoint is written.
         self._persister.write(lambda: store.save(self.topic, deltas), self._stop)
         self._saved.update({p: d.next_offset for p, d in deltas.items()})
-        if self._consumer is not None and deltas:
+        if commit and self._consumer is not None and deltas:
             commit = {TopicPartition(self.topic, p): d.next_offset for p, d in deltas.items()}
             owned = self._consumer.assignment()
             try:
@@ -512,7 +516,7 @@ class TrendStage:
     # -- rebalance (inside poll) ------------------------------------------------------------
     def _on_revoke(self, revoked: set[TopicPartition]) -> None:
         mine = {tp.partition for tp in revoked if tp.topic == self.topic}
-        self.flush(mine)
+        self.flush(mine, commit=False)
         for p in mine:
             self._parts.pop(p, None)
             self._offsets.pop(p, None)
