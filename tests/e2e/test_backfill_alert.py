@@ -166,8 +166,11 @@ def test_backfill_with_kill_dash_nine_alerts_once_and_equals_batch(n, kafka_sett
         "logging": {"level": "INFO", "format": "json"},
         "connectors": {"demo": False, "sources": []},
         "classifier": {"max_delay_ms": 20},
-        "aggregator": AGGREGATOR,
-        "alerts": {"rules_file": str(rules), "default_receiver": "hook",
+        # groups of its own: the shared broker also serves other tests' daemons
+        "classify": {"group_id": f"classify-{settings.topics.raw}"},
+        "aggregator": {**AGGREGATOR, "group_id": f"aggregate-{settings.topics.raw}"},
+        "alerts": {"evaluation": {"group_id": f"alerts-{settings.topics.raw}"},
+                   "rules_file": str(rules), "default_receiver": "hook",
                    "receivers": {"hook": {"type": "webhook", "url": receiver.url, "secret": SECRET}},
                    "retry": {"initial_backoff": "0.5s", "max_backoff": "2s", "jitter": 0.0}},
     }))
