@@ -2,8 +2,8 @@
 into Kafka, then ``finsent run --stages classify,aggregate,alerts`` as a separate OS process that
 is killed with SIGKILL mid-stream and started again.
 
-A planted burst of negative stories about one ticker, inside hundreds or thousands of headlines
-from several upstream partitions, must:
+A planted burst of negative stories about one ticker, inside hundreds (``slow`` tier: thousands)
+of headlines from several upstream partitions, must:
 
 * fire its alert once (one firing episode) and resolve once, delivered signed to a local webhook,
   annotated ``catch_up`` (it is evaluated long after the fact);
@@ -33,8 +33,7 @@ from tests.alerts.helpers import Receiver
 from tests.stages.kafka_helpers import read_topic, wait_until
 from tests.stages.streaming_harness import batch_aggregate, diff, summary
 
-# Two model loads, a replay and a kill -9 through real processes: minutes on 2 busy cores.
-pytestmark = [pytest.mark.kafka, pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "backfill-secret"
@@ -146,7 +145,9 @@ def firing_episodes(receiver: Receiver, status: str) -> set:
             if a["status"] == status}
 
 
-@pytest.mark.parametrize("n", [pytest.param(720, id="720-stories"), pytest.param(3000, id="3000-stories")])
+# 720 stories: ~85 s on 2 idle cores (two model loads, a replay, a kill -9); 3000 in the slow tier.
+@pytest.mark.parametrize("n", [pytest.param(720, id="720-stories"),
+                               pytest.param(3000, id="3000-stories", marks=pytest.mark.slow)])
 def test_backfill_with_kill_dash_nine_alerts_once_and_equals_batch(n, kafka_settings, kafka_bootstrap, tmp_path):
     from tests.models.fixtures import trained_tiny_home
 
