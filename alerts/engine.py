@@ -469,7 +469,7 @@ class AlertEngine:
         for ev in self._events:
             by_group.setdefault(self._group_of(ev), []).append(ev)
         entries: list[OutboxEntry] = []
-        for group_key, events in by_group.items():
+        for group_key, events in ((g, r) for g, evs in by_group.items() for r in _rounds(evs)):
             seqs = sorted({(e.fingerprint, e.seq) for e in events})
             ident = hashlib.sha256(
                 (group_key + "|" + ";".join(f"{fp}:{s}" for fp, s in seqs)).encode("utf-8")
@@ -513,6 +513,9 @@ class AlertEngine:
                     cached = webhook_alert(inst, f"{self.options.external_url.rstrip('/')}/alerts/{fp}")
                     self._shown_cache[fp] = cached
                 shown[fp] = cached
+        for ev in events:  # as it was at the transition (it may have resolved later in the batch)
+            if ev.shown.status == "firing":
+                shown[ev.fingerprint] = ev.shown
         for ev in events:
             if ev.shown.status == "resolved" and ev.fingerprint not in shown:
                 rule = self._rules.get(ev.record.rule)
@@ -536,6 +539,18 @@ class AlertEngine:
             idempotency_key=ident, receiver=receiver_name, group_key=group_key, reason=reason,
             status=message.status, fingerprints=fingerprints, body=body, created_at=now, next_attempt_at=now,
         )
+
+
+def _rounds(events: list[_Event]) -> list[list[_Event]]:
+    """One group's events of a batch, cut so that no alert appears twice in one notification: an
+    alert that fires and resolves within one batch (a catch-up evaluates minutes of news at once)
+    is sent firing, then resolved, as it would have been live."""
+    rounds: list[list[_Event]] = [[]]
+    for ev in events:
+        if any(e.fingerprint == ev.fingerprint for e in rounds[-1]):
+            rounds.append([])
+        rounds[-1].append(ev)
+    return rounds
 
 
 def webhook_alert(inst: AlertInstance, generator_url: str) -> WebhookAlert:

@@ -297,3 +297,12 @@ def test_catch_up_sliding_windows_still_evaluate_only_the_leading_window(tmp_pat
     assert h.feed(_late(point(start=5, emitted=12, negative_share=0.9))) == []
     assert h.feed(_late(point(start=10, emitted=12, negative_share=0.9))) == []
     assert [e.reason for e in h.feed(_late(point(start=0, emitted=12, negative_share=0.9)))] == ["firing"]
+
+
+def test_catch_up_that_fires_and_resolves_in_one_batch_sends_both(tmp_path: Path):
+    h = Harness(tmp_path / "a.db", rules({**OIL, "for": 0}))
+    h.engine.clock = ManualClock(start=at(24 * 60).timestamp())
+    sent = h.feed(_late(point(emitted=6, negative_share=0.8)), _late(point(start=15, emitted=20, negative_share=0.2)))
+    assert [(e.reason, [a["status"] for a in body(e)["alerts"]]) for e in sent] == [
+        ("firing", ["firing"]), ("resolved", ["resolved"])]
+    assert len({e.idempotency_key for e in sent}) == 2
