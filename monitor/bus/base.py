@@ -104,7 +104,8 @@ class BacklogProbe(Protocol):
 
     def backlog(self) -> dict[int, int] | None:
         """Per partition, records on the topic past the group's committed offsets (a partition the
-        group never committed counts whole); ``None``: unknown (no such topic, broker unreachable)."""
+        group never committed counts whole); ``{}`` for a topic that does not exist; ``None``:
+        unknown (broker unreachable, no metadata yet)."""
 
     def close(self) -> None: ...
 

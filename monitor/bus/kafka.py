@@ -201,6 +201,8 @@ class KafkaBacklogProbe:
 
     def backlog(self) -> dict[int, int] | None:
         try:
+            if self.topic not in self._c.topics():  # a fresh metadata fetch, not the cache
+                return {}  # no such topic: nothing on its way
             parts = self._c.partitions_for_topic(self.topic) or set()
             tps = [KTopicPartition(self.topic, p) for p in sorted(parts)]
             if not tps:

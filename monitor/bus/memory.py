@@ -166,7 +166,7 @@ class MemoryBacklogProbe:
             group = self._bus._groups.get(self.group_id)
             logs = self._bus._logs.get(self.topic)
             if logs is None:
-                return None
+                return {}  # no such topic: nothing on its way
             committed = group.committed if group is not None else {}
             return {p: len(log) - committed.get(TopicPartition(self.topic, p), 0) for p, log in enumerate(logs)}
 

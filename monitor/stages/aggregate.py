@@ -196,7 +196,10 @@ class SourceTracker:
                     continue
                 last = self._last_read.get(p)
                 silent = now - (last if last is not None else self.started)
-                backlog = (upstream.get(p, 0) if aligned else sum(upstream.values())) if upstream else 0
+                if upstream is None:
+                    backlog = 1  # unknown: assume something is on its way
+                else:
+                    backlog = upstream.get(p, 0) if aligned else sum(upstream.values())
                 if (last is None or silent >= self.idle_timeout) and backlog == 0 \
                         or silent >= self.SILENT_FACTOR * self.idle_timeout:
                     idle.add(p)
@@ -316,7 +319,7 @@ class RekeyStage:
             lag = None
         if lag is not None:
             lag.update({p: 1 for p in busy})  # records in hand: not idle, whatever the lag says now
-        changed = self.tracker.refresh_idle(lag, upstream.backlog() if lag is not None else None, now)
+        changed = self.tracker.refresh_idle(lag, upstream.backlog() if lag is not None else {}, now)
         if changed:
             log.info("upstream idleness changed", idle=sorted(self.tracker.idle))
         return changed
