@@ -149,8 +149,7 @@ class SourceTracker:
 
     Progress is the largest event time read from a partition. A partition is *idle* when it is read
     to its end, nothing came from it for ``idle_timeout`` (wall time), and the classify group has no
-    backlog on the raw partition that feeds it (both topics are keyed alike; with different
-    partition counts: on the whole raw topic), so nothing more is on its way. Until then it holds
+    backlog on the raw topic, so nothing more is on its way. Until then it holds
     the watermark back, however long a backfill or a slow classify worker takes, with one bound:
     a partition read to its end and silent for ``SILENT_FACTOR x idle_timeout`` is idle whatever
     the backlog, so an upstream partition that never gets a story cannot stall the stream.
@@ -190,16 +189,14 @@ class SourceTracker:
         before = set(self.idle)
         idle = set()
         if lag is not None:
-            aligned = upstream is not None and len(upstream) == self.partitions
             for p in self.progress:
                 if lag.get(p, 1) != 0:
                     continue
                 last = self._last_read.get(p)
                 silent = now - (last if last is not None else self.started)
-                if upstream is None:
-                    backlog = 1  # unknown: assume something is on its way
-                else:
-                    backlog = upstream.get(p, 0) if aligned else sum(upstream.values())
+                # the whole raw topic: connectors key it differently from news.scored, so any raw
+                # partition may feed any scored one; unknown = assume something is on its way
+                backlog = 1 if upstream is None else sum(upstream.values())
                 if (last is None or silent >= self.idle_timeout) and backlog == 0 \
                         or silent >= self.SILENT_FACTOR * self.idle_timeout:
                     idle.add(p)
