@@ -255,7 +255,7 @@ class KafkaBusProducer:
         partition: int | None = None,
     ) -> _Delivery:
         key_bytes = encode_key(key)
-        size = len(value) + len(key_bytes or b"")
+        size = len(value or b"") + len(key_bytes or b"")  # value None: a tombstone
         with self._lock:
             if self._buffered and self._buffered + size > self._limit:
                 raise BusError(f"send to {topic} refused: {self._buffered} bytes already wait for the broker "
