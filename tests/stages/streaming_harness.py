@@ -79,12 +79,12 @@ class Crash(RuntimeError):
 
 
 class _CrashingConsumer:
-    def __init__(self, inner, polls: int) -> None:
-        self._inner, self._left = inner, polls
+    def __init__(self, inner, polls: int, ready=lambda: True) -> None:
+        self._inner, self._left, self._ready = inner, polls, ready
 
     def poll(self, *a, **kw):
         self._left -= 1
-        if self._left < 0:
+        if self._left < 0 and self._ready():
             raise Crash("kill -9")
         return self._inner.poll(*a, **kw)
 
@@ -93,14 +93,17 @@ class _CrashingConsumer:
 
 
 class _CrashingBus:
-    """The bus as the aggregator sees it; its consumers die at their ``polls``-th poll."""
+    """The bus as the aggregator sees it; its consumers die at their ``polls``-th poll, the window
+    stage's not before it has checkpointed once (``ready``), so a crash always lands mid-stream
+    with saved watermarks whatever the thread scheduling."""
 
-    def __init__(self, bus: MemoryBus, polls: int) -> None:
-        self._bus, self._polls = bus, polls
+    def __init__(self, bus: MemoryBus, polls: int, ready: dict) -> None:
+        self._bus, self._polls, self._ready = bus, polls, ready
         self.name = bus.name
 
     def consumer(self, topics, options: ConsumerOptions):
-        return _CrashingConsumer(self._bus.consumer(topics, options), self._polls)
+        ready = next((check for topic, check in self._ready.items() if topic in topics), lambda: True)
+        return _CrashingConsumer(self._bus.consumer(topics, options), self._polls, ready)
 
     def __getattr__(self, name):
         return getattr(self._bus, name)
@@ -111,6 +114,7 @@ class Aggregator:
 
     def __init__(self, tmp: Path, aggregator: dict, partitions: int = 3) -> None:
         self.bus = MemoryBus(default_partitions=partitions)
+        self.partitions = partitions
         self.settings = load_settings(None, home=str(tmp), http={"port": 0}, aggregator=aggregator)
         t = self.settings.topics
         self.bus.ensure_topics([t.scored, t.trends, t.dlq, repartition_topic(self.settings),
@@ -127,10 +131,20 @@ class Aggregator:
             send_record(self.producer, self.settings.topics.scored, s, key=s.item.primary_key)
 
     def start(self, clock=time.monotonic, crash_after_polls: int | None = None) -> None:
-        bus = self.bus if crash_after_polls is None else _CrashingBus(self.bus, crash_after_polls)
         self.metrics = AggregateMetrics(CollectorRegistry())
+        window: list = []
+        topic = repartition_topic(self.settings)
+
+        def checkpointed() -> bool:  # the window stage has saved a partition with its upstream watermarks
+            store = window[0]._store if window else None
+            return store is not None and any((cp := store.load(topic, p)) is not None and cp.sources
+                                             for p in range(self.partitions))
+
+        ready = {topic: checkpointed}
+        bus = self.bus if crash_after_polls is None else _CrashingBus(self.bus, crash_after_polls, ready)
         stages = [RekeyStage(self.settings, bus, self.metrics, clock=clock),
                   TrendStage(self.settings, bus, self.metrics, TrendStore(), self.checkpoint)]
+        window.append(stages[1])
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(s,), daemon=True) for s in stages]
         for th in self._threads:
