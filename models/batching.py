@@ -1,44 +1,47 @@
-"""Token-budget batching: a pure planner and a thread-safe ``MicroBatcher`` (TEI/Triton style).
+"""Token-budget batching, one implementation for the whole classifier path.
 
-The cost of a padded batch is ``rows * longest_row`` tokens, so texts are sorted by length and
-cut into batches that stay under a token budget (and a row cap); callers restore input order.
+The cost of a padded batch is ``rows * longest_row`` tokens.
 
-``MicroBatcher`` lets many threads ``submit(text)`` and get a ``Future[Prediction]`` back. One
-worker thread collects pending texts until the batch is full (token budget or row cap) or the
-oldest pending text has waited ``max_delay_ms``, then runs the whole batch through ``predict``.
+* :func:`plan_batches`: inside the engine, a request's texts sorted by length and cut into
+  micro-batches under a token budget and row cap (callers restore input order);
+* :class:`AdaptiveBatcher`: in front of the engine, the classify stage's queue of stories: when
+  to run a batch (full, backlog, or waiting longer would break the latency target) and which
+  stories go in it (FIFO under the same budget).
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
     import torch
 
-import structlog
-
-log = structlog.get_logger(__name__)
+import numpy as np
 
 T = TypeVar("T")
 
 
-def pad_batch(enc: Sequence[Sequence[int]], rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids of ``rows`` (indices into ``enc``) right-padded with 0 to the longest, and the mask."""
-    import torch  # only the model code needs this; the rest of the module is torch-free
-
+def pad_rows(enc: Sequence[Sequence[int]], rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids of ``rows`` (indices into ``enc``) right-padded with 0 to the longest, and the
+    mask, as int64 arrays (what both the torch and the ONNX Runtime backends take)."""
     width = max(len(enc[i]) for i in rows)
-    ids = torch.zeros((len(rows), width), dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    ids = np.zeros((len(rows), width), dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
     for r, i in enumerate(rows):
-        ids[r, : len(enc[i])] = torch.tensor(enc[i])
+        ids[r, : len(enc[i])] = enc[i]
         mask[r, : len(enc[i])] = 1
     return ids, mask
+
+
+def pad_batch(enc: Sequence[Sequence[int]], rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`pad_rows` as torch tensors."""
+    import torch  # only the model code needs this; the rest of the module is torch-free
+
+    ids, mask = pad_rows(enc, rows)
+    return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
 def plan_batches(lengths: Sequence[int], max_tokens: int, max_size: int) -> list[list[int]]:
@@ -67,133 +70,125 @@ def plan_batches(lengths: Sequence[int], max_tokens: int, max_size: int) -> list
 
 
 @dataclass
-class _Pending(Generic[T]):
-    text: str
-    tokens: int
-    enqueued: float
-    future: Future[T] = field(default_factory=Future)
+class _Entry(Generic[T]):
+    item: T
+    tokens: int  # padded cost of the entry in a batch; 0 = needs no model work (e.g. already rejected)
+    arrived: float
 
 
-class MicroBatcher(Generic[T]):
-    """Collects texts from many threads into token-budgeted batches run on one worker thread.
+class AdaptiveBatcher(Generic[T]):
+    """The one queue-to-micro-batch policy (the classify stage's buffer), deterministic and clock-free:
+    every decision takes ``now`` from the caller.
 
-    ``predict`` maps a list of texts to one result per text (e.g. ``InferenceEngine.predict``);
-    ``count_tokens`` gives each text's token count (e.g. ``InferenceEngine.count_tokens``).
-    A batch is dispatched as soon as it is full, or when its oldest text has waited
-    ``max_delay_ms``. Use as a context manager or call :meth:`close`.
+    Entries are kept in arrival (FIFO) order; :meth:`take` cuts the next batch off the front under
+    the token budget (``rows x longest row``) and row cap, exactly as :func:`plan_batches` bounds a
+    batch. :meth:`due` says whether to run a batch now:
+
+    * a batch is full, or more than one batch is waiting (backlog: run at once; the backlog that
+      builds during a slow batch makes the next one bigger, up to the budget — batches grow with load);
+    * the front entry needs no model work (cost 0);
+    * the oldest entry has waited ``max_delay_s``; or waiting any longer would push the oldest
+      entry's expected completion (its age + the estimated run time of the batch) past
+      ``target_latency_s``. The run time is estimated from the batches run so far
+      (:meth:`observe`: seconds per padded token, exponentially averaged), so a slow model or a
+      loaded machine stops the batcher from waiting for company that latency cannot afford.
     """
 
-    def __init__(
-        self,
-        predict: Callable[[list[str]], Sequence[T]],
-        count_tokens: Callable[[list[str]], list[int]],
-        *,
-        max_batch_tokens: int = 8192,
-        max_batch_size: int = 256,
-        max_delay_ms: float = 50,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._predict = predict
-        self._count_tokens = count_tokens
+    def __init__(self, *, max_batch_tokens: int, max_batch_size: int, max_delay_s: float,
+                 target_latency_s: float | None = None, smoothing: float = 0.3) -> None:
+        if max_batch_tokens < 1 or max_batch_size < 1:
+            raise ValueError("max_batch_tokens and max_batch_size must be >= 1")
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
-        self.max_delay_s = max(0.0, max_delay_ms / 1000.0)
-        self._clock = clock
-        self._queue: deque[_Pending[T]] = deque()
-        self._cond = threading.Condition()
-        self._closed = False
-        self.batches_run = 0
-        self._worker = threading.Thread(target=self._run, name="finsent-microbatcher", daemon=True)
-        self._worker.start()
+        self.max_delay_s = max(0.0, max_delay_s)
+        self.target_latency_s = target_latency_s
+        self.smoothing = smoothing
+        self.seconds_per_token: float | None = None  # learned by observe()
+        self.last_taken: tuple[int, int] = (0, 0)  # (rows, padded tokens) of the last batch taken
+        self._queue: deque[_Entry[T]] = deque()
 
     @classmethod
-    def for_engine(cls, engine, settings) -> MicroBatcher:  # noqa: ANN001 - avoids importing torch here
-        c = settings.classifier if hasattr(settings, "classifier") else settings
-        return cls(
-            engine.predict,
-            engine.count_tokens,
-            max_batch_tokens=c.max_batch_tokens,
-            max_batch_size=c.max_batch_size,
-            max_delay_ms=c.max_delay_ms,
-        )
+    def from_settings(cls, classifier) -> AdaptiveBatcher[T]:  # noqa: ANN001 - ClassifierSettings
+        return cls(max_batch_tokens=classifier.max_batch_tokens, max_batch_size=classifier.max_batch_size,
+                   max_delay_s=classifier.max_delay_ms / 1000.0,
+                   target_latency_s=(classifier.latency_target_ms / 1000.0) if classifier.latency_target_ms else None)
 
-    # -- producer side ----------------------------------------------------------------------
-    def submit(self, text: str) -> Future[T]:
-        tokens = self._count_tokens([text])[0]
-        item: _Pending[T] = _Pending(text=text, tokens=tokens, enqueued=self._clock())
-        with self._cond:
-            if self._closed:
-                raise RuntimeError("MicroBatcher is closed")
-            self._queue.append(item)
-            self._cond.notify()
-        return item.future
+    # -- the queue ----------------------------------------------------------------------------
+    def add(self, item: T, tokens: int, now: float) -> None:
+        self._queue.append(_Entry(item, max(0, int(tokens)), now))
 
-    def wake(self) -> None:
-        """Make the worker re-check its deadline now (for injected clocks in tests)."""
-        with self._cond:
-            self._cond.notify()
+    def __len__(self) -> int:
+        return len(self._queue)
 
-    def close(self, timeout: float | None = None) -> None:
-        """Stop accepting texts, flush what is pending, and join the worker."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-        self._worker.join(timeout)
+    def items(self) -> list[T]:
+        return [e.item for e in self._queue]
 
-    def __enter__(self) -> MicroBatcher[T]:
-        return self
+    def retain(self, keep: Callable[[T], bool]) -> int:
+        """Drop the entries ``keep`` rejects (e.g. of revoked partitions); returns how many."""
+        kept = deque(e for e in self._queue if keep(e.item))
+        dropped = len(self._queue) - len(kept)
+        self._queue = kept
+        return dropped
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def clear(self) -> int:
+        n = len(self._queue)
+        self._queue.clear()
+        return n
 
-    # -- worker side ------------------------------------------------------------------------
-    def _full(self) -> bool:
-        if len(self._queue) >= self.max_batch_size:
-            return True
-        longest = max(p.tokens for p in self._queue)
-        return len(self._queue) * longest >= self.max_batch_tokens
-
-    def _take_batch(self) -> list[_Pending[T]]:
-        batch: list[_Pending[T]] = []
-        longest = 0
-        while self._queue and len(batch) < self.max_batch_size:
-            nxt = self._queue[0]
-            width = max(longest, nxt.tokens)
-            if batch and (len(batch) + 1) * width > self.max_batch_tokens:
-                break
-            batch.append(self._queue.popleft())
+    # -- decisions ----------------------------------------------------------------------------
+    def _front(self) -> tuple[int, int, int]:
+        """(entries, rows, padded tokens) of the batch :meth:`take` would cut now."""
+        rows = longest = 0
+        for i, e in enumerate(self._queue):
+            if e.tokens == 0:
+                continue
+            width = max(longest, e.tokens)
+            if rows and (rows >= self.max_batch_size or (rows + 1) * width > self.max_batch_tokens):
+                return i, rows, rows * longest
+            rows += 1
             longest = width
-        return batch
+        return len(self._queue), rows, rows * longest
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._closed:
-                    self._cond.wait()
-                if not self._queue and self._closed:
-                    return
-                # Wait until the batch is full, the oldest text's deadline passes, or we close.
-                while not self._closed and not self._full():
-                    remaining = self._queue[0].enqueued + self.max_delay_s - self._clock()
-                    if remaining <= 0:
-                        break
-                    self._cond.wait(remaining)
-                batch = self._take_batch()
-            self._dispatch(batch)
+    def estimate_s(self, tokens: int) -> float:
+        """Expected model time of a batch of ``tokens`` padded tokens (0 until one was observed)."""
+        return (self.seconds_per_token or 0.0) * tokens
 
-    def _dispatch(self, batch: list[_Pending[T]]) -> None:
-        live = [p for p in batch if p.future.set_running_or_notify_cancel()]
-        if not live:
+    def due(self, now: float) -> bool:
+        if not self._queue:
+            return False
+        head = self._queue[0]
+        if head.tokens == 0:
+            return True
+        end, rows, tokens = self._front()
+        if end < len(self._queue) or rows >= self.max_batch_size:
+            return True  # a full batch, or a backlog behind it
+        age = now - head.arrived
+        if age >= self.max_delay_s:
+            return True
+        if self.target_latency_s is not None and age + self.estimate_s(tokens) >= self.target_latency_s:
+            return True
+        return False
+
+    def wait_s(self, now: float, idle: float) -> float:
+        """How long the caller may block for more input before :meth:`due` may turn true."""
+        if not self._queue:
+            return idle
+        head = self._queue[0]
+        limit = head.arrived + self.max_delay_s
+        if self.target_latency_s is not None:
+            limit = min(limit, head.arrived + self.target_latency_s - self.estimate_s(self._front()[2]))
+        return max(0.0, min(idle, limit - now))
+
+    def take(self) -> list[T]:
+        """The next batch, FIFO, within the budget (entries of cost 0 ride along for free)."""
+        end, rows, tokens = self._front()
+        self.last_taken = (rows, tokens)
+        return [self._queue.popleft().item for _ in range(end)]
+
+    def observe(self, rows: int, tokens: int, seconds: float) -> None:
+        """Record a batch's model time: the estimate behind the latency target adapts to it."""
+        if rows <= 0 or tokens <= 0 or seconds < 0:
             return
-        try:
-            results = list(self._predict([p.text for p in live]))
-            if len(results) != len(live):
-                raise RuntimeError(f"predict returned {len(results)} results for {len(live)} texts")
-        except BaseException as err:  # noqa: BLE001 - every waiter must hear about it
-            log.warning("microbatch_failed", size=len(live), error=str(err))
-            for p in live:
-                p.future.set_exception(err)
-            return
-        self.batches_run += 1
-        for p, r in zip(live, results):
-            p.future.set_result(r)
+        per = seconds / tokens
+        a = self.smoothing
+        self.seconds_per_token = per if self.seconds_per_token is None else (1 - a) * self.seconds_per_token + a * per

@@ -3,7 +3,9 @@
 Both run the same registry version on the same texts, in one process, one after the other:
 
 * engine: ``InferenceEngine.predict`` on requests of ``request_size`` texts (what the classify
-  stage hands it after a poll), token-budget micro-batching inside, int8 on CPU when allowed;
+  stage hands it after a poll), token-budget micro-batching inside, on the backend/precision it
+  serves (ONNX Runtime int8 on CPU when the version's check allows it); on CPU every other
+  backend/precision is measured too (``candidates``), interleaved with the baseline;
 * baseline: ``transformers.pipeline("text-classification", model=<same model>, batch_size=32)``
   over chunks of 32 texts (fp32 on CPU; fp16/bf16 weights on CUDA would be unfair to omit, so the
   baseline gets the model in the same dtype the engine uses on CUDA). It is fed the same model
@@ -18,6 +20,7 @@ is reported too, so a speed-up that costs accuracy is visible.
 from __future__ import annotations
 
 import csv
+import os
 import platform
 import time
 from collections.abc import Sequence
@@ -89,6 +92,7 @@ def bench_engine(engine: InferenceEngine, texts: Sequence[str], request_size: in
         "seconds": round(total, 3),
         "request_size": request_size,
         "int8": engine.quantized,
+        "backend": engine.backend,
         "precision": engine.precision,
         **_percentiles(latencies),
     }, preds
@@ -136,6 +140,46 @@ def bench_pipeline(pipe: Any, texts: Sequence[str]) -> tuple[dict[str, Any], lis
     }, preds
 
 
+# CPU backends/precisions the bench tries besides the one served: (label, classifier overrides)
+CPU_CANDIDATES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("onnx int8", {"backend": "onnx", "quantize": True}),
+    ("onnx float32", {"backend": "onnx", "quantize": False}),
+    ("torch", {"backend": "torch", "quantize": True}),  # torch int8 when validated, else bf16/fp32
+    ("torch float32", {"backend": "torch", "quantize": False, "cpu_bf16": False}),
+)
+
+
+def _candidates(registry: Registry, settings: Any, version: str, dev: str) -> list[tuple[str, InferenceEngine]]:
+    """The served engine first, then every other backend/precision that loads without falling back."""
+    served = InferenceEngine(registry, settings.classifier, version=version, device=dev)
+    engines = [("served", served)]
+    if served.device.type != "cpu":
+        return engines
+    seen = {(served.backend, served.precision)}
+    for label, overrides in CPU_CANDIDATES:
+        cfg = settings.classifier.model_copy(update=overrides)
+        engine = InferenceEngine(registry, cfg, version=version, device=dev)
+        key = (engine.backend, engine.precision)
+        if engine.fallback_reason and overrides.get("backend") == "onnx":
+            log.info("bench_candidate_unavailable", candidate=label, reason=engine.fallback_reason)
+            engines.append((f"{label} (unavailable: {engine.fallback_reason})", None))  # type: ignore[arg-type]
+            continue
+        if key not in seen:
+            seen.add(key)
+            engines.append((label, engine))
+    return engines
+
+
+def _accuracy_check(manifest: dict[str, Any], backend: str, precision: str) -> bool | None:
+    """Whether the version's own check allows serving this backend/precision (None: no check needed)."""
+    if backend == "onnx":
+        variant = "int8" if precision == "int8" else "fp32"
+        return bool((((manifest.get("onnx") or {}).get("variants") or {}).get(variant) or {}).get("ok"))
+    if precision == "int8":
+        return bool((manifest.get("quantization") or {}).get("ok"))
+    return None
+
+
 def run_bench(
     settings: Any,
     *,
@@ -147,7 +191,8 @@ def run_bench(
     request_size: int = 256,
     repeat: int = 3,
 ) -> dict[str, Any]:
-    """Measure engine and baseline on each device; returns the report (first device at top level)."""
+    """Measure every backend/precision and the baseline on each device; the top level reports the
+    one the engine serves (first device). ``candidates`` lists every one tried."""
     if texts is None:
         texts, labels = default_texts()
         source = str(data_path("sentiment", "valid"))
@@ -166,44 +211,66 @@ def run_bench(
     resolved = registry.resolve(version or settings.classifier.version)
     results: dict[str, Any] = {}
     for dev in devices:
-        engine = InferenceEngine(registry, settings.classifier, version=resolved, device=dev)
-        pipe = make_pipeline(registry.path(resolved), engine.device)
-        # Alternate the two, best of ``repeat`` each: on a shared machine the load drifts, and
-        # interleaving exposes both sides to the same conditions.
-        eng_runs, base_runs = [], []
+        engines = _candidates(registry, settings, resolved, dev)
+        served = engines[0][1]
+        pipe = make_pipeline(registry.path(resolved), served.device)
+        live = [(label, e) for label, e in engines if e is not None]
+        # Alternate all of them, best of ``repeat`` each: on a shared machine the load drifts, and
+        # interleaving exposes every side to the same conditions.
+        runs: dict[str, list[tuple[dict[str, Any], list[int]]]] = {label: [] for label, _ in live}
+        base_runs = []
         for _ in range(max(1, repeat)):
-            eng_runs.append(bench_engine(engine, texts, request_size))
             base_runs.append(bench_pipeline(pipe, texts))
-        eng, eng_pred = max(eng_runs, key=lambda r: r[0]["texts_per_s"])
+            for label, engine in live:
+                runs[label].append(bench_engine(engine, texts, request_size))
         base, base_pred = max(base_runs, key=lambda r: r[0]["texts_per_s"])
-        eng["runs_texts_per_s"] = [r[0]["texts_per_s"] for r in eng_runs]
         base["runs_texts_per_s"] = [r[0]["texts_per_s"] for r in base_runs]
-        eng["accuracy"] = _accuracy(eng_pred, labels)
         base["accuracy"] = _accuracy(base_pred, labels)
+        candidates = []
+        for label, engine in engines:
+            if engine is None:
+                candidates.append({"candidate": label, "measured": False})
+                continue
+            best, pred = max(runs[label], key=lambda r: r[0]["texts_per_s"])
+            best.update(candidate=label, backend=engine.backend, measured=True,
+                        runs_texts_per_s=[r[0]["texts_per_s"] for r in runs[label]],
+                        accuracy=_accuracy(pred, labels),
+                        accuracy_check_ok=_accuracy_check(engine.manifest, engine.backend, engine.precision),
+                        ratio=round(best["texts_per_s"] / base["texts_per_s"], 2),
+                        agreement=round(float(np.mean(np.asarray(pred) == np.asarray(base_pred))), 4))
+            candidates.append(best)
+        eng = candidates[0]
         results[dev] = {
             "device": dev,
             "engine": eng,
             "baseline": base,
-            "ratio": round(eng["texts_per_s"] / base["texts_per_s"], 2),
-            "agreement": round(float(np.mean(np.asarray(eng_pred) == np.asarray(base_pred))), 4),
+            "ratio": eng["ratio"],
+            "agreement": eng["agreement"],
+            "candidates": candidates,
         }
-        log.info("bench_device_done", device=dev, ratio=results[dev]["ratio"])
+        log.info("bench_device_done", device=dev, ratio=results[dev]["ratio"], backend=eng["backend"],
+                 precision=eng["precision"])
     first = results[devices[0]]
     return {
         "device": first["device"],
+        "backend": first["engine"]["backend"],
+        "precision": first["engine"]["precision"],
         "texts_per_s": first["engine"]["texts_per_s"],
         "baseline_texts_per_s": first["baseline"]["texts_per_s"],
         "ratio": first["ratio"],
+        "accuracy_check_ok": first["engine"]["accuracy_check_ok"],
         "p50_ms": first["engine"]["p50_ms"],
         "p99_ms": first["engine"]["p99_ms"],
         "baseline_p50_ms": first["baseline"]["p50_ms"],
         "baseline_p99_ms": first["baseline"]["p99_ms"],
         "accuracy": first["engine"]["accuracy"],
         "baseline_accuracy": first["baseline"]["accuracy"],
+        "candidates": first["candidates"],
         "n": len(texts),
         "texts": source,
         "version": resolved,
         "threads": torch.get_num_threads(),
-        "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip(),
         "by_device": results,
     }

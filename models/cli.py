@@ -147,11 +147,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     for dev, r in report["by_device"].items():
         e, b = r["engine"], r["baseline"]
         print(f"[{dev}] n={report['n']} version={report['version']}")
-        print(f"  engine   {e['texts_per_s']:>9.1f} texts/s  p50 {e['p50_ms']:>8.1f} ms  p99 {e['p99_ms']:>8.1f} ms"
-              f"  (requests of {e['request_size']}, {e['precision']}, acc={e['accuracy']})")
+        for c in r["candidates"]:
+            if not c.get("measured"):
+                print(f"  -- {c['candidate']}")
+                continue
+            mark = "*" if c is e else " "
+            print(f" {mark}{c['backend']:>5} {c['precision']:<8}{c['texts_per_s']:>9.1f} texts/s  p50 {c['p50_ms']:>8.1f} ms"
+                  f"  p99 {c['p99_ms']:>8.1f} ms  {c['ratio']:.2f}x  acc={c['accuracy']}  check={c['accuracy_check_ok']}")
         print(f"  pipeline {b['texts_per_s']:>9.1f} texts/s  p50 {b['p50_ms']:>8.1f} ms  p99 {b['p99_ms']:>8.1f} ms"
               f"  (batch_size {b['batch_size']}, acc={b['accuracy']})")
-        print(f"  ratio {r['ratio']:.2f}x  agreement {r['agreement']:.4f}")
+        print(f"  served (*) {e['backend']} {e['precision']}: ratio {r['ratio']:.2f}x  agreement {r['agreement']:.4f}")
     if args.json:
         print(json.dumps(report))
     return EXIT_OK
@@ -335,6 +340,29 @@ def _cmd_models_backtest(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_models_export(args: argparse.Namespace) -> int:
+    """Add ONNX Runtime files (fp32 + int8) and their accuracy check to an existing version."""
+    from models import onnx_backend
+    from models.registry import RegistryError
+
+    reg = _registry(args)
+    try:
+        version = reg.resolve(args.version)
+        section = onnx_backend.export_version(reg, version)
+    except RegistryError as err:
+        _err(str(err))
+        return EXIT_FAILURE
+    if not section.get("exported"):
+        _err(f"{version}: ONNX export failed ({section.get('error')}); the version keeps serving with torch")
+        return EXIT_FAILURE
+    for variant, entry in section["variants"].items():
+        accs = "  ".join(f"{t} {entry[t]['accuracy']:.4f} ({-entry[t]['loss_pt']:+.2f} pt)"
+                         for t in ("sentiment", "topic") if t in entry)
+        print(f"{variant:<5} {'ok' if entry.get('ok') else 'rejected':<8} {accs or entry.get('reason', '')}")
+    print(json.dumps({"version": version, "onnx": section}))
+    return EXIT_OK
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this package's subcommands to the ``finsent`` parser."""
     from monitor.cliargs import add_config_option
@@ -372,7 +400,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeat", type=int, default=3, help="alternating rounds; best of each side is reported")
     p.set_defaults(func=_cmd_bench)
 
-    p = sub.add_parser("models", help="model registry: list, show, promote, rollback, ensure")
+    p = sub.add_parser("models", help="model registry: list, show, promote, rollback, backtest, export, ensure")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     q = msub.add_parser("list", help="versions, newest last; * marks current; then the last retrain runs")
     add_config_option(q)
@@ -399,6 +427,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--file", metavar="FILE.jsonl", help="stories (NewsItem JSONL, e.g. a dump of news.raw); "
                    "default: read news.raw from kafka.bootstrap")
     q.set_defaults(func=_cmd_models_backtest)
+    q = msub.add_parser("export", help="add ONNX Runtime files (fp32, int8) + accuracy check to a version "
+                        "(new versions get them at training time)")
+    add_config_option(q)
+    q.add_argument("version", nargs="?", default="current")
+    q.set_defaults(func=_cmd_models_export)
     q = msub.add_parser("ensure", help="train and promote a model only if none is current (used by `make run`)")
     add_config_option(q)
     q.add_argument("--profile", choices=["default", "quick", "tiny"], default="quick")

@@ -3,9 +3,12 @@
 * Texts are tokenised once, sorted by length and cut into micro-batches by a token budget
   (``classifier.max_batch_tokens`` / ``max_batch_size``) so little compute goes to padding;
   results come back in input order.
-* ``torch.inference_mode``; CUDA in bf16 (fp16 where bf16 is missing) when present; on CPU the
-  Linear layers are dynamically quantised to int8 when ``classifier.quantize`` is on AND the
-  version's manifest records that int8 kept validation accuracy within 0.5 pt.
+* Backends: on CPU, ONNX Runtime (``models/onnx_backend.py``) in int8 (per-channel MatMul
+  weights) or fp32, whichever is fastest among those the version's accuracy check passed (within
+  0.5 pt of fp32 on every task); otherwise torch (int8 when its own check passed, else bf16
+  autocast when validated in bf16, else fp32). A missing, failed or corrupt ONNX file makes torch
+  serve, with one ``onnx_fallback_to_torch`` log line (``engine.fallback_reason``, counted in
+  ``engine.fallbacks``). CUDA: torch in bf16 (fp16 where bf16 is missing), pinned host buffers.
 * Versions trained with a lexical expert (``models/lexical.py``) serve the log-linear mixture of
   the network and the expert with the manifest's weight, exactly as validated.
 * Probabilities are temperature-calibrated per head (temperatures from the manifest).
@@ -15,17 +18,23 @@
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import structlog
-import torch
 
-from models.batching import plan_batches
+# Before torch starts OpenMP (when this is the first import of torch, as in the daemon): idle
+# OpenMP threads sleep instead of spinning, so they leave the cores to the Kafka client and the
+# other stages between batches (ONNX Runtime sessions get the same with allow_spinning=0).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch  # noqa: E402
+
+from models.batching import pad_rows, plan_batches
 from models.data import model_text
 from models.lexical import LEXICAL_DIR, LexicalExpert, mix_log_probs
 from models.prediction import Prediction
@@ -36,21 +45,32 @@ from models.training import cpu_has_bf16
 log = structlog.get_logger(__name__)
 
 
+Runner = Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]
+"""A loaded network: padded ``(input_ids, attention_mask)`` int64 arrays in, logits per task out."""
+
+TOKEN_CACHE_SIZE = 8192  # texts whose token ids are remembered (count_tokens then predict: one tokenisation)
+
+
 @dataclass(frozen=True)
 class _Loaded:
     version: str
-    model: Any
+    runner: Runner
     tokenizer: Any
     labels: dict[str, tuple[str, ...]]
     temperatures: dict[str, float]
     device: torch.device
-    dtype: torch.dtype
-    quantized: bool
+    backend: str  # "onnx" (ONNX Runtime) or "torch"
+    precision: str  # int8 / bf16 (CPU autocast) / bfloat16 / float16 (CUDA) / float32
     manifest: dict[str, Any]
-    autocast: torch.dtype | None = None  # CPU bf16 autocast
     max_length: int | None = None  # tokens the version was trained and validated with
     lexical: LexicalExpert | None = None  # mixed in with ``lexical_weights`` (None: the network alone)
     lexical_weights: dict[str, float] = field(default_factory=dict)  # per task; absent = 0
+    fallback: str | None = None  # why ONNX Runtime is not serving although it was wanted
+    tokens: dict[str, list[int]] = field(default_factory=dict)  # model_text -> ids (bounded cache)
+
+    @property
+    def quantized(self) -> bool:
+        return self.precision == "int8"
 
 
 def _pick_device(choice: str) -> torch.device:
@@ -61,52 +81,104 @@ def _pick_device(choice: str) -> torch.device:
     return torch.device("cpu")
 
 
-def load_version(
-    registry: Registry, version: str, device: torch.device, quantize: bool, cpu_bf16: bool = True
-) -> _Loaded:
-    """Verify checksums, then load model + tokenizer of ``version`` for inference."""
-    from transformers import AutoTokenizer
+def _torch_runner(model: Any, device: torch.device, autocast: torch.dtype | None) -> Runner:
+    def run(ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=autocast or torch.bfloat16,
+                                                    enabled=autocast is not None):
+            if device.type == "cuda":  # pinned host memory: the copy overlaps the previous batch's compute
+                t_ids = torch.from_numpy(ids).pin_memory().to(device, non_blocking=True)
+                t_mask = torch.from_numpy(mask).pin_memory().to(device, non_blocking=True)
+            else:
+                t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask)
+            logits = model.all_logits(t_ids, t_mask)
+            return {task: lg.float().cpu().numpy() for task, lg in logits.items()}
 
-    from models.hf import quiet_loading
+    return run
+
+
+def _load_torch(path: Path, manifest: dict[str, Any], device: torch.device, quantize: bool, cpu_bf16: bool,
+                version: str) -> tuple[Runner, str]:
     from models.network import FinsentModel
 
-    manifest = registry.verify(version)  # raises CorruptVersionError on any mismatch
-    path: Path = registry.path(version)
-    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    from models.hf import quiet_loading
+
     with quiet_loading():
         model = FinsentModel.from_pretrained(str(path), local_files_only=True)
     model.eval()
-    labels = {t: tuple(names) for t, names in manifest["tasks"].items()}
-    temps = {t: float(v) for t, v in manifest.get("calibration", {}).get("temperatures", {}).items()}
-    quantized = False
-    dtype = torch.float32
     autocast: torch.dtype | None = None
     if device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         model = model.to(device=device, dtype=dtype)
-    else:
-        q = manifest.get("quantization") or {}
-        if quantize and q.get("ok"):
-            from models.quantization import quantize_dynamic_int8
+        return _torch_runner(model, device, None), str(dtype).replace("torch.", "")
+    q = manifest.get("quantization") or {}
+    if quantize and q.get("ok"):
+        from models.quantization import quantize_dynamic_int8
 
-            model = quantize_dynamic_int8(model)
-            quantized = True
-        else:
-            if quantize:
-                log.info("int8_not_validated", version=version, check=q)
-            # The manifest's validation metrics were computed under bf16 autocast: serving in bf16
-            # on a CPU that does bf16 natively reproduces them (and is ~1.7x faster than fp32).
-            validated_bf16 = (manifest.get("training") or {}).get("autocast") == "bfloat16"
-            if cpu_bf16 and validated_bf16 and cpu_has_bf16():
-                autocast = torch.bfloat16
+        return _torch_runner(quantize_dynamic_int8(model), device, None), "int8"
+    # The manifest's validation metrics were computed under bf16 autocast: serving in bf16
+    # on a CPU that does bf16 natively reproduces them (and is ~1.7x faster than fp32).
+    validated_bf16 = (manifest.get("training") or {}).get("autocast") == "bfloat16"
+    if cpu_bf16 and validated_bf16 and cpu_has_bf16():
+        autocast = torch.bfloat16
+    return _torch_runner(model, device, autocast), "bf16" if autocast else "float32"
+
+
+def load_version(
+    registry: Registry,
+    version: str,
+    device: torch.device,
+    quantize: bool,
+    cpu_bf16: bool = True,
+    backend: str = "auto",
+    threads: int | None = None,
+) -> _Loaded:
+    """Verify checksums, then load the version's network on the fastest validated backend.
+
+    On CPU with ``backend`` auto/onnx: ONNX Runtime int8 (when ``quantize``), then ONNX Runtime
+    fp32, each only when the version's ``onnx`` accuracy check passed and its file verifies;
+    otherwise torch (int8 when its own check passed, bf16 autocast when validated in bf16, fp32).
+    An unusable ONNX file never stops serving: torch takes over with one log line saying why.
+    """
+    from transformers import AutoTokenizer
+
+    from models import onnx_backend
+
+    # ONNX files are optional: a corrupt one makes us serve torch, not refuse the version.
+    manifest = registry.verify(version, skip_prefix=onnx_backend.ONNX_DIR + "/")
+    path: Path = registry.path(version)
+    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    labels = {t: tuple(names) for t, names in manifest["tasks"].items()}
+    temps = {t: float(v) for t, v in manifest.get("calibration", {}).get("temperatures", {}).items()}
+    runner: Runner | None = None
+    chosen = "torch"
+    precision = ""
+    fallback: str | None = None
+    if device.type == "cpu" and backend in ("auto", "onnx"):
+        reasons = []
+        for variant in (("int8", "fp32") if quantize else ("fp32",)):
+            try:
+                runner = onnx_backend.load_runner(path, manifest, variant, threads,
+                                                  verify=lambda rel: registry.verify_file(version, rel))
+                chosen, precision = "onnx", "int8" if variant == "int8" else "float32"
+                break
+            except (onnx_backend.OnnxUnavailable, RegistryError) as err:
+                reasons.append(f"{variant}: {err}")
+        if runner is None:
+            fallback = "; ".join(reasons)
+        elif reasons:
+            log.info("onnx_variant_skipped", version=version, reasons=reasons)
+    if runner is None:
+        runner, precision = _load_torch(path, manifest, device, quantize, cpu_bf16, version)
+        if fallback:
+            log.warning("onnx_fallback_to_torch", version=version, reason=fallback, precision=precision)
     trained_length = manifest.get("max_length")
     lex_info = manifest.get("lexical") or {}  # one weight for every head, or per-head "weights"
     lexical_weights = {t: float((lex_info.get("weights") or {}).get(t, lex_info.get("weight", 0.0))) for t in labels}
     lexical = LexicalExpert.load(path / LEXICAL_DIR) if any(w > 0 for w in lexical_weights.values()) else None
-    log.info("model_loaded", version=version, device=str(device), dtype=str(dtype), int8=quantized,
-             autocast=str(autocast) if autocast else None, lexical_weights=lexical_weights)
-    return _Loaded(version, model, tokenizer, labels, temps, device, dtype, quantized, manifest, autocast,
-                   int(trained_length) if trained_length else None, lexical, lexical_weights)
+    log.info("model_loaded", version=version, device=str(device), backend=chosen, precision=precision,
+             lexical_weights=lexical_weights)
+    return _Loaded(version, runner, tokenizer, labels, temps, device, chosen, precision, manifest,
+                   int(trained_length) if trained_length else None, lexical, lexical_weights, fallback)
 
 
 class InferenceEngine:
@@ -129,11 +201,16 @@ class InferenceEngine:
         self._quantize = self.settings.quantize if quantize is None else quantize
         if self.settings.threads:
             torch.set_num_threads(self.settings.threads)
+        self.fallbacks = 0  # loads where ONNX Runtime was wanted but torch had to serve
         self._reload_lock = threading.Lock()
         self._loaded = self._load(registry.resolve(self._pinned))
 
     def _load(self, version: str) -> _Loaded:
-        return load_version(self.registry, version, self._device, self._quantize, self.settings.cpu_bf16)
+        loaded = load_version(self.registry, version, self._device, self._quantize, self.settings.cpu_bf16,
+                              self.settings.backend, self.settings.threads)
+        if loaded.fallback:
+            self.fallbacks += 1
+        return loaded
 
     @classmethod
     def from_settings(cls, settings: Any, **kwargs: Any) -> InferenceEngine:
@@ -156,12 +233,17 @@ class InferenceEngine:
     @property
     def precision(self) -> str:
         """What the model runs in: int8, bf16 (autocast), bfloat16/float16 (CUDA) or float32."""
-        ld = self._loaded
-        if ld.quantized:
-            return "int8"
-        if ld.autocast is not None:
-            return "bf16"
-        return str(ld.dtype).replace("torch.", "")
+        return self._loaded.precision
+
+    @property
+    def backend(self) -> str:
+        """``onnx`` (ONNX Runtime) or ``torch``."""
+        return self._loaded.backend
+
+    @property
+    def fallback_reason(self) -> str | None:
+        """Why the loaded version is not served by ONNX Runtime although it was wanted (None: it is)."""
+        return self._loaded.fallback
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -195,10 +277,24 @@ class InferenceEngine:
 
     # -- inference --------------------------------------------------------------------------
     def _encode(self, loaded: _Loaded, clean: Sequence[str]) -> list[list[int]]:
-        """Token ids of texts already cleaned with ``model_text``."""
-        # Never longer than the version was validated with: its manifest metrics then hold.
-        limit = min(self.settings.max_length, loaded.max_length or self.settings.max_length)
-        return loaded.tokenizer(clean, truncation=True, max_length=limit)["input_ids"]
+        """Token ids of texts already cleaned with ``model_text``.
+
+        Remembered per loaded version (bounded): the classify stage counts a story's tokens when
+        it arrives and predicts it a little later, and pays for one tokenisation, not two.
+        """
+        cache = loaded.tokens
+        missing = [t for t in dict.fromkeys(clean) if t not in cache]
+        if missing:
+            # Never longer than the version was validated with: its manifest metrics then hold.
+            limit = min(self.settings.max_length, loaded.max_length or self.settings.max_length)
+            ids = loaded.tokenizer(missing, truncation=True, max_length=limit)["input_ids"]
+            if len(cache) + len(missing) > TOKEN_CACHE_SIZE:
+                cache.clear()
+            fresh = dict(zip(missing, ids))
+            if len(missing) <= TOKEN_CACHE_SIZE:
+                cache.update(fresh)
+            return [cache.get(t) or fresh[t] for t in clean]
+        return [cache[t] for t in clean]
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens each text costs in a batch (special tokens included, after truncation)."""
@@ -217,20 +313,10 @@ class InferenceEngine:
         if loaded.device.type == "cpu":
             budget = min(budget, self.settings.cpu_max_batch_tokens)
         batches = plan_batches([len(e) for e in enc], budget, self.settings.max_batch_size)
-        amp = loaded.autocast
-        with torch.inference_mode(), torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
-            for batch in batches:
-                width = len(enc[batch[0]])  # longest first
-                ids = np.zeros((len(batch), width), dtype=np.int64)
-                mask = np.zeros((len(batch), width), dtype=np.int64)
-                for r, i in enumerate(batch):
-                    ids[r, : len(enc[i])] = enc[i]
-                    mask[r, : len(enc[i])] = 1
-                logits = loaded.model.all_logits(
-                    torch.from_numpy(ids).to(loaded.device), torch.from_numpy(mask).to(loaded.device)
-                )
-                for task, lg in logits.items():
-                    out[task][batch] = lg.float().cpu().numpy()
+        for batch in batches:
+            ids, mask = pad_rows(enc, batch)
+            for task, lg in loaded.runner(ids, mask).items():
+                out[task][batch] = lg
         lexical = loaded.lexical.log_probs(clean, cleaned=True) if loaded.lexical is not None else {}
         for task, lg in out.items():
             z = mix_log_probs(lg, lexical.get(task), loaded.lexical_weights.get(task, 0.0)) / loaded.temperatures.get(task, 1.0)

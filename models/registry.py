@@ -128,14 +128,20 @@ class Registry:
             raise CorruptVersionError(f"model version {version!r}: {MANIFEST} lacks files/checksum")
         return data
 
-    def verify(self, version: str) -> dict[str, Any]:
-        """Check every file against the manifest; return the manifest or raise CorruptVersionError."""
+    def verify(self, version: str, skip_prefix: str | None = None) -> dict[str, Any]:
+        """Check every file against the manifest; return the manifest or raise CorruptVersionError.
+
+        ``skip_prefix``: files under it are optional artefacts the caller checks itself with
+        :meth:`verify_file` (the engine's ONNX files: a bad one means "serve torch", not "refuse").
+        """
         manifest = self.read_manifest(version)
         files: dict[str, str] = manifest["files"]
         if _files_checksum(files) != manifest["checksum"]:
             raise CorruptVersionError(f"model version {version!r}: manifest checksum mismatch")
         root = self.path(version)
         for name, sha in files.items():
+            if skip_prefix and name.startswith(skip_prefix):
+                continue
             f = root / name
             if not f.is_file():
                 raise CorruptVersionError(f"model version {version!r}: missing file {name}")
@@ -144,6 +150,17 @@ class Registry:
         if manifest.get("version") != version:
             raise CorruptVersionError(f"model version {version!r}: manifest names {manifest.get('version')!r}")
         return manifest
+
+    def verify_file(self, version: str, name: str) -> None:
+        """Check one listed file of ``version`` against its manifest entry (CorruptVersionError if not)."""
+        files = self.read_manifest(version)["files"]
+        f = self.path(version) / name
+        if name not in files:
+            raise CorruptVersionError(f"model version {version!r}: {name} is not in its manifest")
+        if not f.is_file():
+            raise CorruptVersionError(f"model version {version!r}: missing file {name}")
+        if _sha256(f) != files[name]:
+            raise CorruptVersionError(f"model version {version!r}: {name} does not match its checksum")
 
     def _pointer(self) -> dict[str, Any]:
         try:
@@ -217,6 +234,45 @@ class Registry:
             raise
         log.info("model_version_published", version=version, path=str(final))
         return version
+
+    def add_files(self, version: str, build: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+        """Add derived files (e.g. an ONNX export) to an existing, verified version.
+
+        ``build(tmpdir)`` writes the new files under ``tmpdir`` (relative paths as they will be in
+        the version) and returns manifest sections to add. A file the version already lists is
+        never replaced (RegistryError); the new files are fsync'd and moved in first, then the
+        manifest (file list, checksum, sections) is replaced atomically, so a crash leaves at most
+        unlisted files, which nothing reads. Returns the new manifest.
+        """
+        manifest = self.verify(version)
+        root = self.path(version)
+        self.staging_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.staging_dir / f"{version}.add.{secrets.token_hex(4)}"
+        tmp.mkdir()
+        try:
+            sections = dict(build(tmp))
+            new = sorted(p for p in tmp.rglob("*") if p.is_file())
+            names = [p.relative_to(tmp).as_posix() for p in new]
+            clash = [n for n in names if n in manifest["files"] or n == MANIFEST]
+            if clash:
+                raise RegistryError(f"model version {version!r} already has {clash}: versions are never changed")
+            files = dict(manifest["files"])
+            for p, name in zip(new, names):
+                with p.open("rb") as fh:
+                    os.fsync(fh.fileno())
+                files[name] = _sha256(p)
+                dest = root / name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(p, dest)
+                _fsync_dir(dest.parent)
+            updated = {**{k: v for k, v in manifest.items() if k not in ("files", "checksum")}, **sections,
+                       "files": files, "checksum": _files_checksum(files)}
+            _write_json_atomic(root / MANIFEST, updated)
+            _fsync_dir(root)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        log.info("model_version_files_added", version=version, files=names)
+        return updated
 
     def _set_pointer(self, current: str | None, history: list[str], action: str) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -21,9 +21,20 @@ class ClassifierSettings(BaseModel):
     )
     max_batch_size: int = Field(default=256, ge=1)
     max_delay_ms: int = Field(default=50, ge=0, description="longest a story waits for its batch to fill")
+    latency_target_ms: int | None = Field(
+        default=500,
+        ge=1,
+        description="a story waits for company only while its age + the batch's estimated model time stays "
+        "below this (unset: wait up to max_delay_ms regardless)",
+    )
     max_length: int = Field(default=128, ge=8, le=512)
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads; unset = all cores")
-    quantize: bool = Field(default=True, description="dynamic int8 on CPU when it keeps accuracy")
+    quantize: bool = Field(default=True, description="int8 on CPU when it keeps accuracy (ONNX Runtime or torch)")
+    backend: Literal["auto", "onnx", "torch"] = Field(
+        default="auto",
+        description="CPU backend: auto = the fastest the version's accuracy check passed (ONNX Runtime int8, "
+        "then ONNX fp32, then torch); onnx/torch force one (onnx still falls back to torch when unusable)",
+    )
     cpu_bf16: bool = Field(
         default=True,
         description="bf16 autocast on CPUs with native bf16 when the version was validated in bf16",

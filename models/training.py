@@ -634,6 +634,7 @@ def train(
         tokenizer.save_pretrained(str(tmp))
         if expert is not None:
             expert.save(tmp / LEXICAL_DIR)
+        body["onnx"] = _export_onnx(model, tokenizer, tmp, tasks, prof, lexical_info)
         return body
 
     registry = Registry.from_settings(settings)
@@ -712,6 +713,25 @@ def _fit_lexical(
             "classifier": "logistic regression per task (C=10)", "vocabulary": len(expert.vectorizer.vocabulary_),
             "fit_seconds": seconds, "valid": valid}
     return expert, info, served
+
+
+def _export_onnx(model: Any, tokenizer: Any, out_dir: Path, tasks: dict[Task, _TaskData], prof: TrainProfile,
+                 lexical_info: dict[str, Any]) -> dict[str, Any]:
+    """The ONNX Runtime files of the version and their accuracy check (models/onnx_backend.py)."""
+    from models import onnx_backend
+
+    if not onnx_backend.available():
+        return {"exported": False, "error": "onnxruntime is not installed"}
+    lexical = lexical_info.get("valid") or {}  # per task, per validation set; the check reads "tweets"
+    weights = lexical_info.get("weights") or {}
+
+    def mix(task: str, logits: Any) -> Any:
+        lex = (lexical.get(task) or {}).get("tweets")
+        weight = float(weights.get(task, lexical_info.get("weight", 0.0)))
+        return mix_log_probs(logits, lex.numpy() if lex is not None else None, weight)
+
+    valid = {t: ([r.text for r in td.valid], [r.label for r in td.valid]) for t, td in tasks.items()}
+    return onnx_backend.build(model, tokenizer, out_dir, valid, max_length=prof.max_length, mix=mix)
 
 
 def _sha(path: Path) -> str:

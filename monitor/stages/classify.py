@@ -4,8 +4,12 @@ One loop, one thread, deliberately synchronous so the delivery guarantee is easy
 
 1. poll ``news.raw`` (a consumer-group member; several workers share the partitions);
    undecodable records go to the DLQ at once;
-2. when the buffered stories fill the engine's token budget (or row cap), or the oldest has
-   waited ``classifier.max_delay_ms``, take one micro-batch off the front of the buffer;
+2. the buffer is a ``models.batching.AdaptiveBatcher``: when the buffered stories fill the
+   engine's token budget (or row cap), when more than one batch is waiting, when the oldest has
+   waited ``classifier.max_delay_ms``, or when waiting longer would push the oldest past
+   ``classifier.latency_target_ms`` given the model time measured so far, take one micro-batch
+   off the front of the buffer (so batches stay small while the stream is light and grow with
+   the backlog);
 3. score it (a batch that makes the engine raise is bisected: the poison story goes to the DLQ,
    its neighbours are scored), produce every result, wait until the broker acknowledges them all,
    then commit the batch's offsets. At-least-once: a crash anywhere before the commit redelivers
@@ -26,13 +30,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter as Tally
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from models.batching import AdaptiveBatcher
 from monitor.bus.base import Bus, BusError, Consumer, ConsumerOptions, Message, Producer, TopicPartition
 from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets, send_record
 from monitor.config import Settings
@@ -66,6 +70,12 @@ class ClassifyMetrics:
                                registry=registry)
         self.paused = Gauge("finsent_classify_paused", "1 while fetching is paused by back-pressure",
                             registry=registry)
+        self.backend = Gauge("finsent_classifier_backend_info",
+                             "1 for the backend/precision serving the model (ONNX Runtime or torch)",
+                             ["backend", "precision", "version"], registry=registry)
+        self.onnx_fallback = Gauge("finsent_classifier_onnx_fallback",
+                                   "1 while torch serves because the version's ONNX files are missing, failed "
+                                   "their accuracy check or do not verify", registry=registry)
         self.redelivered = Counter("finsent_classify_rebalance_dropped",
                                    "Buffered stories released on rebalance (redelivered to the new owner)",
                                    registry=registry)
@@ -88,8 +98,6 @@ class ClassifyMetrics:
 class _Buffered:
     msg: Message
     item: NewsItem | None  # None: already dead-lettered, only its offset still has to be committed
-    tokens: int
-    arrived: float
 
 
 class ClassifyStage:
@@ -115,8 +123,7 @@ class ClassifyStage:
         self.metrics = ClassifyMetrics(registry)
         self._clock = clock
         self._cfg = settings.classify
-        self._batching = settings.classifier
-        self._buffer: deque[_Buffered] = deque()
+        self._buffer: AdaptiveBatcher[_Buffered] = AdaptiveBatcher.from_settings(settings.classifier)
         self._paused = False
         self._running = False
         self._consumer: Consumer | None = None
@@ -143,14 +150,14 @@ class ClassifyStage:
                             client_id=f"{self.settings.kafka.client_id}-{self.name}"),
         )
         self._running = True
+        self._report_backend()
         log.info("classify started", group=self._cfg.group_id, topic=topics.raw, model=self.engine.version)
         try:
             while not stop.is_set():
                 self._step(reader)
         finally:
             self._running = False
-            dropped = len(self._buffer)
-            self._buffer.clear()
+            dropped = self._buffer.clear()
             try:
                 self._consumer.close()
             finally:
@@ -169,10 +176,7 @@ class ClassifyStage:
             self._process(self._take_batch())
             return
         room = self._cfg.max_in_flight - len(self._buffer)
-        timeout = 0.5
-        if self._buffer:
-            oldest_deadline = self._buffer[0].arrived + self._batching.max_delay_ms / 1000.0
-            timeout = max(0.0, min(timeout, oldest_deadline - now))
+        timeout = self._buffer.wait_s(now, idle=0.5)
         assert self._consumer is not None
         messages = self._consumer.poll(timeout, max_records=max(1, min(self._cfg.poll_max_records, room)))
         if not messages:
@@ -187,38 +191,17 @@ class ClassifyStage:
         arrived = self._clock()
         for m in messages:
             k = (m.partition, m.offset)
-            self._buffer.append(_Buffered(m, decoded.get(k), tokens.get(k, 0), arrived))
+            item = decoded.get(k)
+            # a dead-lettered story costs the model nothing (0): only its offset waits for a commit
+            self._buffer.add(_Buffered(m, item), max(1, tokens.get(k, 1)) if item is not None else 0, arrived)
         self.metrics.in_flight.set(len(self._buffer))
 
     def _batch_due(self, now: float) -> bool:
-        if not self._buffer:
-            return False
-        if self._buffer[0].item is None:  # dead-lettered already: just commit past it
-            return True
-        if len(self._buffer) >= self._cfg.max_in_flight:  # cannot fetch more: no point waiting
-            return True
-        if self._buffer[0].arrived + self._batching.max_delay_ms / 1000.0 <= now:
-            return True
-        return self._batch_end() < len(self._buffer)  # a full batch is waiting
-
-    def _batch_end(self) -> int:
-        """How many buffered entries the next micro-batch takes (FIFO, within the token budget)."""
-        n_items = 0
-        longest = 0
-        for i, entry in enumerate(self._buffer):
-            if entry.item is None:
-                continue
-            width = max(longest, max(1, entry.tokens))
-            if n_items and (n_items >= self._batching.max_batch_size
-                            or (n_items + 1) * width > self._batching.max_batch_tokens):
-                return i
-            n_items += 1
-            longest = width
-        return len(self._buffer)
+        # cannot fetch more: no point waiting
+        return self._buffer.due(now) or len(self._buffer) >= self._cfg.max_in_flight
 
     def _take_batch(self) -> list[_Buffered]:
-        end = self._batch_end()
-        return [self._buffer.popleft() for _ in range(end)]
+        return self._buffer.take()
 
     def _process(self, batch: list[_Buffered]) -> None:
         assert self._producer is not None and self._dlq is not None and self._consumer is not None
@@ -228,7 +211,9 @@ class ClassifyStage:
         if live:
             t0 = self._clock()
             outcome = score_isolating_poison(self.engine.predict, [e.item for e in live])  # type: ignore[misc]
-            self.metrics.batch_seconds.observe(self._clock() - t0)
+            seconds = self._clock() - t0
+            self.metrics.batch_seconds.observe(seconds)
+            self._buffer.observe(*self._buffer.last_taken, seconds)
             self.metrics.batch_size.observe(len(live))
             topic = self.settings.topics.scored
             for _, scored in outcome.scored:
@@ -291,10 +276,19 @@ class ClassifyStage:
             try:
                 if self.engine.reload_if_changed():
                     log.info("model reloaded", version=self.engine.version)
+                    self._report_backend()
             except Exception:  # noqa: BLE001 - keep serving the model we have
                 log.exception("model reload failed; keeping the current model")
             if self.shadow is not None:
                 self.shadow.refresh()
+
+    def _report_backend(self) -> None:
+        backend = getattr(self.engine, "backend", None)  # test engines may not say
+        if backend is None:
+            return
+        self.metrics.backend.clear()
+        self.metrics.backend.labels(backend, getattr(self.engine, "precision", ""), self.engine.version).set(1)
+        self.metrics.onnx_fallback.set(1 if getattr(self.engine, "fallback_reason", None) else 0)
 
     def _report_lag(self) -> None:
         assert self._consumer is not None
@@ -308,9 +302,7 @@ class ClassifyStage:
 
     # -- rebalance callbacks (run inside poll) ----------------------------------------------
     def _on_revoke(self, revoked: set[TopicPartition]) -> None:
-        kept = deque(e for e in self._buffer if e.msg.tp not in revoked)
-        dropped = len(self._buffer) - len(kept)
-        self._buffer = kept
+        dropped = self._buffer.retain(lambda e: e.msg.tp not in revoked)
         self.metrics.redelivered.inc(dropped)
         for tp in revoked:
             try:

@@ -1,11 +1,8 @@
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
 
-from models.batching import MicroBatcher, plan_batches
+from models.batching import AdaptiveBatcher, pad_rows, plan_batches
 
 
 def test_plan_batches_partitions_and_respects_budget() -> None:
@@ -24,96 +21,79 @@ def test_plan_batches_oversized_text_gets_its_own_batch() -> None:
     assert plan_batches([100, 2, 2], max_tokens=10, max_size=8) == [[0], [1, 2]]
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+def test_pad_rows_pads_and_masks() -> None:
+    ids, mask = pad_rows([[1, 2, 3], [4], [5, 6]], [0, 2])
+    assert ids.tolist() == [[1, 2, 3], [5, 6, 0]] and mask.tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert ids.dtype.name == "int64"
 
 
-def _upper(texts: list[str]) -> list[str]:
-    return [t.upper() for t in texts]
+def _batcher(**kw) -> AdaptiveBatcher[str]:
+    args = {"max_batch_tokens": 100, "max_batch_size": 4, "max_delay_s": 0.05, "target_latency_s": 0.5} | kw
+    return AdaptiveBatcher(**args)
 
 
-def _lens(texts: list[str]) -> list[int]:
-    return [len(t) for t in texts]
+def test_waits_for_company_while_latency_allows_then_runs_on_the_deadline() -> None:
+    b = _batcher()
+    b.add("a", 10, now=0.0)
+    assert not b.due(0.0) and b.wait_s(0.0, idle=1.0) == pytest.approx(0.05)
+    b.add("b", 10, now=0.01)
+    assert not b.due(0.04)
+    assert b.due(0.05)  # the oldest waited max_delay
+    assert b.take() == ["a", "b"] and len(b) == 0 and b.last_taken == (2, 20)
+    assert not b.due(1.0) and b.wait_s(1.0, idle=0.5) == 0.5
 
 
-def test_full_batch_dispatches_without_waiting_for_the_deadline() -> None:
-    calls: list[list[str]] = []
-
-    def predict(texts: list[str]) -> list[str]:
-        calls.append(list(texts))
-        return _upper(texts)
-
-    clock = FakeClock()  # never advances: only a full batch can be dispatched
-    with MicroBatcher(predict, _lens, max_batch_tokens=10_000, max_batch_size=4, max_delay_ms=60_000,
-                      clock=clock) as mb:
-        futures = [mb.submit(t) for t in ("a", "b", "c", "d")]
-        assert [f.result(timeout=30) for f in futures] == ["A", "B", "C", "D"]
-    assert calls == [["a", "b", "c", "d"]]
-
-
-def test_token_budget_closes_a_batch() -> None:
-    calls: list[list[str]] = []
-    gate = threading.Event()
-
-    def predict(texts: list[str]) -> list[str]:
-        gate.wait(30)
-        calls.append(list(texts))
-        return _upper(texts)
-
-    clock = FakeClock()
-    mb = MicroBatcher(predict, _lens, max_batch_tokens=20, max_batch_size=100, max_delay_ms=60_000, clock=clock)
-    futures = [mb.submit("x" * 10) for _ in range(4)]  # 2 texts of 10 tokens fill the budget
-    gate.set()
-    assert [f.result(timeout=30) for f in futures] == ["X" * 10] * 4
-    mb.close()
-    assert all(sum(map(len, c)) <= 20 for c in calls)
-    assert sum(len(c) for c in calls) == 4
+def test_full_batch_and_backlog_run_at_once_fifo_within_the_budget() -> None:
+    b = _batcher()
+    for i, tokens in enumerate([30, 30, 30]):
+        b.add(f"t{i}", tokens, now=0.0)
+    assert not b.due(0.0)  # 3 x 30 = 90 <= 100: room for more
+    b.add("t3", 30, now=0.0)  # 4 x 30 > 100: t3 starts the next batch -> a backlog
+    assert b.due(0.0)
+    assert b.take() == ["t0", "t1", "t2"]
+    assert b.take() == ["t3"]
+    b2 = _batcher(max_batch_tokens=10_000)
+    for i in range(4):  # the row cap
+        b2.add(str(i), 5, now=0.0)
+    assert b2.due(0.0) and b2.take() == ["0", "1", "2", "3"]
 
 
-def test_partial_batch_waits_for_the_deadline_then_runs() -> None:
-    clock = FakeClock()
-    mb = MicroBatcher(_upper, _lens, max_batch_tokens=10_000, max_batch_size=64, max_delay_ms=1000, clock=clock)
-    try:
-        fut = mb.submit("hello")
-        clock.now = 0.5
-        mb.wake()
-        assert not fut.done()  # deadline (1.0 s on the injected clock) not reached yet
-        clock.now = 1.5
-        mb.wake()
-        assert fut.result(timeout=30) == "HELLO"
-        assert mb.batches_run == 1
-    finally:
-        mb.close()
+def test_slow_model_stops_waiting_for_company() -> None:
+    """The latency target, not max_delay, bounds the wait once the model is known to be slow."""
+    b = _batcher(max_delay_s=1.0, target_latency_s=0.5)
+    b.add("a", 50, now=0.0)
+    assert not b.due(0.1)  # nothing observed yet: wait up to max_delay
+    b.observe(rows=10, tokens=500, seconds=2.0)  # 4 ms per padded token: a 50-token batch ~0.2 s
+    assert b.seconds_per_token == pytest.approx(0.004)
+    assert not b.due(0.29)
+    assert b.due(0.3)  # 0.3 s waited + 0.2 s of model time reaches the 0.5 s target
+    assert b.wait_s(0.1, idle=5.0) == pytest.approx(0.2)
+    b.observe(rows=1, tokens=100, seconds=0.0)  # the estimate adapts (exponential average)
+    assert b.seconds_per_token == pytest.approx(0.7 * 0.004)
 
 
-def test_many_threads_get_their_own_results() -> None:
-    with MicroBatcher(_upper, _lens, max_batch_tokens=64, max_batch_size=8, max_delay_ms=5) as mb:
-        texts = [f"story {i}" for i in range(200)]
-        with ThreadPoolExecutor(8) as pool:
-            futures = list(pool.map(mb.submit, texts))
-        assert [f.result(timeout=30) for f in futures] == [t.upper() for t in texts]
+def test_batches_grow_with_the_backlog() -> None:
+    """A slow batch lets stories pile up; the next batch takes as many as the budget allows."""
+    b = _batcher(max_batch_tokens=1000, max_batch_size=64)
+    b.add("first", 10, now=0.0)
+    assert b.due(0.05) and b.take() == ["first"]
+    for i in range(30):  # arrived while the first batch ran
+        b.add(str(i), 10, now=0.06 + i * 0.001)
+    assert b.due(0.2) and len(b.take()) == 30
 
 
-def test_predict_errors_reach_every_waiter() -> None:
-    def boom(texts: list[str]) -> list[str]:
-        raise RuntimeError("model exploded")
+def test_free_entries_ride_along_and_retain_filters() -> None:
+    b = _batcher()
+    b.add("rejected", 0, now=0.0)  # e.g. dead-lettered already: only its offset is pending
+    assert b.due(0.0)
+    b.add("x", 60, now=0.0)
+    b.add("y", 60, now=0.0)
+    assert b.take() == ["rejected", "x"]  # y does not fit the budget beside x
+    b.add("z", 10, now=0.0)
+    assert b.retain(lambda item: item != "y") == 1 and b.items() == ["z"]
+    assert b.clear() == 1 and len(b) == 0
 
-    with MicroBatcher(boom, _lens, max_batch_size=2, max_delay_ms=0) as mb:
-        futures = [mb.submit("a"), mb.submit("b")]
-        for f in futures:
-            with pytest.raises(RuntimeError, match="exploded"):
-                f.result(timeout=30)
 
-
-def test_close_flushes_pending_and_refuses_new_work() -> None:
-    clock = FakeClock()
-    mb = MicroBatcher(_upper, _lens, max_delay_ms=60_000, clock=clock)
-    fut = mb.submit("late")
-    mb.close(timeout=30)
-    assert fut.result(timeout=1) == "LATE"
-    with pytest.raises(RuntimeError, match="closed"):
-        mb.submit("again")
+def test_rejects_a_zero_budget() -> None:
+    with pytest.raises(ValueError):
+        AdaptiveBatcher(max_batch_tokens=0, max_batch_size=1, max_delay_s=0)

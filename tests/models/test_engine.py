@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -59,13 +60,13 @@ def test_order_is_preserved_across_sorted_micro_batches(tiny_home: Path, setting
 def _batch_shapes(engine: InferenceEngine, texts: list[str]) -> list[tuple[int, int]]:
     """(rows, width) of every micro-batch the engine runs to predict ``texts``."""
     shapes: list[tuple[int, int]] = []
-    model = engine._loaded.model
-    original = model.all_logits
-    model.all_logits = lambda ids, mask: shapes.append(tuple(ids.shape)) or original(ids, mask)
+    loaded = engine._loaded
+    engine._loaded = dataclasses.replace(
+        loaded, runner=lambda ids, mask: shapes.append(tuple(ids.shape)) or loaded.runner(ids, mask))
     try:
         engine.predict(texts)
     finally:
-        del model.all_logits
+        engine._loaded = loaded
     return shapes
 
 
@@ -144,12 +145,103 @@ def test_pinned_version_never_reloads(tiny_home_copy: Path, settings_for) -> Non
     assert engine.reload_if_changed() is False and engine.version == first
 
 
-def test_microbatcher_over_the_engine(tiny_engine: InferenceEngine) -> None:
-    from models.batching import MicroBatcher
+def test_serves_the_fastest_backend_that_passed_the_accuracy_check(tiny_engine: InferenceEngine) -> None:
+    manifest = tiny_engine.manifest
+    variants = manifest["onnx"]["variants"]
+    assert manifest["onnx"]["exported"] and {"onnx/model.onnx", "onnx/model.int8.onnx"} <= set(manifest["files"])
+    for entry in variants.values():  # the check compares each variant with the fp32 network on validation
+        assert entry["ok"] == all(entry[t]["loss_pt"] <= 0.5 for t in ("sentiment", "topic"))
+    expected = "int8" if variants["int8"]["ok"] else "float32" if variants["fp32"]["ok"] else None
+    if expected is None:
+        assert tiny_engine.backend == "torch" and tiny_engine.fallback_reason
+    else:
+        assert (tiny_engine.backend, tiny_engine.precision) == ("onnx", expected)
+        assert tiny_engine.fallback_reason is None and tiny_engine.fallbacks == 0
 
-    with MicroBatcher(tiny_engine.predict, tiny_engine.count_tokens, max_batch_tokens=256, max_batch_size=8,
-                      max_delay_ms=5) as mb:
-        futures = [mb.submit(t) for t in TEXTS]
-        results = [f.result(timeout=60) for f in futures]
-    direct = tiny_engine.predict(TEXTS)
-    assert [r.topic for r in results] == [d.topic for d in direct]
+
+def test_onnx_and_torch_agree(tiny_home: Path) -> None:
+    reg = Registry(tiny_home / "models")
+    texts = [e.text for e in load_split("sentiment", "valid")[:24]]
+    fp = dict(quantize=False, cpu_bf16=False)
+    onnx = InferenceEngine(reg, ClassifierSettings(backend="onnx", **fp), device="cpu")
+    torch_ = InferenceEngine(reg, ClassifierSettings(backend="torch", **fp), device="cpu")
+    assert (onnx.backend, onnx.precision, torch_.backend, torch_.precision) == ("onnx", "float32", "torch", "float32")
+    a, b = onnx.predict_probs(texts)[1], torch_.predict_probs(texts)[1]
+    for task in a:
+        assert abs(a[task] - b[task]).max() < 1e-3
+
+
+def _rewrite_manifest(reg: Registry, version: str, edit) -> None:
+    """Edit a version's manifest and re-seal its checksum (a version exported without ONNX, ...)."""
+    from models.registry import _files_checksum
+
+    path = reg.path(version) / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    manifest["checksum"] = _files_checksum(manifest["files"])
+    path.write_text(json.dumps(manifest))
+
+
+def test_version_without_onnx_falls_back_to_torch(tiny_home_copy: Path, settings_for, caplog) -> None:
+    reg = Registry(tiny_home_copy / "models")
+    version = reg.current()
+
+    def drop_onnx(m: dict) -> None:
+        m.pop("onnx")
+        m["files"] = {k: v for k, v in m["files"].items() if not k.startswith("onnx/")}
+
+    _rewrite_manifest(reg, version, drop_onnx)
+    shutil.rmtree(reg.path(version) / "onnx")
+    engine = InferenceEngine.from_settings(settings_for(tiny_home_copy), device="cpu")
+    assert engine.backend == "torch" and engine.fallbacks == 1
+    assert "finsent models export" in engine.fallback_reason
+    assert engine.predict(["Shares plunge"])[0].model_version == version
+    torch_only = InferenceEngine(reg, ClassifierSettings(backend="torch"), device="cpu")
+    assert torch_only.fallbacks == 0 and torch_only.fallback_reason is None  # not wanted: no fallback
+
+
+def test_corrupt_onnx_file_falls_back_to_torch(tiny_home_copy: Path, settings_for) -> None:
+    reg = Registry(tiny_home_copy / "models")
+    for name in ("model.onnx", "model.int8.onnx"):
+        with open(reg.path(reg.current()) / "onnx" / name, "r+b") as fh:  # bit rot
+            fh.seek(2000)
+            fh.write(b"\x00garbage\x00")
+    engine = InferenceEngine.from_settings(settings_for(tiny_home_copy), device="cpu")
+    assert engine.backend == "torch" and "checksum" in engine.fallback_reason
+    assert len(engine.predict(["Fed hikes", "Stock soars"])) == 2  # still serving
+
+
+def test_variant_that_failed_its_check_is_never_served(tiny_home_copy: Path, settings_for) -> None:
+    reg = Registry(tiny_home_copy / "models")
+
+    def fail_int8(m: dict) -> None:
+        m["onnx"]["variants"]["int8"]["ok"] = False
+        m["onnx"]["variants"]["fp32"]["ok"] = True
+
+    _rewrite_manifest(reg, reg.current(), fail_int8)
+    engine = InferenceEngine.from_settings(settings_for(tiny_home_copy), device="cpu")
+    assert (engine.backend, engine.precision) == ("onnx", "float32")
+
+
+def test_export_adds_onnx_to_an_existing_version(tiny_home_copy: Path, settings_for) -> None:
+    """``finsent models export`` for versions trained before the ONNX backend existed."""
+    from models import onnx_backend
+
+    reg = Registry(tiny_home_copy / "models")
+    version = reg.current()
+    before = reg.verify(version)
+
+    def drop_onnx(m: dict) -> None:
+        m.pop("onnx")
+        m["files"] = {k: v for k, v in m["files"].items() if not k.startswith("onnx/")}
+
+    _rewrite_manifest(reg, version, drop_onnx)
+    shutil.rmtree(reg.path(version) / "onnx")
+    section = onnx_backend.export_version(reg, version)
+    after = reg.verify(version)  # covered by the checksums again
+    assert section["exported"] and after["onnx"] == section
+    assert {k: v for k, v in after["files"].items() if not k.startswith("onnx/")} == \
+        {k: v for k, v in before["files"].items() if not k.startswith("onnx/")}  # nothing else changed
+    assert section["fp32_accuracy"] == before["onnx"]["fp32_accuracy"]  # the same validation rows
+    engine = InferenceEngine.from_settings(settings_for(tiny_home_copy), device="cpu")
+    assert engine.backend == "onnx"

@@ -1,0 +1,314 @@
+"""The ONNX Runtime backend: export a version's network, quantise it to int8, check its accuracy,
+and run it on CPU.
+
+A version directory may hold (all listed in its manifest's checksums like every other file)::
+
+    onnx/model.onnx         the network (both heads) in fp32, traced with eager attention
+                            (ORT fuses attention, LayerNorm and GELU itself when it loads the graph)
+    onnx/model.int8.onnx    the same with every MatMul weight int8, per output channel
+                            (ORT dynamic quantisation); embeddings, LayerNorm, softmax stay fp32
+
+and the manifest's ``onnx`` section records how each variant scored on the validation sets,
+mixed with the lexical expert exactly as served, against the fp32 network: a variant is ``ok``
+when it loses at most ``ONNX_TOLERANCE`` (0.5 pt) accuracy on every task. The engine only serves
+an ``ok`` variant (see ``models/engine.py``).
+
+Files are written at training time (``models.training.train``), or added to an existing version
+by ``finsent models export`` (``Registry.add_files``: new files only, never a changed one).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+
+log = structlog.get_logger(__name__)
+
+ONNX_DIR = "onnx"
+FP32_FILE = f"{ONNX_DIR}/model.onnx"
+INT8_FILE = f"{ONNX_DIR}/model.int8.onnx"
+VARIANTS = {"fp32": FP32_FILE, "int8": INT8_FILE}
+ONNX_TOLERANCE = 0.005  # accuracy a variant may lose against the fp32 network, per task
+INPUTS = ("input_ids", "attention_mask")
+OPSET = 17
+
+
+class OnnxUnavailable(RuntimeError):
+    """The version has no usable ONNX file for the requested variant (missing, failed check, broken)."""
+
+
+def available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# -- export -----------------------------------------------------------------------------------
+def export(model: Any, out_dir: Path, *, sample_len: int = 16) -> dict[str, Path]:
+    """Write ``onnx/model.onnx`` (fp32) and ``onnx/model.int8.onnx`` under ``out_dir``.
+
+    ``model`` is a ``FinsentModel`` (any device/mode: a CPU fp32 eager-attention copy is exported,
+    the eager attention being the pattern ORT's optimiser fuses). Returns the written paths.
+    """
+    import copy
+
+    import torch
+
+    onnx_dir = Path(out_dir) / ONNX_DIR
+    onnx_dir.mkdir(parents=True, exist_ok=True)
+    cpu = copy.deepcopy(model).to(device="cpu", dtype=torch.float32).eval()
+    if hasattr(cpu, "set_attn_implementation"):
+        cpu.set_attn_implementation("eager")
+
+    class _Both(torch.nn.Module):
+        def __init__(self, m: Any) -> None:
+            super().__init__()
+            self.m = m
+            self.tasks = list(m.heads.keys())
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            out = self.m.all_logits(input_ids, attention_mask)
+            return tuple(out[t] for t in self.tasks)
+
+    wrapper = _Both(cpu).eval()
+    ids = torch.full((2, sample_len), 1000, dtype=torch.long)
+    mask = torch.ones_like(ids)
+    mask[1, sample_len // 2 :] = 0
+    fp32 = Path(out_dir) / FP32_FILE
+    int8 = Path(out_dir) / INT8_FILE
+    axes = {name: {0: "batch", 1: "tokens"} for name in INPUTS} | {t: {0: "batch"} for t in wrapper.tasks}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notices about Python control flow on shapes
+        torch.onnx.export(wrapper, (ids, mask), str(fp32), dynamo=False, input_names=list(INPUTS),
+                          output_names=wrapper.tasks, dynamic_axes=axes, opset_version=OPSET)
+    # Quantising the traced graph (not one pre-fused by ORT's transformer optimiser) measured
+    # faster: the fused Attention op's QKV weights would stay out of the int8 MatMul kernels.
+    _quantize(fp32, int8)
+    return {"fp32": fp32, "int8": int8}
+
+
+def _quantize(src: Path, dst: Path) -> None:
+    """int8 weights per output channel for every MatMul (dynamic activation scales); the
+    embeddings, LayerNorms, softmax and the task heads (Gemm) stay fp32."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8,
+                     op_types_to_quantize=["MatMul"])
+
+
+# -- running ----------------------------------------------------------------------------------
+class OnnxRunner:
+    """One ORT session: ``(input_ids, attention_mask)`` int64 arrays in, logits per task out."""
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # No busy-waiting between kernels: spinning threads steal the cores the Kafka client,
+        # the tokenizer and the other stages need (and collapse on an oversubscribed machine).
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.log_severity_level = 3
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.tasks = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+        outs = self.session.run(None, {"input_ids": ids, "attention_mask": mask})
+        return dict(zip(self.tasks, outs))
+
+
+def load_runner(version_dir: Path, manifest: dict[str, Any], variant: str, threads: int | None = None,
+                verify: Callable[[str], object] | None = None) -> OnnxRunner:
+    """The checked ``variant`` of a version, or ``OnnxUnavailable`` saying why not.
+
+    ``verify(relative_path)`` checks the file against the version's manifest (raises on mismatch).
+    """
+    if not available():
+        raise OnnxUnavailable("onnxruntime is not installed")
+    section = manifest.get("onnx") or {}
+    rel = VARIANTS[variant]
+    if rel not in (manifest.get("files") or {}):
+        raise OnnxUnavailable(f"version has no {rel} (export it: finsent models export)")
+    check = (section.get("variants") or {}).get(variant) or {}
+    if not check.get("ok"):
+        raise OnnxUnavailable(f"{variant} did not pass the accuracy check: {check.get('reason') or check}")
+    try:
+        if verify is not None:
+            verify(rel)
+        return OnnxRunner(Path(version_dir) / rel, threads)
+    except Exception as err:  # noqa: BLE001 - a broken file must not stop serving: torch takes over
+        raise OnnxUnavailable(f"{rel} cannot be loaded: {err}") from err
+
+
+def batched_logits(run: Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]], enc: Sequence[Sequence[int]],
+                   max_batch_tokens: int = 1024, max_batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Logits of token-id rows in input order, in token-budget micro-batches (as the engine runs)."""
+    from models.batching import pad_rows, plan_batches
+
+    out: dict[str, np.ndarray] = {}
+    for batch in plan_batches([len(e) for e in enc], max_batch_tokens, max_batch_size):
+        ids, mask = pad_rows(enc, batch)
+        for task, lg in run(ids, mask).items():
+            if task not in out:
+                out[task] = np.empty((len(enc), lg.shape[-1]), dtype=np.float32)
+            out[task][batch] = lg
+    return out
+
+
+# -- the accuracy check -------------------------------------------------------------------------
+def check_variants(
+    paths: dict[str, Path],
+    enc: dict[str, list[list[int]]],
+    labels: dict[str, Sequence[int]],
+    reference: dict[str, np.ndarray],
+    mix: Callable[[str, np.ndarray], np.ndarray],
+) -> dict[str, Any]:
+    """Accuracy of each ONNX variant on the validation rows against the fp32 network.
+
+    ``enc``/``labels``: token ids and gold labels per task; ``reference``: the fp32 torch network's
+    logits per task; ``mix(task, logits)``: the served logits (lexical mixture) of network logits.
+    """
+    result: dict[str, Any] = {"tolerance": ONNX_TOLERANCE, "reference": "torch fp32 network (+ lexical mixture)",
+                              "variants": {}}
+    ref_acc = {t: _acc(mix(t, reference[t]), labels[t]) for t in enc}
+    result["fp32_accuracy"] = {t: round(a, 4) for t, a in ref_acc.items()}
+    for variant, path in paths.items():
+        started = time.perf_counter()
+        entry: dict[str, Any] = {"file": VARIANTS[variant]}
+        try:
+            run = OnnxRunner(path)
+            logits = {t: batched_logits(run, enc[t])[t] for t in enc}
+        except Exception as err:  # noqa: BLE001 - recorded; the engine then serves torch
+            entry.update(ok=False, reason=f"cannot run: {err}")
+            result["variants"][variant] = entry
+            continue
+        ok = True
+        for t in enc:
+            acc = _acc(mix(t, logits[t]), labels[t])
+            agree = float(np.mean(logits[t].argmax(-1) == reference[t].argmax(-1)))
+            entry[t] = {"accuracy": round(acc, 4), "loss_pt": round(100 * (ref_acc[t] - acc), 2),
+                        "network_agreement": round(agree, 4),
+                        "max_abs_logit_diff": round(float(np.abs(logits[t] - reference[t]).max()), 4)}
+            ok = ok and ref_acc[t] - acc <= ONNX_TOLERANCE + 1e-9
+        entry["ok"] = ok
+        if not ok:
+            entry["reason"] = f"loses more than {100 * ONNX_TOLERANCE:.1f} pt accuracy"
+        entry["check_seconds"] = round(time.perf_counter() - started, 1)
+        result["variants"][variant] = entry
+    return result
+
+
+def _acc(logits: np.ndarray, labels: Sequence[int]) -> float:
+    return float(np.mean(np.asarray(logits).argmax(-1) == np.asarray(labels))) if len(labels) else 0.0
+
+
+def build(
+    model: Any,
+    tokenizer: Any,
+    out_dir: Path,
+    valid: dict[str, tuple[list[str], list[int]]],
+    *,
+    max_length: int,
+    mix: Callable[[str, np.ndarray], np.ndarray],
+) -> dict[str, Any]:
+    """Export, quantise and check; returns the manifest's ``onnx`` section. Never raises: a
+    failure is recorded (``exported: false`` + ``error``), the version then serves torch."""
+    import torch
+
+    from models.data import model_text
+
+    started = time.perf_counter()
+    try:
+        paths = export(model, out_dir)
+        enc = {t: tokenizer([model_text(x) for x in texts], truncation=True, max_length=max_length)["input_ids"]
+               for t, (texts, _) in valid.items()}
+        cpu = _fp32_cpu(model)
+        with torch.inference_mode():
+            reference = {t: batched_logits(_torch_runner(cpu), enc[t])[t] for t in enc}
+        section = check_variants(paths, enc, {t: y for t, (_, y) in valid.items()}, reference, mix)
+    except Exception as err:  # noqa: BLE001 - the version stays servable by torch
+        log.warning("onnx_export_failed", error=f"{type(err).__name__}: {err}")
+        for rel in VARIANTS.values():
+            (Path(out_dir) / rel).unlink(missing_ok=True)
+        return {"exported": False, "error": f"{type(err).__name__}: {err}"}
+    section = {"exported": True, "opset": OPSET, "max_length": max_length, **section,
+               "seconds": round(time.perf_counter() - started, 1)}
+    log.info("onnx_exported", **{v: e.get("ok") for v, e in section["variants"].items()},
+             seconds=section["seconds"])
+    return section
+
+
+def _fp32_cpu(model: Any) -> Any:
+    import copy
+
+    import torch
+
+    return copy.deepcopy(model).to(device="cpu", dtype=torch.float32).eval()
+
+
+def _torch_runner(model: Any) -> Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]:
+    import torch
+
+    def run(ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+        out = model.all_logits(torch.from_numpy(ids), torch.from_numpy(mask))
+        return {t: v.float().numpy() for t, v in out.items()}
+
+    return run
+
+
+def export_version(registry: Any, version: str) -> dict[str, Any]:
+    """Add the ONNX files and their accuracy check to an existing version (``finsent models
+    export``); returns the ``onnx`` section. The validation rows are the ones the version was
+    validated on (same data, ``valid_limit`` and seed as its training run)."""
+    import random
+
+    from transformers import AutoTokenizer
+
+    from models.data import load_split
+    from models.lexical import LEXICAL_DIR, LexicalExpert, mix_log_probs
+    from models.network import FinsentModel
+
+    manifest = registry.verify(version)
+    if (manifest.get("onnx") or {}).get("exported"):
+        return manifest["onnx"]
+    path = registry.path(version)
+    training = manifest.get("training") or {}
+    limit = (training.get("hyperparameters") or {}).get("valid_limit")
+    seed = int(training.get("seed", 13))
+    valid: dict[str, tuple[list[str], list[int]]] = {}
+    for task in manifest["tasks"]:
+        rows = load_split(task, "valid")
+        if limit is not None and limit < len(rows):
+            rows = random.Random(seed + 1).sample(rows, limit)
+        valid[task] = ([r.text for r in rows], [r.label for r in rows])
+    lex_info = manifest.get("lexical") or {}  # one weight for every head, or per-head "weights"
+    weights = {t: float((lex_info.get("weights") or {}).get(t, lex_info.get("weight", 0.0))) for t in valid}
+    expert = LexicalExpert.load(path / LEXICAL_DIR) if any(w > 0 for w in weights.values()) else None
+    lexical = {t: expert.log_probs(texts)[t] for t, (texts, _) in valid.items()} if expert else {}
+
+    def mix(task: str, logits: np.ndarray) -> np.ndarray:
+        return mix_log_probs(logits, lexical.get(task), weights[task])
+
+    model = FinsentModel.from_pretrained(str(path), local_files_only=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    max_length = int(manifest.get("max_length") or 128)
+    section: dict[str, Any] = {}
+
+    def build_files(tmp: Path) -> dict[str, Any]:
+        section.update(build(model, tokenizer, tmp, valid, max_length=max_length, mix=mix))
+        return {"onnx": section}
+
+    registry.add_files(version, build_files)
+    return section
