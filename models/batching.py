@@ -12,7 +12,7 @@ The cost of a padded batch is ``rows * longest_row`` tokens.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -122,6 +122,9 @@ class AdaptiveBatcher(Generic[T]):
 
     def items(self) -> list[T]:
         return [e.item for e in self._queue]
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.items())
 
     def retain(self, keep: Callable[[T], bool]) -> int:
         """Drop the entries ``keep`` rejects (e.g. of revoked partitions); returns how many."""

@@ -1,10 +1,13 @@
-"""Publish -> alert latency benchmark: the whole pipeline on a real Kafka broker, in one process.
+"""Publish -> alert latency benchmark: the whole pipeline on a real Kafka broker.
 
     PYTHONPATH=. .venv/bin/python tests/bench/bench_alert_latency.py \
-        [--kafka 127.0.0.1:PORT] [--home HOME] --rate 100 --duration 30 --warmup 5 --baseline-rate 10
+        [--kafka 127.0.0.1:PORT] [--home HOME] --rates 50,100,200,400 --duration 30 --warmup 5 \
+        --baseline-rate 10 [--classify-workers 1]
 
-What runs: ``monitor.wiring.build_daemon(settings, ("classify", "aggregate", "alerts"))`` on a real
-broker (``--kafka``, or a private one started with ``deploy/kafka/kafka-local`` and stopped at the
+What runs: ``--classify-workers N`` (default 1) ``finsent classify`` processes in one consumer
+group, as an operator runs them, plus ``monitor.wiring.build_daemon(settings, ("aggregate",
+"alerts"))`` in the benchmark's process (``--classify-workers 0``: classify in that process too,
+the layout of the first measurements), on a real broker (``--kafka``, or a private one started with ``deploy/kafka/kafka-local`` and stopped at the
 end), the real fine-tuned model from ``--home`` (default: the cached ``quick`` test model, see
 ``tests/models/fixtures.py``), unique topics, no connectors. A paced producer publishes
 ``NewsItem``s straight to ``news.raw`` (key = primary ticker, ``published_at`` = now) at ``--rate``
@@ -30,6 +33,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -44,6 +48,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+import yaml  # noqa: E402
 from kafka import KafkaConsumer  # noqa: E402
 
 from monitor.bus.codec import send_record  # noqa: E402
@@ -226,15 +231,15 @@ class ScoredWatcher(threading.Thread):
 
 
 # -- one phase ------------------------------------------------------------------------------------
-def phase_settings(args: argparse.Namespace, work: Path, receiver_url: str) -> Settings:
+def phase_settings(args: argparse.Namespace, work: Path, receiver_url: str) -> tuple[Settings, Path]:
+    """The phase's settings, and the same as a config file for the classify processes."""
     suffix = uuid.uuid4().hex[:8]
     home = work / f"home-{suffix}"
     shutil.copytree(args.home / "models", home / "models", ignore=shutil.ignore_patterns(".staging"))
     rules = work / f"rules-{suffix}.yaml"
     rules.write_text(RULES)
     topics = TopicSettings(**{k: f"{v}.alertbench.{suffix}" for k, v in TopicSettings().model_dump().items()})
-    return load_settings(
-        None,
+    overrides = dict(
         home=str(home),
         kafka={"bootstrap": args.kafka},
         topics=topics.model_dump(),
@@ -245,6 +250,31 @@ def phase_settings(args: argparse.Namespace, work: Path, receiver_url: str) -> S
         alerts={"rules_file": str(rules), "default_receiver": "hook",
                 "receivers": {"hook": {"type": "webhook", "url": receiver_url}}},
     )
+    config = work / f"config-{suffix}.yaml"
+    config.write_text(yaml.safe_dump(overrides))
+    return load_settings(None, **overrides), config
+
+
+def start_classify_workers(n: int, config: Path, work: Path) -> list[subprocess.Popen]:
+    """``finsent classify`` processes (one consumer group), as an operator would run them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
+    env.update(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    procs = []
+    for i in range(n):
+        log = (work / f"{config.stem}-classify-{i}.log").open("w")
+        procs.append(subprocess.Popen([sys.executable, "-m", "monitor.cli", "classify", "--config", str(config)],
+                                      env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT)))
+    return procs
+
+
+def stop_workers(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(60)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 def wait_for(predicate, timeout_s: float, what: str) -> None:
@@ -260,17 +290,26 @@ def run_phase(args: argparse.Namespace, work: Path, rate: int, label: str, rng: 
     from monitor.wiring import build_daemon
 
     receiver = WebhookReceiver()
-    settings = phase_settings(args, work, receiver.url)
-    daemon, ctx = build_daemon(settings, ("classify", "aggregate", "alerts"))
+    settings, config = phase_settings(args, work, receiver.url)
+    own = args.classify_workers == 0
+    daemon, ctx = build_daemon(settings, ("classify", "aggregate", "alerts") if own else ("aggregate", "alerts"))
     watcher = ScoredWatcher(args.kafka, settings.topics.scored)
     producer = None
+    workers: list[subprocess.Popen] = []
     try:
         ctx.bus.ensure_topics(settings.topics.all())
         daemon.start()
         watcher.start()
+        workers = start_classify_workers(args.classify_workers, config, work)
         wait_for(lambda: daemon.health.readiness().status == "ok", 180, "the daemon to be ready")
-        time.sleep(2.0)  # let the consumer groups settle before the clock starts
         producer = ctx.bus.producer()
+        # a probe story: the classify worker(s) are in the group and scoring before the clock starts
+        probe = NewsItem(id=f"{label}-probe", source="wire", title="$PLTPROBE shares plunge", tickers=("PLTPROBE",),
+                         published_at=datetime.now(timezone.utc))
+        send_record(producer, settings.topics.raw, probe, key=probe.primary_key)
+        producer.flush(30)
+        wait_for(lambda: "PLTPROBE" in watcher.seen, 240, "the classify worker(s) to score a probe story")
+        time.sleep(2.0)  # let the consumer groups settle before the clock starts
         tickers = background_tickers(150, rng)
         load_before = os.getloadavg()
         planted: dict[str, tuple[str, float]] = {}  # ticker -> (story id, publish wall time)
@@ -334,6 +373,7 @@ def run_phase(args: argparse.Namespace, work: Path, rate: int, label: str, rng: 
     finally:
         if producer is not None:
             producer.close()
+        stop_workers(workers)
         daemon.stop_event.set()
         code = daemon.wait()
         watcher.stop.set()
@@ -348,7 +388,9 @@ def main() -> int:
     ap.add_argument("--kafka", default=None, help="bootstrap HOST:PORT; unset = start a private kafka-local broker")
     ap.add_argument("--home", type=Path, default=None,
                     help="FINSENT_HOME holding a trained model (HOME/models); unset = the cached 'quick' test model")
-    ap.add_argument("--rate", type=int, default=100, help="stories/s offered in the measured phase")
+    ap.add_argument("--rates", default="100", help="stories/s offered in the measured phases, comma-separated")
+    ap.add_argument("--classify-workers", type=int, default=1,
+                    help="finsent classify processes (one consumer group); 0 = classify inside the bench process")
     ap.add_argument("--baseline-rate", type=int, default=10, help="stories/s offered in the baseline phase (0 = skip)")
     ap.add_argument("--duration", type=float, default=30.0, help="measured seconds per phase (one planted story/s)")
     ap.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds of background stream per phase")
@@ -376,7 +418,8 @@ def main() -> int:
         phases = []
         if args.baseline_rate:
             phases.append(run_phase(args, work, args.baseline_rate, f"baseline-{args.baseline_rate}", rng))
-        phases.append(run_phase(args, work, args.rate, f"rate-{args.rate}", rng))
+        for rate in [int(r) for r in args.rates.split(",") if r.strip()]:
+            phases.append(run_phase(args, work, rate, f"rate-{rate}", rng))
     finally:
         if broker is not None:
             broker.stop()
@@ -391,9 +434,12 @@ def main() -> int:
     report = {"benchmark": "publish_to_alert_latency", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "machine": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
               "phases": phases}
-    if len(phases) == 2 and phases[0]["p99_ms"] and phases[1]["p99_ms"]:
-        report["p99_ratio"] = round(phases[1]["p99_ms"] / phases[0]["p99_ms"], 2)
-        print(f"\np99 at {args.rate}/s vs {args.baseline_rate}/s: x{report['p99_ratio']}")
+    report["classify_workers"] = args.classify_workers
+    if args.baseline_rate and phases[0]["p99_ms"]:
+        for r in phases[1:]:
+            if r["p99_ms"]:
+                r["p99_ratio_vs_baseline"] = round(r["p99_ms"] / phases[0]["p99_ms"], 2)
+                print(f"p99 at {r['rate']}/s vs {args.baseline_rate}/s: x{r['p99_ratio_vs_baseline']}")
     print(json.dumps(report))
     return 0
 
