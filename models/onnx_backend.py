@@ -99,10 +99,16 @@ def export(model: Any, out_dir: Path, *, sample_len: int = 16) -> dict[str, Path
 def _quantize(src: Path, dst: Path) -> None:
     """int8 weights per output channel for every MatMul (dynamic activation scales); the
     embeddings, LayerNorms, softmax and the task heads (Gemm) stay fp32."""
+    import logging
+
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8,
-                     op_types_to_quantize=["MatMul"])
+    logging.disable(logging.WARNING)  # the quantiser narrates every tensor (and a pre-processing hint) on the root logger
+    try:
+        quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul"])
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 # -- running ----------------------------------------------------------------------------------

@@ -245,3 +245,19 @@ def test_export_adds_onnx_to_an_existing_version(tiny_home_copy: Path, settings_
     assert section["fp32_accuracy"] == before["onnx"]["fp32_accuracy"]  # the same validation rows
     engine = InferenceEngine.from_settings(settings_for(tiny_home_copy), device="cpu")
     assert engine.backend == "onnx"
+
+
+def test_count_tokens_then_predict_tokenises_once(tiny_home: Path) -> None:
+    """The classify stage counts tokens on arrival and predicts later: one tokenisation per story."""
+    engine = InferenceEngine(Registry(tiny_home / "models"), ClassifierSettings(), device="cpu")
+    calls: list[list[str]] = []
+    tok = engine._loaded.tokenizer
+    engine._loaded = dataclasses.replace(
+        engine._loaded, tokenizer=lambda texts, **kw: calls.append(list(texts)) or tok(texts, **kw))
+    texts = ["Fed hikes rates again", "Stock soars to a record"]
+    counts = engine.count_tokens(texts)
+    preds = engine.predict(texts)
+    assert len(calls) == 1 and len(preds) == 2 and counts == [len(i) for i in tok(texts)["input_ids"]]
+    engine.forget_tokens()
+    engine.predict(texts[:1])
+    assert len(calls) == 2
