@@ -33,7 +33,7 @@ class ClassifierSettings(BaseModel):
     backend: Literal["auto", "onnx", "torch"] = Field(
         default="auto",
         description="CPU backend: auto = the fastest the version's accuracy check passed (ONNX Runtime int8, "
-        "then ONNX fp32, then torch); onnx/torch force one (onnx still falls back to torch when unusable)",
+        "then ONNX fp32, then torch); onnx = the same preference; torch = torch only",
     )
     cpu_bf16: bool = Field(
         default=True,
