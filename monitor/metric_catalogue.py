@@ -39,6 +39,8 @@ LABEL_BOUNDS: dict[str, str] = {
     "profile": "the training profiles (default, quick, tiny)",
     "trained_at": "1 per process: the served version's creation time",
     "task": "sentiment, topic",
+    "backend": "the classifier backends: onnx, torch",
+    "precision": "the classifier precisions: int8, bf16, bfloat16, float16, float32",
     "label": "sentiment: negative, neutral, positive; topic: the topic labels (models/data/topic/labels.txt)",
     "metric": "accuracy, macro_f1",
     "result": "promoted, rejected, shadowing, skipped, failed, timeout",
