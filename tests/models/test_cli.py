@@ -102,6 +102,11 @@ def test_bench_json_report(tiny_home: Path) -> None:
     assert report["device"] == "cpu" and report["n"] == 48
     assert report["texts_per_s"] > 0 and report["baseline_texts_per_s"] > 0
     assert report["accuracy"] is not None and report["baseline_accuracy"] is not None
+    # every backend/precision tried is reported; the served one first, with the top-level numbers
+    tried = {(c["backend"], c["precision"]) for c in report["candidates"] if c["measured"]}
+    assert report["candidates"][0]["texts_per_s"] == report["texts_per_s"]
+    assert (report["backend"], report["precision"]) in tried and ("torch", "float32") in tried
+    assert {"onnx", "torch"} <= {b for b, _ in tried}
 
 
 def test_models_ensure_keeps_a_current_model_and_trains_when_there_is_none(tiny_home_copy: Path, tmp_path: Path) -> None:
