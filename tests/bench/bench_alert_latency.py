@@ -247,6 +247,7 @@ def phase_settings(args: argparse.Namespace, work: Path, receiver_url: str) -> t
         logging={"level": "WARNING"},
         connectors={"demo": False},
         aggregator={"windows": [{"name": "1m", "size": "1m"}]},
+        **({"classifier": {"threads": args.classify_threads}} if args.classify_threads else {}),
         alerts={"rules_file": str(rules), "default_receiver": "hook",
                 "receivers": {"hook": {"type": "webhook", "url": receiver_url}}},
     )
@@ -391,6 +392,8 @@ def main() -> int:
     ap.add_argument("--rates", default="100", help="stories/s offered in the measured phases, comma-separated")
     ap.add_argument("--classify-workers", type=int, default=1,
                     help="finsent classify processes (one consumer group); 0 = classify inside the bench process")
+    ap.add_argument("--classify-threads", type=int, default=None,
+                    help="classifier.threads of each classify worker (unset: all cores)")
     ap.add_argument("--baseline-rate", type=int, default=10, help="stories/s offered in the baseline phase (0 = skip)")
     ap.add_argument("--duration", type=float, default=30.0, help="measured seconds per phase (one planted story/s)")
     ap.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds of background stream per phase")
