@@ -99,8 +99,10 @@ def test_firing_alerts_are_resent_before_the_resolve_timeout(tmp_path: Path):
     assert keepalive.tick() == 0            # nothing firing any more
 
 
-def _garbage_server(reply: bytes) -> tuple[socket.socket, str]:
+def _garbage_server(reply: bytes) -> tuple[socket.socket, str, threading.Thread]:
     srv = socket.socket()
+    # its accepted connections inherit this, so the real Alertmanager may bind the port right after
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", 0))
     srv.listen(8)
 
@@ -114,8 +116,9 @@ def _garbage_server(reply: bytes) -> tuple[socket.socket, str]:
                 conn.recv(65536)
                 conn.sendall(reply)
 
-    threading.Thread(target=serve, daemon=True).start()
-    return srv, f"http://127.0.0.1:{srv.getsockname()[1]}"
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return srv, f"http://127.0.0.1:{srv.getsockname()[1]}", thread
 
 
 @pytest.mark.parametrize("reply", [
@@ -124,7 +127,7 @@ def _garbage_server(reply: bytes) -> tuple[socket.socket, str]:
 ], ids=["html-200", "not-http"])
 def test_malformed_response_keeps_the_alert_until_alertmanager_answers(tmp_path: Path, reply: bytes, caplog):
     need(ALERTMANAGER)
-    srv, url = _garbage_server(reply)
+    srv, url, serving = _garbage_server(reply)
     port = int(url.rsplit(":", 1)[1])
     clock, store, engine, deliverer, metrics, _ = setup(tmp_path, url)
     engine.process([point(emitted=1)])
@@ -137,6 +140,7 @@ def test_malformed_response_keeps_the_alert_until_alertmanager_answers(tmp_path:
     # the real Alertmanager comes up on that very port: the alert is delivered, once
     srv.shutdown(socket.SHUT_RDWR)  # wakes the accept() and frees the port
     srv.close()
+    serving.join(10)  # no accepted connection left open on the port
     config = tmp_path / "am.yml"
     config.write_text(NULL_CONFIG)
     am = start_alertmanager(config, tmp_path, port=port)
