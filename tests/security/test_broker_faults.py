@@ -34,7 +34,7 @@ from tests.connectors.conftest import FeedServer, Resp, read_topic
 from tests.e2e.test_feed_to_webhook import NEGATIVE, POSITIVE, RULES, alerts_in, rss, stories, window_start
 from tests.e2e.test_feed_to_webhook import SECRET as HOOK_SECRET
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+pytestmark = [pytest.mark.kafka]  # a core promise (no story lost, one alert): default tier
 
 SECRET = "fault-push-secret"
 
