@@ -99,13 +99,36 @@ class Consumer(Protocol):
     def close(self) -> None: ...
 
 
+def co_partition(partition: int, downstream_partitions: int) -> int:
+    """The partition of a downstream topic that a stage writes the records read from upstream
+    ``partition`` to. Stages keep their topics co-partitioned this way (``news.raw`` partition p
+    -> ``news.scored`` partition p), so a downstream partition knows which upstream partitions feed
+    it; the connectors key by primary ticker, so per-ticker order holds as well."""
+    return partition % max(1, downstream_partitions)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Where another consumer group stands on a topic."""
+
+    pending: dict[int, int]
+    """Per partition, records past the group's committed offset (never committed: all of them)."""
+    committed: int = 0
+    """Sum of the group's committed offsets: it grows while the group makes progress."""
+
+    def feeding(self, partition: int, downstream_partitions: int) -> int:
+        """Records still to come into downstream ``partition`` (see :func:`co_partition`)."""
+        if downstream_partitions <= 0:
+            return sum(self.pending.values())
+        return sum(n for p, n in self.pending.items() if co_partition(p, downstream_partitions) == partition)
+
+
 class BacklogProbe(Protocol):
     """How far another consumer group is behind on a topic, without joining it."""
 
-    def backlog(self) -> dict[int, int] | None:
-        """Per partition, records on the topic past the group's committed offsets (a partition the
-        group never committed counts whole); ``{}`` for a topic that does not exist; ``None``:
-        unknown (broker unreachable, no metadata yet)."""
+    def backlog(self) -> Backlog | None:
+        """The group's backlog; empty for a topic that does not exist; ``None``: unknown (broker
+        unreachable, no metadata yet)."""
 
     def close(self) -> None: ...
 

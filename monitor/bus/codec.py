@@ -14,8 +14,10 @@ log = structlog.get_logger(__name__)
 R = TypeVar("R", bound=Record)
 
 
-def send_record(producer: Producer, topic: str, record: Record, key: str | bytes | None = None) -> Delivery:
-    return producer.send(topic, record.encode(), key=key, headers=[("kind", record.KIND.encode())])
+def send_record(producer: Producer, topic: str, record: Record, key: str | bytes | None = None,
+                partition: int | None = None) -> Delivery:
+    return producer.send(topic, record.encode(), key=key, headers=[("kind", record.KIND.encode())],
+                         partition=partition)
 
 
 class DeadLetterSink:

@@ -22,6 +22,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from monitor.bus.base import (
+    Backlog,
     BusError,
     ConsumerOptions,
     Headers,
@@ -199,10 +200,10 @@ class KafkaBacklogProbe:
         self._c = consumer
         self.topic = topic
 
-    def backlog(self) -> dict[int, int] | None:
+    def backlog(self) -> Backlog | None:
         try:
             if self.topic not in self._c.topics():  # a fresh metadata fetch, not the cache
-                return {}  # no such topic: nothing on its way
+                return Backlog({})  # no such topic: nothing on its way
             parts = self._c.partitions_for_topic(self.topic) or set()
             tps = [KTopicPartition(self.topic, p) for p in sorted(parts)]
             if not tps:
@@ -212,7 +213,8 @@ class KafkaBacklogProbe:
         except KafkaError as err:
             log.debug("backlog of %s unavailable: %s", self.topic, err)
             return None
-        return {tp.partition: max(0, ends[tp] - (c or 0)) for tp, c in zip(tps, committed)}
+        return Backlog({tp.partition: max(0, ends[tp] - (c or 0)) for tp, c in zip(tps, committed)},
+                       committed=sum(c or 0 for c in committed))
 
     def close(self) -> None:
         self._c.close(autocommit=False)

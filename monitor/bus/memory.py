@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from itertools import count
 
 from monitor.bus.base import (
+    Backlog,
     BusError,
     ConsumerOptions,
     Headers,
@@ -161,14 +162,15 @@ class MemoryBacklogProbe:
     def __init__(self, bus: MemoryBus, group_id: str, topic: str) -> None:
         self._bus, self.group_id, self.topic = bus, group_id, topic
 
-    def backlog(self) -> dict[int, int] | None:
+    def backlog(self) -> Backlog | None:
         with self._bus._cond:
             group = self._bus._groups.get(self.group_id)
             logs = self._bus._logs.get(self.topic)
             if logs is None:
-                return {}  # no such topic: nothing on its way
+                return Backlog({})  # no such topic: nothing on its way
             committed = group.committed if group is not None else {}
-            return {p: len(log) - committed.get(TopicPartition(self.topic, p), 0) for p, log in enumerate(logs)}
+            offsets = {p: committed.get(TopicPartition(self.topic, p), 0) for p in range(len(logs))}
+            return Backlog({p: len(log) - offsets[p] for p, log in enumerate(logs)}, sum(offsets.values()))
 
     def close(self) -> None:
         return None

@@ -26,7 +26,8 @@ from pathlib import Path
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from monitor.bus.base import Bus, BusError, Consumer, ConsumerOptions, Delivery, Message, Producer, TopicPartition
+from monitor.bus.base import (Backlog, Bus, BusError, Consumer, ConsumerOptions, Delivery, Message, Producer,
+                              TopicPartition)
 from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets, send_record
 from monitor.config import Settings
 from monitor.records import ScoredItem, TrendPoint, WatermarkMarker, decode
@@ -105,12 +106,21 @@ class AggregateMetrics:
         self.trend_count = Gauge("finsent_trend_count", "Stories in the latest window of 'all', each topic and each of aggregator.metric_tickers",
                                  ["key", "window"], registry=registry)
 
+        self.key_late_dropped = Counter(
+            "finsent_trend_late_dropped",
+            "Stories dropped as late per trend key, for 'all', each topic and each of aggregator.metric_tickers "
+            "(every other key: the aggregator's debug log)", ["key"], registry=registry)
+
         self._latest_end: dict[tuple[str, str], datetime] = {}
+
+    def exported(self, key: str) -> bool:
+        """Keys with series of their own: bounded (every ticker or source would not be)."""
+        return key == "all" or key.startswith("topic:") or key in self._exported
 
     def observe_points(self, points: list[TrendPoint]) -> None:
         self.points.inc(len(points))
         for p in points:
-            if p.key != "all" and not p.key.startswith("topic:") and p.key not in self._exported:
+            if not self.exported(p.key):
                 continue
             if p.window_end >= self._latest_end.get((p.key, p.window), p.window_end):
                 self._latest_end[(p.key, p.window)] = p.window_end
@@ -147,12 +157,16 @@ class _LagReporter:
 class SourceTracker:
     """The re-key stage's view of the upstream partitions it owns: progress and idleness.
 
-    Progress is the largest event time read from a partition. A partition is *idle* when it is read
-    to its end, nothing came from it for ``idle_timeout`` (wall time), and the classify group has no
-    backlog on the raw topic, so nothing more is on its way. Until then it holds
-    the watermark back, however long a backfill or a slow classify worker takes, with one bound:
-    a partition read to its end and silent for ``SILENT_FACTOR x idle_timeout`` is idle whatever
-    the backlog, so an upstream partition that never gets a story cannot stall the stream.
+    Progress is the largest event time read from a partition. A ``news.scored`` partition is
+    *idle* when it is read to its end, nothing came from it for ``idle_timeout`` (wall time), and
+    the classify group has no backlog on the ``news.raw`` partitions that feed it (classify keeps
+    the two topics co-partitioned, :func:`~monitor.bus.base.co_partition`), so nothing more is on
+    its way. Until then it holds the watermark back, however long a backfill or a slow classify
+    worker takes: a catch-up reads one raw partition's backlog after another, and the partitions
+    it has not reached yet must not be left behind. One bound: when the classify group has made
+    no progress at all for ``SILENT_FACTOR x idle_timeout`` (stopped, or stuck on the partition
+    that feeds this one), a partition read to its end and silent that long is idle whatever the
+    backlog, so one stuck upstream cannot stall every other key's alerts.
     """
 
     SILENT_FACTOR = 10
@@ -165,6 +179,8 @@ class SourceTracker:
         self.progress: dict[int, float | None] = {}
         self.idle: set[int] = set()
         self._last_read: dict[int, float] = {}
+        self._upstream_committed: int | None = None
+        self._upstream_moved = started
 
     def assign(self, partitions: set[int]) -> None:
         for p in partitions:
@@ -184,9 +200,15 @@ class SourceTracker:
         self.idle.discard(partition)
         return progress
 
-    def refresh_idle(self, lag: dict[int, int] | None, upstream: dict[int, int] | None, now: float) -> bool:
-        """Recompute the idle set from this stage's lag and the classify group's raw backlog."""
+    def refresh_idle(self, lag: dict[int, int] | None, upstream: Backlog | None, now: float) -> bool:
+        """Recompute the idle set from this stage's lag and the classify group's raw backlog
+        (``None``: unknown, so something may be on its way)."""
         before = set(self.idle)
+        if upstream is not None and (upstream.committed != self._upstream_committed
+                                     or not any(upstream.pending.values())):
+            self._upstream_committed = upstream.committed
+            self._upstream_moved = now
+        stalled = now - self._upstream_moved >= self.SILENT_FACTOR * self.idle_timeout
         idle = set()
         if lag is not None:
             for p in self.progress:
@@ -194,11 +216,9 @@ class SourceTracker:
                     continue
                 last = self._last_read.get(p)
                 silent = now - (last if last is not None else self.started)
-                # the whole raw topic: connectors key it differently from news.scored, so any raw
-                # partition may feed any scored one; unknown = assume something is on its way
-                backlog = 1 if upstream is None else sum(upstream.values())
+                backlog = 1 if upstream is None else upstream.feeding(p, self.partitions)
                 if (last is None or silent >= self.idle_timeout) and backlog == 0 \
-                        or silent >= self.SILENT_FACTOR * self.idle_timeout:
+                        or stalled and silent >= self.SILENT_FACTOR * self.idle_timeout:
                     idle.add(p)
         self.idle = idle
         return idle != before
@@ -453,6 +473,8 @@ class TrendStage:
         else:
             self.metrics.stories.labels("late_dropped").inc()
             self.metrics.late_dropped.labels(result.late_reason or "late").inc()
+            if self.metrics.exported(key):
+                self.metrics.key_late_dropped.labels(key).inc()
             log.debug("late story dropped", key=key, story=scored.id, reason=result.late_reason,
                       published_at=scored.item.published_at.isoformat(), source=source)
         if result.late_windows:

@@ -11,7 +11,8 @@ One loop, one thread, deliberately synchronous so the delivery guarantee is easy
    off the front of the buffer (so batches stay small while the stream is light and grow with
    the backlog);
 3. score it (a batch that makes the engine raise is bisected: the poison story goes to the DLQ,
-   its neighbours are scored), produce every result, wait until the broker acknowledges them all,
+   its neighbours are scored), produce every result (to the ``news.scored`` partition of its
+   raw partition: the topics are co-partitioned), wait until the broker acknowledges them all,
    then commit the batch's offsets. At-least-once: a crash anywhere before the commit redelivers
    the batch, and downstream is idempotent by story id.
 
@@ -37,7 +38,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from models.batching import AdaptiveBatcher
-from monitor.bus.base import Bus, BusError, Consumer, ConsumerOptions, Message, Producer, TopicPartition
+from monitor.bus.base import Bus, BusError, Consumer, ConsumerOptions, Message, Producer, TopicPartition, co_partition
 from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets, send_record
 from monitor.config import Settings
 from monitor.records import NewsItem, ScoredItem
@@ -131,6 +132,7 @@ class ClassifyStage:
         self._dlq: DeadLetterSink | None = None
         self._next_lag = 0.0
         self._next_reload = 0.0
+        self._scored_partitions: int | None = None
         self.batches = 0
 
     # -- Stage ------------------------------------------------------------------------------
@@ -149,6 +151,11 @@ class ClassifyStage:
             ConsumerOptions(group_id=self._cfg.group_id, on_assign=self._on_assign, on_revoke=self._on_revoke,
                             client_id=f"{self.settings.kafka.client_id}-{self.name}"),
         )
+        try:
+            self._scored_partitions = self.bus.partitions_for(topics.scored)
+        except BusError as err:  # not created yet: partition by key, and say so
+            self._scored_partitions = None
+            log.warning("news.scored partitions unknown; partitioning by key", error=str(err))
         self._running = True
         self._report_backend()
         log.info("classify started", group=self._cfg.group_id, topic=topics.raw, model=self.engine.version)
@@ -166,6 +173,12 @@ class ClassifyStage:
             if self.shadow is not None:
                 self.shadow.flush()
             log.info("classify stopped", batches=self.batches, released_uncommitted=dropped)
+
+    def _scored_partition(self, raw_partition: int) -> int | None:
+        """Co-partitioned: what raw partition p held goes to scored partition p, so the aggregator
+        knows which classify backlog feeds which of its inputs (see SourceTracker)."""
+        n = self._scored_partitions
+        return co_partition(raw_partition, n) if n else None
 
     # -- the loop ---------------------------------------------------------------------------
     def _step(self, reader: RecordReader[NewsItem]) -> None:
@@ -216,8 +229,9 @@ class ClassifyStage:
             self._buffer.observe(*self._buffer.last_taken, seconds)
             self.metrics.batch_size.observe(len(live))
             topic = self.settings.topics.scored
-            for _, scored in outcome.scored:
-                deliveries.append(send_record(self._producer, topic, scored, key=scored.item.primary_key))
+            for idx, scored in outcome.scored:
+                deliveries.append(send_record(self._producer, topic, scored, key=scored.item.primary_key,
+                                              partition=self._scored_partition(live[idx].msg.partition)))
             for idx, reason in outcome.rejected:
                 deliveries.append(self._dlq.reject_message(live[idx].msg, reason))
             for d in deliveries:

@@ -2,8 +2,7 @@
 into Kafka, then ``finsent run --stages classify,aggregate,alerts`` as a separate OS process that
 is killed with SIGKILL mid-stream and started again.
 
-A planted burst of negative stories about one ticker, inside hundreds (``slow`` tier: thousands)
-of headlines from several upstream partitions, must:
+A planted burst of negative stories about one ticker, inside thousands of headlines from several upstream partitions, must:
 
 * fire its alert once (one firing episode) and resolve once, delivered signed to a local webhook,
   annotated ``catch_up`` (it is evaluated long after the fact);
@@ -50,7 +49,11 @@ NEGATIVE = ("$ZZZ shares plunge after fraud charges, bankruptcy fears mount",
 POSITIVE = ("$ZZZ soars after blowout earnings beat and raised guidance",
             "$ZZZ rallies to record high on strong revenue growth",
             "$ZZZ surges on record profit and bigger buyback")
-AGGREGATOR = {"windows": [{"name": "1m", "size": "1m"}], "grace": "30s", "idle_timeout": "3s",
+# idle_timeout is deliberately short: after the restart, classify works through one news.raw
+# partition's backlog after another for far longer than 10x of it, and the news.scored partitions
+# it has not reached yet must hold the watermark back all that time (they once were declared idle,
+# and a third of a window's stories were dropped as late).
+AGGREGATOR = {"windows": [{"name": "1m", "size": "1m"}], "grace": "30s", "idle_timeout": "0.3s",
               "flush_interval": "0.2s", "baseline_windows": 3, "min_baseline_windows": 1}
 RULES = """
 rules:
@@ -145,19 +148,13 @@ def firing_episodes(receiver: Receiver, status: str) -> set:
             if a["status"] == status}
 
 
-# 720 stories: ~85 s on 2 idle cores (two model loads, a replay, a kill -9); 3000 in the slow tier.
-@pytest.mark.parametrize("n", [pytest.param(720, id="720-stories"),
-                               pytest.param(3000, id="3000-stories", marks=[
-                                   pytest.mark.slow,
-                                   # Open (issue 13): with 3000 stories the points still differ from
-                                   # the batch in some runs (about a third of a window's stories
-                                   # missing); not yet diagnosed - see the branch's report.
-                                   pytest.mark.xfail(strict=False, reason="3000-story backfill: points "
-                                                     "differ from the batch in some runs (open)")])])
+# 3000 stories: ~20 s on 2 idle cores (two model loads, a replay, a kill -9); 10000 in the slow tier.
+@pytest.mark.parametrize("n", [pytest.param(3000, id="3000-stories"),
+                               pytest.param(10000, id="10000-stories", marks=pytest.mark.slow)])
 def test_backfill_with_kill_dash_nine_alerts_once_and_equals_batch(n, kafka_settings, kafka_bootstrap, tmp_path):
     from tests.models.fixtures import trained_tiny_home
 
-    step = 300.0 / n * 1.2 if n > 600 else 0.5  # the stories span at least 6 minutes of event time
+    step = 360.0 / n  # the stories span 6 minutes of event time
     home = trained_tiny_home(tmp_path / "model")
     settings = kafka_settings(kafka={"partitions": 3})
     rules = tmp_path / "rules.yaml"

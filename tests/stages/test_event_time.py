@@ -170,6 +170,8 @@ def test_an_idle_partition_stops_holding_the_watermark_back(tmp_path):
         wait_until(lambda: agg.metrics.late_dropped.labels("source_idle")._value.get() > 0, 30,
                    "the late drop to be counted")
         assert agg.metrics.late_dropped.labels("late_in_source")._value.get() == 0
+        # and per key, for the keys with series of their own
+        assert agg.metrics.key_late_dropped.labels("all")._value.get() == len(resumed)
     finally:
         agg.stop()
 
