@@ -61,6 +61,7 @@ def build_core(ctx: Context, metrics: IngestMetrics | None = None) -> Ingest:
         ttl_s=cs.dedup.ttl_hours * 3600,
         threshold=cs.dedup.near_duplicate_threshold,
         min_novelty=cs.dedup.min_novelty,
+        max_entries=cs.dedup.max_entries,
     )
     producer = ctx.bus.producer()
     metrics = metrics or IngestMetrics(ctx.registry)

@@ -158,6 +158,10 @@ Source = Annotated[RssSource | JsonApiSource | WebhookSource | FileSource, Field
 
 class DedupSettings(_Model):
     ttl_hours: float = Field(default=48.0, gt=0, description="how long seen ids and titles are remembered")
+    max_entries: int = Field(
+        default=100_000, ge=1_000,
+        description="at most this many ids (and as many title clusters) are remembered; beyond it the oldest are "
+                    "forgotten before ttl_hours (about 2.5 KiB of memory each, id and title together)")
     near_duplicate_threshold: float = Field(
         default=0.8, gt=0, le=1.0, description="Jaccard similarity of title words above which stories are near-duplicates"
     )

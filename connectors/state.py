@@ -8,7 +8,9 @@ forgets it when the send failed, so the next poll tries the story again.
 Near-duplicates: titles are reduced by :func:`connectors.identity.title_key` (wire prefixes,
 punctuation and case removed). Equal keys, or content-word sets with a Jaccard similarity at or
 above the threshold, form one cluster. A story's novelty is ``1 / (1 + copies seen before)``.
-Everything is forgotten ``ttl`` seconds after it was last seen.
+Everything is forgotten ``ttl`` seconds after it was last seen, and memory is bounded as well:
+beyond ``max_entries`` remembered ids (or title clusters) the oldest are forgotten early, at the
+next purge (every minute), so a sustained high rate cannot grow the process without limit.
 """
 
 from __future__ import annotations
@@ -106,9 +108,13 @@ class IngestState:
         threshold: float = 0.8,
         min_novelty: float = 0.0,
         clock: Callable[[], float] = time.time,
+        max_entries: int = 100_000,
     ) -> None:
         self.path = path
         self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self.evicted = 0
+        """ids and clusters forgotten before their TTL because of ``max_entries``"""
         self.threshold = threshold
         self.min_novelty = min_novelty
         self._clock = clock
@@ -132,10 +138,13 @@ class IngestState:
         horizon = self._clock() - self.ttl_s
         self._db.execute("DELETE FROM seen_ids WHERE seen_at < ?", (horizon,))
         self._db.execute("DELETE FROM titles WHERE last_seen < ?", (horizon,))
-        self._ids = {i: (scope, at) for i, scope, at in self._db.execute("SELECT id, scope, seen_at FROM seen_ids")}
-        rows = self._db.execute("SELECT scope, key, first_id, copies, first_seen, last_seen FROM titles").fetchall()
+        self._ids = {i: (scope, at) for i, scope, at in
+                     self._db.execute("SELECT id, scope, seen_at FROM seen_ids ORDER BY seen_at")}
+        rows = self._db.execute("SELECT scope, key, first_id, copies, first_seen, last_seen FROM titles "
+                                "ORDER BY first_seen").fetchall()
         for scope, key, first_id, copies, first_seen, last_seen in rows:
             self._index(_Cluster(scope, key, title_tokens(key), first_id, copies, first_seen, last_seen, True))
+        self._cap(self._clock())
         self._last_purge = self._clock()
         log.info("ingest state loaded", path=str(self.path), ids=len(self._ids), titles=len(rows))
 
@@ -314,7 +323,32 @@ class IngestState:
             del self._ids[item_id]
         for c in [c for c in self._clusters.values() if c.last_seen < horizon and c.persisted]:
             self._unindex(c)
+        self._cap(now)
         self._last_purge = now
+
+    def _cap(self, now: float) -> None:
+        """Forget the oldest ids and clusters beyond ``max_entries`` (insertion order: oldest
+        first). A story forgotten early and seen again is emitted again; downstream is idempotent
+        by story id within its windows."""
+        excess_ids = len(self._ids) - self.max_entries
+        old_ids = list(islice(self._ids, excess_ids)) if excess_ids > 0 else []
+        for item_id in old_ids:
+            del self._ids[item_id]
+        if old_ids:
+            self._db.executemany("DELETE FROM seen_ids WHERE id = ?", [(i,) for i in old_ids])
+        excess = len(self._clusters) - self.max_entries
+        old = [c for c in islice(self._clusters.values(), max(0, excess) * 2) if c.persisted][:max(0, excess)]
+        for c in old:
+            self._unindex(c)
+        if old:
+            self._db.executemany("DELETE FROM titles WHERE scope = ? AND key = ?", [(c.scope, c.key) for c in old])
+        if old_ids or old:
+            # said once at info (a busy installation reaches the bound every minute), then at debug
+            say = log.info if not self.evicted else log.debug
+            self.evicted += len(old_ids) + len(old)
+            say("dedup memory at its bound; forgot the oldest entries before their TTL",
+                     ids=len(old_ids), titles=len(old), max_entries=self.max_entries,
+                     oldest_kept_age_s=round(now - min((at for _, at in self._ids.values()), default=now)))
 
     # -- HTTP validators --------------------------------------------------------------------
     def http_validators(self, source: str, url: str) -> tuple[str | None, str | None]:

@@ -96,9 +96,9 @@ def export(model: Any, out_dir: Path, *, sample_len: int = 16) -> dict[str, Path
     return {"fp32": fp32, "int8": int8}
 
 
-def _quantize(src: Path, dst: Path) -> None:
-    """int8 weights per output channel for every MatMul (dynamic activation scales); the
-    embeddings, LayerNorms, softmax and the task heads (Gemm) stay fp32."""
+def _quantize(src: Path, dst: Path, keep_fp32: Sequence[str] = ()) -> None:
+    """int8 weights per output channel for every MatMul (dynamic activation scales) but the nodes
+    named in ``keep_fp32``; the embeddings, LayerNorms, softmax and the task heads (Gemm) stay fp32."""
     import logging
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -106,9 +106,29 @@ def _quantize(src: Path, dst: Path) -> None:
     logging.disable(logging.WARNING)  # the quantiser narrates every tensor (and a pre-processing hint) on the root logger
     try:
         quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul"])
+                         op_types_to_quantize=["MatMul"], nodes_to_exclude=list(keep_fp32))
     finally:
         logging.disable(logging.NOTSET)
+
+
+def _int8_fallbacks(fp32: Path) -> list[tuple[str, list[str]]]:
+    """What to keep in fp32 when quantising every MatMul loses too much accuracy, mildest first:
+    the feed-forward down-projections (where BERT-style encoders carry their outlier
+    activations), then the last encoder layer, then both. ``(description, node names)``."""
+    import re
+
+    import onnx
+
+    names = [n.name for n in onnx.load(str(fp32), load_external_data=False).graph.node if n.op_type == "MatMul"]
+    layer = {n: int(m.group(1)) for n in names if (m := re.search(r"layer\.(\d+)/", n))}
+    if not layer:
+        return []
+    last = max(layer.values())
+    down = [n for n in names if n.endswith("/output/dense/MatMul") and "/attention/" not in n]
+    final = [n for n in names if layer.get(n) == last]
+    plans = [("feed-forward down-projections", down), (f"encoder layer {last}", final),
+             (f"feed-forward down-projections and encoder layer {last}", sorted(set(down) | set(final)))]
+    return [(label, nodes) for label, nodes in plans if nodes]
 
 
 # -- running ----------------------------------------------------------------------------------
@@ -243,7 +263,11 @@ def build(
         cpu = _fp32_cpu(model)
         with torch.inference_mode():
             reference = {t: batched_logits(_torch_runner(cpu), enc[t])[t] for t in enc}
-        section = check_variants(paths, enc, {t: y for t, (_, y) in valid.items()}, reference, mix)
+        labels = {t: y for t, (_, y) in valid.items()}
+        section = check_variants(paths, enc, labels, reference, mix)
+        if "int8" in paths and not section["variants"].get("int8", {}).get("ok"):
+            section["variants"]["int8"] = _int8_with_fp32_parts(paths, section["variants"]["int8"], enc, labels,
+                                                                reference, mix)
     except Exception as err:  # noqa: BLE001 - the version stays servable by torch
         log.warning("onnx_export_failed", error=f"{type(err).__name__}: {err}")
         for rel in VARIANTS.values():
@@ -254,6 +278,28 @@ def build(
     log.info("onnx_exported", **{v: e.get("ok") for v, e in section["variants"].items()},
              seconds=section["seconds"])
     return section
+
+
+def _int8_with_fp32_parts(paths: dict[str, Path], first: dict[str, Any], enc: dict[str, list[list[int]]],
+                          labels: dict[str, Sequence[int]], reference: dict[str, np.ndarray],
+                          mix: Callable[[str, np.ndarray], np.ndarray]) -> dict[str, Any]:
+    """Quantising every MatMul failed the check: re-quantise with the parts of
+    :func:`_int8_fallbacks` left in fp32, mildest first, and keep the first that passes (the last
+    one tried otherwise, marked not ok). The entry says what stayed fp32 and what was tried."""
+    tried = [{"fp32_nodes": "none", "ok": False, "reason": first.get("reason")}]
+    entry = first
+    for label, nodes in _int8_fallbacks(paths["fp32"]):
+        _quantize(paths["fp32"], paths["int8"], keep_fp32=nodes)
+        entry = check_variants({"int8": paths["int8"]}, enc, labels, reference, mix)["variants"]["int8"]
+        entry["fp32_nodes"] = label
+        tried.append({"fp32_nodes": label, "ok": entry.get("ok", False),
+                      **{t: entry[t]["loss_pt"] for t in enc if t in entry}})
+        if entry.get("ok"):
+            break
+    entry["tried"] = tried
+    log.info("onnx_int8_fallback", ok=entry.get("ok", False), fp32_nodes=entry.get("fp32_nodes"),
+             attempts=len(tried))
+    return entry
 
 
 def _fp32_cpu(model: Any) -> Any:

@@ -98,7 +98,7 @@ class TrainProfile:
 
 _DEFAULT = TrainProfile(
     name="default",
-    epochs=3,
+    epochs=4,
     max_length=64,
     batch_size=32,
     cuda_batch_size=128,
@@ -121,13 +121,13 @@ _DEFAULT = TrainProfile(
     check_quantization=True,
     news_per_epoch=4000,
     select_on_news=True,
-    lexical_grid=(0.0, 0.1, 0.2, 0.35),
+    lexical_grid=(0.0, 0.1, 0.2, 0.35, 0.5),
 )
 
 PROFILES: dict[str, TrainProfile] = {
     "default": _DEFAULT,
     # the recipe served until issue #19: tweets only, selected on tweets only
-    "tweets": replace(_DEFAULT, name="tweets", news_per_epoch=0, select_on_news=False, lexical_grid=()),
+    "tweets": replace(_DEFAULT, name="tweets", epochs=3, news_per_epoch=0, select_on_news=False, lexical_grid=()),
     # a first model in a few minutes (make run's demo): one epoch on a subset
     "quick": replace(_DEFAULT, name="quick", epochs=1, max_length=48, lr=1.5e-4,
                      sentiment_train=4000, sentiment_repeats=1.0, topic_per_epoch=1500, valid_limit=1000,

@@ -13,6 +13,8 @@ import sys
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_TEMPFAIL = 75
+"""sysexits' EX_TEMPFAIL: a condition outside finsent (a full disk) that a later start may not meet."""
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:

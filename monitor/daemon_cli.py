@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from monitor.cliargs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option, settings_from_args, settings_problems
+from monitor.cliargs import (EXIT_FAILURE, EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE, add_config_option, settings_from_args,
+                             settings_problems)
 
 
 def _runner(stages: tuple[str, ...]):
@@ -25,9 +26,20 @@ def _runner(stages: tuple[str, ...]):
         if problems:
             print("finsent: refusing to start:\n" + "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
             return EXIT_USAGE
+        from monitor.stages.persist import disk_fault_in
         from monitor.wiring import build_daemon
 
-        daemon, _ = build_daemon(settings, chosen)
+        try:
+            daemon, _ = build_daemon(settings, chosen)
+        except Exception as err:
+            fault = disk_fault_in(err)
+            if fault is None:
+                raise
+            # Opening the state needs a write (schema, WAL files): no crash, no traceback, and an exit
+            # code a supervisor retries on (systemd's Restart=on-failure; compose's restart policy).
+            print(f"finsent: cannot open the state under {settings.state_dir}: {fault}. The disk is full or "
+                  "failing; free space there and start again.", file=sys.stderr)
+            return EXIT_TEMPFAIL
         return daemon.run_forever()
 
     return handler

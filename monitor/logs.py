@@ -53,3 +53,16 @@ def configure_logging(level: str = "INFO", fmt: str = "console", stream=None, se
     root.setLevel(level)
     for noisy in ("kafka", "httpx", "httpcore", "apscheduler", "uvicorn.access", "uvicorn.error"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    selector = logging.getLogger("kafka.net.selector")
+    if not any(isinstance(f, _SlowKafkaTaskFilter) for f in selector.filters):
+        selector.addFilter(_SlowKafkaTaskFilter())
+
+
+class _SlowKafkaTaskFilter(logging.Filter):
+    """kafka-python 3 warns whenever one step of its network loop takes over 0.1 s ("Task ... ran
+    for 0.363s ... blocking the event loop"), which a busy 2-core machine does all the time with
+    nothing wrong (the kafka loggers show warnings and above only): drop that line, keep every
+    other selector warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "threshold). It is blocking the event loop" not in record.getMessage()

@@ -91,7 +91,7 @@ class KafkaBus:
         Topic creation is asynchronous: a consumer that joins its group before the partitions
         are in the metadata is assigned nothing until its next metadata refresh.
         """
-        probe = KafkaConsumer(**self._common)
+        probe = KafkaConsumer(**self._common, enable_auto_commit=False)  # metadata only: no group
         try:
             deadline = time.monotonic() + self.settings.topic_ready_timeout_s
             missing = list(topics)
@@ -108,7 +108,7 @@ class KafkaBus:
             probe.close()
 
     def partitions_for(self, topic: str) -> int:
-        c = KafkaConsumer(**self._common)
+        c = KafkaConsumer(**self._common, enable_auto_commit=False)  # metadata only: no group
         try:
             parts = c.partitions_for_topic(topic)
             if not parts:

@@ -34,7 +34,7 @@ from monitor.records import ScoredItem, TrendPoint, WatermarkMarker, decode
 from monitor.stages.changelog import changelog_topic, rows_of
 from monitor.stages.changelog import restore as restore_changelog
 from monitor.stages.checkpoint import CheckpointStore, PartitionDelta, checkpoint_delta
-from monitor.stages.persist import Persister
+from monitor.stages.persist import Persister, StateNotPersisted
 from monitor.stages.stores import ItemStore, TrendStore
 from monitor.stages.windows import LATE_REASONS, PartitionWindows, trend_keys, ts_of
 
@@ -336,7 +336,7 @@ class RekeyStage:
             lag = None
         if lag is not None:
             lag.update({p: 1 for p in busy})  # records in hand: not idle, whatever the lag says now
-        changed = self.tracker.refresh_idle(lag, upstream.backlog() if lag is not None else {}, now)
+        changed = self.tracker.refresh_idle(lag, upstream.backlog() if lag is not None else None, now)
         if changed:
             log.info("upstream idleness changed", idle=sorted(self.tracker.idle))
         return changed
@@ -381,15 +381,21 @@ class TrendStage:
 
     # -- Stage ------------------------------------------------------------------------------
     def ready(self) -> tuple[bool, str]:
-        if not self._polled_once:
-            return False, "restoring state / joining the group"
         if self._persister.blocked:
             return False, self._persister.blocked
+        if not self._polled_once:
+            return False, "restoring state / joining the group"
         return True, f"{len(self._parts)} partitions restored"
 
     def run(self, stop: threading.Event) -> None:
         self._stop = stop
-        self._store = CheckpointStore(self.checkpoint_path, group=self._cfg.group_id)
+        # Opening writes (schema, WAL files): on a full disk wait here, not ready, until it can.
+        try:
+            self._store = self._persister.write(
+                lambda: CheckpointStore(self.checkpoint_path, group=self._cfg.group_id), stop)
+        except StateNotPersisted:
+            log.warning("stopped before the checkpoint could be opened; nothing was read", stage=self.name)
+            return
         self._upstream_partitions = self.bus.partitions_for(self.settings.topics.scored)
         self._producer = self.bus.producer()
         dlq = DeadLetterSink(self._producer, self.settings.topics.dlq, stage=self.name)

@@ -104,13 +104,17 @@ class CheckpointStore:
         self._db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False,
                                    isolation_level=None, timeout=30.0)
         self._lock = threading.Lock()
-        if path is not None:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        columns = {r[1] for r in self._db.execute("PRAGMA table_info(partitions)")}
-        if "sources" not in columns:  # a checkpoint written before the watermarks were aligned
-            self._db.execute("ALTER TABLE partitions ADD COLUMN sources TEXT")
+        try:
+            if path is not None:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(partitions)")}
+            if "sources" not in columns:  # a checkpoint written before the watermarks were aligned
+                self._db.execute("ALTER TABLE partitions ADD COLUMN sources TEXT")
+        except BaseException:  # e.g. a full disk: the caller may retry, so leave no handle open
+            self._db.close()
+            raise
 
     def load(self, topic: str, partition: int) -> PartitionCheckpoint | None:
         where = (self.group, topic, partition)

@@ -39,6 +39,18 @@ def is_disk_fault(err: BaseException) -> bool:
     return isinstance(err, OSError) and err.errno in _OS_DISK
 
 
+def disk_fault_in(err: BaseException) -> BaseException | None:
+    """The disk fault behind ``err`` (itself or one of its causes), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if is_disk_fault(current):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 class Persister:
     """Runs a stage's state writes; ``blocked`` (for readiness) says why the last one is waiting."""
 

@@ -116,6 +116,8 @@ def main() -> int:
     ap.add_argument("--warmup-s", type=float, default=30.0)
     ap.add_argument("--state", type=Path, default=Path(tempfile.gettempdir()) / "finsent-soak-kafka")
     ap.add_argument("--out", type=Path, default=Path("soak.json"))
+    ap.add_argument("--dedup-max-entries", type=int, default=None,
+                    help="connectors.dedup.max_entries for the ingest role (unset: the default)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="finsent-soak-"))
@@ -144,7 +146,8 @@ def main() -> int:
                 "kafka": {"bootstrap": bootstrap},
                 "http": {"port": port},
                 "connectors": {"demo": False, "sources": [
-                    {"type": "webhook", "name": "wire", "secret": {"value": SECRET}, "max_items": 100}]},
+                    {"type": "webhook", "name": "wire", "secret": {"value": SECRET}, "max_items": 100}],
+                    **({"dedup": {"max_entries": args.dedup_max_entries}} if args.dedup_max_entries else {})},
                 "alerts": {"rules_file": str(work / "rules.yaml"), "default_receiver": "hook",
                            "receivers": {"hook": {"type": "webhook", "url": receiver.url, "secret": "soak-hook"}}},
             }))

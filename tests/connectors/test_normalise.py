@@ -218,3 +218,29 @@ def test_state_http_validators_persist(tmp_path) -> None:
     st.save_http_validators("s", "http://x/", '"v1"', "Fri, 20 Nov 2026 10:00:00 GMT")
     st.close()
     assert IngestState(tmp_path / "s.db").http_validators("s", "http://x/") == ('"v1"', "Fri, 20 Nov 2026 10:00:00 GMT")
+
+
+def test_state_memory_is_bounded_by_max_entries(tmp_path) -> None:
+    """A sustained rate cannot grow the dedup memory past ``max_entries``: the oldest ids and title
+    clusters are forgotten before their TTL (at the next purge), the recent ones are kept, and a
+    restart loads no more than the bound."""
+    clock = Clock()
+    words = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet")
+
+    def title(i: int) -> str:
+        return f"Issuer {i} reports {words[i % 10]} results for quarter {i * 7} with {words[(i * 3) % 10]} outlook"
+
+    st = IngestState(tmp_path / "s.db", ttl_s=3600, threshold=0.8, clock=clock, max_entries=50)
+    for i in range(150):
+        v = st.reserve(f"id{i}", title(i))
+        assert v.status == "new", (i, v)
+        st.commit([v.reservation])
+        clock.t += 1
+    clock.t += 61
+    st.reserve("probe", "A headline about nothing that anybody has written before today")  # the purge runs
+    assert len(st._ids) <= 50 and len(st._clusters) <= 51 and st.evicted >= 100
+    assert st.reserve("id149", title(149)).status == "duplicate"  # recent: still remembered
+    assert st.reserve("id0", title(0)).status == "new"  # the oldest: forgotten before its TTL
+    st.close()
+    reopened = IngestState(tmp_path / "s.db", ttl_s=3600, threshold=0.8, clock=clock, max_entries=50)
+    assert len(reopened._ids) <= 50 and reopened.seen("id149") and not reopened.seen("id1")

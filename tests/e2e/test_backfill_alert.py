@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import sqlite3
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -29,7 +27,8 @@ from alerts import signing
 from monitor.records import ScoredItem, TrendPoint, decode
 from monitor.stages.settings import AggregatorSettings
 from tests.alerts.helpers import Receiver
-from tests.stages.kafka_helpers import read_topic, wait_until
+from tests.finsent_process import FinsentProcess, db_value
+from tests.stages.kafka_helpers import final_points, read_topic, wait_until
 from tests.stages.streaming_harness import batch_aggregate, diff, summary
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
@@ -91,56 +90,6 @@ def story_file(path: Path, n: int, step: float) -> None:
     path.write_text("\n".join(rows) + "\n")
 
 
-class Run:
-    """``finsent run --stages classify,aggregate,alerts`` as a real OS process."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.config, self.log = config, log
-        self.proc: subprocess.Popen | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
-        env.update(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-        self.starts += 1
-        with self.log.open("a") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "run", "--stages",
-                                          "classify,aggregate,alerts", "--config", str(self.config)],
-                                         cwd=ROOT, env=env, stdout=out, stderr=out)
-
-    def kill9(self) -> None:
-        assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                assert self.proc.wait(60) == 0, self.log.read_text()[-3000:]
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                raise
-
-
-def db_value(path: Path, sql: str) -> int:
-    if not path.exists():
-        return 0
-    try:
-        with sqlite3.connect(path, timeout=5) as c:
-            return c.execute(sql).fetchone()[0] or 0
-    except sqlite3.Error:
-        return 0
-
-
-def final_points(bootstrap: str, topic: str) -> dict:
-    last: dict = {}
-    for m in read_topic(bootstrap, topic, timeout_s=60):
-        p = decode(TrendPoint, m.value)
-        last[(p.key, p.window, p.window_start)] = p
-    return last
-
-
 def firing_episodes(receiver: Receiver, status: str) -> set:
     """Distinct (fingerprint, startsAt) of accepted notifications with ``status`` (a redelivered
     notification is the same episode)."""
@@ -189,7 +138,7 @@ def test_backfill_with_kill_dash_nine_alerts_once_and_equals_batch(n, kafka_sett
     assert json.loads(replay.stdout.strip().splitlines()[-1])["produced"] == n
 
     state = home / "state"
-    run = Run(config, tmp_path / "run.log")
+    run = FinsentProcess(["run", "--stages", "classify,aggregate,alerts"], config, tmp_path / "run.log")
     try:
         run.start()
         # kill -9 mid-stream: once the aggregator has checkpointed part of the backlog

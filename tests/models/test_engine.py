@@ -261,3 +261,40 @@ def test_count_tokens_then_predict_tokenises_once(tiny_home: Path) -> None:
     engine.forget_tokens()
     engine.predict(texts[:1])
     assert len(calls) == 2
+
+
+def test_int8_that_loses_too_much_is_requantised_with_parts_left_in_fp32(tiny_home: Path, tmp_path: Path,
+                                                                          monkeypatch) -> None:
+    """Quantising every MatMul failed the accuracy check: the export tries again with the mildest
+    set of fp32 parts that passes, and records what stayed fp32 and what was tried."""
+    import onnx
+
+    from models import onnx_backend
+
+    reg = Registry(tiny_home / "models")
+    src = reg.path(reg.current()) / "onnx"
+    paths = {"fp32": tmp_path / "model.onnx", "int8": tmp_path / "model.int8.onnx"}
+    shutil.copy(src / "model.onnx", paths["fp32"])
+    plans = onnx_backend._int8_fallbacks(paths["fp32"])
+    last = max(int(n.split("layer.")[1].split("/")[0]) for _, nodes in plans for n in nodes)
+    assert [label for label, _ in plans] == ["feed-forward down-projections", f"encoder layer {last}",
+                                             f"feed-forward down-projections and encoder layer {last}"]
+    query = f"/bert/encoder/layer.{last}/attention/self/query/MatMul"
+    assert query in plans[1][1] and query not in plans[0][1]
+
+    def fp32_matmuls(path: Path) -> set[str]:
+        return {n.name for n in onnx.load(str(path)).graph.node if n.op_type == "MatMul"}
+
+    def check(p, enc, labels, reference, mix):  # passes once the last layer's query stays fp32
+        ok = query in fp32_matmuls(p["int8"])
+        return {"variants": {"int8": {"ok": ok, "sentiment": {"loss_pt": 0.2 if ok else 0.9}}}}
+
+    monkeypatch.setattr(onnx_backend, "check_variants", check)
+    first = {"ok": False, "reason": "loses more than 0.5 pt accuracy"}
+    entry = onnx_backend._int8_with_fp32_parts(paths, first, {"sentiment": [[1, 2]]}, {"sentiment": [0]}, {},
+                                               lambda t, x: x)
+    assert entry["ok"] and entry["fp32_nodes"] == f"encoder layer {last}"
+    assert [t["fp32_nodes"] for t in entry["tried"]] == ["none", "feed-forward down-projections",
+                                                          f"encoder layer {last}"]
+    kept = fp32_matmuls(paths["int8"])
+    assert query in kept and "/bert/encoder/layer.0/output/dense/MatMul" not in kept  # the rest is int8

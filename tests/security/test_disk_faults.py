@@ -241,3 +241,74 @@ def test_full_disk_does_not_make_the_outbox_send_twice(small_state_dir: Path) ->
     finally:
         stop.set()
         store.close()
+
+
+def test_a_disk_full_at_start_holds_the_aggregator_not_ready_until_space_returns(small_state_dir: Path) -> None:
+    """Started with no space for its checkpoint: the window stage waits, not ready, with the reason,
+    and opens its checkpoint and joins the stream once space returns (no crash)."""
+    from monitor.bus.memory import MemoryBus
+    from monitor.config import load_settings
+    from monitor.stages.aggregate import AggregateMetrics, TrendStage, repartition_topic
+    from monitor.stages.changelog import changelog_topic
+    from monitor.stages.stores import TrendStore
+
+    settings = load_settings(None, home=str(small_state_dir.parent), http={"port": 0})
+    bus = MemoryBus(default_partitions=1)
+    bus.ensure_topics([settings.topics.scored, settings.topics.trends, settings.topics.dlq,
+                       repartition_topic(settings), changelog_topic(repartition_topic(settings))])
+    registry = CollectorRegistry()
+    stage = TrendStage(settings, bus, AggregateMetrics(registry), TrendStore(), small_state_dir / "aggregate.db")
+    stage._persister.initial_backoff_s = stage._persister.max_backoff_s = 0.05
+    filler = fill(small_state_dir)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    worker = threading.Thread(target=lambda: _record_errors(stage.run, stop, errors), daemon=True)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while stage.ready()[0] is False and "state not persisted" not in stage.ready()[1] \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ready, why = stage.ready()
+        assert not ready and "state not persisted" in why, why
+        assert registry.get_sample_value("finsent_aggregate_state_write_errors_total") >= 1
+        assert worker.is_alive() and not errors
+        filler.unlink()
+        deadline = time.monotonic() + 30
+        while not stage.ready()[0] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stage.ready()[0], (stage.ready(), errors)
+        assert (small_state_dir / "aggregate.db").exists()
+    finally:
+        stop.set()
+        worker.join(30)
+    assert not worker.is_alive() and errors == []
+
+
+def _record_errors(fn, stop: threading.Event, errors: list) -> None:
+    try:
+        fn(stop)
+    except BaseException as err:  # noqa: BLE001 - surfaced by the test
+        errors.append(err)
+
+
+def test_the_daemon_started_on_a_full_disk_says_so_and_exits_for_a_retry(small_state_dir: Path) -> None:
+    """``finsent run`` whose state cannot even be opened: one clear line naming the directory, no
+    traceback, and exit code 75 (EX_TEMPFAIL), which supervisors restart after their delay."""
+    import sys
+
+    home = small_state_dir.parent
+    config = home / "finsent.yaml"
+    config.write_text("connectors: {demo: false, sources: []}\nhttp: {port: 0}\n")
+    filler = fill(small_state_dir)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
+    env.update(FINSENT_HOME=str(home), HF_HUB_OFFLINE="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    try:
+        done = subprocess.run([sys.executable, "-m", "monitor.cli", "run", "--stages", "alerts", "--config",
+                               str(config)], env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        filler.unlink()
+    out = done.stdout + done.stderr
+    assert done.returncode == 75, out[-3000:]
+    assert f"cannot open the state under {small_state_dir}" in out and "free space" in out, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]

@@ -44,3 +44,14 @@ def wait_until(predicate: Callable[[], object], timeout_s: float, what: str, eve
             return value
         time.sleep(every_s)
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+def final_points(bootstrap: str, topic: str) -> dict:
+    """The last TrendPoint per (key, window, window_start) on ``topic`` (revisions replace points)."""
+    from monitor.records import TrendPoint, decode
+
+    last: dict = {}
+    for m in read_topic(bootstrap, topic, timeout_s=60):
+        p = decode(TrendPoint, m.value)
+        last[(p.key, p.window, p.window_start)] = p
+    return last

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import sqlite3
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -15,14 +10,13 @@ import yaml
 
 from monitor.bus.codec import send_record
 from monitor.bus.kafka import KafkaBus
-from monitor.records import TrendPoint, decode
 from monitor.stages.windows import trend_keys
+from tests.finsent_process import FinsentProcess, db_value
 from tests.stages.helpers import scored
-from tests.stages.kafka_helpers import read_topic, wait_until
+from tests.stages.kafka_helpers import final_points, wait_until
 
 pytestmark = [pytest.mark.kafka]
 
-ROOT = Path(__file__).resolve().parents[2]
 N = 3000
 TICKERS = ("AAPL", "MSFT", "NVDA", "TSLA", "AMZN")
 SOURCES = ("wire", "rss", "blog")
@@ -63,49 +57,16 @@ class Aggregator:
                            "repartition_topic": f"{topics.scored}.bykey.{name}"},
         }
         self.config.write_text(yaml.safe_dump(cfg))
-        self.proc: subprocess.Popen | None = None
-        self.starts = 0
+        self.process = FinsentProcess(["aggregate"], self.config, self.log)
+        self.start, self.kill9, self.stop = self.process.start, self.process.kill9, self.process.stop
 
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
-        env["PYTHONPATH"] = str(ROOT)
-        self.starts += 1
-        with self.log.open("a") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "aggregate", "--config",
-                                          str(self.config)], cwd=ROOT, env=env, stdout=out, stderr=out)
+    @property
+    def starts(self) -> int:
+        return self.process.starts
 
     def checkpointed(self) -> int:
         """Input records (repartition offsets) covered by the last checkpoint."""
-        db = self.home / "state" / "aggregate.db"
-        if not db.exists():
-            return 0
-        try:
-            with sqlite3.connect(db, timeout=5) as c:
-                return c.execute("SELECT COALESCE(SUM(next_offset), 0) FROM partitions").fetchone()[0]
-        except sqlite3.Error:
-            return 0
-
-    def kill9(self) -> None:
-        assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                assert self.proc.wait(60) == 0, self.log.read_text()[-3000:]
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                raise
-
-
-def final_points(bootstrap: str, topic: str) -> dict:
-    last: dict = {}
-    for m in read_topic(bootstrap, topic, timeout_s=60):
-        p = decode(TrendPoint, m.value)
-        last[(p.key, p.window, p.window_start)] = p
-    return last
+        return db_value(self.home / "state" / "aggregate.db", "SELECT COALESCE(SUM(next_offset), 0) FROM partitions")
 
 
 def counted(points: dict) -> int:

@@ -77,3 +77,10 @@ def test_co_partitioning_maps_raw_partitions_onto_scored_ones():
     backlog = Backlog({0: 1, 1: 2, 2: 3, 3: 4, 4: 5, 5: 6})
     assert [backlog.feeding(q, 3) for q in range(3)] == [5, 7, 9]
     assert backlog.feeding(0, 0) == 21  # partition count unknown: all of it
+
+
+def test_an_unreachable_broker_marks_nobody_idle():
+    t = tracker()
+    for now in (1.0, CAP / 2, 2 * CAP):  # no lag, no backlog: the broker is down
+        t.refresh_idle(None, None, now)
+        assert t.idle == set()
