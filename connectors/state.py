@@ -337,7 +337,8 @@ class IngestState:
         if old_ids:
             self._db.executemany("DELETE FROM seen_ids WHERE id = ?", [(i,) for i in old_ids])
         excess = len(self._clusters) - self.max_entries
-        old = [c for c in islice(self._clusters.values(), max(0, excess) * 2) if c.persisted][:max(0, excess)]
+        # persisted only: a cluster still waiting for its broker ack belongs to a reservation
+        old = list(islice((c for c in self._clusters.values() if c.persisted), max(0, excess)))
         for c in old:
             self._unindex(c)
         if old:
@@ -346,9 +347,9 @@ class IngestState:
             # said once at info (a busy installation reaches the bound every minute), then at debug
             say = log.info if not self.evicted else log.debug
             self.evicted += len(old_ids) + len(old)
-            say("dedup memory at its bound; forgot the oldest entries before their TTL",
-                     ids=len(old_ids), titles=len(old), max_entries=self.max_entries,
-                     oldest_kept_age_s=round(now - min((at for _, at in self._ids.values()), default=now)))
+            oldest = next(iter(self._ids.values()), ("", now))[1]  # insertion order: the oldest first
+            say("dedup memory at its bound; forgot the oldest entries before their TTL", ids=len(old_ids),
+                titles=len(old), max_entries=self.max_entries, oldest_kept_age_s=round(now - oldest))
 
     # -- HTTP validators --------------------------------------------------------------------
     def http_validators(self, source: str, url: str) -> tuple[str | None, str | None]:

@@ -16,10 +16,8 @@ R = TypeVar("R", bound=Record)
 
 def send_record(producer: Producer, topic: str, record: Record, key: str | bytes | None = None,
                 partition: int | None = None) -> Delivery:
-    headers = [("kind", record.KIND.encode())]
-    if partition is None:  # where the key hashes
-        return producer.send(topic, record.encode(), key=key, headers=headers)
-    return producer.send(topic, record.encode(), key=key, headers=headers, partition=partition)
+    return producer.send(topic, record.encode(), key=key, headers=[("kind", record.KIND.encode())],
+                         partition=partition)
 
 
 class DeadLetterSink:

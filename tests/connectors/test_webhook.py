@@ -88,8 +88,8 @@ class GatedProducer:
         self.gate = threading.Event()
         self.waiting = threading.Event()
 
-    def send(self, topic, value, *, key=None, headers=None):
-        delivery = self.inner.send(topic, value, key=key, headers=headers)
+    def send(self, topic, value, *, key=None, headers=None, partition=None):
+        delivery = self.inner.send(topic, value, key=key, headers=headers, partition=partition)
         outer = self
 
         class _D:
