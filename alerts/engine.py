@@ -1,7 +1,7 @@
 """The alert state machine: inactive -> pending -> firing -> resolved, driven by event time.
 
-Time. ``for``, ``repeat_interval``, ``stale_after`` and a story's ``resolve_after`` are measured in
-*event time*, so a replay gives the same answer as the live run:
+Time. ``for``, ``keep_firing_for``, ``repeat_interval``, ``stale_after`` and a story's
+``resolve_after`` are measured in *event time*, so a replay gives the same answer as the live run:
 
 * a trend point happens at ``min(watermark, window_end)`` - the aggregator's event-time watermark
   when it emitted the point (``emitted_at`` on records without one), clipped to the end of its
@@ -14,7 +14,10 @@ Time. ``for``, ``repeat_interval``, ``stale_after`` and a story's ``resolve_afte
 
 The engine's *watermark* is the latest event time it has seen; :meth:`AlertEngine.tick` uses it to
 promote pending alerts, re-send firing ones (``repeat_interval``), resolve trend alerts whose key
-went quiet (``evaluation.stale_after``) and story alerts (``resolve_after``). Wall time (the
+went quiet (``evaluation.stale_after``) or whose condition stayed false for ``keep_firing_for``
+(a firing trend alert whose condition stops holding stays firing that long, so a condition that
+flaps around its threshold is one episode: one firing and one resolved notification), and story
+alerts (``resolve_after``). Wall time (the
 injected clock) only stamps outbox rows.
 
 Windows. Only the *leading* window of a key and window family is evaluated: for sliding windows
@@ -234,6 +237,9 @@ class AlertEngine:
             elif inst.last_seen_at is not None and now - inst.last_seen_at >= self.options.stale_after:
                 self._resolve(inst, now)
                 continue
+            elif inst.keep_firing_since is not None and now - inst.keep_firing_since >= rule.keep_firing_for:
+                self._resolve(inst, inst.keep_firing_since + rule.keep_firing_for)
+                continue
             if (
                 rule.repeat_interval > timedelta(0)
                 and inst.last_notified_at is not None
@@ -305,6 +311,7 @@ class AlertEngine:
                     self._fire(inst, t, window_end)
             else:  # firing
                 changed = m.values != inst.values
+                inst.keep_firing_since = None  # holding again: the same episode goes on
                 self._update(inst, rule, m, t)
                 if revised and changed:
                     inst.revision += 1
@@ -321,6 +328,12 @@ class AlertEngine:
                 self._dirty(inst)
             return
         self._update(inst, rule, m, t)
+        if rule.keep_firing_for > timedelta(0):
+            if inst.keep_firing_since is None:
+                inst.keep_firing_since = t
+            if t - inst.keep_firing_since < rule.keep_firing_for:
+                return  # stays firing (see tick): a flapping condition is one episode, not several
+            t = inst.keep_firing_since + rule.keep_firing_for
         self._resolve(inst, t)
 
     def _revise_past(self, rules: tuple[TrendRule, ...], point: TrendPoint) -> None:
@@ -350,6 +363,7 @@ class AlertEngine:
         inst.ends_at = None
         inst.fired_window_end = window_end
         inst.revision = 0
+        inst.keep_firing_since = None
         inst.last_notified_at = t
         inst.acked_at = inst.acked_by = None
         self._active.add(inst.fingerprint)
@@ -358,7 +372,7 @@ class AlertEngine:
     def _resolve(self, inst: AlertInstance, t: datetime) -> None:
         inst.state = "resolved"
         inst.ends_at = t
-        inst.active_since = None
+        inst.active_since = inst.keep_firing_since = None
         self._active.discard(inst.fingerprint)
         self._emit(inst, "resolved")
 

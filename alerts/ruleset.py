@@ -118,6 +118,10 @@ class TrendRule(RuleBase):
     key: str = Field(min_length=1, description="trend key or pattern, e.g. 'topic:Energy | Oil', 'ticker:*'")
     window: str = Field(min_length=1, description="window name from the aggregator config, e.g. '15m'")
     min_count: int = Field(default=0, ge=0, description="stories the window needs before the rule can hold")
+    keep_firing_for: Duration = Field(
+        default=timedelta(0),
+        description="once firing, stay firing this long after the condition stops holding; it holding again "
+                    "in that time continues the same episode (no new alert). 0 = resolve at once")
 
     @property
     def is_pattern(self) -> bool:

@@ -41,6 +41,9 @@ class AlertInstance:
     last_notified_at: datetime | None = None
     fired_window_end: datetime | None = None
     """``window_end`` of the point that fired it: revisions of this window or later ones count."""
+    keep_firing_since: datetime | None = None
+    """A firing trend alert whose condition stopped holding at this event time; it resolves once the
+    rule's ``keep_firing_for`` has passed without the condition holding again (None: holding)."""
     revision: int = 0
     seq: int = 0
     """Notifications sent about this alert; part of each notification's idempotency key."""
@@ -55,7 +58,7 @@ class AlertInstance:
     COLUMNS = (
         "fingerprint", "rule", "subject", "labels", "receiver", "group_key", "group_labels", "state",
         "active_since", "starts_at", "ends_at", "last_seen_at", "last_notified_at", "fired_window_end",
-        "revision", "seq", "values_json", "annotations", "evidence", "model_version",
+        "revision", "seq", "values_json", "annotations", "evidence", "model_version", "keep_firing_since",
     )
 
     def to_row(self) -> tuple:
@@ -66,6 +69,7 @@ class AlertInstance:
             _iso(self.last_notified_at), _iso(self.fired_window_end), self.revision, self.seq,
             json.dumps(self.values, sort_keys=True), json.dumps(self.annotations, sort_keys=True),
             json.dumps([e.model_dump(mode="json") for e in self.evidence]), self.model_version,
+            _iso(self.keep_firing_since),
         )
 
     @classmethod
@@ -79,7 +83,8 @@ class AlertInstance:
             fired_window_end=_dt(row["fired_window_end"]), revision=row["revision"], seq=row["seq"],
             values=json.loads(row["values_json"]), annotations=json.loads(row["annotations"]),
             evidence=tuple(Evidence.model_validate(e) for e in json.loads(row["evidence"])),
-            model_version=row["model_version"], acked_at=_dt(row.get("acked_at")), acked_by=row.get("acked_by"),
+            model_version=row["model_version"], keep_firing_since=_dt(row.get("keep_firing_since")),
+            acked_at=_dt(row.get("acked_at")), acked_by=row.get("acked_by"),
         )
 
 

@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     active_since TEXT, starts_at TEXT, ends_at TEXT, last_seen_at TEXT, last_notified_at TEXT,
     fired_window_end TEXT, revision INTEGER NOT NULL DEFAULT 0, seq INTEGER NOT NULL DEFAULT 0,
     values_json TEXT NOT NULL, annotations TEXT NOT NULL, evidence TEXT NOT NULL, model_version TEXT,
-    acked_at TEXT, acked_by TEXT
+    acked_at TEXT, acked_by TEXT, keep_firing_since TEXT
 );
 CREATE INDEX IF NOT EXISTS alerts_state ON alerts(state);
 CREATE TABLE IF NOT EXISTS latest_points (
@@ -54,6 +54,9 @@ _OUTBOX_COLUMNS = (
     "created_at", "next_attempt_at", "attempts", "state",
 )
 
+
+_ADDED_COLUMNS = (("keep_firing_since", "TEXT"),)
+"""Alert columns newer than the first schema: stores created before them gain them when opened."""
 
 MIN_PREFIX = 6
 """Shortest fingerprint prefix ``find_alert`` accepts (CLI convenience; the HTTP ack needs the full one)."""
@@ -92,6 +95,14 @@ class AlertStore:
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added since a store was created (``ALTER TABLE``, once; SQLite keeps the rows)."""
+        have = {r["name"] for r in self._db.execute("PRAGMA table_info(alerts)")}
+        for column, decl in _ADDED_COLUMNS:
+            if column not in have:
+                self._db.execute(f"ALTER TABLE alerts ADD COLUMN {column} {decl}")
 
     def close(self) -> None:
         with self._lock:

@@ -9,8 +9,9 @@ Near-duplicates: titles are reduced by :func:`connectors.identity.title_key` (wi
 punctuation and case removed). Equal keys, or content-word sets with a Jaccard similarity at or
 above the threshold, form one cluster. A story's novelty is ``1 / (1 + copies seen before)``.
 Everything is forgotten ``ttl`` seconds after it was last seen, and memory is bounded as well:
-beyond ``max_entries`` remembered ids (or title clusters) the oldest are forgotten early, at the
-next purge (every minute), so a sustained high rate cannot grow the process without limit.
+beyond ``max_entries`` remembered ids (or title clusters) the oldest are forgotten early, as soon
+as either exceeds the bound by 1 % (checked on every commit, not only at the minutely purge), so a
+sustained high rate cannot grow the process past it, however fast the stories come.
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ class IngestState:
         self.path = path
         self.ttl_s = ttl_s
         self.max_entries = max_entries
+        self._slack = max(1, max_entries // 100)  # evict in chunks of 1 %: one DELETE per chunk, not per story
         self.evicted = 0
         """ids and clusters forgotten before their TTL because of ``max_entries``"""
         self.threshold = threshold
@@ -221,6 +223,8 @@ class IngestState:
                 r.cluster.persisted = True
             if now - self._last_purge > 60:
                 self._purge(now)
+            elif max(len(self._ids), len(self._clusters)) > self.max_entries + self._slack:
+                self._cap(now)
 
     def rollback(self, reservations: Iterable[Reservation]) -> None:
         """Forget decisions whose stories were not acknowledged (they will be tried again)."""

@@ -306,3 +306,55 @@ def test_catch_up_that_fires_and_resolves_in_one_batch_sends_both(tmp_path: Path
     assert [(e.reason, [a["status"] for a in body(e)["alerts"]]) for e in sent] == [
         ("firing", ["firing"]), ("resolved", ["resolved"])]
     assert len({e.idempotency_key for e in sent}) == 2
+
+
+def test_keep_firing_for_makes_a_flapping_condition_one_episode(tmp_path: Path):
+    """The condition dips below its threshold and comes back within keep_firing_for: one firing
+    notification, no resolved in between; it resolves once it stays false for keep_firing_for,
+    with endsAt when that period ran out."""
+    h = Harness(tmp_path / "a.db", rules({**OIL, "for": 0, "keep_firing_for": "10m"}))
+    assert [e.reason for e in h.feed(point(emitted=1))] == ["firing"]
+    assert h.feed(point(emitted=2, negative_share=0.5)) == []     # dips: stays firing
+    assert h.state().state == "firing" and h.state().keep_firing_since == at(2)
+    assert h.feed(point(emitted=4, negative_share=0.8)) == []     # holds again: same episode, silent
+    assert h.state().keep_firing_since is None
+    assert h.feed(point(emitted=5, negative_share=0.5)) == []     # dips again, from 10:05
+    assert h.feed(point(emitted=14, negative_share=0.4)) == []    # 9m false: still firing
+    sent = h.feed(point(emitted=15.5, negative_share=0.4))        # 10m passed at 10:15
+    assert [e.reason for e in sent] == ["resolved"]
+    assert body(sent[0])["alerts"][0]["endsAt"] == "2026-11-23T10:15:00Z"
+    assert h.state().state == "resolved" and h.state().keep_firing_since is None
+
+
+def test_keep_firing_for_runs_out_on_the_watermark_and_survives_a_restart(tmp_path: Path):
+    h = Harness(tmp_path / "a.db", rules({**OIL, "for": 0, "keep_firing_for": "10m"}))
+    h.feed(point(emitted=1))
+    h.feed(point(emitted=2, negative_share=0.5))                  # false from 10:02
+    h.restart()
+    assert h.state().state == "firing" and h.state().keep_firing_since == at(2)
+    assert h.feed(point("all", emitted=11)) == []                 # other keys move event time
+    sent = h.feed(point("all", start=15, emitted=16))             # the watermark passed 10:12
+    assert [(e.reason, body(e)["alerts"][0]["endsAt"]) for e in sent] == [("resolved", "2026-11-23T10:12:00Z")]
+
+
+def test_without_keep_firing_for_a_flap_is_two_episodes(oil: Harness):
+    """The default (0) keeps the Prometheus behaviour: it resolves the moment the condition fails."""
+    h = Harness(oil.path.with_name("b.db"), rules({**OIL, "for": 0}))
+    assert [e.reason for e in h.feed(point(emitted=1))] == ["firing"]
+    assert [e.reason for e in h.feed(point(emitted=2, negative_share=0.5))] == ["resolved"]
+    assert [e.reason for e in h.feed(point(emitted=3))] == ["firing"]
+
+
+def test_a_store_from_before_keep_firing_for_gains_the_column(tmp_path: Path):
+    import sqlite3
+
+    from alerts.store import SCHEMA
+
+    old_schema = SCHEMA.replace(", keep_firing_since TEXT", "")
+    assert old_schema != SCHEMA
+    with sqlite3.connect(tmp_path / "old.db") as db:
+        db.executescript(old_schema)
+    h = Harness(tmp_path / "old.db", rules({**OIL, "for": 0, "keep_firing_for": "10m"}))
+    h.feed(point(emitted=1), point(emitted=2, negative_share=0.5))
+    h.restart()
+    assert h.state().keep_firing_since == at(2)

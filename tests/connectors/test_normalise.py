@@ -244,3 +244,20 @@ def test_state_memory_is_bounded_by_max_entries(tmp_path) -> None:
     st.close()
     reopened = IngestState(tmp_path / "s.db", ttl_s=3600, threshold=0.8, clock=clock, max_entries=50)
     assert len(reopened._ids) <= 50 and reopened.seen("id149") and not reopened.seen("id1")
+
+
+def test_state_bound_holds_between_purges_at_any_rate(tmp_path) -> None:
+    """Thousands of stories within one second (a burst, a catch-up): the bound is enforced as they
+    are committed, not only at the minutely purge, so memory never overshoots it by more than 1 %."""
+    clock = Clock()
+    st = IngestState(tmp_path / "s.db", ttl_s=3600, threshold=0.8, clock=clock, max_entries=1000)
+    peak = 0
+    for i in range(5000):
+        v = st.reserve(f"id{i}", f"Issuer{i} posts result number {i} with outlook code {i * 7}")
+        assert v.status == "new", (i, v)
+        st.commit([v.reservation])
+        clock.t += 0.0001  # the whole run lasts half a second: no purge
+        peak = max(peak, len(st._ids), len(st._clusters))
+    assert peak <= 1010 and st.evicted >= 7900  # 4,000 ids and about as many clusters
+    assert st.reserve("id4999", "Issuer4999 posts result number 4999 with outlook code 34993").status == "duplicate"
+    assert st.reserve("id0", "Issuer0 posts result number 0 with outlook code 0").status == "new"

@@ -49,19 +49,20 @@ def finsent(*args: str) -> list[str]:
     return [sys.executable, "-m", "monitor.cli", *args]  # the `finsent` console script's entry point
 
 
-def burst_notifications(home: Path) -> list[dict]:
-    """Notifications of the demo's burst rule for $HLVB starting to fire (not repeats, revisions or
-    resolutions) that the file receiver got."""
+def burst_notifications(home: Path, reason: str = "firing") -> list[dict]:
+    """Notifications of the demo's burst rule for $HLVB starting to fire (``reason="firing"``: not
+    repeats, revisions or resolutions), or resolving, that the file receiver got."""
     path = home / "alerts.jsonl"
     if not path.exists():
         return []
     out = []
+    status = "resolved" if reason == "resolved" else "firing"
     for line in path.read_text().splitlines():
         msg = json.loads(line)
-        if msg.get("reason") != "firing":
+        if msg.get("reason") != reason:
             continue
         for a in msg["alerts"]:
-            if a["labels"].get("alertname") == RULE and a["labels"].get("ticker") == "HLVB" and a["status"] == "firing":
+            if a["labels"].get("alertname") == RULE and a["labels"].get("ticker") == "HLVB" and a["status"] == status:
                 out.append(a)
                 break
     return out
@@ -189,6 +190,16 @@ def test_the_page_shows_trends_and_the_alert(first_run: Run, tmp_path: Path):
             shutil.copyfile(shot, ROOT / "docs" / "page.png")
         refused_ack = "/ack - Failed to load resource: the server responded with a status of 401"
         assert [e for e in console_errors(driver) if refused_ack not in e["message"]] == []
+
+
+def test_the_demo_burst_is_one_episode_fired_once_and_resolved_once(first_run: Run):
+    """The burst's mean dips above its threshold for a story or two while the window fills; the
+    rule's keep_firing_for keeps that one episode (no firing / resolved / firing)."""
+    wait_until(lambda: burst_notifications(first_run.home, "resolved"), 150, "the HLVB burst resolving",
+               poll_s=0.5)
+    fired, resolved = burst_notifications(first_run.home), burst_notifications(first_run.home, "resolved")
+    assert len(fired) == 1 and len(resolved) == 1, (fired, resolved)
+    assert resolved[0]["startsAt"] == fired[0]["startsAt"]
 
 
 def test_sigterm_then_a_second_run_on_the_same_home_alerts_again(first_run: Run):
