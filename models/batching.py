@@ -4,6 +4,7 @@ The cost of a padded batch is ``rows * longest_row`` tokens.
 
 * :func:`plan_batches`: inside the engine, a request's texts sorted by length and cut into
   micro-batches under a token budget and row cap (callers restore input order);
+  :func:`spread_batches` splits them further so parallel workers all get one;
 * :class:`AdaptiveBatcher`: in front of the engine, the classify stage's queue of stories: when
   to run a batch (full, backlog, or waiting longer would break the latency target) and which
   stories go in it (FIFO under the same budget).
@@ -67,6 +68,20 @@ def plan_batches(lengths: Sequence[int], max_tokens: int, max_size: int) -> list
     if current:
         batches.append(current)
     return batches
+
+
+def spread_batches(batches: list[list[int]], workers: int) -> list[list[int]]:
+    """At least ``workers`` batches where rows allow: the largest batch is halved until there are
+    (so a lone small batch still keeps every worker busy). Rows keep their batches' length order."""
+    out = [list(b) for b in batches]
+    while len(out) < workers:
+        largest = max(range(len(out)), key=lambda i: len(out[i]), default=None)
+        if largest is None or len(out[largest]) < 2:
+            break
+        rows = out.pop(largest)
+        half = (len(rows) + 1) // 2
+        out[largest:largest] = [rows[:half], rows[half:]]
+    return out
 
 
 @dataclass

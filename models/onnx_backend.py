@@ -23,6 +23,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -133,13 +134,21 @@ def _int8_fallbacks(fp32: Path) -> list[tuple[str, list[str]]]:
 
 # -- running ----------------------------------------------------------------------------------
 class OnnxRunner:
-    """One ORT session: ``(input_ids, attention_mask)`` int64 arrays in, logits per task out."""
+    """One ORT session: ``(input_ids, attention_mask)`` int64 arrays in, logits per task out.
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
+    ``workers`` > 1: :meth:`map` runs that many micro-batches side by side (ORT releases the GIL
+    and a session may run concurrently), each on ``threads // workers`` intra-op threads. On
+    small matrices (news headlines are 20-60 tokens) one batch per core beats every core on one
+    batch: no synchronisation between the threads of each small kernel (measured in
+    docs/BENCHMARKS.md, "Classifier")."""
+
+    def __init__(self, path: Path, threads: int | None = None, workers: int = 1) -> None:
         import onnxruntime as ort
 
+        threads = threads or (os.cpu_count() or 1)
+        self.workers = max(1, min(workers, threads))
         so = ort.SessionOptions()
-        so.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        so.intra_op_num_threads = max(1, threads // self.workers)
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         # No busy-waiting between kernels: spinning threads steal the cores the Kafka client,
@@ -150,13 +159,23 @@ class OnnxRunner:
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         self.tasks = [o.name for o in self.session.get_outputs()]
 
+        self._pool: ThreadPoolExecutor | None = None
+
     def __call__(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
         outs = self.session.run(None, {"input_ids": ids, "attention_mask": mask})
         return dict(zip(self.tasks, outs))
 
+    def map(self, padded: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        """Logits of each padded micro-batch, in order; up to ``workers`` at a time."""
+        if self.workers == 1 or len(padded) < 2:
+            return [self(ids, mask) for ids, mask in padded]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="onnx")
+        return list(self._pool.map(lambda batch: self(*batch), padded))
+
 
 def load_runner(version_dir: Path, manifest: dict[str, Any], variant: str, threads: int | None = None,
-                verify: Callable[[str], object] | None = None) -> OnnxRunner:
+                verify: Callable[[str], object] | None = None, workers: int = 1) -> OnnxRunner:
     """The checked ``variant`` of a version, or ``OnnxUnavailable`` saying why not.
 
     ``verify(relative_path)`` checks the file against the version's manifest (raises on mismatch).
@@ -173,7 +192,7 @@ def load_runner(version_dir: Path, manifest: dict[str, Any], variant: str, threa
     try:
         if verify is not None:
             verify(rel)
-        return OnnxRunner(Path(version_dir) / rel, threads)
+        return OnnxRunner(Path(version_dir) / rel, threads, workers)
     except Exception as err:  # noqa: BLE001 - a broken file must not stop serving: torch takes over
         raise OnnxUnavailable(f"{rel} cannot be loaded: {err}") from err
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.batching import AdaptiveBatcher, pad_rows, plan_batches
+from models.batching import AdaptiveBatcher, pad_rows, plan_batches, spread_batches
 
 
 def test_plan_batches_partitions_and_respects_budget() -> None:
@@ -19,6 +19,14 @@ def test_plan_batches_partitions_and_respects_budget() -> None:
 
 def test_plan_batches_oversized_text_gets_its_own_batch() -> None:
     assert plan_batches([100, 2, 2], max_tokens=10, max_size=8) == [[0], [1, 2]]
+
+
+def test_spread_batches_gives_every_worker_a_batch_when_rows_allow() -> None:
+    assert spread_batches([[0, 1, 2, 3, 4]], 2) == [[0, 1, 2], [3, 4]]
+    assert spread_batches([[0, 1, 2, 3], [4]], 4) == [[0], [1], [2, 3], [4]]
+    assert spread_batches([[0], [1]], 4) == [[0], [1]]  # single rows cannot be split
+    assert spread_batches([[0, 1], [2, 3], [4]], 2) == [[0, 1], [2, 3], [4]]  # enough already
+    assert spread_batches([], 2) == []
 
 
 def test_pad_rows_pads_and_masks() -> None:

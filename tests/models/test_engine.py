@@ -171,6 +171,24 @@ def test_onnx_and_torch_agree(tiny_home: Path) -> None:
         assert abs(a[task] - b[task]).max() < 1e-3
 
 
+def test_onnx_parallel_micro_batches_equal_one_at_a_time(tiny_home: Path) -> None:
+    """Micro-batches run side by side (one per worker, a lone batch split) give the same
+    probabilities, in input order, as running them one after the other."""
+    reg = Registry(tiny_home / "models")
+    texts = [e.text for e in load_split("sentiment", "valid")[:40]]
+    fp = dict(quantize=False, cpu_bf16=False)  # fp32: int8 activation scales depend on the batch
+    one = InferenceEngine(reg, ClassifierSettings(backend="onnx", onnx_workers=1, threads=2, **fp), device="cpu")
+    two = InferenceEngine(reg, ClassifierSettings(backend="onnx", onnx_workers=2, threads=2, **fp,
+                                                  cpu_max_batch_tokens=128), device="cpu")
+    assert one.backend == two.backend == "onnx"
+    assert one._loaded.runner.workers == 1 and two._loaded.runner.workers == 2
+    for batch in (texts, texts[:3], texts[:1]):
+        a, b = one.predict_probs(batch)[1], two.predict_probs(batch)[1]
+        for task in a:
+            assert a[task].shape == b[task].shape == (len(batch), a[task].shape[1])
+            assert abs(a[task] - b[task]).max() < 1e-4
+
+
 def _rewrite_manifest(reg: Registry, version: str, edit) -> None:
     """Edit a version's manifest and re-seal its checksum (a version exported without ONNX, ...)."""
     from models.registry import _files_checksum
