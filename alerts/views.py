@@ -24,6 +24,8 @@ class AlertView(BaseModel):
     ends_at: datetime | None = None
     last_seen_at: datetime | None = None
     last_notified_at: datetime | None = None
+    keep_firing_since: datetime | None = Field(
+        default=None, description="firing, but its condition has not held since then (the rule's keep_firing_for runs)")
     revision: int = 0
     notifications: int = 0
     values: dict[str, float]
@@ -38,7 +40,7 @@ class AlertView(BaseModel):
             fingerprint=a.fingerprint, rule=a.rule, state=a.state, subject=a.subject, labels=a.labels,
             annotations=a.annotations, receiver=a.receiver, group_key=a.group_key, active_since=a.active_since,
             starts_at=a.starts_at, ends_at=a.ends_at, last_seen_at=a.last_seen_at,
-            last_notified_at=a.last_notified_at, revision=a.revision, notifications=a.seq, values=a.values,
+            last_notified_at=a.last_notified_at, keep_firing_since=a.keep_firing_since, revision=a.revision, notifications=a.seq, values=a.values,
             evidence=list(a.evidence), model_version=a.model_version, acked_at=a.acked_at, acked_by=a.acked_by,
         )
 

@@ -13,6 +13,7 @@ from alerts.engine import BUS_RECEIVER, AlertEngine, EngineOptions, fingerprint_
 from alerts.settings import ReceiverSettings
 from alerts.state import OutboxEntry
 from alerts.store import AlertStore
+from alerts.views import AlertView
 from tests.alerts.helpers import OIL, at, point, rules, story
 
 
@@ -316,6 +317,7 @@ def test_keep_firing_for_makes_a_flapping_condition_one_episode(tmp_path: Path):
     assert [e.reason for e in h.feed(point(emitted=1))] == ["firing"]
     assert h.feed(point(emitted=2, negative_share=0.5)) == []     # dips: stays firing
     assert h.state().state == "firing" and h.state().keep_firing_since == at(2)
+    assert AlertView.of(h.state()).keep_firing_since == at(2)     # GET /alerts shows it
     assert h.feed(point(emitted=4, negative_share=0.8)) == []     # holds again: same episode, silent
     assert h.state().keep_firing_since is None
     assert h.feed(point(emitted=5, negative_share=0.5)) == []     # dips again, from 10:05
