@@ -263,7 +263,8 @@ function renderAlerts(alerts) {
     }
     const when = a.state === "resolved" && a.ends_at
       ? `fired ${fmtDateTime(a.starts_at)}, resolved ${fmtTime(a.ends_at)}`
-      : `firing since ${fmtDateTime(a.starts_at)}`;
+      : `firing since ${fmtDateTime(a.starts_at)}` +
+        (a.keep_firing_since ? ` (condition clear since ${fmtTime(a.keep_firing_since)}; kept firing while it may return)` : "");
     return el("div", {class: `alert-card ${a.state}`, "data-fingerprint": a.fingerprint, "data-rule": a.rule,
                       "data-subject": subject || ""},
       el("div", {class: "top"},
