@@ -172,6 +172,9 @@ class WatermarkMarker(Record):
     progress: dict[int, float | None] = Field(
         description="upstream partition -> largest event time read from it (Unix seconds; null: none yet)")
     idle: tuple[int, ...] = Field(default=(), description="upstream partitions caught up and silent")
+    behind: tuple[int, ...] = Field(
+        default=(), description="upstream partitions this sender does not own that hold records the re-key group "
+        "has not consumed yet: not idle, whatever their owner (perhaps dead) said last")
 
 
 AlertStatus = Literal["firing", "resolved"]

@@ -26,7 +26,7 @@ from pathlib import Path
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from monitor.bus.base import (Backlog, Bus, BusError, Consumer, ConsumerOptions, Delivery, Message, Producer,
+from monitor.bus.base import (Backlog, BacklogProbe, Bus, BusError, Consumer, ConsumerOptions, Delivery, Message, Producer,
                               TopicPartition)
 from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets, send_record
 from monitor.config import Settings
@@ -178,6 +178,8 @@ class SourceTracker:
         """How many partitions the upstream (scored) topic has."""
         self.progress: dict[int, float | None] = {}
         self.idle: set[int] = set()
+        self.behind: set[int] = set()
+        """Partitions this instance does not own with records its group has not consumed yet."""
         self._last_read: dict[int, float] = {}
         self._upstream_committed: int | None = None
         self._upstream_moved = started
@@ -185,6 +187,7 @@ class SourceTracker:
     def assign(self, partitions: set[int]) -> None:
         for p in partitions:
             self.progress.setdefault(p, None)
+        self.behind -= partitions  # owned now: described by progress and idle
 
     def revoke(self, partitions: set[int]) -> None:
         for p in partitions:
@@ -223,9 +226,21 @@ class SourceTracker:
         self.idle = idle
         return idle != before
 
+    def refresh_behind(self, own_group: Backlog | None) -> bool:
+        """Recompute :attr:`behind` from the re-key group's own backlog (``None``: unknown, keep
+        the last answer). A dead instance's last marker may have called its partitions idle;
+        until the group rebalances them to a live one, their new records would otherwise be late
+        by the time they are read. Owned partitions are this instance's to describe."""
+        if own_group is None:
+            return False
+        behind = {p for p, n in own_group.pending.items() if n > 0 and p not in self.progress}
+        changed, self.behind = behind != self.behind, behind
+        return changed
+
     def marker(self, topic: str) -> WatermarkMarker:
         return WatermarkMarker(topic=topic, progress=dict(sorted(self.progress.items())),
-                               idle=tuple(sorted(self.idle)))
+                               idle=tuple(sorted(self.idle)),
+                               behind=tuple(sorted(p for p in self.behind if p not in self.progress)))
 
 
 class RekeyStage:
@@ -268,6 +283,7 @@ class RekeyStage:
                             client_id=f"{self.settings.kafka.client_id}-{self.name}"),
         )
         upstream = self.bus.backlog_probe(self.settings.classify.group_id, self.settings.topics.raw)
+        own_group = self.bus.backlog_probe(f"{cfg.group_id}.rekey", scored_topic)
         out_partitions = range(self.bus.partitions_for(self.topic))
         self.tracker.partitions = self.bus.partitions_for(scored_topic)
         lag = _LagReporter(self.metrics.lag, cfg.lag_interval)
@@ -283,9 +299,14 @@ class RekeyStage:
                 # Idleness first, announced *before* this batch's records: a partition leaving
                 # idleness must hold the watermark back before its neighbours' records move it.
                 announce = self._announce
-                if now >= next_check or (messages and self.tracker.idle):
+                due = now >= next_check
+                if due or (messages and self.tracker.idle):
                     next_check = now + check_every
                     announce |= self._refresh_idle(consumer, upstream, now, {m.partition for m in messages})
+                if (messages or due) and len(self.tracker.progress) < self.tracker.partitions:
+                    # Some upstream partitions are another instance's (or nobody's, mid-rebalance):
+                    # before this batch moves event time, say which of them still hold records.
+                    announce |= self.tracker.refresh_behind(_backlog_or_none(own_group))
                 deliveries: list[Delivery] = []
                 if announce and self.tracker.progress:
                     deliveries += self._send_markers(producer, scored_topic, out_partitions)
@@ -315,6 +336,7 @@ class RekeyStage:
         finally:
             self._running = False
             upstream.close()
+            own_group.close()
             consumer.close()
             producer.flush(cfg.produce_timeout)
             producer.close()
@@ -462,6 +484,8 @@ class TrendStage:
             return
         if marker.topic != self.settings.topics.scored:
             return
+        for source in marker.behind:  # first: this marker's progress must not pass them
+            part.wake_source(source)
         idle = set(marker.idle)
         for source, progress in marker.progress.items():
             part.observe_source(source, progress, source in idle)
@@ -587,6 +611,14 @@ class TrendStage:
             self.metrics.restores.labels(source).inc()
             log.info("partition restored", partition=tp.partition, offset=offset, keys=len(part.keys),
                      from_checkpoint=cp is not None, restored_from=source, watermark=part.watermark)
+
+
+def _backlog_or_none(probe: BacklogProbe) -> Backlog | None:
+    try:
+        return probe.backlog()
+    except Exception as err:  # noqa: BLE001 - unknown: keep the last answer
+        log.debug("re-key group backlog unavailable", error=str(err))
+        return None
 
 
 def _source_of(msg: Message) -> tuple[int | None, float | None]:

@@ -47,6 +47,7 @@ def test_scheduled_run_learns_a_slang_term_and_promotes_it(make_settings, tmp_pa
     settings = _settings(make_settings, trained_tiny_home(tmp_path))
     champion = Registry.from_settings(settings).current()
     ctx = Context(settings=settings, bus=MemoryBus())
+    ctx.bus.ensure_topics(settings.topics.all())  # as the daemon's bus factory does
     engine = ctx.shared["engine"] = InferenceEngine.from_settings(settings)
     before = [p.sentiment for p in engine.predict(PROBES)]
     assert before.count("negative") <= 1, before  # the champion does not know the term

@@ -84,3 +84,47 @@ def test_an_unreachable_broker_marks_nobody_idle():
     for now in (1.0, CAP / 2, 2 * CAP):  # no lag, no backlog: the broker is down
         t.refresh_idle(None, None, now)
         assert t.idle == set()
+
+
+def test_a_dead_instances_idle_claim_is_overruled_by_a_live_one_that_sees_the_backlog():
+    """Two re-key instances: A owns scored 0 and 1, calls them idle, and dies. New stories land on
+    0, 1 and 2 before the group rebalances A's partitions to B. B owns 2. Before B's records move
+    event time, B's marker says 0 and 1 are behind (the group has not consumed their new records),
+    so the window stage's watermark waits for them instead of dropping them as late."""
+    from monitor.stages.settings import AggregatorSettings
+    from monitor.stages.windows import PartitionWindows
+
+    windows = PartitionWindows(AggregatorSettings(windows=[{"name": "1m", "size": "1m"}]), sources=3)
+    a = SourceTracker(IDLE, started=0.0, partitions=3)
+    a.assign({0, 1})
+    for p in (0, 1):
+        a.read(p, 1_000.0, now=0.0)
+    a.refresh_idle({0: 0, 1: 0}, Backlog({0: 0, 1: 0, 2: 0}), IDLE + 1)
+    b = SourceTracker(IDLE, started=0.0, partitions=3)
+    b.assign({2})
+    b.read(2, 1_000.0, now=0.0)
+
+    def deliver(marker):  # as TrendStage._marker does
+        for source in marker.behind:
+            windows.wake_source(source)
+        for source, progress in marker.progress.items():
+            windows.observe_source(source, progress, source in marker.idle)
+
+    deliver(a.marker("news.scored"))  # A's last word: 0 and 1 idle; then A dies
+    assert a.idle == {0, 1}
+    # new records on every scored partition; B reads its own (2) far ahead in event time
+    assert b.refresh_behind(Backlog({0: 40, 1: 35, 2: 50})) and b.behind == {0, 1}
+    b.read(2, 1_300.0, now=IDLE + 2)
+    deliver(b.marker("news.scored"))
+    assert windows.watermark is None or windows.watermark <= 1_000.0  # held by 0 and 1, not 1,300
+    # the group hands 0 and 1 to B: owned now, they leave "behind" and B's own rules apply
+    b.assign({0, 1})
+    assert b.marker("news.scored").behind == ()
+    assert not b.refresh_behind(None) and b.behind == set()
+
+
+def test_nothing_unconsumed_elsewhere_means_nothing_behind():
+    b = SourceTracker(IDLE, started=0.0, partitions=3)
+    b.assign({2})
+    assert not b.refresh_behind(Backlog({0: 0, 1: 0, 2: 7}))  # its own backlog is not "behind"
+    assert b.behind == set() and b.marker("news.scored").behind == ()
