@@ -89,7 +89,7 @@ def comparable(points: dict) -> dict:
     return {k: p.model_dump(exclude={"emitted_at", "revised", "watermark"}) for k, p in points.items()}
 
 
-@pytest.mark.slow
+# ~25 s: in the default tier, it guards the no-story-lost promise across a kill -9
 def test_kill_dash_nine_mid_stream_resumes_with_identical_trends(kafka_settings, kafka_bootstrap, tmp_path):
     settings = kafka_settings(kafka={"partitions": 3})
     bus = KafkaBus(settings.kafka)

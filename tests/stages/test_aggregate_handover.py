@@ -21,7 +21,7 @@ from monitor.stages.settings import AggregatorSettings
 from tests.stages.kafka_helpers import read_topic, wait_until
 from tests.stages.streaming_harness import batch_aggregate, diff, story, summary
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+pytestmark = pytest.mark.kafka  # ~26 s: default tier, it guards no-story-lost across a host's kill -9
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 1200
