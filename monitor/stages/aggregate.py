@@ -26,8 +26,8 @@ from pathlib import Path
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from monitor.bus.base import (Backlog, BacklogProbe, Bus, BusError, Consumer, ConsumerOptions, Delivery, Message, Producer,
-                              TopicPartition)
+from monitor.bus.base import (Backlog, BacklogProbe, Bus, BusError, Consumer, ConsumerOptions, Delivery, Message,
+                              Producer, TopicPartition)
 from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets, send_record
 from monitor.config import Settings
 from monitor.records import ScoredItem, TrendPoint, WatermarkMarker, decode
