@@ -40,8 +40,8 @@ class AlertView(BaseModel):
             fingerprint=a.fingerprint, rule=a.rule, state=a.state, subject=a.subject, labels=a.labels,
             annotations=a.annotations, receiver=a.receiver, group_key=a.group_key, active_since=a.active_since,
             starts_at=a.starts_at, ends_at=a.ends_at, last_seen_at=a.last_seen_at,
-            last_notified_at=a.last_notified_at, keep_firing_since=a.keep_firing_since, revision=a.revision, notifications=a.seq, values=a.values,
-            evidence=list(a.evidence), model_version=a.model_version, acked_at=a.acked_at, acked_by=a.acked_by,
+            last_notified_at=a.last_notified_at, keep_firing_since=a.keep_firing_since, revision=a.revision,
+            notifications=a.seq, values=a.values, evidence=list(a.evidence), model_version=a.model_version, acked_at=a.acked_at, acked_by=a.acked_by,
         )
 
 

@@ -158,7 +158,6 @@ class OnnxRunner:
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         self.tasks = [o.name for o in self.session.get_outputs()]
-
         self._pool: ThreadPoolExecutor | None = None
 
     def __call__(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:

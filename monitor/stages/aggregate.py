@@ -26,8 +26,8 @@ from pathlib import Path
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from monitor.bus.base import (Backlog, BacklogProbe, Bus, BusError, Consumer, ConsumerOptions, Delivery, Message,
-                              Producer, TopicPartition)
+from monitor.bus.base import (Backlog, Bus, BusError, Consumer, ConsumerOptions, Delivery, Message, Producer,
+                              TopicPartition)
 from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets, send_record
 from monitor.config import Settings
 from monitor.records import ScoredItem, TrendPoint, WatermarkMarker, decode
@@ -239,8 +239,7 @@ class SourceTracker:
 
     def marker(self, topic: str) -> WatermarkMarker:
         return WatermarkMarker(topic=topic, progress=dict(sorted(self.progress.items())),
-                               idle=tuple(sorted(self.idle)),
-                               behind=tuple(sorted(p for p in self.behind if p not in self.progress)))
+                               idle=tuple(sorted(self.idle)), behind=tuple(sorted(self.behind)))
 
 
 class RekeyStage:
@@ -306,7 +305,7 @@ class RekeyStage:
                 if (messages or due) and len(self.tracker.progress) < self.tracker.partitions:
                     # Some upstream partitions are another instance's (or nobody's, mid-rebalance):
                     # before this batch moves event time, say which of them still hold records.
-                    announce |= self.tracker.refresh_behind(_backlog_or_none(own_group))
+                    announce |= self.tracker.refresh_behind(own_group.backlog())
                 deliveries: list[Delivery] = []
                 if announce and self.tracker.progress:
                     deliveries += self._send_markers(producer, scored_topic, out_partitions)
@@ -484,8 +483,11 @@ class TrendStage:
             return
         if marker.topic != self.settings.topics.scored:
             return
-        for source in marker.behind:  # first: this marker's progress must not pass them
-            part.wake_source(source)
+        # First the partitions with records on their way (seen by an instance that does not own
+        # them): active again, whatever their owner (perhaps dead) said last, so that this
+        # marker's progress cannot pass them.
+        for source in marker.behind:
+            part.observe_source(source, None)
         idle = set(marker.idle)
         for source, progress in marker.progress.items():
             part.observe_source(source, progress, source in idle)
@@ -611,14 +613,6 @@ class TrendStage:
             self.metrics.restores.labels(source).inc()
             log.info("partition restored", partition=tp.partition, offset=offset, keys=len(part.keys),
                      from_checkpoint=cp is not None, restored_from=source, watermark=part.watermark)
-
-
-def _backlog_or_none(probe: BacklogProbe) -> Backlog | None:
-    try:
-        return probe.backlog()
-    except Exception as err:  # noqa: BLE001 - unknown: keep the last answer
-        log.debug("re-key group backlog unavailable", error=str(err))
-        return None
 
 
 def _source_of(msg: Message) -> tuple[int | None, float | None]:

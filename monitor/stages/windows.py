@@ -256,16 +256,6 @@ class PartitionWindows:
         st.idle = idle
         self._align()
 
-    def wake_source(self, source: int) -> None:
-        """Upstream partition ``source`` has records on their way (a re-key instance that does
-        not own it saw its backlog): it holds the watermark again, even if its owner's last word
-        was "idle" (that owner may be dead, its partitions waiting for a rebalance)."""
-        st = self.sources.get(source)
-        if st is None:
-            st = self.sources[source] = SourceState()
-        st.idle = False
-        self._align()
-
     def _align(self) -> None:
         """Watermark = min progress over the active sources, never moving back."""
         n = self.expected_sources

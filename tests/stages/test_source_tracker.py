@@ -106,7 +106,7 @@ def test_a_dead_instances_idle_claim_is_overruled_by_a_live_one_that_sees_the_ba
 
     def deliver(marker):  # as TrendStage._marker does
         for source in marker.behind:
-            windows.wake_source(source)
+            windows.observe_source(source, None)
         for source, progress in marker.progress.items():
             windows.observe_source(source, progress, source in marker.idle)
 
