@@ -14,7 +14,9 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: ``NewsItem.mentions`` (where each ticker was found) and ``ScoredItem.entities`` (sentiment and
+relevance per ticker). Version-1 records still decode: both fields default to empty."""
 
 SentimentLabel = Literal["negative", "neutral", "positive"]
 SENTIMENT_LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
@@ -61,6 +63,42 @@ class Record(BaseModel):
         return self.model_dump_json().encode("utf-8")
 
 
+MentionKind = Literal["cashtag", "exchange", "alias", "feed"]
+"""How a ticker was found: ``$AAPL``, ``NASDAQ:AAPL``, a company name from the alias table
+(``Apple``), or supplied by the feed / source config (then it may not appear in the text at all)."""
+
+
+class TickerMention(BaseModel):
+    """One place a ticker was found in a story. Offsets index ``NewsItem.title`` or ``.body`` (``part``)."""
+
+    model_config = ConfigDict(frozen=True)
+    ticker: str = Field(min_length=1, max_length=16)
+    how: MentionKind
+    part: Literal["title", "body"] | None = Field(
+        default=None, description="where it was found; None for a feed-supplied ticker not found in the text")
+    start: int | None = Field(default=None, ge=0, description="character offset of the mention in its field")
+    end: int | None = Field(default=None, ge=0, description="one past the mention's last character")
+    surface: str | None = Field(default=None, max_length=256, description="the mention as written")
+
+
+class EntitySentiment(BaseModel):
+    """The classifier's verdict on one ticker of a story, and how much the story is about it."""
+
+    model_config = ConfigDict(frozen=True)
+    ticker: str = Field(min_length=1, max_length=16)
+    sentiment: SentimentLabel
+    sentiment_probs: dict[str, float]
+    sentiment_score: float = Field(ge=-1.0, le=1.0, description="p(positive) - p(negative) for this ticker")
+    relevance: float = Field(ge=0.0, le=1.0, description="1: the story is about it; near 0: a passing mention")
+    method: Literal["entity", "story"] = Field(
+        default="entity", description="entity: target-aware head read the mention; story: the story's own "
+        "sentiment (a model without an entity head, or the mention is outside what the model read)")
+
+    @property
+    def confidence(self) -> float:
+        return max(self.sentiment_probs.values()) if self.sentiment_probs else 0.0
+
+
 class NewsItem(Record):
     """One story, normalised by a connector. ``id`` is stable across fetches and restarts."""
 
@@ -74,6 +112,7 @@ class NewsItem(Record):
     published_at: UtcDatetime
     fetched_at: UtcDatetime = Field(default_factory=utcnow)
     tickers: tuple[str, ...] = ()
+    mentions: tuple[TickerMention, ...] = Field(default=(), description="where each ticker was found (schema 2)")
     language: str = "en"
     novelty: float = Field(default=1.0, ge=0.0, le=1.0, description="1.0 first sighting, lower for repeats")
     meta: dict[str, str] = Field(default_factory=dict)
@@ -105,11 +144,17 @@ class ScoredItem(Record):
     topic_probs: dict[str, float]
     model_version: str
     scored_at: UtcDatetime = Field(default_factory=utcnow)
-
+    entities: tuple[EntitySentiment, ...] = Field(
+        default=(), description="per ticker: its own sentiment and relevance (schema 2; empty on older records)")
 
     @property
     def id(self) -> str:
         return self.item.id
+
+    def entity(self, ticker: str) -> EntitySentiment | None:
+        """The verdict on ``ticker`` (case-insensitive), or None when the record carries none."""
+        t = ticker.upper()
+        return next((e for e in self.entities if e.ticker.upper() == t), None)
 
     @property
     def confidence(self) -> float:
@@ -126,6 +171,8 @@ class Evidence(BaseModel):
     url: str | None = None
     published_at: UtcDatetime
     score: float
+    ticker: str | None = Field(default=None, description="for a ticker's trend or alert: the ticker 'score' is for")
+    relevance: float | None = Field(default=None, ge=0.0, le=1.0, description="how much the story is about 'ticker'")
 
 
 class TrendPoint(Record):
