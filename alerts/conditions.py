@@ -101,14 +101,47 @@ def measure_change(
 
 
 def story_tickers(rule: StoryRule, scored: ScoredItem) -> tuple[str, ...]:
-    tickers = tuple(t.upper() for t in scored.item.tickers)
+    """The story's tickers the rule watches (upper case, story order, each once)."""
+    tickers = tuple(dict.fromkeys(t.upper() for t in scored.item.tickers))
     if rule.any_ticker:
         return tickers
     return tuple(t for t in tickers if t in rule.tickers)
 
 
+@dataclass(frozen=True)
+class TickerReading:
+    """What a story says about one of its tickers: the ticker's own entity sentiment when the record
+    carries one (``own``), else the story's; ``relevance`` is ``None`` when the record has none."""
+
+    ticker: str
+    score: float
+    confidence: float
+    relevance: float | None
+    own: bool
+
+
+def ticker_reading(scored: ScoredItem, ticker: str) -> TickerReading:
+    e = scored.entity(ticker)
+    if e is None:
+        return TickerReading(ticker, scored.sentiment_score, scored.confidence, None, False)
+    return TickerReading(ticker, e.sentiment_score, e.confidence, e.relevance, True)
+
+
+def _value_suffix(ticker: str) -> str:
+    """A ticker as part of a value name (``score_BRK_B``): Alertmanager annotation-name safe."""
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in ticker)
+
+
 def measure_story(rule: StoryRule, scored: ScoredItem) -> Measurement | None:
-    """The story alert's measurement, or ``None`` when the story is not one the rule is about."""
+    """The story alert's measurement, or ``None`` when the story is not one the rule is about.
+
+    Each watched ticker of the story is measured on its *own* sentiment (``scored.entity(t)``, the
+    story's when the record has none for it); a ticker whose relevance is below
+    ``rule.min_relevance`` or whose confidence is below ``rule.min_confidence`` is ignored. The
+    alert lists the tickers that hold (``ticker``, comma-joined in story order); ``value``,
+    ``score`` and ``relevance`` are those of the ticker that holds most strongly, ``story_score``
+    the story's own score. With several tickers holding, ``values`` also carries
+    ``score_<T>``/``relevance_<T>`` per ticker. One evidence entry per ticker that holds."""
     tickers = story_tickers(rule, scored)
     if not tickers:
         return None
@@ -116,25 +149,46 @@ def measure_story(rule: StoryRule, scored: ScoredItem) -> Measurement | None:
         return None
     if rule.first_seen_only and scored.item.novelty < 1.0:
         return None
-    if scored.confidence < rule.min_confidence:
+    held: list[TickerReading] = []
+    for t in tickers:
+        r = ticker_reading(scored, t)
+        if r.relevance is not None and r.relevance < rule.min_relevance:
+            continue
+        if r.confidence < rule.min_confidence:
+            continue
+        if compare(rule.op, r.score, rule.value):
+            held.append(r)
+    if not held:
         return None
-    if not compare(rule.op, scored.sentiment_score, rule.value):
-        return None
+    # the ticker furthest past the threshold speaks for the alert
+    lead = min(held, key=lambda r: r.score) if rule.op in ("<", "<=") else max(held, key=lambda r: r.score)
     item = scored.item
-    evidence = Evidence(
-        id=item.id, title=item.title, source=item.source, url=item.url,
-        published_at=item.published_at, score=scored.sentiment_score,
+    values = {"score": lead.score, "confidence": lead.confidence, "story_score": scored.sentiment_score,
+              "threshold": rule.value}
+    if lead.relevance is not None:
+        values["relevance"] = lead.relevance
+    if len(held) > 1:
+        for r in held:
+            values[f"score_{_value_suffix(r.ticker)}"] = r.score
+            if r.relevance is not None:
+                values[f"relevance_{_value_suffix(r.ticker)}"] = r.relevance
+    evidence = tuple(
+        Evidence(id=item.id, title=item.title, source=item.source, url=item.url, published_at=item.published_at,
+                 score=r.score, ticker=r.ticker, relevance=r.relevance)
+        for r in held
     )
+    names = ",".join(r.ticker for r in held)
     return Measurement(
         holds=True,
-        values={"score": scored.sentiment_score, "confidence": scored.confidence, "threshold": rule.value},
+        values=values,
         variables={
-            "rule": rule.name, "severity": rule.severity, "value": scored.sentiment_score,
-            "score": scored.sentiment_score, "threshold": rule.value, "op": rule.op,
-            "title": item.title, "source": item.source, "url": item.url or "", "ticker": ",".join(tickers),
-            "subject": ",".join(tickers), "story_id": item.id, "topic": scored.topic,
+            "rule": rule.name, "severity": rule.severity, "value": lead.score,
+            "score": lead.score, "relevance": lead.relevance, "story_score": scored.sentiment_score,
+            "threshold": rule.value, "op": rule.op,
+            "title": item.title, "source": item.source, "url": item.url or "", "ticker": names,
+            "subject": names, "story_id": item.id, "topic": scored.topic,
             "published_at": item.published_at.isoformat(),
         },
-        evidence=(evidence,),
+        evidence=evidence,
         model_version=scored.model_version,
     )

@@ -102,6 +102,22 @@ def build_message(
     )
 
 
+def evidence_note(e: Evidence) -> str:
+    """``score -0.91``, or for a ticker's evidence ``INTC score -0.85, relevance 0.90``."""
+    note = f"score {e.score:+.2f}" if e.ticker is None else f"{e.ticker} score {e.score:+.2f}"
+    if e.relevance is not None:
+        note += f", relevance {e.relevance:.2f}"
+    return note
+
+
+def evidence_detail(evidence: list[Evidence] | tuple[Evidence, ...]) -> str:
+    """``(source, ...)`` of the top headline: with every ticker the alert scored it for (a story
+    alert on several tickers has one evidence entry per ticker, all of the same story)."""
+    top = evidence[0]
+    notes = [evidence_note(e) for e in evidence if e.id == top.id] if top.ticker is not None else [evidence_note(top)]
+    return f"({top.source}, {'; '.join(notes)})"
+
+
 def slack_text(message: WebhookMessage) -> str:
     """A compact human summary: one line per alert, with the top headline."""
     title = {"firing": "FIRING", "resolved": "RESOLVED", "revised": "REVISED", "repeat": "STILL FIRING"}[message.reason]
@@ -113,7 +129,7 @@ def slack_text(message: WebhookMessage) -> str:
         if a.evidence:
             e = a.evidence[0]
             link = f"<{e.url}|{e.title}>" if e.url else e.title
-            lines.append(f"    {link} ({e.source}, score {e.score:+.2f})")
+            lines.append(f"    {link} {evidence_detail(a.evidence)}")
     if message.truncatedAlerts:
         lines.append(f"... and {message.truncatedAlerts} more")
     return "\n".join(lines)
@@ -143,8 +159,7 @@ def postable(alert: WebhookAlert) -> PostableAlert:
     if alert.model_version:
         annotations.setdefault("model_version", alert.model_version)
     if alert.evidence:
-        top = alert.evidence[0]
-        annotations.setdefault("evidence", f"{top.title} ({top.source}, score {top.score:+.2f})")
+        annotations.setdefault("evidence", f"{alert.evidence[0].title} {evidence_detail(alert.evidence)}")
     return PostableAlert(
         labels=alert.labels, annotations=annotations, startsAt=alert.startsAt,
         endsAt=alert.endsAt if alert.status == "resolved" else None, generatorURL=alert.generatorURL,

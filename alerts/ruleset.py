@@ -7,7 +7,8 @@ Four rule types (``type:``):
 * ``change`` - a metric on one window minus a metric on another window of the same key, e.g.
   EWMA over ``5m`` minus EWMA over ``1h`` below -0.4 (a sentiment drop);
 * ``spike`` - the volume z-score of a window above a value (default 3);
-* ``story`` - a single first-seen story about a watched ticker scored below a value.
+* ``story`` - a single first-seen story whose own sentiment for a watched ticker (relevant enough)
+  is below a value.
 
 ``key`` is an exact trend key (``all``, ``topic:<name>``, ``ticker:<SYM>``, ``source:<name>``) or
 a shell-style pattern (``ticker:*``); each matching key is its own alert.
@@ -175,10 +176,14 @@ class SpikeRule(TrendRule):
 
 
 class StoryRule(RuleBase):
-    """One story: a watched ticker, first seen, sentiment score below ``value``."""
+    """One story: a watched ticker, first seen, that ticker's own sentiment score below ``value``.
+
+    Each watched ticker of the story is measured on its entity sentiment (the story's when the
+    record has none for it); mentions less relevant than ``min_relevance`` are ignored."""
 
     VARIABLES: ClassVar[frozenset[str]] = COMMON_VARIABLES | {
-        "title", "source", "url", "ticker", "story_id", "topic", "score", "published_at", "subject"
+        "title", "source", "url", "ticker", "story_id", "topic", "score", "published_at", "subject",
+        "relevance", "story_score",
     }
 
     type: Literal["story"]
@@ -187,7 +192,11 @@ class StoryRule(RuleBase):
     op: Op = "<"
     value: float = -0.8
     first_seen_only: bool = Field(default=True, description="only stories with novelty 1.0 (first sighting)")
-    min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
+    min_confidence: float = Field(default=0.0, ge=0.0, le=1.0, description="of the ticker's own sentiment")
+    min_relevance: float = Field(
+        default=0.2, ge=0.0, le=1.0,
+        description="ignore a ticker the story is less about than this (a passing mention); a record without "
+                    "relevance for the ticker is not filtered")
     resolve_after: Duration = Field(default=timedelta(hours=1), description="a story alert resolves after this")
     send_resolved: bool = False
 

@@ -44,7 +44,13 @@ def trends_router(store: TrendStore, window_names: list[str]) -> APIRouter:
 def items_router(store: ItemStore) -> APIRouter:
     router = APIRouter(tags=["items"])
 
-    @router.get("/items/{item_id:path}", response_model=ScoredItem)
+    @router.get(
+        "/items/{item_id:path}", response_model=ScoredItem, summary="One scored story",
+        description="The scored story as it travels on news.scored: the story's sentiment and topic, "
+                    "`entities` (per ticker: its own sentiment, probabilities, score in [-1, 1], relevance "
+                    "in [0, 1] and method) and `item.mentions` (where each ticker was found: part, start, "
+                    "end, surface, how). Both are empty on records older than schema 2.",
+    )
     def get_item(item_id: str) -> ScoredItem:
         item = store.get(item_id)
         if item is None:

@@ -26,6 +26,10 @@ from monitor.stages.stores import ItemStore, TrendStore
 BUSY_WINDOWS = 12
 """How many recent windows of a key count towards how busy it is."""
 
+RELEVANCE_FLOOR = 0.2
+"""A ticker chip whose relevance is below this is shown dimmed (a passing mention); the same default
+as ``aggregator.ticker_relevance_floor`` and a story rule's ``min_relevance``."""
+
 
 class UiError(ValueError):
     """A query the page cannot answer; ``status`` is the HTTP status, the message says why."""
@@ -62,12 +66,32 @@ class Series(BaseModel):
     markers: list[Marker]
 
 
+class TickerChip(BaseModel):
+    """One ticker of a story as the page shows it: coloured by its own sentiment."""
+
+    ticker: str
+    sentiment: str
+    score: float
+    """the ticker's own sentiment score in [-1, 1]; the story's when ``own`` is false"""
+    confidence: float
+    relevance: float | None = None
+    """how much the story is about the ticker, in [0, 1]; None when the record carries none"""
+    own: bool = False
+    """true: entity-level sentiment of this ticker; false: the story's sentiment (older records)"""
+    method: str | None = None
+    """the record's ``EntitySentiment.method`` ('entity' or 'story') when ``own``"""
+    dim: bool = False
+    """relevance below the floor: a passing mention (shown dimmed)"""
+
+
 class StoryView(BaseModel):
     id: str
     title: str
     source: str
     url: str | None
     tickers: list[str]
+    chips: list[TickerChip] = []
+    """one per ticker (the story's tickers, then any other ticker the record scored)"""
     topic: str
     sentiment: str
     score: float
@@ -157,7 +181,23 @@ def _markers(key: str, alerts: list[AlertView]) -> list[Marker]:
 
 # -- stories --------------------------------------------------------------------------------------
 
-def fold_stories(items: Iterable[ScoredItem], limit: int) -> list[StoryView]:
+def ticker_chips(scored: ScoredItem, floor: float = RELEVANCE_FLOOR) -> list[TickerChip]:
+    """A chip per ticker: its own entity sentiment and relevance when the record has them, else the
+    story's sentiment (no relevance, never dimmed)."""
+    names = list(dict.fromkeys([*scored.item.tickers, *(e.ticker for e in scored.entities)]))
+    chips = []
+    for t in names:
+        e = scored.entity(t)
+        if e is None:
+            chips.append(TickerChip(ticker=t, sentiment=scored.sentiment, score=scored.sentiment_score,
+                                    confidence=scored.confidence))
+        else:
+            chips.append(TickerChip(ticker=t, sentiment=e.sentiment, score=e.sentiment_score, confidence=e.confidence,
+                                    relevance=e.relevance, own=True, method=e.method, dim=e.relevance < floor))
+    return chips
+
+
+def fold_stories(items: Iterable[ScoredItem], limit: int, floor: float = RELEVANCE_FLOOR) -> list[StoryView]:
     """Newest first; near-duplicates (``meta['near_duplicate_of']``) fold into their first copy,
     which is shown (the latest copy when the first is no longer kept) where the group was last active."""
     groups: dict[str, list[ScoredItem]] = {}
@@ -172,7 +212,7 @@ def fold_stories(items: Iterable[ScoredItem], limit: int) -> list[StoryView]:
         others = [m for m in members if m is not first]
         out.append(StoryView(
             id=first.id, title=first.item.title, source=first.item.source, url=first.item.url,
-            tickers=list(first.item.tickers), topic=first.topic, sentiment=first.sentiment,
+            tickers=list(first.item.tickers), chips=ticker_chips(first, floor), topic=first.topic, sentiment=first.sentiment,
             score=first.sentiment_score, confidence=first.confidence, model_version=first.model_version,
             published_at=first.item.published_at, copies=len(others),
             copy_sources=list(dict.fromkeys(m.item.source for m in others)),
@@ -257,6 +297,7 @@ def overview(
     stories: int = 30,
     topics: int = 2,
     tickers: int = 3,
+    relevance_floor: float = RELEVANCE_FLOOR,
 ) -> Overview:
     messages: list[str] = []
     missing: list[str] = []
@@ -299,7 +340,7 @@ def overview(
         missing.append("trends")
     story_views: list[StoryView] = []
     if items is not None:
-        story_views = fold_stories(items.latest(stories * 4), stories)
+        story_views = fold_stories(items.latest(stories * 4), stories, relevance_floor)
     else:
         missing.append("stories")
     return Overview(

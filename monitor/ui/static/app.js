@@ -248,13 +248,20 @@ async function ack(fp, button) {
   }
 }
 
+// The evidence's score: for a ticker's evidence, that ticker's own score and relevance.
+function evidenceScore(e) {
+  if (!e.ticker) return signed(e.score);
+  const rel = e.relevance === null || e.relevance === undefined ? "" : `, relevance ${e.relevance.toFixed(2)}`;
+  return `${e.ticker} ${signed(e.score)}${rel}`;
+}
+
 function renderAlerts(alerts) {
   const root = document.getElementById("alerts");
   if (!alerts.length) { root.replaceChildren(el("p", {class: "muted", text: "no alerts yet"})); return; }
   root.replaceChildren(...alerts.map(a => {
     const subject = a.labels.ticker || a.labels.topic || a.labels.source || a.labels.key || a.subject;
     const evidence = el("ul", {}, ...a.evidence.map(e =>
-      el("li", {}, link(e.title, e.url), el("span", {class: "muted", text: ` ${e.source}, ${signed(e.score)}`}))));
+      el("li", {}, link(e.title, e.url), el("span", {class: "muted", text: ` ${e.source}, ${evidenceScore(e)}`}))));
     let action = null;
     if (a.state === "firing") {
       action = a.acked_at
@@ -304,6 +311,25 @@ function pinKey(key) {
   syncUrl(); poll();
 }
 
+// A chip per ticker, coloured by that ticker's own sentiment (the story's on records without
+// per-ticker scores); dimmed when the story barely concerns it (relevance below the floor).
+function storyChips(s) {
+  const chips = s.chips || s.tickers.map(t => ({ticker: t, sentiment: s.sentiment, score: s.score,
+                                                confidence: s.confidence, relevance: null, own: false, dim: false}));
+  return chips.map(c => {
+    const how = c.own
+      ? `${c.sentiment} ${signed(c.score)} (${Math.round(c.confidence * 100)}%)` +
+        (c.relevance === null || c.relevance === undefined ? "" : ` · relevance ${c.relevance.toFixed(2)}`) +
+        (c.dim ? " (passing mention)" : "")
+      : `story sentiment ${c.sentiment} ${signed(c.score)} (no per-ticker score)`;
+    return el("span", {class: `tick chip-${c.sentiment}${c.dim ? " dim" : ""}`, text: c.ticker,
+                       "data-ticker": c.ticker, "data-score": c.score.toFixed(3),
+                       "data-relevance": c.relevance === null || c.relevance === undefined ? null : c.relevance.toFixed(3),
+                       title: `${c.ticker}: ${how} · click to chart ticker:${c.ticker}`,
+                       onclick: () => pinKey(`ticker:${c.ticker}`)});
+  });
+}
+
 function renderStories(stories) {
   const body = document.querySelector("#stories tbody");
   body.replaceChildren(...stories.map(s => {
@@ -315,8 +341,7 @@ function renderStories(stories) {
       el("td", {class: "when", text: fmtDateTime(s.published_at)}),
       title,
       el("td", {text: s.source}),
-      el("td", {}, ...s.tickers.map(t => el("span", {class: "tick", title: `chart ticker:${t}`, text: t,
-                                                   onclick: () => pinKey(`ticker:${t}`)}))),
+      el("td", {}, ...storyChips(s)),
       el("td", {text: s.topic}),
       el("td", {class: `sent-${s.sentiment}`, text: `${s.sentiment} ${signed(s.score)} (${Math.round(s.confidence * 100)}%)`}),
       el("td", {class: "muted small", text: s.model_version}));
