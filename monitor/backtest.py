@@ -89,7 +89,7 @@ def _simulate(settings: Any, scored: list[ScoredItem], rules: Any) -> tuple[list
     stream: list[Record] = []
     latest: dict[tuple[str, str, datetime], TrendPoint] = {}
     for s in sorted(scored, key=lambda s: (s.item.published_at, s.id)):
-        for key in trend_keys(s):
+        for key in trend_keys(s, settings.aggregator.ticker_relevance_floor):
             windows.add(key, s)
         stream.append(s)
         for p in windows.take_dirty():

@@ -316,7 +316,7 @@ class RekeyStage:
                     progress = self.tracker.read(msg.partition, ts_of(scored.item.published_at), now)
                     headers = [("kind", ScoredItem.KIND.encode()), (SOURCE_HEADER, str(msg.partition).encode()),
                                (PROGRESS_HEADER, repr(progress).encode())]
-                    for key in trend_keys(scored):
+                    for key in trend_keys(scored, cfg.ticker_relevance_floor):
                         deliveries.append(producer.send(self.topic, msg.value or b"", key=key, headers=headers))
                     if self.items is not None:
                         self.items.put(scored)

@@ -66,6 +66,10 @@ class WindowSpec(BaseModel):
         return self.hop_s < self.size
 
 
+DEFAULT_TICKER_RELEVANCE_FLOOR = 0.2
+"""Below this relevance a ticker mention does not feed the ticker's trend (docs/STREAMING.md)."""
+
+
 def _default_windows() -> list[WindowSpec]:
     return [
         WindowSpec(name="1m", size=60),
@@ -107,6 +111,10 @@ class AggregatorSettings(BaseModel):
         description="tickers whose latest trends are also Prometheus gauges (finsent_trend_*{key=\"ticker:X\"}); "
                     "bounded by this list - every other ticker is in GET /trends only",
     )
+    ticker_relevance_floor: float = Field(
+        default=DEFAULT_TICKER_RELEVANCE_FLOOR, ge=0.0, le=1.0,
+        description="a story feeds 'ticker:SYM' only when its relevance to SYM is at least this; above it the "
+                    "story counts weighted by relevance (docs/STREAMING.md, 'Per-ticker sentiment and relevance')")
     changelog: bool = Field(
         default=True, description="back the checkpoint with the compacted topic '<repartition topic>.changelog' "
                                   "(Kafka only), so a partition moving to another host is restored from it")

@@ -22,6 +22,11 @@ Rules (docs/STREAMING.md has the long form):
 * Idempotent: a story id already counted for a key is ignored (ids are remembered until every
   window they could touch is closed; a redelivery after that is late and dropped anyway).
 * Sums are kept as integers in millionths, so results do not depend on arrival order.
+* What a story adds to a key (:func:`contribution`): ``ticker:SYM`` gets the story's verdict on
+  SYM weighted by its relevance ``r`` (only when ``r >= ticker_relevance_floor``: :func:`trend_keys`);
+  every other key, and a ticker without a verdict (schema-1 records), the story's sentiment at
+  ``r = 1``. ``mean = sum(r*x) / sum(r)``, shares ``sum(r | label) / sum(r)``, weighted mean with
+  weights ``novelty * confidence * r``; ``count`` is the number of stories.
 * EWMA runs over the key's consecutive non-empty windows of one spec, oldest first:
   ``e = alpha * mean + (1 - alpha) * e_prev`` (the first non-empty window sets ``e = mean``).
 * Volume baseline of the window at ``start``: the counts of the ``baseline_windows`` previous
@@ -40,9 +45,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from monitor.records import Evidence, ScoredItem, TrendPoint
-from monitor.stages.settings import AggregatorSettings, WindowSpec
+from monitor.stages.settings import DEFAULT_TICKER_RELEVANCE_FLOOR, AggregatorSettings, WindowSpec
 
 SCALE = 1_000_000
+TICKER_PREFIX = "ticker:"
 
 
 def units(x: float) -> int:
@@ -57,11 +63,35 @@ def dt_of(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=timezone.utc)
 
 
-def trend_keys(scored: ScoredItem) -> list[str]:
-    """The series one story feeds: all, its topic, its source and each of its tickers."""
+def _ticker_of(key: str) -> str | None:
+    return key[len(TICKER_PREFIX):] if key.startswith(TICKER_PREFIX) else None
+
+
+def trend_keys(scored: ScoredItem, floor: float = DEFAULT_TICKER_RELEVANCE_FLOOR) -> list[str]:
+    """The series one story feeds: all, its topic, its source and each of its tickers
+    (``NewsItem.tickers``) whose relevance is at least ``floor``
+    (``AggregatorSettings.ticker_relevance_floor``); a ticker the record has no entity verdict for
+    (schema-1 records) counts at relevance 1.0."""
     keys = ["all", f"topic:{scored.topic}", f"source:{scored.item.source}"]
-    keys.extend(f"ticker:{t.upper()}" for t in dict.fromkeys(t.upper() for t in scored.item.tickers if t))
+    for t in dict.fromkeys(t.upper() for t in scored.item.tickers if t):
+        e = scored.entity(t)
+        if e is None or e.relevance >= floor:
+            keys.append(f"{TICKER_PREFIX}{t}")
     return list(dict.fromkeys(keys))
+
+
+def contribution(key: str, scored: ScoredItem) -> tuple[float, str, float, float]:
+    """What ``scored`` adds to ``key``'s windows: ``(score, label, confidence, weight)``.
+
+    ``ticker:SYM``: the story's verdict on SYM (its :class:`EntitySentiment`) weighted by its
+    relevance; without one (schema-1 records), the story's sentiment at weight 1. Every other key:
+    the story's sentiment at weight 1.
+    """
+    ticker = _ticker_of(key)
+    e = scored.entity(ticker) if ticker is not None else None
+    if e is None:
+        return scored.sentiment_score, scored.sentiment, scored.confidence, 1.0
+    return e.sentiment_score, e.sentiment, e.confidence, e.relevance
 
 
 def window_starts(spec: WindowSpec, ts: float) -> list[float]:
@@ -77,37 +107,68 @@ def _top_order(row: list[Any]) -> tuple[int, float, str]:
     return (row[0], row[1], row[2])
 
 
+OLD_ROW_FIELDS = 11
+"""Window rows written before per-ticker relevance (schema-1 era) have 11 fields."""
+
+
 @dataclass
 class WindowAgg:
-    """The running aggregate of one window; every field is order-independent."""
+    """The running aggregate of one window; every field is order-independent.
+
+    Each story adds its :func:`contribution` to the key: score ``x``, label, confidence ``c`` and
+    weight ``r`` (its relevance to a ticker key; 1 otherwise). Sums are integers in millionths.
+    """
 
     start: float
     count: int = 0
+    """stories counted (whatever their weight)"""
     score_u: int = 0
+    """sum of x (unweighted)"""
     weight_u: int = 0
+    """sum of novelty*c*r"""
     wscore_u: int = 0
+    """sum of novelty*c*r*x"""
     negative: int = 0
+    """stories labelled negative (unweighted)"""
     positive: int = 0
     top: list[list[Any]] = field(default_factory=list)
-    """[rank, -ts, id, title, source, url, ts, score] rows, best first."""
+    """[rank, -ts, id, title, source, url, ts, score, ticker, relevance] rows, best first."""
     version_ts: float | None = None
     version_id: str = ""
     model_version: str | None = None
+    rel_u: int = 0
+    """sum of r"""
+    rscore_u: int = 0
+    """sum of r*x"""
+    rneg_u: int = 0
+    """sum of r over the stories labelled negative"""
+    rpos_u: int = 0
+    """sum of r over the stories labelled positive"""
 
-    def add(self, s: ScoredItem, top_k: int) -> None:
+    def add(self, key: str, s: ScoredItem, top_k: int) -> None:
         ts = ts_of(s.item.published_at)
-        weight = s.item.novelty * s.confidence
+        score, label, confidence, r = contribution(key, s)
+        weight = s.item.novelty * confidence * r
+        r_u = units(r)
         self.count += 1
-        self.score_u += units(s.sentiment_score)
+        self.score_u += units(score)
         self.weight_u += units(weight)
-        self.wscore_u += units(weight * s.sentiment_score)
-        self.negative += s.sentiment == "negative"
-        self.positive += s.sentiment == "positive"
+        self.wscore_u += units(weight * score)
+        self.rel_u += r_u
+        self.rscore_u += units(r * score)
+        if label == "negative":
+            self.negative += 1
+            self.rneg_u += r_u
+        elif label == "positive":
+            self.positive += 1
+            self.rpos_u += r_u
         if top_k > 0:
-            rank = -abs(units(weight * s.sentiment_score))
+            rank = -abs(units(weight * score))
             order = (rank, -ts, s.id)
             if len(self.top) < top_k or order < _top_order(self.top[-1]):
-                row = [rank, -ts, s.id, s.item.title, s.item.source, s.item.url, ts, s.sentiment_score]
+                ticker = _ticker_of(key)
+                row = [rank, -ts, s.id, s.item.title, s.item.source, s.item.url, ts, score,
+                       ticker, r if ticker is not None else None]
                 bisect.insort(self.top, row, key=_top_order)
                 del self.top[top_k:]
         if self.version_ts is None or (ts, s.id) > (self.version_ts, self.version_id):
@@ -115,15 +176,35 @@ class WindowAgg:
 
     @property
     def mean(self) -> float:
-        return self.score_u / SCALE / self.count if self.count else 0.0
+        """sum(r*x) / sum(r); 0 when the window carries no weight."""
+        return self.rscore_u / SCALE / (self.rel_u / SCALE) if self.rel_u else 0.0
+
+    @property
+    def negative_share(self) -> float:
+        return self.rneg_u / self.rel_u if self.rel_u else 0.0
+
+    @property
+    def positive_share(self) -> float:
+        return self.rpos_u / self.rel_u if self.rel_u else 0.0
+
+    @property
+    def weighted_mean(self) -> float:
+        return self.wscore_u / self.weight_u if self.weight_u else self.mean
 
     def to_json(self) -> list[Any]:
         return [self.start, self.count, self.score_u, self.weight_u, self.wscore_u, self.negative, self.positive,
-                self.top, self.version_ts, self.version_id, self.model_version]
+                self.top, self.version_ts, self.version_id, self.model_version,
+                self.rel_u, self.rscore_u, self.rneg_u, self.rpos_u]
 
     @classmethod
     def from_json(cls, row: list[Any]) -> "WindowAgg":
-        return cls(*row)
+        """Also reads rows written before relevance weighting (11 fields: every weight was 1)."""
+        w = cls(*row)
+        if len(row) == OLD_ROW_FIELDS:
+            w.rel_u, w.rscore_u = w.count * SCALE, w.score_u
+            w.rneg_u, w.rpos_u = w.negative * SCALE, w.positive * SCALE
+        w.top = [list(t) + [None] * (10 - len(t)) for t in w.top]
+        return w
 
 
 @dataclass
@@ -333,7 +414,7 @@ class PartitionWindows:
             window = series.windows.get(start)
             if window is None:
                 window = series.windows[start] = WindowAgg(start=start)
-            window.add(scored, self.config.top_items)
+            window.add(key, scored, self.config.top_items)
             self._delta.windows[(key, name, start)] = window
             self._mark(key, name, start, is_revision)
             if is_revision:
@@ -387,7 +468,7 @@ class PartitionWindows:
 
     # -- output -----------------------------------------------------------------------------
     def _ewma_step(self, prev: float | None, window: WindowAgg) -> float | None:
-        if window.count == 0:
+        if window.rel_u == 0:  # empty, or only stories of relevance 0 (floor 0): no opinion
             return prev
         if prev is None:
             return window.mean
@@ -427,14 +508,15 @@ class PartitionWindows:
             window_end=dt_of(start + spec.size),
             count=n,
             mean_score=window.mean,
-            negative_share=window.negative / n if n else 0.0,
-            positive_share=window.positive / n if n else 0.0,
+            negative_share=window.negative_share,
+            positive_share=window.positive_share,
             ewma=e if e is not None else 0.0,
-            weighted_mean=window.wscore_u / window.weight_u if window.weight_u else window.mean,
+            weighted_mean=window.weighted_mean,
             volume_z=volume_z,
             baseline_mean=baseline_mean,
             top_items=tuple(
-                Evidence(id=r[2], title=r[3], source=r[4], url=r[5], published_at=dt_of(r[6]), score=r[7])
+                Evidence(id=r[2], title=r[3], source=r[4], url=r[5], published_at=dt_of(r[6]), score=r[7],
+                         ticker=r[8], relevance=r[9])
                 for r in window.top
             ),
             revised=revised,

@@ -1,11 +1,11 @@
-"""The aggregator's two stages on a scripted in-process bus, and the offline batch aggregation they
-must agree with (tests/stages/test_event_time.py)."""
+"""The aggregator's two stages on a scripted in-process bus, the stories they are fed, and (from
+tests/stages/oracle.py, which imports nothing from monitor/stages/) the offline batch aggregation
+they must agree with (tests/stages/test_event_time.py)."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -17,42 +17,33 @@ from monitor.config import load_settings
 from monitor.records import ScoredItem, TrendPoint, decode
 from monitor.stages.aggregate import AggregateMetrics, RekeyStage, TrendStage, repartition_topic
 from monitor.stages.changelog import changelog_topic
-from monitor.stages.settings import AggregatorSettings
 from monitor.stages.stores import TrendStore
-from monitor.stages.windows import SCALE, dt_of, trend_keys, ts_of, units, window_starts
-from tests.stages.helpers import scored
+from tests.stages.helpers import entity, scored
+from tests.stages.oracle import batch_aggregate, keys_of  # noqa: F401 - re-exported: the independent oracle
 
 TICKERS = ("AAPL", "MSFT", "GOOG", "TSLA", "AMZN", "INTC")  # news.scored partitions 0 1 2 0 1 2
 SOURCES = ("wire", "rss", "blog")
 TOPICS = ("earnings", "mna", "macro")
 
 
+RELEVANCES = (1.0, 0.8, 0.5, 0.35, 0.2, 0.1, 0.0, 0.65, 0.25)  # default floor 0.2: 0.2 counts, 0.1 and 0 do not
+
+
 def story(i: int, t: float) -> ScoredItem:
+    """A varied story. Every fifth carries no entity verdicts (a schema-1 record: its tickers get the
+    story's sentiment at relevance 1); the others carry a verdict per ticker with its own sentiment
+    (often the opposite of the story's) and a relevance from :data:`RELEVANCES`; a two-ticker story
+    with ``i % 5 == 1`` has a verdict for its first ticker only."""
     tickers = (TICKERS[i % 6],) if i % 4 else (TICKERS[i % 6], TICKERS[(i + 3) % 6])
+    entities = ()
+    if i % 5:
+        entities = tuple(
+            entity(sym, score=((i * 13 + j * 29) % 21 - 10) / 10, relevance=RELEVANCES[(i * 7 + j * 4) % 9],
+                   confidence=0.4 + ((i + j) % 6) / 10)
+            for j, sym in enumerate(tickers) if not (j and i % 5 == 1))
     return scored(i, t=t, score=((i * 37) % 21 - 10) / 10, tickers=tickers, source=SOURCES[i % 3],
-                  topic=TOPICS[i % 3], confidence=0.5 + (i % 5) / 10, novelty=1.0 if i % 7 else 0.5)
-
-
-def batch_aggregate(cfg: AggregatorSettings, stories: list[ScoredItem]) -> dict:
-    """The offline answer, written independently of the streaming code: every story in every
-    window of every key it feeds -> (count, mean, negative share, positive share, weighted mean)."""
-    acc: dict = defaultdict(lambda: [0, 0, 0, 0, 0, 0])
-    for s in {s.id: s for s in stories}.values():
-        ts = ts_of(s.item.published_at)
-        w = s.item.novelty * s.confidence
-        for key in trend_keys(s):
-            for spec in cfg.windows:
-                for start in window_starts(spec, ts):
-                    a = acc[(key, spec.name, dt_of(start))]
-                    a[0] += 1
-                    a[1] += units(s.sentiment_score)
-                    a[2] += s.sentiment == "negative"
-                    a[3] += s.sentiment == "positive"
-                    a[4] += units(w)
-                    a[5] += units(w * s.sentiment_score)
-    return {k: (n, round(sc / SCALE / n, 9), round(neg / n, 9), round(pos / n, 9),
-                round(ws / wt, 9) if wt else round(sc / SCALE / n, 9))
-            for k, (n, sc, neg, pos, wt, ws) in acc.items()}
+                  topic=TOPICS[i % 3], confidence=0.5 + (i % 5) / 10, novelty=1.0 if i % 7 else 0.5,
+                  entities=entities)
 
 
 def summary(points: dict) -> dict:
