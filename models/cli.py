@@ -63,8 +63,68 @@ def _format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _entity_table(name: str, version: str, report: dict[str, Any]) -> str:
+    lines = [f"task entity  version {version}  data {name}  texts={report['texts']}", "",
+             f"{'subset':<34} {'n':>6} {'accuracy':>9} {'macro-F1':>9}   {'story baseline acc / F1':>24}"]
+    labels = {"all": "every entity", "multi": "texts with several entities",
+              "disagree": "texts whose entities disagree"}
+    for key, label in labels.items():
+        r = report[key]
+        if not r.get("n"):
+            lines.append(f"{label:<34} {0:>6}")
+            continue
+        b = r["baseline_story"]
+        lines.append(f"{label:<34} {r['n']:>6} {r['accuracy']:>9.4f} {r['macro_f1']:>9.4f}   "
+                     f"{b['accuracy']:>11.4f} / {b['macro_f1']:.4f}")
+    return "\n".join(lines)
+
+
+def _cmd_eval_entity(args: argparse.Namespace) -> int:
+    """``finsent eval --task entity``: per-entity sentiment against the story-sentiment baseline."""
+    from models.data import DataError
+    from models.entities import EntityExample, load_entity_jsonl, load_sentfin_entities
+
+    try:
+        sets: dict[str, list[EntityExample]] = (
+            {args.data: load_entity_jsonl(Path(args.data))} if args.data
+            else {"sentfin_valid": load_sentfin_entities("valid")})
+    except DataError as err:
+        _err(str(err))
+        return EXIT_USAGE
+    settings = _settings(args)
+    from models.engine import InferenceEngine
+    from models.entities import entity_report
+    from models.registry import RegistryError
+
+    try:
+        engine = InferenceEngine.from_settings(settings, version=args.version, device=args.device)
+    except RegistryError as err:
+        _err(str(err))
+        return EXIT_FAILURE
+    labels = list(engine.manifest["tasks"]["sentiment"])
+    reports: dict[str, Any] = {}
+    for name, rows in sets.items():
+        if args.limit and args.limit < len(rows):
+            rows = random.Random(0).sample(rows, args.limit)
+        targets = [[(str(k), [*t.surfaces, *(e.text[a:b] for a, b in t.spans)]) for k, t in enumerate(e.targets)]
+                   for e in rows]
+        preds = engine.predict([e.text for e in rows], targets)
+        predicted = [[labels.index(x.sentiment) for x in p.entities] for p in preds]
+        report = entity_report(rows, predicted, [labels.index(p.sentiment) for p in preds])
+        report["read_by_entity_head"] = sum(x.method == "entity" for p in preds for x in p.entities)
+        report["version"] = engine.version
+        reports[name] = report
+        print(_entity_table(name, engine.version, report))
+        print()
+    print(json.dumps({"task": "entity", "version": engine.version, "sets": reports}))
+    return EXIT_OK
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from models.data import DataError, Example, labels_for, read_labelled_csv
+
+    if args.task == "entity":
+        return _cmd_eval_entity(args)
 
     sets: dict[str, list[Example]] = {}
     try:
@@ -377,11 +437,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="accuracy / macro-F1 / ECE of a model version on a labelled CSV (text,label), "
-                       "or on every fixed validation set (tweets and news) without --data")
+                       "or on every fixed validation set (tweets and news) without --data; --task entity: "
+                       "per-entity sentiment on a JSONL file (docs/MODELS.md) or the SEntFiN validation split")
     add_config_option(p)
-    p.add_argument("--task", choices=["sentiment", "topic"], required=True)
-    p.add_argument("--data", default=None, metavar="FILE.csv",
-                   help="CSV with columns text,label (default: the task's fixed validation sets, tweets and news)")
+    p.add_argument("--task", choices=["sentiment", "topic", "entity"], required=True)
+    p.add_argument("--data", default=None, metavar="FILE",
+                   help="CSV with columns text,label; for --task entity a JSONL file, one text a line with its "
+                        "entities (default: the task's fixed validation sets)")
     p.add_argument("--version", default=None, help="registry version (default: current)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     p.add_argument("--limit", type=int, default=None, metavar="N", help="a fixed random sample of N rows of each set")

@@ -37,8 +37,10 @@ import torch  # noqa: E402
 
 from models.batching import pad_rows, plan_batches, spread_batches
 from models.data import model_text
+from models.entities import find_spans, token_mask
 from models.lexical import LEXICAL_DIR, LexicalExpert, mix_log_probs
-from models.prediction import Prediction
+from models.network import ENTITY_OUTPUT, entity_logits
+from models.prediction import EntityPrediction, Prediction
 from models.registry import Registry, RegistryError
 from models.settings import ClassifierSettings
 from models.training import cpu_has_bf16
@@ -50,6 +52,9 @@ Runner = Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]
 """A loaded network: padded ``(input_ids, attention_mask)`` int64 arrays in, logits per task out."""
 
 TOKEN_CACHE_SIZE = 8192  # texts whose token ids are remembered (count_tokens then predict: one tokenisation)
+
+EntityTargets = Sequence[tuple[str, Sequence[str]]]
+"""The targets of one text: ``(ticker, the surface forms it is written as, e.g. "$GLBX", "Globex")``."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,9 @@ class _Loaded:
     lexical: LexicalExpert | None = None  # mixed in with ``lexical_weights`` (None: the network alone)
     lexical_weights: dict[str, float] = field(default_factory=dict)  # per task; absent = 0
     fallback: str | None = None  # why ONNX Runtime is not serving although it was wanted
-    tokens: dict[str, list[int]] = field(default_factory=dict)  # model_text -> ids (bounded cache)
+    tokens: dict[str, tuple[list[int], list[tuple[int, int]]]] = field(default_factory=dict)
+    """model_text -> (ids, character offsets of each id) (bounded cache)"""
+    entity_head: torch.nn.Linear | None = None  # target-aware sentiment head (versions since issue #25)
 
     @property
     def quantized(self) -> bool:
@@ -91,7 +98,7 @@ def _torch_runner(model: Any, device: torch.device, autocast: torch.dtype | None
                 t_mask = torch.from_numpy(mask).pin_memory().to(device, non_blocking=True)
             else:
                 t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask)
-            logits = model.all_logits(t_ids, t_mask)
+            logits = model.serving_outputs(t_ids, t_mask)
             return {task: lg.float().cpu().numpy() for task, lg in logits.items()}
 
     return run
@@ -179,10 +186,27 @@ def load_version(
     lex_info = manifest.get("lexical") or {}  # one weight for every head, or per-head "weights"
     lexical_weights = {t: float((lex_info.get("weights") or {}).get(t, lex_info.get("weight", 0.0))) for t in labels}
     lexical = LexicalExpert.load(path / LEXICAL_DIR) if any(w > 0 for w in lexical_weights.values()) else None
+    head = _load_entity_head(path, manifest)
     log.info("model_loaded", version=version, device=str(device), backend=chosen, precision=precision,
-             workers=getattr(runner, "workers", 1), lexical_weights=lexical_weights)
+             workers=getattr(runner, "workers", 1), lexical_weights=lexical_weights, entity_head=head is not None)
     return _Loaded(version, runner, tokenizer, labels, temps, device, chosen, precision, manifest,
-                   int(trained_length) if trained_length else None, lexical, lexical_weights, fallback)
+                   int(trained_length) if trained_length else None, lexical, lexical_weights, fallback,
+                   entity_head=head)
+
+
+def _load_entity_head(path: Path, manifest: dict[str, Any]) -> torch.nn.Linear | None:
+    """The entity head's weights (a few KB), run on the host over the token states of any backend."""
+    if not (manifest.get("entity") or {}).get("head"):
+        return None
+    from safetensors.torch import load_file
+
+    weights = load_file(str(path / "model.safetensors"))
+    w, b = weights["entity_head.weight"].float(), weights["entity_head.bias"].float()
+    head = torch.nn.Linear(w.shape[1], w.shape[0])
+    with torch.no_grad():
+        head.weight.copy_(w)
+        head.bias.copy_(b)
+    return head.eval()
 
 
 class InferenceEngine:
@@ -280,8 +304,8 @@ class InferenceEngine:
             return True
 
     # -- inference --------------------------------------------------------------------------
-    def _encode(self, loaded: _Loaded, clean: Sequence[str]) -> list[list[int]]:
-        """Token ids of texts already cleaned with ``model_text``.
+    def _encode(self, loaded: _Loaded, clean: Sequence[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """Token ids (with their character offsets) of texts already cleaned with ``model_text``.
 
         Remembered per loaded version (bounded): the classify stage counts a story's tokens when
         it arrives and predicts it a little later, and pays for one tokenisation, not two.
@@ -293,7 +317,8 @@ class InferenceEngine:
             return ids  # type: ignore[return-value]
         # Never longer than the version was validated with: its manifest metrics then hold.
         limit = min(self.settings.max_length, loaded.max_length or self.settings.max_length)
-        fresh = dict(zip(missing, loaded.tokenizer(missing, truncation=True, max_length=limit)["input_ids"]))
+        enc = loaded.tokenizer(missing, truncation=True, max_length=limit, return_offsets_mapping=True)
+        fresh = dict(zip(missing, zip(enc["input_ids"], enc["offset_mapping"])))
         if len(cache) + len(fresh) > TOKEN_CACHE_SIZE:
             cache.clear()
         if len(fresh) <= TOKEN_CACHE_SIZE:
@@ -306,40 +331,81 @@ class InferenceEngine:
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens each text costs in a batch (special tokens included, after truncation)."""
-        return [len(ids) for ids in self._encode(self._loaded, [model_text(t) for t in texts])] if texts else []
+        return [len(ids) for ids, _ in self._encode(self._loaded, [model_text(t) for t in texts])] if texts else []
 
     def predict_probs(self, texts: Sequence[str]) -> tuple[str, dict[str, np.ndarray]]:
         """Calibrated probabilities per head, rows in input order, and the version that made them."""
+        version, probs, _ = self._run(texts, None)
+        return version, probs
+
+    def _run(self, texts: Sequence[str], targets: Sequence[EntityTargets] | None
+             ) -> tuple[str, dict[str, np.ndarray], list[list[np.ndarray | None]]]:
+        """Story-level probabilities per head and, for each text's targets, the target's calibrated
+        sentiment probabilities (None: the model cannot see the target; the story's stands in)."""
         loaded = self._loaded  # one reference for the whole call: a concurrent swap can't mix models
         n = len(texts)
+        wanted = [list(t) for t in targets] if targets is not None else [[] for _ in range(n)]
+        entity: list[list[np.ndarray | None]] = [[None] * len(t) for t in wanted]
         if n == 0:
-            return loaded.version, {t: np.zeros((0, len(v)), dtype=np.float32) for t, v in loaded.labels.items()}
+            return loaded.version, {t: np.zeros((0, len(v)), dtype=np.float32) for t, v in loaded.labels.items()}, entity
         clean = [model_text(t) for t in texts]  # the network and the lexical expert read the same input
         enc = self._encode(loaded, clean)
+        ids = [e[0] for e in enc]
         out = {t: np.empty((n, len(v)), dtype=np.float32) for t, v in loaded.labels.items()}
         budget = self.settings.max_batch_tokens
         if loaded.device.type == "cpu":
             budget = min(budget, self.settings.cpu_max_batch_tokens)
-        batches = plan_batches([len(e) for e in enc], budget, self.settings.max_batch_size)
+        batches = plan_batches([len(e) for e in ids], budget, self.settings.max_batch_size)
         workers = getattr(loaded.runner, "workers", 1)
         if workers > 1:  # ONNX Runtime: micro-batches side by side, one per worker at least
             batches = spread_batches(batches, workers)
-            results = loaded.runner.map([pad_rows(enc, b) for b in batches])  # type: ignore[attr-defined]
+        padded = [pad_rows(ids, b) for b in batches]
+        if workers > 1:
+            results = loaded.runner.map(padded)  # type: ignore[attr-defined]
         else:
-            results = (loaded.runner(*pad_rows(enc, b)) for b in batches)
-        for batch, logits in zip(batches, results):
+            results = (loaded.runner(*p) for p in padded)
+        head = loaded.entity_head
+        for batch, (_, mask), logits in zip(batches, padded, results):
+            states = logits.pop(ENTITY_OUTPUT, None)
             for task, lg in logits.items():
                 out[task][batch] = lg
+            if head is not None and states is not None and any(wanted[i] for i in batch):
+                self._entities(head, loaded.temperatures.get("entity", 1.0), batch, mask, states, clean, enc,
+                               wanted, entity)
         lexical = loaded.lexical.log_probs(clean, cleaned=True) if loaded.lexical is not None else {}
         for task, lg in out.items():
             z = mix_log_probs(lg, lexical.get(task), loaded.lexical_weights.get(task, 0.0)) / loaded.temperatures.get(task, 1.0)
-            z -= z.max(axis=-1, keepdims=True)
-            probs = np.exp(z)
-            out[task] = probs / probs.sum(axis=-1, keepdims=True)
-        return loaded.version, out
+            out[task] = _softmax(z)
+        return loaded.version, out, entity
 
-    def predict(self, texts: Sequence[str]) -> list[Prediction]:
-        version, probs = self.predict_probs(texts)
+    @staticmethod
+    def _entities(head: torch.nn.Linear, temperature: float, batch: Sequence[int], mask: np.ndarray,
+                  states: np.ndarray, clean: Sequence[str], enc: Sequence[tuple[list[int], list[tuple[int, int]]]],
+                  wanted: Sequence[Sequence[tuple[str, Sequence[str]]]], into: list[list[np.ndarray | None]]) -> None:
+        """The entity head over one micro-batch's token states: every target found in its text."""
+        width = mask.shape[1]
+        rows, owner, dest = [], [], []
+        for r, i in enumerate(batch):
+            offsets = enc[i][1]
+            for k, (_, surfaces) in enumerate(wanted[i]):
+                m = token_mask(offsets, find_spans(clean[i], surfaces))
+                if any(m):
+                    rows.append(m + [0] * (width - len(m)))
+                    owner.append(r)
+                    dest.append((i, k))
+        if not rows:
+            return
+        with torch.inference_mode():
+            lg = entity_logits(head, torch.from_numpy(np.ascontiguousarray(states, dtype=np.float32)),
+                               torch.from_numpy(mask), torch.tensor(rows), torch.tensor(owner)).numpy()
+        probs = _softmax(lg / temperature)
+        for (i, k), p in zip(dest, probs):
+            into[i][k] = p
+
+    def predict(self, texts: Sequence[str], targets: Sequence[EntityTargets] | None = None) -> list[Prediction]:
+        """One prediction per text; with ``targets`` (per text, its tickers and how each is written)
+        each prediction also carries every target's own sentiment (``Prediction.entities``)."""
+        version, probs, entity = self._run(texts, targets)
         labels = self._loaded.labels
         s_names, t_names = labels["sentiment"], labels["topic"]
         i_pos, i_neg = s_names.index("positive"), s_names.index("negative")
@@ -348,14 +414,30 @@ class InferenceEngine:
         results: list[Prediction] = []
         for k in range(len(texts)):
             srow, trow = sp[k].tolist(), tp[k].tolist()
+            story_sentiment = s_names[int(s_arg[k])]
+            ents = []
+            for (ticker, _), p in zip(targets[k] if targets is not None else (), entity[k]):
+                row = srow if p is None else p.tolist()
+                ents.append(EntityPrediction(
+                    ticker=ticker, sentiment=s_names[int(np.argmax(row))] if p is not None else story_sentiment,  # type: ignore[arg-type]
+                    sentiment_probs=dict(zip(s_names, row)),
+                    sentiment_score=max(-1.0, min(1.0, row[i_pos] - row[i_neg])),
+                    method="entity" if p is not None else "story"))
             results.append(
                 Prediction(
-                    sentiment=s_names[int(s_arg[k])],  # type: ignore[arg-type]
+                    sentiment=story_sentiment,  # type: ignore[arg-type]
                     sentiment_probs=dict(zip(s_names, srow)),
                     sentiment_score=max(-1.0, min(1.0, srow[i_pos] - srow[i_neg])),
                     topic=t_names[int(t_arg[k])],
                     topic_probs=dict(zip(t_names, trow)),
                     model_version=version,
+                    entities=tuple(ents),
                 )
             )
         return results
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)

@@ -31,6 +31,28 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
+ENTITY_OUTPUT = "states"
+"""Name of the token-states output of a network with an entity head (ONNX output, runner dict key)."""
+
+
+def entity_logits(head: nn.Module, hidden: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor,
+                  owner: torch.Tensor) -> torch.Tensor:
+    """Target-aware sentiment logits, one row per target.
+
+    ``hidden`` ``(rows, tokens, H)``: the encoder's last token states; ``mask`` ``(rows, tokens)``;
+    ``targets`` ``(n, tokens)``: 1 on the word-pieces of target k's mentions; ``owner`` ``(n,)``: the
+    row each target is in. The head reads ``[mean of the mention's token states ; mean of the
+    row's token states]``: the same single encoder pass serves every target of a story (and the
+    story-level heads). Training (``FinsentModel``) and serving (``models.engine``, on the states
+    ONNX Runtime returns) both call this function.
+    """
+    rows = hidden[owner]
+    t = targets.to(hidden.dtype).unsqueeze(-1)
+    span = (rows * t).sum(1) / t.sum(1).clamp_min(1.0)
+    story = mean_pool(rows, mask[owner])
+    return head(torch.cat([span, story], dim=-1))
+
+
 class FinsentModel(BertPreTrainedModel):
     """Shared encoder + ``heads[task]`` linear classifiers over the mean-pooled token states."""
 
@@ -42,10 +64,17 @@ class FinsentModel(BertPreTrainedModel):
         dropout = getattr(config, "classifier_dropout", None)
         self.dropout = nn.Dropout(config.hidden_dropout_prob if dropout is None else dropout)
         self.heads = nn.ModuleDict({t: nn.Linear(config.hidden_size, len(labels[t])) for t in labels})
+        # target-aware sentiment (models trained before issue #25 have none: config.finsent_entity unset)
+        self.entity_head = (nn.Linear(2 * config.hidden_size, len(labels_for("sentiment")))
+                            if getattr(config, "finsent_entity", False) else None)
         self.post_init()
 
+    @property
+    def has_entity_head(self) -> bool:
+        return self.entity_head is not None
+
     @classmethod
-    def from_base(cls, path: Path | None = None, dropout: float = 0.1) -> FinsentModel:
+    def from_base(cls, path: Path | None = None, dropout: float = 0.1, entity: bool = True) -> FinsentModel:
         """Fresh heads on the pretrained encoder (loaded offline from the local package)."""
         src = path or base_model_path()
         config = BertConfig.from_pretrained(str(src))
@@ -54,12 +83,22 @@ class FinsentModel(BertPreTrainedModel):
         config.label2id = {v: k for k, v in config.id2label.items()}
         config.classifier_dropout = dropout
         config.finsent_pooling = "mean"
+        config.finsent_entity = entity
         config.architectures = [cls.__name__]
         return cls.from_pretrained(str(src), config=config)
 
+    def token_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.bert(input_ids=input_ids, attention_mask=attention_mask)
-        return mean_pool(out.last_hidden_state, attention_mask)
+        return mean_pool(self.token_states(input_ids, attention_mask), attention_mask)
+
+    def entity_logits(self, hidden: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor,
+                      owner: torch.Tensor) -> torch.Tensor:
+        """Sentiment logits per target (see :func:`entity_logits`) from the last token states."""
+        if self.entity_head is None:
+            raise ValueError("this model has no entity head")
+        return entity_logits(lambda x: self.entity_head(self.dropout(x)), hidden, attention_mask, targets, owner)
 
     def task_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, task: Task) -> torch.Tensor:
         return self.heads[task](self.dropout(self.encode(input_ids, attention_mask)))
@@ -84,15 +123,29 @@ class FinsentModel(BertPreTrainedModel):
         """Token states after the embeddings and the first ``layers`` encoder layers."""
         return self._run_layers(self.bert.embeddings(input_ids=input_ids), attention_mask, slice(0, layers))
 
+    def upper_states(self, states: torch.Tensor, attention_mask: torch.Tensor, start: int) -> torch.Tensor:
+        """The last token states, continued from :meth:`lower_states` (``start`` = layers already applied)."""
+        return self._run_layers(states, attention_mask, slice(start, None))
+
     def task_logits_from(self, states: torch.Tensor, attention_mask: torch.Tensor, start: int, task: Task) -> torch.Tensor:
         """``task_logits`` continued from :meth:`lower_states` (``start`` = layers already applied)."""
-        hidden = self._run_layers(states, attention_mask, slice(start, None))
+        hidden = self.upper_states(states, attention_mask, start)
         return self.heads[task](self.dropout(mean_pool(hidden, attention_mask)))
 
     def all_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One encoder pass, every head (what inference uses)."""
+        """One encoder pass, every story-level head."""
         pooled = self.dropout(self.encode(input_ids, attention_mask))
         return {t: head(pooled) for t, head in self.heads.items()}
+
+    def serving_outputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What inference uses: one encoder pass, every story-level head's logits, and (with an entity
+        head) the last token states under ``ENTITY_OUTPUT`` for :func:`entity_logits` per target."""
+        hidden = self.token_states(input_ids, attention_mask)
+        pooled = self.dropout(mean_pool(hidden, attention_mask))
+        out = {t: head(pooled) for t, head in self.heads.items()}
+        if self.entity_head is not None:
+            out[ENTITY_OUTPUT] = hidden
+        return out
 
     def forward(  # type: ignore[override]
         self,

@@ -70,14 +70,19 @@ def export(model: Any, out_dir: Path, *, sample_len: int = 16) -> dict[str, Path
     if hasattr(cpu, "set_attn_implementation"):
         cpu.set_attn_implementation("eager")
 
+    from models.network import ENTITY_OUTPUT
+
     class _Both(torch.nn.Module):
+        """Every story head's logits and, with an entity head, the last token states (the entity
+        head itself runs on the host, per target: ``models.network.entity_logits``)."""
+
         def __init__(self, m: Any) -> None:
             super().__init__()
             self.m = m
-            self.tasks = list(m.heads.keys())
+            self.tasks = list(m.heads.keys()) + ([ENTITY_OUTPUT] if getattr(m, "has_entity_head", False) else [])
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            out = self.m.all_logits(input_ids, attention_mask)
+            out = self.m.serving_outputs(input_ids, attention_mask)
             return tuple(out[t] for t in self.tasks)
 
     wrapper = _Both(cpu).eval()
@@ -87,6 +92,8 @@ def export(model: Any, out_dir: Path, *, sample_len: int = 16) -> dict[str, Path
     fp32 = Path(out_dir) / FP32_FILE
     int8 = Path(out_dir) / INT8_FILE
     axes = {name: {0: "batch", 1: "tokens"} for name in INPUTS} | {t: {0: "batch"} for t in wrapper.tasks}
+    if ENTITY_OUTPUT in axes:
+        axes[ENTITY_OUTPUT] = {0: "batch", 1: "tokens"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer notices about Python control flow on shapes
         torch.onnx.export(wrapper, (ids, mask), str(fp32), dynamo=False, input_names=list(INPUTS),
@@ -201,10 +208,14 @@ def batched_logits(run: Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]
     """Logits of token-id rows in input order, in token-budget micro-batches (as the engine runs)."""
     from models.batching import pad_rows, plan_batches
 
+    from models.network import ENTITY_OUTPUT
+
     out: dict[str, np.ndarray] = {}
     for batch in plan_batches([len(e) for e in enc], max_batch_tokens, max_batch_size):
         ids, mask = pad_rows(enc, batch)
         for task, lg in run(ids, mask).items():
+            if task == ENTITY_OUTPUT:
+                continue  # token states, per batch width: only the engine's entity head reads them
             if task not in out:
                 out[task] = np.empty((len(enc), lg.shape[-1]), dtype=np.float32)
             out[task][batch] = lg

@@ -18,3 +18,21 @@ class Prediction(BaseModel):
     topic: str
     topic_probs: dict[str, float]
     model_version: str
+    entities: tuple["EntityPrediction", ...] = ()
+
+
+class EntityPrediction(BaseModel):
+    """The sentiment of one target (ticker) of a text. ``method``: ``entity`` when the target-aware
+    head read the mention, ``story`` when it could not (no entity head, mention not in the text
+    the model read) and the story's sentiment stands in."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ticker: str
+    sentiment: Literal["negative", "neutral", "positive"]
+    sentiment_probs: dict[str, float]
+    sentiment_score: float
+    method: Literal["entity", "story"] = "entity"
+
+
+Prediction.model_rebuild()

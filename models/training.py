@@ -40,6 +40,7 @@ from models.data import (
 )
 from models.batching import pad_batch, plan_batches
 from models.domains import load_semeval2017, load_sentfin
+from models.entities import EntityExample, load_sentfin_entities, single_cashtag_examples
 from models.lexical import LEXICAL_DIR, LexicalExpert, mix_log_probs
 from models.registry import Registry
 
@@ -91,6 +92,10 @@ class TrainProfile:
     # cap on topic training rows (None = all); with the frozen-layer cache and the lexical expert
     # every training row costs time even when topic_per_epoch draws only a few per epoch
     topic_train: int | None = None
+    # entity-level sentiment (issue #25): SEntFiN entity rows + single-cashtag tweets drawn per
+    # epoch for the target-aware head (0 = no entity head, None = all); selection averages its
+    # macro-F1 with the two story heads
+    entity_per_epoch: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,17 +132,18 @@ _DEFAULT = TrainProfile(
 PROFILES: dict[str, TrainProfile] = {
     "default": _DEFAULT,
     # the recipe served until issue #19: tweets only, selected on tweets only
-    "tweets": replace(_DEFAULT, name="tweets", epochs=3, news_per_epoch=0, select_on_news=False, lexical_grid=()),
+    "tweets": replace(_DEFAULT, name="tweets", epochs=3, news_per_epoch=0, select_on_news=False, lexical_grid=(),
+                      entity_per_epoch=0),
     # a first model in a few minutes (make run's demo): one epoch on a subset
     "quick": replace(_DEFAULT, name="quick", epochs=1, max_length=48, lr=1.5e-4,
                      sentiment_train=4000, sentiment_repeats=1.0, topic_per_epoch=1500, valid_limit=1000,
-                     news_per_epoch=1500),
+                     news_per_epoch=1500, entity_per_epoch=3000),
     # seconds-scale, for tests: proves the loop learns, not that the model is good
     "tiny": replace(_DEFAULT, name="tiny", epochs=3, max_length=32, batch_size=16, cuda_batch_size=64,
                     lr=3e-4, head_lr=5e-3, warmup_ratio=0.1, label_smoothing=0.0, sentiment_train=256,
                     sentiment_repeats=1.0,
                     topic_per_epoch=160, valid_limit=160, patience=2, check_quantization=False, news_per_epoch=128,
-                    topic_train=480),
+                    topic_train=480, entity_per_epoch=160),
 }
 
 
@@ -156,6 +162,8 @@ class _Batch:
     mask: torch.Tensor
     labels: torch.Tensor
     states: torch.Tensor | None = None  # cached output of the frozen lower layers, padded like ids
+    targets: torch.Tensor | None = None  # entity batches: (n targets, width) word-piece mask of each target
+    owner: torch.Tensor | None = None  # entity batches: (n targets,) the row of each target
 
 
 @dataclass
@@ -169,6 +177,17 @@ class _TaskData:
     more_valid: dict[str, list[Example]] = field(default_factory=dict)
     enc: list[list[int]] = field(default_factory=list)  # token ids of each training row
     states: list[torch.Tensor] | None = None  # per training row: frozen layers' output (seq x hidden)
+
+
+@dataclass
+class _EntityData:
+    """The entity head's rows: texts with their targets (``models.entities``)."""
+
+    train: list[EntityExample]
+    valid: list[EntityExample]
+    enc: list[list[int]] = field(default_factory=list)
+    masks: list[list[tuple[list[int], int]]] = field(default_factory=list)  # per row: (word-piece mask, label)
+    states: list[torch.Tensor] | None = None
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -273,6 +292,56 @@ def _make_batches(task: Task, td: _TaskData, indices: Sequence[int], batch_size:
     return batches
 
 
+def _make_entity_batches(ed: _EntityData, indices: Sequence[int], batch_size: int,
+                         rng: random.Random) -> list[_Batch]:
+    """Entity rows, length-bucketed like the others; every target of a row is trained in its batch."""
+    order = list(indices)
+    rng.shuffle(order)
+    enc = ed.enc
+    chunk = batch_size * 50
+    batches: list[_Batch] = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start: start + chunk], key=lambda i: len(enc[i]))
+        for b in range(0, len(part), batch_size):
+            idx = part[b: b + batch_size]
+            ids, mask = pad_batch(enc, idx)
+            width = ids.shape[1]
+            targets, owner, labels = [], [], []
+            for r, i in enumerate(idx):
+                for tmask, label in ed.masks[i]:
+                    targets.append(tmask + [0] * (width - len(tmask)))
+                    owner.append(r)
+                    labels.append(label)
+            states = None
+            if ed.states is not None:
+                first = ed.states[idx[0]]
+                states = torch.zeros((len(idx), width, first.shape[-1]), dtype=first.dtype)
+                for r, i in enumerate(idx):
+                    states[r, : len(enc[i])] = ed.states[i]
+            batches.append(_Batch("entity", ids, mask, torch.tensor(labels), states,  # type: ignore[arg-type]
+                                  torch.tensor(targets), torch.tensor(owner)))
+    return batches
+
+
+def _entity_encode(tokenizer: Any, examples: Sequence[EntityExample], max_length: int
+                   ) -> tuple[list[list[int]], list[list[tuple[list[int], int]]]]:
+    """Token ids of each row and, per row, each target's word-piece mask with its label (targets
+    outside the truncated text are dropped)."""
+    from models.entities import target_spans, token_mask
+
+    clean = [model_text(e.text) for e in examples]
+    enc = tokenizer(clean, truncation=True, max_length=max_length, return_offsets_mapping=True)
+    masks: list[list[tuple[list[int], int]]] = []
+    for ex, text, offsets in zip(examples, clean, enc["offset_mapping"]):
+        row = []
+        for t in ex.targets:
+            m = token_mask(offsets, target_spans(ex.text, text, t))
+            if any(m):
+                row.append((m, t.label))
+        masks.append(row)
+    return enc["input_ids"], masks
+
+
 @torch.inference_mode()
 def _cache_lower_states(
     model: Any, enc: Sequence[Sequence[int]], layers: int, device: torch.device, amp: torch.dtype | None,
@@ -338,7 +407,7 @@ def train(
     """
     from transformers import AutoTokenizer
 
-    from models.evaluation import classification_metrics, compute_logits
+    from models.evaluation import classification_metrics, compute_entity_logits, compute_logits
     from models.network import FinsentModel, base_model_path
 
     prof = PROFILES[profile] if isinstance(profile, str) else profile
@@ -379,9 +448,19 @@ def train(
         tasks[task] = _TaskData(train_rows + news + fresh, valid_rows, [id(r) in dedup_keep for r in valid_rows],
                                 n_extra=len(fresh), n_news=len(news), more_valid=more)
 
+    ents: _EntityData | None = None
+    if prof.entity_per_epoch != 0:
+        s_td = tasks["sentiment"]
+        tweet_rows = s_td.train[: len(s_td.train) - s_td.n_extra - s_td.n_news]
+        e_train = _subsample(load_sentfin_entities("train", data_dir), prof.sentiment_train, random.Random(seed + 6))
+        e_valid = load_sentfin_entities("valid", data_dir)
+        if prof.valid_limit is not None:
+            e_valid = _subsample(e_valid, prof.valid_limit, random.Random(seed + 7))
+        ents = _EntityData(e_train + single_cashtag_examples(tweet_rows), e_valid)
+
     base = base_model_path()
     tokenizer = AutoTokenizer.from_pretrained(str(base))
-    model = FinsentModel.from_base(base, dropout=prof.dropout)
+    model = FinsentModel.from_base(base, dropout=prof.dropout, entity=ents is not None)
     frozen = min(prof.frozen_layers, model.config.num_hidden_layers - 1)
     if prof.freeze_embeddings or frozen:
         model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
@@ -393,12 +472,16 @@ def train(
     for td in tasks.values():
         td.enc = tokenizer([model_text(r.text) for r in td.train], truncation=True, max_length=prof.max_length)[
             "input_ids"]
+    if ents is not None:
+        ents.enc, ents.masks = _entity_encode(tokenizer, ents.train, prof.max_length)
     if frozen:
         cache_started = time.time()
         for td in tasks.values():
             td.states = _cache_lower_states(model, td.enc, frozen, dev, amp)
-        log.info("frozen_layers_cached", layers=frozen, rows=sum(len(td.enc) for td in tasks.values()),
-                 seconds=round(time.time() - cache_started, 1))
+        if ents is not None:
+            ents.states = _cache_lower_states(model, ents.enc, frozen, dev, amp)
+        log.info("frozen_layers_cached", layers=frozen, rows=sum(len(td.enc) for td in tasks.values())
+                 + (len(ents.enc) if ents else 0), seconds=round(time.time() - cache_started, 1))
 
     def epoch_batches(epoch: int) -> list[_Batch]:
         erng = random.Random(seed * 1000 + epoch)
@@ -415,6 +498,11 @@ def train(
             indices += news if prof.news_per_epoch is None else erng.sample(news, min(len(news), prof.news_per_epoch))
             indices += range(n_base + td.n_news, len(td.train))
             batches += _make_batches(task, td, indices, batch_size, erng)
+        if ents is not None:
+            usable = [i for i, m in enumerate(ents.masks) if m]
+            k = prof.entity_per_epoch
+            batches += _make_entity_batches(
+                ents, usable if k is None or k >= len(usable) else erng.sample(usable, k), batch_size, erng)
         erng.shuffle(batches)
         return batches
 
@@ -438,6 +526,7 @@ def train(
         news_rows=tasks["sentiment"].n_news,
         topic_rows_per_epoch=len(tasks["topic"].train) if prof.topic_per_epoch is None
         else min(len(tasks["topic"].train), prof.topic_per_epoch),
+        entity_rows=len(ents.train) if ents else 0,
         extra=len(extra),
     )
 
@@ -461,13 +550,20 @@ def train(
                 logits[task][name] = lg
                 f1[task][name] = classification_metrics(task, [r.label for r in rows], lg.argmax(-1).tolist())[
                     "macro_f1"]
+        if ents is not None and not report:
+            lg, _ = compute_entity_logits(model, tokenizer, ents.valid, max_length=prof.max_length, device=dev,
+                                          autocast_dtype=amp, max_batch_tokens=engine_budget)
+            logits["entity"] = {"sentfin": lg}
+            f1["entity"] = {"sentfin": classification_metrics(
+                "sentiment", [t.label for e in ents.valid for t in e.targets], lg.argmax(-1).tolist())["macro_f1"]}
         return logits, f1
 
     from tqdm.auto import tqdm
 
     history: list[dict[str, Any]] = []
     best_score, best_state, best_logits, best_epoch, bad_epochs = -1.0, None, None, -1, 0
-    first_window: dict[str, list[float]] = {t: [] for t in TASKS}
+    heads = [*TASKS, *(["entity"] if ents is not None else [])]
+    first_window: dict[str, list[float]] = {t: [] for t in heads}
     window = max(3, total_steps // (10 * len(TASKS)))
     seen = 0
     bar = tqdm(total=total_steps, desc=f"train[{prof.name}]", unit="step", file=sys.stderr, disable=not progress,
@@ -477,12 +573,17 @@ def train(
     for epoch in range(prof.epochs):
         model.train()
         batches = first if epoch == 0 else epoch_batches(epoch)
-        losses: dict[str, list[float]] = {t: [] for t in TASKS}
+        losses: dict[str, list[float]] = {t: [] for t in heads}
         ema = None
         for b in batches[:steps_per_epoch]:
             ids, mask, labels = b.ids.to(dev), b.mask.to(dev), b.labels.to(dev)
             with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
-                if b.states is not None:
+                if b.task == "entity":
+                    assert b.targets is not None and b.owner is not None
+                    hidden = (model.upper_states(b.states.to(dev), mask, frozen) if b.states is not None
+                              else model.token_states(ids, mask))
+                    logits = model.entity_logits(hidden, mask, b.targets.to(dev), b.owner.to(dev))
+                elif b.states is not None:
                     logits = model.task_logits_from(b.states.to(dev), mask, frozen, b.task)
                 else:
                     logits = model.task_logits(ids, mask, b.task)
@@ -531,6 +632,7 @@ def train(
     model.eval()
     for task, more in evaluate(report=True)[0].items():  # the best epoch's network on the report-only sets
         best_logits[task].update(more)
+    entity_logits_valid = best_logits.pop("entity", {}).get("sentfin")
 
     # -- the lexical expert, mixed with the network into the served logits (weight chosen per head)
     expert, lexical_info, served = _fit_lexical(tasks, prof, best_logits)
@@ -584,6 +686,12 @@ def train(
         if prof.valid_limit is not None:
             metrics[task]["valid_subset"] = prof.valid_limit
 
+    entity_section: dict[str, Any] = {"head": False}
+    if ents is not None and entity_logits_valid is not None:
+        entity_section = _entity_section(ents, entity_logits_valid, model, tokenizer, prof, dev, amp, engine_budget,
+                                         expert, lexical_info)
+        temperatures["entity"] = entity_section["temperature"]
+
     quant = _check_quantization(model, tokenizer, tasks, prof, {t: v["tweets"] for t, v in best_logits.items()}) \
         if prof.check_quantization else {
         "checked": False, "ok": False}
@@ -605,6 +713,7 @@ def train(
         "calibration": {"method": "temperature", "temperatures": temperatures},
         "lexical": {k: v for k, v in lexical_info.items() if k != "valid"},
         "metrics": metrics,
+        "entity": entity_section,
         "quantization": quant,
         "training": {
             "profile": prof.name,
@@ -653,6 +762,38 @@ def train(
         topic_acc=metrics["topic"]["valid"]["accuracy"],
     )
     return TrainResult(version=version, path=registry.path(version), manifest=manifest, promoted=should_promote)
+
+
+def _entity_section(ents: _EntityData, logits: torch.Tensor, model: Any, tokenizer: Any, prof: TrainProfile,
+                    dev: torch.device, amp: torch.dtype | None, budget: int, expert: LexicalExpert | None,
+                    lexical_info: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's ``entity`` section: the head's temperature and its report on the SEntFiN
+    validation split (disjoint by headline), next to the story-sentiment baseline as served."""
+    from models.calibration import fit_temperature
+    from models.entities import entity_report
+    from models.evaluation import compute_entity_logits
+
+    y = torch.tensor([t.label for e in ents.valid for t in e.targets])
+    temperature = round(fit_temperature(logits, y), 4)
+    _, story = compute_entity_logits(model, tokenizer, ents.valid, max_length=prof.max_length, device=dev,
+                                     autocast_dtype=amp, max_batch_tokens=budget)
+    weight = float((lexical_info.get("weights") or {}).get("sentiment", 0.0))
+    if expert is not None and weight > 0:
+        lex = expert.log_probs([e.text for e in ents.valid])["sentiment"]
+        story = torch.from_numpy(mix_log_probs(story.numpy(), lex, weight))
+    pred = logits.argmax(-1).tolist()
+    per_example, k = [], 0
+    for e in ents.valid:
+        per_example.append(pred[k: k + len(e.targets)])
+        k += len(e.targets)
+    report = entity_report(ents.valid, per_example, story.argmax(-1).tolist())
+    log.info("entity_head_evaluated", macro_f1=report["all"]["macro_f1"],
+             disagree_accuracy=report["disagree"].get("accuracy"),
+             disagree_baseline=(report["disagree"].get("baseline_story") or {}).get("accuracy"))
+    return {"head": True, "method": "span-pooled target-aware sentiment (models.network.entity_logits)",
+            "labels": list(labels_for("sentiment")), "temperature": temperature,
+            "train_rows": len(ents.train), "valid": {"sentfin": report},
+            "valid_split": "SEntFiN headlines, 1 in 5 by a hash of the normalised headline (models.domains)"}
 
 
 def _valid_sets(td: _TaskData, prof: TrainProfile, report: bool = False) -> dict[str, list[Example]]:

@@ -61,7 +61,7 @@ class KeywordEngine:
     def count_tokens(self, texts: list[str]) -> list[int]:
         return [len(_WORD.findall(t.lower())) + 2 for t in texts]
 
-    def predict(self, texts: list[str]) -> list[Prediction]:
+    def predict(self, texts: list[str], targets: object = None) -> list[Prediction]:
         self.calls += 1
         self.batch_sizes.append(len(texts))
         words = [_WORD.findall(t.lower()) for t in texts]

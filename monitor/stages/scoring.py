@@ -14,7 +14,11 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import ValidationError
 
-from monitor.records import NewsItem, ScoredItem
+from models.relevance import relevance
+from monitor.records import EntitySentiment, NewsItem, ScoredItem
+
+Targets = list[tuple[str, list[str]]]
+"""A story's targets for the entity head: ``(ticker, surface forms as written in the story)``."""
 
 
 @runtime_checkable
@@ -29,12 +33,13 @@ class PredictionLike(Protocol):
 
 @runtime_checkable
 class ScoringEngine(Protocol):
-    """The slice of ``models.engine.InferenceEngine`` the classify stage uses."""
+    """The slice of ``models.engine.InferenceEngine`` the classify stage uses. ``targets`` (per
+    text): the tickers whose own sentiment is wanted (``PredictionLike.entities``, when it has them)."""
 
     @property
     def version(self) -> str: ...
 
-    def predict(self, texts: list[str]) -> Sequence[PredictionLike]: ...
+    def predict(self, texts: list[str], targets: Sequence[Targets] | None = None) -> Sequence[PredictionLike]: ...
 
     def count_tokens(self, texts: list[str]) -> list[int]: ...
 
@@ -54,7 +59,33 @@ class BatchOutcome:
     engine_calls: int = 0
 
 
+def targets_of(item: NewsItem) -> Targets:
+    """The story's tickers with every way each is written in it (its mentions' surfaces, and
+    ``$SYM`` / ``SYM`` so a ticker written plainly is found too)."""
+    out: dict[str, list[str]] = {}
+    for t in item.tickers:
+        out.setdefault(t.upper(), [f"${t.upper()}", t.upper()])
+    for m in item.mentions:
+        if m.surface and m.ticker.upper() in out:
+            out[m.ticker.upper()].append(m.surface)
+    return [(t, list(dict.fromkeys(s))) for t, s in out.items()]
+
+
 def to_scored(item: NewsItem, p: PredictionLike) -> ScoredItem:
+    """The scored record: the story's verdict and, per ticker, its own verdict (the story's when the
+    engine gave none) with its relevance (``models.relevance``)."""
+    own = {e.ticker.upper(): e for e in getattr(p, "entities", ()) or ()}
+    entities = []
+    for ticker, rel in relevance(item).items():
+        e = own.get(ticker)
+        entities.append(EntitySentiment(
+            ticker=ticker,
+            sentiment=(e.sentiment if e else p.sentiment),  # type: ignore[arg-type]
+            sentiment_probs=dict(e.sentiment_probs if e else p.sentiment_probs),
+            sentiment_score=e.sentiment_score if e else p.sentiment_score,
+            relevance=rel,
+            method=e.method if e else "story",
+        ))
     return ScoredItem(
         item=item,
         sentiment=p.sentiment,  # type: ignore[arg-type]  # validated by pydantic
@@ -63,11 +94,12 @@ def to_scored(item: NewsItem, p: PredictionLike) -> ScoredItem:
         topic=p.topic,
         topic_probs=dict(p.topic_probs),
         model_version=p.model_version,
+        entities=tuple(entities),
     )
 
 
 def score_isolating_poison(
-    predict: Callable[[list[str]], Sequence[PredictionLike]], items: Sequence[NewsItem]
+    predict: Callable[..., Sequence[PredictionLike]], items: Sequence[NewsItem]
 ) -> BatchOutcome:
     """Score ``items``; a batch that makes ``predict`` raise is bisected down to the culprit(s).
 
@@ -81,7 +113,7 @@ def score_isolating_poison(
     def run(indices: list[int]) -> None:
         out.engine_calls += 1
         try:
-            preds = list(predict([items[i].text for i in indices]))
+            preds = list(predict([items[i].text for i in indices], [targets_of(items[i]) for i in indices]))
             if len(preds) != len(indices):
                 raise RuntimeError(f"engine returned {len(preds)} predictions for {len(indices)} texts")
         except Exception as err:  # noqa: BLE001 - any model error is a candidate poison story

@@ -10,7 +10,7 @@ from tests.stages.helpers import news
 
 
 class Gloomy(KeywordEngine):
-    def predict(self, texts):
+    def predict(self, texts, targets=None):
         return [p.model_copy(update={"sentiment": "negative", "sentiment_score": -0.9}) if "beats" in t else p
                 for t, p in zip(texts, super().predict(texts))]
 

@@ -23,7 +23,7 @@ from tests.stages.test_pipeline_memory import wait_for
 class Contrarian(KeywordEngine):
     """Disagrees with the keyword engine on every story saying 'beats'."""
 
-    def predict(self, texts):
+    def predict(self, texts, targets=None):
         preds = super().predict(texts)
         return [p.model_copy(update={"sentiment": "negative"}) if "beats" in t else p for t, p in zip(texts, preds)]
 

@@ -43,7 +43,7 @@ class GatedEngine(KeywordEngine):
         self.stage: ClassifyStage | None = None
         self.observed: list[tuple[int, float]] = []
 
-    def predict(self, texts):
+    def predict(self, texts, targets=None):
         assert self.stage is not None
         self.observed.append((len(self.stage._buffer) + len(texts),
                               self.stage.metrics.paused._value.get()))

@@ -31,7 +31,7 @@ class RecordingEngine:
     def version(self) -> str:
         return self._engine.version
 
-    def predict(self, texts):
+    def predict(self, texts, targets=None):
         preds = self._engine.predict(texts)
         with self._lock:
             self.batches.append({p.model_version for p in preds})
