@@ -65,7 +65,7 @@ def build_core(ctx: Context, metrics: IngestMetrics | None = None) -> Ingest:
     )
     producer = ctx.bus.producer()
     metrics = metrics or IngestMetrics(ctx.registry)
-    finder = TickerExtractor(cs.aliases, cs.max_tickers)
+    finder = TickerExtractor(cs.alias_map(), cs.max_tickers)
     sources = cs.active_sources()
     normaliser = Normaliser(
         finder,

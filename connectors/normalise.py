@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -18,6 +19,21 @@ from monitor.records import NewsItem, utcnow
 
 MAX_TITLE_CHARS = 1_000
 MAX_BODY_CHARS = 20_000
+TICKER_SCAN_CHARS = 2_000
+"""Tickers are looked for in the title and the first this many characters of the body."""
+_PARTIAL_WORD = re.compile(r"\w+\Z")
+
+
+def ticker_scan(body: str) -> str:
+    """The start of ``body`` searched for tickers: its first ``TICKER_SCAN_CHARS`` characters, less
+    a word cut in two at the end (so "Applebee's" cut after "Apple" is not Apple). A prefix of
+    ``body``, so mention offsets index ``body`` itself."""
+    if len(body) <= TICKER_SCAN_CHARS:
+        return body
+    scan = body[:TICKER_SCAN_CHARS]
+    if body[TICKER_SCAN_CHARS].isalnum() or body[TICKER_SCAN_CHARS] == "_":
+        scan = _PARTIAL_WORD.sub("", scan)
+    return scan
 
 
 @dataclass
@@ -153,7 +169,7 @@ class Normaliser:
             or guess_language(f"{title} {body[:500]}", self.default_language)
         )
         explicit = [*draft.tickers, *self.source_tickers.get(draft.source, ())]
-        tickers = self.tickers.extract(explicit, title, body[:2000])
+        tickers, mentions = self.tickers.mentions(explicit, title, ticker_scan(body))
         try:
             return NewsItem(
                 id=item_id[:256],
@@ -164,6 +180,7 @@ class Normaliser:
                 published_at=published,
                 fetched_at=fetched_at,
                 tickers=tickers,
+                mentions=mentions,
                 language=_language_tag(language, self.default_language),
                 meta=meta,
             )

@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from connectors.tickers import MAX_ALIAS_CHARS, clean_alias, clean_ticker, default_aliases, load_alias_table
+
 DEMO_FEED = Path(__file__).resolve().parent / "demo" / "demo_feed.jsonl"
 DEMO_SOURCE_NAME = "demo-wire"
 
@@ -177,8 +179,16 @@ class ConnectorsSettings(_Model):
     demo_speed: float = Field(default=120.0, gt=0, description="demo replay speed: 120 = two hours per minute")
     sources: list[Source] = Field(default_factory=list)
     dedup: DedupSettings = Field(default_factory=DedupSettings)
-    aliases: dict[str, str] = Field(
-        default_factory=dict, description="company name -> ticker, e.g. {'Apple Inc.': 'AAPL'} (case-sensitive)"
+    alias_table: str = Field(
+        default="default",
+        description="company names -> tickers: 'default' = the table shipped with finsent (connectors/data/"
+                    "aliases.csv, large US and European companies), 'none' = no table, else the path of a CSV "
+                    "in the same format (header 'alias,ticker', then one alias a row)",
+    )
+    aliases: dict[str, str | None] = Field(
+        default_factory=dict,
+        description="company name -> ticker, e.g. {'Acme Corp': 'ACME'} (case-sensitive, whole words); extends "
+                    "alias_table and wins over it; a name mapped to null is removed from the table",
     )
     default_language: str = "en"
     max_tickers: int = Field(default=8, ge=1)
@@ -187,13 +197,35 @@ class ConnectorsSettings(_Model):
 
     @field_validator("aliases")
     @classmethod
-    def _aliases(cls, v: dict[str, str]) -> dict[str, str]:
-        out = {}
+    def _aliases(cls, v: dict[str, str | None]) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
         for name, ticker in v.items():
-            if not name.strip() or not ticker.strip():
-                raise ValueError("alias names and tickers must be non-empty")
-            out[name.strip()] = ticker.strip().upper()
+            alias = clean_alias(name)
+            if not alias or (ticker is not None and not ticker.strip()):
+                raise ValueError("alias names and tickers must be non-empty (map a name to null to remove it)")
+            if len(alias) > MAX_ALIAS_CHARS:
+                raise ValueError(f"alias {alias[:40]!r}...: longer than {MAX_ALIAS_CHARS} characters")
+            if not any(c.isalnum() for c in alias):
+                raise ValueError(f"alias {alias!r} has no letter or digit")
+            if ticker is None:
+                out[alias] = None
+                continue
+            symbol = clean_ticker(ticker)
+            if symbol is None or ":" in ticker or ticker.strip().startswith("$"):
+                raise ValueError(f"alias {alias!r}: {ticker!r} is not a ticker symbol (like AAPL, BRK.B, NOVO-B)")
+            out[alias] = symbol
         return out
+
+    @field_validator("alias_table")
+    @classmethod
+    def _alias_table(cls, v: str) -> str:
+        v = v.strip()
+        if v.lower() in ("default", "none"):
+            return v.lower()
+        if not v:
+            raise ValueError("give 'default', 'none' or the path of an alias table CSV")
+        load_alias_table(Path(v).expanduser())  # AliasTableError (a ValueError) names the file and line
+        return v
 
     @model_validator(mode="after")
     def _unique_names(self) -> "ConnectorsSettings":
@@ -214,6 +246,21 @@ class ConnectorsSettings(_Model):
                 field = "secret" if isinstance(s, WebhookSource) else "auth"
                 out.append(f"connectors.sources.{i}.{field} (source {s.name!r}): {problem}")
         return out
+
+    def alias_map(self) -> dict[str, str]:
+        """The alias table in use: ``alias_table`` (read now), extended and overridden by ``aliases``."""
+        if self.alias_table == "none":
+            table: dict[str, str] = {}
+        elif self.alias_table == "default":
+            table = default_aliases()
+        else:
+            table = load_alias_table(Path(self.alias_table).expanduser())
+        for name, ticker in self.aliases.items():
+            if ticker is None:
+                table.pop(name, None)
+            else:
+                table[name] = ticker
+        return table
 
     def active_sources(self) -> list[RssSource | JsonApiSource | WebhookSource | FileSource]:
         """The enabled sources, plus the demo feed replay when ``demo`` is on."""

@@ -107,12 +107,12 @@ def test_tickers_cashtags_exchanges_and_aliases() -> None:
     finder = TickerExtractor({"Apple Inc.": "aapl", "Microsoft": "MSFT"})
     text = "Apple Inc. and $GOOGL rise; IBM (NYSE: IBM) and Nasdaq:NVDA gain, $5 coupon, BRK.B via $BRK.B"
     assert finder.find(text) == ["AAPL", "GOOGL", "IBM", "NVDA", "BRK.B"]
-    assert finder.extract(["nasdaq:tsla", "$ibm", "not a ticker!"], text, "Microsoft too") == (
+    assert finder.mentions(["nasdaq:tsla", "$ibm", "not a ticker!"], text, "Microsoft too")[0] == (
         "TSLA", "IBM", "AAPL", "GOOGL", "NVDA", "BRK.B", "MSFT"
     )
     assert finder.find("apple inc. pie, microsoftware") == []  # aliases are whole-word, case-sensitive
     assert clean_ticker("NYSE:ibm") == "IBM" and clean_ticker("toolongname") is None
-    assert TickerExtractor(max_tickers=2).extract([], "$A $B $C") == ("A", "B")
+    assert TickerExtractor(max_tickers=2).mentions([], "$A $B $C")[0] == ("A", "B")
 
 
 @pytest.mark.parametrize(
@@ -152,6 +152,9 @@ def test_normaliser_builds_clean_items_and_rejects_bad_ones() -> None:
     )
     assert item.title == "Acme Corp beats" and item.body == ""  # a body equal to the title is dropped
     assert item.tickers == ("IDX", "ACME")
+    assert [(m.ticker, m.how, m.part, m.start, m.end, m.surface) for m in item.mentions] == [
+        ("ACME", "alias", "title", 0, 9, "Acme Corp"), ("IDX", "feed", None, None, None, None)
+    ]
     assert item.published_at == fetched and item.meta == {"published_at": "missing"}
     assert item.language == "en" and item.novelty == 1.0
     assert item.id == story_id(source="wire", title="Acme Corp beats", url="https://x.example.com/a")
