@@ -13,6 +13,12 @@ Both run the same registry version on the same texts, in one process, one after 
   the same tokens and the ratio measures the engine alone.
 
 Latency is per request (engine) / per batch of 32 (baseline); throughput is texts / total time.
+
+``entity`` (:func:`bench_entities`): what per-ticker sentiment costs. On a realistic mix of
+stories (every SEntFiN validation headline with its entities, every tweet of the sentiment
+validation set with its cashtags: the multi-ticker share of the bundled news sets) the served
+engine runs with targets (story + per-ticker sentiment) and without (story sentiment alone, the
+pre-#25 behaviour), alternated, best of ``repeat`` each; ``ratio`` = stories/s with / without.
 When labels are available (the default: the sentiment validation set) sentiment accuracy of both
 is reported too, so a speed-up that costs accuracy is visible.
 """
@@ -97,6 +103,54 @@ def bench_engine(engine: InferenceEngine, texts: Sequence[str], request_size: in
         "precision": engine.precision,
         **_percentiles(latencies),
     }, preds
+
+
+def story_mix() -> tuple[list[str], list[list[tuple[str, list[str]]]]]:
+    """The realistic mix: texts and, per text, its targets ``(name, surfaces)``."""
+    from models.entities import _CASHTAG, load_sentfin_entities
+
+    texts: list[str] = []
+    targets: list[list[tuple[str, list[str]]]] = []
+    for e in load_sentfin_entities("valid"):
+        texts.append(e.text)
+        targets.append([(t.name, list(t.surfaces)) for t in e.targets])
+    for r in load_split("sentiment", "valid"):
+        texts.append(r.text)
+        tags = dict.fromkeys(m.group(1).upper() for m in _CASHTAG.finditer(r.text))
+        targets.append([(t, [f"${t}"]) for t in tags])
+    return texts, targets
+
+
+def bench_entities(engine: InferenceEngine, request_size: int = 256, repeat: int = 3) -> dict[str, Any]:
+    """Stories/s of the served engine on :func:`story_mix`, with and without per-ticker sentiment."""
+    texts, targets = story_mix()
+    engine.predict(texts[:64], targets[:64])  # warm-up
+
+    def run(with_targets: bool) -> float:
+        engine.forget_tokens()
+        start = time.perf_counter()
+        for i in range(0, len(texts), request_size):
+            engine.predict(texts[i: i + request_size], targets[i: i + request_size] if with_targets else None)
+        return len(texts) / (time.perf_counter() - start)
+
+    story_only: list[float] = []
+    with_entities: list[float] = []
+    for _ in range(max(1, repeat)):
+        story_only.append(run(False))
+        with_entities.append(run(True))
+    n_targets = [len(t) for t in targets]
+    return {
+        "stories": len(texts),
+        "multi_ticker_share": round(sum(n > 1 for n in n_targets) / len(texts), 4),
+        "with_ticker_share": round(sum(n > 0 for n in n_targets) / len(texts), 4),
+        "targets_per_story": round(sum(n_targets) / len(texts), 3),
+        "entity_head": engine._loaded.entity_head is not None,
+        "story_only_stories_per_s": round(max(story_only), 1),
+        "with_entities_stories_per_s": round(max(with_entities), 1),
+        "runs_story_only": [round(x, 1) for x in story_only],
+        "runs_with_entities": [round(x, 1) for x in with_entities],
+        "ratio": round(max(with_entities) / max(story_only), 3),
+    }
 
 
 def make_pipeline(version_dir: Path, device: torch.device) -> Any:
@@ -251,8 +305,9 @@ def run_bench(
             "agreement": eng["agreement"],
             "candidates": candidates,
         }
+        results[dev]["entity"] = bench_entities(served, request_size, repeat)
         log.info("bench_device_done", device=dev, ratio=results[dev]["ratio"], backend=eng["backend"],
-                 precision=eng["precision"])
+                 precision=eng["precision"], entity_ratio=results[dev]["entity"]["ratio"])
     first = results[devices[0]]
     return {
         "device": first["device"],
@@ -269,6 +324,7 @@ def run_bench(
         "accuracy": first["engine"]["accuracy"],
         "baseline_accuracy": first["baseline"]["accuracy"],
         "candidates": first["candidates"],
+        "entity": first["entity"],
         "n": len(texts),
         "texts": source,
         "version": resolved,

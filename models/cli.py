@@ -217,6 +217,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(f"  pipeline {b['texts_per_s']:>9.1f} texts/s  p50 {b['p50_ms']:>8.1f} ms  p99 {b['p99_ms']:>8.1f} ms"
               f"  (batch_size {b['batch_size']}, acc={b['accuracy']})")
         print(f"  served (*) {e['backend']} {e['precision']}: ratio {r['ratio']:.2f}x  agreement {r['agreement']:.4f}")
+        m = r["entity"]
+        print(f"  stories (realistic mix: {m['stories']}, {100 * m['multi_ticker_share']:.1f} % multi-ticker): "
+              f"{m['with_entities_stories_per_s']:.1f}/s with per-ticker sentiment, "
+              f"{m['story_only_stories_per_s']:.1f}/s story only = {m['ratio']:.2f}x")
     if args.json:
         print(json.dumps(report))
     return EXIT_OK
