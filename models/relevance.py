@@ -5,8 +5,9 @@ each ticker was found) and the title, and multiplies three factors, each documen
 docs/MODELS.md ("Relevance"):
 
 * **where** the ticker is named: first-named in the title 1.0; named later in the title 0.85;
-  only in the body 0.35 + 0.1 per further body mention (at most 0.65); supplied by the feed but
-  not found in the text 0.5.
+  only in the body 0.3 + 0.1 per further body mention (at most 0.6), or 0.15 + 0.1 per further
+  mention when the title names another ticker (the story is about that one); supplied by the
+  feed but not found in the text 0.5.
 * **list**: a mention inside a run of ``LIST_MIN`` or more tickers written one after the other
   (``$AAPL $MSFT $NVDA …``, ``AAPL, MSFT and NVDA``) is a list entry, not a subject: the factor
   is ``1 / run length`` (a ten-ticker list gives each 0.1).
@@ -27,9 +28,10 @@ from monitor.records import NewsItem, TickerMention
 
 TITLE_FIRST = 1.0
 TITLE_LATER = 0.85
-BODY_BASE = 0.35
+BODY_BASE = 0.3
+BODY_BASE_OTHER_SUBJECT = 0.15  # the title names another ticker: this one is a side note
 BODY_PER_EXTRA = 0.1
-BODY_MAX = 0.65
+BODY_MAX = 0.6
 FEED_ONLY = 0.5
 LIST_MIN = 3  # a run of this many tickers in a row is a list
 CROWD_FREE = 3  # distinct tickers a story can name before each counts for less
@@ -86,7 +88,8 @@ def relevance(item: NewsItem) -> dict[str, float]:
             where = TITLE_FIRST if t == first_in_title else TITLE_LATER
             listed = min(title_runs.get(i, 1) for i in in_title)  # its most prominent title mention
         elif in_body:
-            where = min(BODY_MAX, BODY_BASE + BODY_PER_EXTRA * (len(in_body) - 1))
+            base = BODY_BASE_OTHER_SUBJECT if title_m else BODY_BASE
+            where = min(BODY_MAX, base + BODY_PER_EXTRA * (len(in_body) - 1))
             listed = min(body_runs.get(i, 1) for i in in_body)
         else:
             where, listed = FEED_ONLY, 1
