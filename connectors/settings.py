@@ -255,6 +255,8 @@ class ConnectorsSettings(_Model):
             table = default_aliases()
         else:
             table = load_alias_table(Path(self.alias_table).expanduser())
+        if self.demo:  # the demo feed's fictional companies
+            table.update(DEMO_ALIASES)
         for name, ticker in self.aliases.items():
             if ticker is None:
                 table.pop(name, None)
@@ -268,6 +270,10 @@ class ConnectorsSettings(_Model):
         if self.demo:
             out.append(demo_source(self.demo_speed))
         return out
+
+
+DEMO_ALIASES = {"Halvorsen Bancorp": "HLVB", "Halvorsen": "HLVB"}
+"""Names of the demo feed's fictional companies, added to the alias table while ``demo`` is on."""
 
 
 def demo_source(speed: float) -> FileSource:
