@@ -10,7 +10,8 @@ transformers) sets up two things, both lazy and cheap:
   ``import triton`` fail there (torch then treats it as absent, as on a CPU-only install).
 * The ``LOAD REPORT`` transformers logs when finsent puts fresh heads on the pretrained encoder
   (every training) is dropped when it lists only what that is expected to give: the encoder's
-  unused pooler (UNEXPECTED) and the new heads (MISSING). Any other key still shows.
+  unused pooler (UNEXPECTED) and the new heads, the entity head included (MISSING). Any other key
+  still shows.
 
 :func:`quiet_loading` turns transformers' "Loading weights" progress bar off for one load.
 """
@@ -24,7 +25,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-EXPECTED_ON_FRESH_HEADS = {"UNEXPECTED": ("pooler.",), "MISSING": ("heads.",)}
+EXPECTED_ON_FRESH_HEADS = {"UNEXPECTED": ("pooler.",), "MISSING": ("heads.", "entity_head.")}
 _ROW = re.compile(r"^(?P<key>[\w.]+)\s*\|\s*(?P<status>[A-Z_]+)\s*\|")
 
 
