@@ -255,7 +255,7 @@ class ConnectorsSettings(_Model):
             table = default_aliases()
         else:
             table = load_alias_table(Path(self.alias_table).expanduser())
-        if self.demo:  # the demo feed's fictional companies
+        if self.demo and self.alias_table != "none":  # the demo feed's fictional companies
             table.update(DEMO_ALIASES)
         for name, ticker in self.aliases.items():
             if ticker is None:

@@ -17,6 +17,7 @@ def build_ui(ctx: Context) -> Component:
             window=window, windows=windows, pinned=pinned, points=points,
             trends=ctx.shared.get("trends"), items=ctx.shared.get("items"), store=ctx.shared.get("alerts.store"),
             health=ctx.health, registry=ctx.registry, meter=meter,
+            relevance_floor=ctx.settings.aggregator.ticker_relevance_floor,
         )
 
     def match(q: str, window: str | None):

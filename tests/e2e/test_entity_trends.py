@@ -22,19 +22,20 @@ from tests.e2e.test_feed_to_webhook import alerts_in, rss, start, stop, stories,
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
 
-# $GLBX wins, $NTCH loses, in every headline; the winner is named first in half of them
+# Globex (GLBX) wins, Initech (NTCH) loses, in every headline; the winner is named first in half
 CONFLICT = [
-    "$GLBX shares soar to a record high as rival $NTCH plunges on fraud charges",
-    "$NTCH stock crashes after recall, while rival $GLBX jumps on strong sales",
-    "$GLBX profit surges and beats estimates; $NTCH slumps after profit warning",
-    "$NTCH tumbles as regulators open probe; $GLBX rallies on upgrade to buy",
-    "$GLBX wins major contract that $NTCH lost, shares rise sharply",
-    "$NTCH sinks 30% after missing earnings badly as $GLBX gains market share",
-    "$GLBX raises guidance and dividend while $NTCH cuts jobs and slashes outlook",
-    "$NTCH downgraded to sell, shares hit record low; $GLBX upgraded, shares climb",
-    "$GLBX surges after blowout quarter as $NTCH collapses on weak demand",
-    "$NTCH plummets on accounting scandal; rival $GLBX soars",
+    "Globex shares soar to a record high as rival Initech plunges on fraud charges",
+    "Initech stock crashes after product recall, while rival Globex jumps on strong sales",
+    "Globex profit surges and beats estimates; Initech slumps after profit warning",
+    "Initech tumbles as regulators open probe; Globex rallies on upgrade to buy",
+    "Globex wins major contract that Initech lost, Globex shares rise sharply",
+    "Initech sinks 30% after missing earnings badly as Globex gains market share",
+    "Globex raises guidance and dividend while Initech cuts jobs and slashes outlook",
+    "Initech downgraded to sell, shares hit record low; Globex upgraded, shares climb",
+    "Globex surges after blowout quarter as Initech collapses on weak demand",
+    "Initech plummets on accounting scandal; rival Globex soars",
 ]
+ALIASES = {"Globex": "GLBX", "Initech": "NTCH"}
 LISTED = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "JPM", "XOM", "BRKB"]
 LIST_STORY = " ".join(f"${t}" for t in LISTED) + " stocks to watch this week"
 
@@ -85,7 +86,7 @@ def test_conflicting_headlines_move_tickers_apart_and_lists_barely_move(
     feed.routes["/feed.xml"] = lambda req: Resp(200, rss(items), {"Content-Type": "application/rss+xml"})
     settings = kafka_settings(
         home=str(quick_model_home),
-        connectors={"demo": False, "sources": [
+        connectors={"demo": False, "aliases": ALIASES, "sources": [
             {"type": "rss", "name": "wire", "url": feed.url("/feed.xml"), "interval_s": 1.0, "retries": 0}]},
         classifier={"max_delay_ms": 20},
         aggregator={"windows": [{"name": "5m", "size": "5m"}], "flush_interval": "0.2s"},
