@@ -255,7 +255,7 @@ class ConnectorsSettings(_Model):
             table = default_aliases()
         else:
             table = load_alias_table(Path(self.alias_table).expanduser())
-        if self.demo and self.alias_table != "none":  # the demo feed's fictional companies
+        if self.demo and self.alias_table == "default":  # the demo feed's fictional companies
             table.update(DEMO_ALIASES)
         for name, ticker in self.aliases.items():
             if ticker is None:
@@ -273,7 +273,7 @@ class ConnectorsSettings(_Model):
 
 
 DEMO_ALIASES = {"Halvorsen Bancorp": "HLVB", "Halvorsen": "HLVB"}
-"""Names of the demo feed's fictional companies, added to the alias table while ``demo`` is on."""
+"""Names of the demo feed's fictional companies, added to the default alias table while ``demo`` is on."""
 
 
 def demo_source(speed: float) -> FileSource:
