@@ -38,6 +38,9 @@ class KafkaSettings(Section):
     bootstrap: str | None = Field(default=None, description="host:port[,host:port]; unset = in-process bus")
     client_id: str = "finsent"
     partitions: int = Field(default=3, ge=1, description="partitions for topics finsent creates")
+    memory_max_records: int = Field(
+        default=50_000, ge=1000, description="in-process bus (no bootstrap): records kept per partition of a topic "
+        "no consumer group reads; read topics keep only what some group has not committed yet")
     replication_factor: int = Field(default=1, ge=1)
     request_timeout_ms: int = Field(default=30_000, ge=1000)
     session_timeout_ms: int = Field(default=10_000, ge=1000)

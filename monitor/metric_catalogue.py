@@ -24,7 +24,8 @@ LABEL_BOUNDS: dict[str, str] = {
             "finsent_alerts_records: trend, scored",
     "reason": "classify: the fixed dead-letter reasons of the stage; alerts: firing, resolved, revised, repeat; "
               "http auth failures: missing, invalid, scope",
-    "topic": "the input topic of the stage (1-2 topic names)",
+    "topic": "the input topic of the stage (1-2 topic names); finsent_bus_memory_records: the topics of the "
+             "in-process bus (topics.*, the repartition topic)",
     "partition": "the partitions of the input topics (kafka.partitions)",
     "stage": "the stage names of the role (rekey, trends)",
     "outcome": "aggregate: counted, duplicate, late_dropped; deliveries: delivered, retry, dead",
@@ -63,7 +64,7 @@ def _sources() -> list[tuple[tuple[str, ...], Callable[[CollectorRegistry], obje
     from alerts.metrics import AlertMetrics
     from connectors.metrics import IngestMetrics
     from monitor.auth import Authenticator, HttpAuthSettings
-    from monitor.metrics import HttpMetrics, ModelInfoCollector, RetrainMetrics, RoleMetrics
+    from monitor.metrics import BusMemoryCollector, HttpMetrics, ModelInfoCollector, RetrainMetrics, RoleMetrics
     from monitor.shadow import ShadowMetrics
     from monitor.stages.aggregate import AggregateMetrics
     from monitor.stages.classify import ClassifyMetrics
@@ -73,6 +74,7 @@ def _sources() -> list[tuple[tuple[str, ...], Callable[[CollectorRegistry], obje
         (every, RoleMetrics),
         (every, HttpMetrics),
         (every, lambda r: Authenticator(HttpAuthSettings(), "127.0.0.1", r)),
+        (every, lambda r: r.register(BusMemoryCollector(None))),
         (("ingest",), IngestMetrics),
         (("classify",), ClassifyMetrics),
         (("classify",), ShadowMetrics),
@@ -113,7 +115,7 @@ def _described_labels(collector: object, family: str) -> tuple[str, ...]:
     if isinstance(collector, ModelInfoCollector):
         return {"finsent_model": ("version", "profile", "trained_at"),
                 "finsent_model_validation": ("task", "metric")}.get(family, ())
-    return ()
+    return {"finsent_bus_memory_records": ("topic",)}.get(family, ())
 
 
 def series_names(doc: MetricDoc) -> set[str]:

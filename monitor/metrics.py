@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
 from monitor import __version__
@@ -99,6 +99,31 @@ class ModelInfoCollector(Collector):
                 if isinstance(values, dict) and isinstance(values.get(metric), (int, float)):
                     scores.add_metric([task, metric], float(values[metric]))
         yield scores
+
+
+class BusMemoryCollector(Collector):
+    """The in-process bus's footprint, read at scrape time: ``finsent_bus_memory_records{topic}``
+    (records held) and ``finsent_bus_memory_trimmed_total`` (records forgotten once every consumer
+    group had committed them, or past ``kafka.memory_max_records`` on a topic nobody reads)."""
+
+    def __init__(self, bus: Any) -> None:
+        self.bus = bus
+
+    def describe(self) -> Iterable[Any]:
+        yield GaugeMetricFamily("finsent_bus_memory_records", "Records the in-process bus holds, per topic",
+                                labels=["topic"])
+        yield CounterMetricFamily("finsent_bus_memory_trimmed", "Records the in-process bus has forgotten "
+                                  "(committed by every consumer group, or beyond kafka.memory_max_records)")
+
+    def collect(self) -> Iterable[Any]:
+        held = GaugeMetricFamily("finsent_bus_memory_records", "Records the in-process bus holds, per topic",
+                                 labels=["topic"])
+        for topic, n in sorted((self.bus.retained() if self.bus is not None else {}).items()):
+            held.add_metric([topic], float(n))
+        yield held
+        yield CounterMetricFamily("finsent_bus_memory_trimmed", "Records the in-process bus has forgotten "
+                                  "(committed by every consumer group, or beyond kafka.memory_max_records)",
+                                  value=float(getattr(self.bus, "trimmed", 0)))
 
 
 class RetrainMetrics:

@@ -19,7 +19,7 @@ from monitor.bus.factory import make_bus
 from monitor.component import Component, Context
 from monitor.config import Settings
 from monitor.daemon import Daemon
-from monitor.metrics import RoleMetrics
+from monitor.metrics import BusMemoryCollector, RoleMetrics
 from monitor.retrain import build_retrain
 from monitor.stages.component import build_aggregate, build_classify
 from monitor.ui.component import build_ui
@@ -40,6 +40,8 @@ def build_daemon(settings: Settings, stages: Sequence[str], ctx: Context | None 
     settings.ensure_dirs()
     ctx = ctx or Context(settings=settings, bus=make_bus(settings, wait=True))
     RoleMetrics(ctx.registry, stages)
+    if ctx.bus.name == "memory":
+        ctx.registry.register(BusMemoryCollector(ctx.bus))
     components = [BUILDERS[name](ctx) for name in stages]
     if settings.http.enabled:
         components.append(build_ui(ctx))  # the page at /: shows whatever the stages above publish

@@ -26,7 +26,9 @@ def make_bus(settings: "Settings", wait: bool = False) -> Bus:
     else:
         from monitor.bus.memory import MemoryBus
 
-        bus = MemoryBus(default_partitions=settings.kafka.partitions)
+        # a daemon runs for weeks: forget what every consumer group has committed
+        bus = MemoryBus(default_partitions=settings.kafka.partitions, trim=True,
+                        max_records=settings.kafka.memory_max_records)
     timeout = settings.kafka.startup_timeout_s
     deadline = time.monotonic() + timeout if timeout else float("inf")
     delay, attempt = 1.0, 1

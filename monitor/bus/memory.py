@@ -4,6 +4,13 @@ The embedded default of ``finsent run`` and the transport of unit tests. It mirr
 Kafka the stages rely on (partitioning by key, per-partition order, consumer groups that split
 partitions, committed offsets, pause/resume, rebalance callbacks) so that stage code is the same
 on both. It is never used as a stand-in for Kafka in integration tests.
+
+Memory stays bounded in a long-running embedded daemon (``trim=True``, what ``finsent run``
+without a broker uses; tests keep every record): a partition forgets the records that every
+consumer group reading its topic has committed (offsets keep counting: a log starts at its
+``base`` offset), and a topic no group reads (the dead-letter topic, say) keeps its newest
+``max_records`` per partition. :meth:`MemoryBus.retained` reports what is held (the
+``finsent_bus_memory_records`` gauge).
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from itertools import count
@@ -28,6 +35,40 @@ from monitor.bus.base import (
 )
 
 
+TRIM_CHUNK = 256  # committed records a partition sheds at once (amortises the list shift)
+
+
+@dataclass
+class _Log:
+    """One partition: ``records[i]`` has offset ``base + i``."""
+
+    base: int = 0
+    records: list[Message] = field(default_factory=list)
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.records)
+
+    def __len__(self) -> int:  # the end offset, as before trimming existed (tests read it)
+        return self.end
+
+    def __iter__(self) -> Iterator[Message]:
+        return iter(self.records)
+
+    def read(self, position: int, n: int) -> list[Message]:
+        start = max(position, self.base) - self.base
+        return self.records[start: start + n]
+
+    def trim_to(self, offset: int) -> int:
+        """Forget the records before ``offset``; returns how many."""
+        k = min(offset, self.end) - self.base
+        if k <= 0:
+            return 0
+        del self.records[:k]
+        self.base += k
+        return k
+
+
 @dataclass
 class _Group:
     members: list["MemoryConsumer"] = field(default_factory=list)
@@ -38,9 +79,12 @@ class _Group:
 class MemoryBus:
     name = "memory"
 
-    def __init__(self, default_partitions: int = 3) -> None:
+    def __init__(self, default_partitions: int = 3, *, trim: bool = False, max_records: int = 50_000) -> None:
         self.default_partitions = default_partitions
-        self._logs: dict[str, list[list[Message]]] = {}
+        self.trim = trim
+        self.max_records = max_records
+        self.trimmed = 0  # records forgotten so far
+        self._logs: dict[str, list[_Log]] = {}
         self._groups: dict[str, _Group] = {}
         self._cond = threading.Condition()
         self._round_robin = count()
@@ -51,30 +95,49 @@ class MemoryBus:
         with self._cond:
             for t in topics:
                 if t not in self._logs:
-                    self._logs[t] = [[] for _ in range(partitions or self.default_partitions)]
+                    self._logs[t] = [_Log() for _ in range(partitions or self.default_partitions)]
 
     def partitions_for(self, topic: str) -> int:
         with self._cond:
             self._require(topic)
             return len(self._logs[topic])
 
-    def _require(self, topic: str) -> list[list[Message]]:
+    def _require(self, topic: str) -> list[_Log]:
         if topic not in self._logs:
             raise BusError(f"unknown topic {topic!r}: create it with ensure_topics first")
         return self._logs[topic]
 
     def end_offsets(self, topic: str) -> dict[TopicPartition, int]:
         with self._cond:
-            return {TopicPartition(topic, p): len(log) for p, log in enumerate(self._require(topic))}
+            return {TopicPartition(topic, p): log.end for p, log in enumerate(self._require(topic))}
 
     def read_partition(self, topic: str, partition: int) -> list[Message]:
         with self._cond:
-            return list(self._require(topic)[partition])
+            return list(self._require(topic)[partition].records)
 
     def read_all(self, topic: str) -> list[Message]:
-        """Every message on a topic in partition order (test and inspection helper)."""
+        """Every message still held on a topic, in partition order (test and inspection helper)."""
         with self._cond:
-            return [m for log in self._require(topic) for m in log]
+            return [m for log in self._require(topic) for m in log.records]
+
+    def retained(self) -> dict[str, int]:
+        """Records held per topic (what trimming leaves)."""
+        with self._cond:
+            return {t: sum(len(log.records) for log in logs) for t, logs in self._logs.items()}
+
+    def _readers(self, topic: str) -> list[_Group]:
+        return [g for g in self._groups.values() if any(topic in m.topics for m in g.members)
+                or any(tp.topic == topic for tp in g.committed)]
+
+    def _trim(self, tp: TopicPartition) -> None:
+        """Forget what every group reading ``tp.topic`` has committed on ``tp`` (lock held)."""
+        log = self._logs[tp.topic][tp.partition]
+        readers = self._readers(tp.topic)
+        if not readers:
+            return
+        floor = min(g.committed.get(tp, log.base) for g in readers)
+        if floor - log.base >= TRIM_CHUNK or floor >= log.end:
+            self.trimmed += log.trim_to(floor)
 
     # -- produce ----------------------------------------------------------------------------
     def append(self, topic: str, value: bytes | None, key: bytes | None, headers: Headers | None,
@@ -91,16 +154,19 @@ class MemoryBus:
                 p = next(self._round_robin) % len(logs)
             else:
                 p = zlib.crc32(key) % len(logs)
+            log = logs[p]
             msg = Message(
                 topic=topic,
                 partition=p,
-                offset=len(logs[p]),
+                offset=log.end,
                 key=key,
                 value=value,
                 headers=tuple(headers or ()),
                 timestamp_ms=int(time.time() * 1000),
             )
-            logs[p].append(msg)
+            log.records.append(msg)
+            if self.trim and len(log.records) > self.max_records + TRIM_CHUNK and not self._readers(topic):
+                self.trimmed += log.trim_to(log.end - self.max_records)  # nobody reads it: keep the newest
             self._cond.notify_all()
             return RecordMetadata(topic, p, msg.offset)
 
@@ -145,6 +211,9 @@ class MemoryBus:
     def _commit(self, group_id: str, offsets: Mapping[TopicPartition, int]) -> None:
         with self._cond:
             self._groups[group_id].committed.update(offsets)
+            if self.trim:
+                for tp in offsets:
+                    self._trim(tp)
 
     def backlog_probe(self, group_id: str, topic: str) -> "MemoryBacklogProbe":
         return MemoryBacklogProbe(self, group_id, topic)
@@ -170,7 +239,7 @@ class MemoryBacklogProbe:
                 return Backlog({})  # no such topic: nothing on its way
             committed = group.committed if group is not None else {}
             offsets = {p: committed.get(TopicPartition(self.topic, p), 0) for p in range(len(logs))}
-            return Backlog({p: len(log) - offsets[p] for p, log in enumerate(logs)}, sum(offsets.values()))
+            return Backlog({p: log.end - offsets[p] for p, log in enumerate(logs)}, sum(offsets.values()))
 
     def close(self) -> None:
         return None
@@ -229,7 +298,8 @@ class MemoryConsumer:
             if committed is not None:
                 self._positions[tp] = committed
             else:
-                self._positions[tp] = 0 if self.options.from_beginning else len(self._bus._logs[tp.topic][tp.partition])
+                log = self._bus._logs[tp.topic][tp.partition]
+                self._positions[tp] = log.base if self.options.from_beginning else log.end
         self._assignment = set(new)
         if added and self.options.on_assign:
             self.options.on_assign(added)
@@ -248,8 +318,8 @@ class MemoryConsumer:
                 out: list[Message] = []
                 for tp in sorted(self._assignment - self._paused):
                     log = bus._logs[tp.topic][tp.partition]
-                    pos = self._positions[tp]
-                    take = log[pos : pos + (max_records - len(out))]
+                    pos = max(self._positions[tp], log.base)  # trimmed below: the oldest held, as Kafka resets
+                    take = log.read(pos, max_records - len(out))
                     out.extend(take)
                     self._positions[tp] = pos + len(take)
                     if len(out) >= max_records:
@@ -283,7 +353,7 @@ class MemoryConsumer:
 
     def lag(self) -> dict[TopicPartition, int]:
         with self._bus._cond:
-            return {tp: len(self._bus._logs[tp.topic][tp.partition]) - self._positions[tp] for tp in self._assignment}
+            return {tp: self._bus._logs[tp.topic][tp.partition].end - self._positions[tp] for tp in self._assignment}
 
     def close(self) -> None:
         if not self._closed:

@@ -195,7 +195,7 @@ def test_a_partition_moving_to_another_host_is_restored_from_the_changelog(tmp_p
     store.close()
     # Retention has dropped what host A consumed: a replay from the start could not rebuild it.
     for p, end in done.items():
-        log = agg.bus._logs[bykey][p]
+        log = agg.bus._logs[bykey][p].records
         log[:end] = [m.__class__(m.topic, m.partition, m.offset, m.key, b"gone") for m in log[:end]]
     agg.checkpoint = tmp_path / "host-b" / "state" / "aggregate.db"  # another host: no local file
     agg.start()
