@@ -17,13 +17,22 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     path = Path(args.file)
-    if not path.is_file():
+    if path.is_dir():
+        print(f"finsent replay: {path} is a directory; give one CSV or JSONL file", file=sys.stderr)
+        return EXIT_USAGE
+    if not path.exists():
         print(f"finsent replay: no such file: {path}", file=sys.stderr)
         return EXIT_USAGE
     if args.speed < 0:
         print("finsent replay: --speed must be >= 0", file=sys.stderr)
         return EXIT_USAGE
     settings = settings_from_args(args, **_overrides(args))
+    if not settings.kafka.enabled:
+        # the in-process bus would end with this command, and the ids would still be remembered
+        # as seen: the stories would reach nobody and the next replay would call them duplicates
+        print("finsent replay: no broker configured: set kafka.bootstrap (or --kafka HOST:PORT); "
+              "replay feeds a running pipeline through Kafka", file=sys.stderr)
+        return EXIT_USAGE
 
     import signal
 

@@ -11,17 +11,24 @@ de-duplicate each other nor accumulate state (a pass forgets the previous pass's
 ``clock: shifted`` event times are moved so that the first story of the first pass is "now" and
 each pass follows the previous one: event time then advances ``speed`` times faster than the wall
 clock, which is what makes the demo's trends move within a minute.
+
+The file is streamed, never held whole: rows are read in file order and sorted by event time
+within a window of the ``SORT_WINDOW`` most recent rows (a heap), so memory stays flat whatever
+the file's size. A row older than one already sent (more than ``SORT_WINDOW`` rows out of place)
+is sent at once, out of order, and counted (``out_of_order`` in the summary); the aggregator's
+grace period absorbs small disorder. Sort a file that is badly out of order first
+(``jq -s 'sort_by(.published_at)[]'``, ``sort``).
 """
 
 from __future__ import annotations
 
 import csv
-import io
+import heapq
 import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -42,6 +49,10 @@ log = structlog.get_logger(__name__)
 LOOP_GAP = timedelta(minutes=1)
 """Event time between the last story of a pass and the first of the next (shifted clock)."""
 PUBLISH_RETRIES = 3
+SORT_WINDOW = 2_000
+"""Rows held at once to put the file in event-time order (see the module docstring)."""
+CLOCK_SAVE_EVERY_S = 1.0
+"""How often (wall seconds) a shifted-clock replay records how far its event time has got."""
 FAST_CHUNKS_PER_CALL = 20
 """With ``speed: 0``, chunks given to one ``Publisher.publish`` call (a failed call is retried whole;
 the stories it already delivered then count as duplicates and are not sent twice)."""
@@ -68,10 +79,14 @@ class ReplayStats:
     rejected: int = 0
     seconds: float = 0.0
     passes: int = 0
+    out_of_order: int = 0
 
     def summary(self) -> dict[str, Any]:
-        return {"read": self.read, "produced": self.produced, "duplicates": self.duplicates,
-                "rejected": self.rejected, "seconds": round(self.seconds, 3)}
+        out = {"read": self.read, "produced": self.produced, "duplicates": self.duplicates,
+               "rejected": self.rejected, "seconds": round(self.seconds, 3)}
+        if self.out_of_order:
+            out["out_of_order"] = self.out_of_order
+        return out
 
 
 _TICKER_SPLIT = re.compile(r"[,;\s|]+")
@@ -151,37 +166,67 @@ def _records(path: Path, fmt: str) -> Iterator[tuple[int, bytes, dict[str, Any] 
                     continue
                 yield n, line.rstrip(b"\r\n"), rec
         return
-    text = path.read_text(encoding="utf-8-sig", errors="replace")
     dialect = csv.excel_tab if path.suffix.lower() == ".tsv" else csv.excel
-    reader = csv.DictReader(io.StringIO(text), dialect=dialect)
-    rows = iter(reader)
-    while True:
-        try:
-            rec = next(rows)
-        except StopIteration:
-            return
-        except csv.Error as err:  # e.g. a field past the csv module's size limit: skip that row
-            n = reader.line_num + 1
-            yield n, f"csv row at line {n}".encode(), f"line {n}: unreadable CSV row: {err}"
-            continue
-        clean = {str(k).strip().lower(): v for k, v in rec.items() if k is not None}
-        yield reader.line_num, json.dumps(clean, ensure_ascii=False).encode("utf-8"), clean
+    with path.open(encoding="utf-8-sig", errors="replace", newline="") as fh:
+        reader = csv.DictReader(fh, dialect=dialect)
+        rows = iter(reader)
+        while True:
+            try:
+                rec = next(rows)
+            except StopIteration:
+                return
+            except csv.Error as err:  # e.g. a field past the csv module's size limit: skip that row
+                n = reader.line_num + 1
+                yield n, f"csv row at line {n}".encode(), f"line {n}: unreadable CSV row: {err}"
+                continue
+            clean = {str(k).strip().lower(): v for k, v in rec.items() if k is not None}
+            yield reader.line_num, json.dumps(clean, ensure_ascii=False).encode("utf-8"), clean
 
 
-def read_file(path: Path, fmt: str, default_source: str) -> tuple[list[Row], list[BadRow]]:
-    """Every row of the file sorted by event time (stable), and the rows that cannot be used."""
-    rows: list[Row] = []
-    bad: list[BadRow] = []
+def iter_file(path: Path, fmt: str, default_source: str) -> Iterator[Row | BadRow]:
+    """The file's rows in file order, streamed: each a :class:`Row`, or a :class:`BadRow` saying why not."""
     for line, payload, rec in _records(path, fmt):
         if isinstance(rec, str):
-            bad.append(BadRow(line, payload, rec))
+            yield BadRow(line, payload, rec)
             continue
         try:
             when, draft = row_to_draft(rec, default_source)
         except (ValueError, RecursionError) as err:
-            bad.append(BadRow(line, payload, f"line {line}: {err}"))
+            yield BadRow(line, payload, f"line {line}: {err}")
             continue
-        rows.append(Row(when, draft))
+        yield Row(when, draft)
+
+
+def in_event_time_order(rows: Iterable[Row | BadRow], window: int = SORT_WINDOW,
+                        late: Callable[[Row], None] | None = None) -> Iterator[Row | BadRow]:
+    """``rows`` sorted by event time (stable) within a heap of ``window`` rows; bad rows pass at
+    once. A row older than one already yielded is yielded at once, after ``late(row)``."""
+    heap: list[tuple[datetime, int, Row]] = []
+    last: datetime | None = None
+    for seq, row in enumerate(rows):
+        if isinstance(row, BadRow):
+            yield row
+            continue
+        if last is not None and row.time < last:
+            if late is not None:
+                late(row)
+            yield row
+            continue
+        heapq.heappush(heap, (row.time, seq, row))
+        if len(heap) > window:
+            out = heapq.heappop(heap)[2]
+            last = out.time
+            yield out
+    while heap:
+        yield heapq.heappop(heap)[2]
+
+
+def read_file(path: Path, fmt: str, default_source: str) -> tuple[list[Row], list[BadRow]]:
+    """Every row of a (small) file sorted by event time, and the rows that cannot be used."""
+    rows: list[Row] = []
+    bad: list[BadRow] = []
+    for row in iter_file(path, fmt, default_source):
+        (bad if isinstance(row, BadRow) else rows).append(row)  # type: ignore[arg-type]
     rows.sort(key=lambda r: r.time)
     return rows, bad
 
@@ -206,75 +251,105 @@ class Replayer:
         src = self.source
         self._stop = stop
         started = self._monotonic()
-        rows, bad = read_file(src.path, src.format, src.name)
-        log.info("replay loaded", source=src.name, path=str(src.path), rows=len(rows), bad=len(bad),
-                 speed=src.speed, loop=src.loop)
-        for b in bad:
-            self.publisher.reject(src.name, b.payload, b.reason)
-        self.stats.read += len(bad)
-        self.stats.rejected += len(bad)
+        log.info("replay started", source=src.name, path=str(src.path), speed=src.speed, loop=src.loop)
         if src.start_delay_s and stop.wait(src.start_delay_s):
-            return self._finish(started)
-        if not rows:
             return self._finish(started)
         loop_prefix = f"loop:{src.name}@"
         if src.loop:
             self.publisher.state.forget_scope_prefix(loop_prefix)
         anchor = self._now()
-        clock_key = f"replay-clock:{src.name}"
         if src.clock == "shifted":
             # Event time never goes back, not even across restarts: downstream watermarks would
             # otherwise drop a restarted demo's stories as late.
-            saved = self.publisher.state.get_value(clock_key)
+            saved = self.publisher.state.get_value(self._clock_key)
             if saved:
                 anchor = max(anchor, datetime.fromisoformat(saved))
         previous_scope: str | None = None
+        first = True
         while not stop.is_set():
-            offset = anchor - rows[0].time if src.clock == "shifted" else timedelta(0)
-            if src.clock == "shifted":
-                self.publisher.state.set_value(clock_key, (rows[-1].time + offset + LOOP_GAP).isoformat())
             scope = ""
             if src.loop:
                 scope = f"{loop_prefix}{int(anchor.timestamp())}"
                 if previous_scope:
                     self.publisher.state.forget_scope_prefix(previous_scope)
                 previous_scope = scope
-            self._pass(rows, offset, scope, stop)
+            end = self._pass(anchor, scope, stop, report_bad=first)
+            first = False
             self.stats.passes += 1
-            if not src.loop:
+            if not src.loop or end is None:
                 break
-            anchor = max(self._now(), rows[-1].time + offset + LOOP_GAP)
+            anchor = max(self._now(), end + LOOP_GAP)
         return self._finish(started)
+
+    @property
+    def _clock_key(self) -> str:
+        return f"replay-clock:{self.source.name}"
 
     def _finish(self, started: float) -> ReplayStats:
         self.stats.seconds = self._monotonic() - started
         log.info("replay finished", source=self.source.name, **self.stats.summary(), passes=self.stats.passes)
         return self.stats
 
-    def _pass(self, rows: list[Row], offset: timedelta, scope: str, stop: threading.Event) -> None:
-        speed = self.source.speed
-        chunk = self.publisher.chunk_size
-        wall0 = self._monotonic()
-        t0 = rows[0].time
-        i = 0
-        while i < len(rows) and not stop.is_set():
+    def _pass(self, anchor: datetime, scope: str, stop: threading.Event, report_bad: bool) -> datetime | None:
+        """One pass over the file, streamed; returns the (shifted) event time of its last story
+        (None: the file has no usable row). Bad rows are rejected on the first pass only."""
+        src = self.source
+        speed = src.speed
+        shifted = src.clock == "shifted"
+        chunk = self.publisher.chunk_size if speed > 0 else self.publisher.chunk_size * FAST_CHUNKS_PER_CALL
+        offset: timedelta | None = None
+        t0: datetime | None = None
+        wall0 = 0.0
+        newest: datetime | None = None
+        saved_at = self._monotonic()
+        pending: list[Draft] = []
+
+        def late(_: Row) -> None:
+            self.stats.out_of_order += 1
+
+        def flush() -> None:
+            nonlocal saved_at
+            if not pending:
+                return
+            self._send(list(pending), scope)
+            pending.clear()
+            if shifted and newest is not None and (self._monotonic() - saved_at >= CLOCK_SAVE_EVERY_S or stop.is_set()):
+                self.publisher.state.set_value(self._clock_key, (newest + LOOP_GAP).isoformat())
+                saved_at = self._monotonic()
+
+        rows = in_event_time_order(iter_file(src.path, src.format, src.name), late=late if report_bad else None)
+        for row in rows:
+            if stop.is_set():
+                break
+            if isinstance(row, BadRow):
+                if report_bad:
+                    self.publisher.reject(src.name, row.payload, row.reason)
+                    self.stats.read += 1
+                    self.stats.rejected += 1
+                continue
+            if offset is None:
+                offset = anchor - row.time if shifted else timedelta(0)
+                t0, wall0 = row.time, self._monotonic()
             if speed > 0:
-                due = wall0 + (rows[i].time - t0).total_seconds() / speed
+                due = wall0 + (row.time - t0).total_seconds() / speed  # type: ignore[operator]
+                if pending and (len(pending) >= chunk or due > self._monotonic()):
+                    flush()
                 wait = due - self._monotonic()
                 if wait > 0 and stop.wait(wait):
-                    return
-                now = self._monotonic()
-                j = i
-                while j < len(rows) and j - i < chunk and wall0 + (rows[j].time - t0).total_seconds() / speed <= now:
-                    j += 1
-                j = max(j, i + 1)
-            else:
+                    break
+            elif len(pending) >= chunk:
                 # As fast as possible: hand the publisher many chunks per call so that its
                 # one-deep pipelining overlaps each chunk's acks with the next chunk's work
                 # (one chunk per call would wait out a full round trip every chunk).
-                j = min(len(rows), i + chunk * FAST_CHUNKS_PER_CALL)
-            self._send([self._draft(r, offset, scope) for r in rows[i:j]], scope)
-            i = j
+                flush()
+            pending.append(self._draft(row, offset, scope))
+            shifted_time = row.time + offset
+            newest = shifted_time if newest is None else max(newest, shifted_time)
+        if not stop.is_set():
+            flush()
+        if shifted and newest is not None:
+            self.publisher.state.set_value(self._clock_key, (newest + LOOP_GAP).isoformat())
+        return newest
 
     def _draft(self, row: Row, offset: timedelta, scope: str) -> Draft:
         d = row.draft
