@@ -31,7 +31,7 @@ PROFILE = "tiny"
 # modules that cannot change what training produces
 _NOT_IN_KEY = {
     "cli.py", "__main__.py", "bench.py", "engine.py", "settings.py", "__init__.py",
-    "challenger.py", "gate.py", "runs.py", "hf.py",
+    "challenger.py", "gate.py", "runs.py", "hf.py", "relevance.py", "prediction.py",
 }
 
 
