@@ -36,7 +36,8 @@ _NOT_IN_KEY = {
 
 
 def cache_key(profile: str = PROFILE) -> str:
-    """Hash of the models package source, the vendored data and the profile's settings."""
+    """Hash of the models package source, the vendored data, the profile's settings and the
+    versions of the libraries that train and export the model."""
     from models.data import data_hashes
     from models.training import PROFILES
 
@@ -48,7 +49,21 @@ def cache_key(profile: str = PROFILE) -> str:
         h.update(path.read_bytes())
     h.update(json.dumps(data_hashes(), sort_keys=True).encode())
     h.update(json.dumps(PROFILES[profile].to_dict(), sort_keys=True).encode())
+    h.update(json.dumps(_library_versions(), sort_keys=True).encode())
     return h.hexdigest()[:16]
+
+
+def _library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape a trained version (another torch: another model)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("torch", "transformers", "tokenizers", "onnxruntime", "onnx", "scikit-learn"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "absent"
+    return out
 
 
 def _settings(home: Path):  # noqa: ANN202
