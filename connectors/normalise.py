@@ -55,6 +55,8 @@ class Draft:
     """An id fixed by the connector (replay loops); else derived by :func:`story_id`."""
     raw: Any = None
     """The original input, kept for the dead-letter payload."""
+    where: str | None = None
+    """Where the input came from (``line 3`` of a replayed file), named when it is rejected."""
 
     def payload(self) -> bytes:
         """The original input as bytes for the dead-letter topic."""
@@ -62,10 +64,13 @@ class Draft:
         if isinstance(raw, bytes):
             return raw
         if isinstance(raw, str):
-            return raw.encode("utf-8")
+            return raw.encode("utf-8", "backslashreplace")  # a lone surrogate must not lose the row
         if raw is None:
             raw = {k: v for k, v in vars(self).items() if k not in ("raw", "html")}
-        return json.dumps(raw, default=str, ensure_ascii=False).encode("utf-8")
+        try:
+            return json.dumps(raw, default=str, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: JSON's own \uXXXX escapes keep them readable
+            return json.dumps(raw, default=str, ensure_ascii=True).encode("ascii")
 
 
 class Rejected(ValueError):
@@ -84,10 +89,10 @@ def parse_time(value: Any) -> datetime | None:
     elif isinstance(value, bool):
         return None
     elif isinstance(value, (int, float)) or (isinstance(value, str) and _is_number(value)):
-        n = float(value)
-        if n > 1e11:  # milliseconds
-            n /= 1000.0
         try:
+            n = float(value)  # a 400-digit integer does not fit a float: not a time
+            if n > 1e11:  # milliseconds
+                n /= 1000.0
             dt = datetime.fromtimestamp(n, tz=timezone.utc)
         except (OverflowError, OSError, ValueError):
             return None

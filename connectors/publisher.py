@@ -139,7 +139,8 @@ class Publisher:
                     name = draft.source or source
                     tally[(name, "rejected")] += 1
                     with self._dlq_lock:
-                        batch.dead.append(self.dlq.reject_payload(draft.payload(), f"{name}: {err}", key=name))
+                        where = f"{draft.where}: " if draft.where else ""
+                        batch.dead.append(self.dlq.reject_payload(draft.payload(), f"{name}: {where}{err}", key=name))
                     continue
                 verdict = self.state.reserve(item.id, item.title, scope)
                 if verdict.reservation is None:

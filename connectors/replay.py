@@ -194,6 +194,7 @@ def iter_file(path: Path, fmt: str, default_source: str) -> Iterator[Row | BadRo
         except (ValueError, RecursionError) as err:
             yield BadRow(line, payload, f"line {line}: {err}")
             continue
+        draft.where = f"line {line}"
         yield Row(when, draft)
 
 
