@@ -4,8 +4,11 @@ The body is one story, a JSON list of stories, or ``{"items": [...]}``. It is au
 the source's shared secret, either a timestamped signature in ``X-Finsent-Signature``
 (``t=<unix seconds>,v1=<hex HMAC-SHA256 of "t." + raw body>``, the scheme finsent's own outbound
 webhooks use, :mod:`alerts.signing`) or ``Authorization: Bearer <secret>``. A signature is
-accepted only within ``tolerance_s`` of its timestamp and only once (a replay cache remembers the
-signatures of accepted requests for the tolerance window; later copies are stale). The old
+accepted only within ``tolerance_s`` of its timestamp and only once: a replay cache reserves a
+valid signature before anything is awaited (copies sent at the same time, on other connections,
+are replays) and keeps it for the tolerance window once the request is accepted (later copies are
+stale); a request that then fails (422, 503) frees it for the sender's retry. A header that is not
+``t=<at most 12 digits>,v1=<64 hex digits>`` is a 401 saying so. The old
 body-only ``sha256=<hex>`` HMAC is accepted only with ``legacy_body_hmac: true``. The answer is
 ``202`` only once every story is acknowledged by the broker (or recognised as a duplicate);
 ``503`` means retry.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -100,11 +104,43 @@ class ReplayCache:
             self._expire(self._clock())
             return key in self._seen
 
+    def reserve(self, key: str, until: float) -> bool:
+        """Remember ``key`` until ``until``; False (and nothing changed) when it is already held.
+        Check and record are one step: of concurrent copies of a request exactly one gets True."""
+        with self._lock:
+            self._expire(self._clock())
+            if key in self._seen:
+                return False
+            self._seen[key] = until
+            return True
+
+    def release(self, key: str) -> None:
+        """Forget a reserved key (its request failed; the sender may retry it)."""
+        with self._lock:
+            self._seen.pop(key, None)
+
     def add(self, key: str, until: float) -> None:
         with self._lock:
             self._seen[key] = until
             self._seen.move_to_end(key)
             self._expire(self._clock())
+
+
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_HEX_MAC = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _malformed(header: str) -> str | None:
+    """Why a ``t=...,v1=...`` header cannot be a signature (None when its shape is right): the
+    timestamp is at most 12 ASCII digits, each ``v1`` is 64 hex digits."""
+    parts = [item.strip().partition("=") for item in header.split(",")]
+    stamps = [v for k, sep, v in parts if sep and k == "t"]
+    macs = [v for k, sep, v in parts if sep and k == "v1"]
+    if not stamps or not _TIMESTAMP.fullmatch(stamps[0]):
+        return "malformed signature header: t must be unix seconds (at most 12 digits)"
+    if not macs or not all(_HEX_MAC.fullmatch(m) for m in macs):
+        return "malformed signature header: v1 must be 64 hex digits (HMAC-SHA256 of t.body)"
+    return None
 
 
 def verify(
@@ -116,7 +152,9 @@ def verify(
     replays: ReplayCache | None = None,
 ) -> tuple[str | None, str | None]:
     """``(problem, replay key)``: problem is None when the request is authentic, else what is wrong
-    (for the 401 message); the replay key identifies an accepted signature (None for bearer)."""
+    (for the 401 message); the replay key identifies an accepted signature (None for bearer). With
+    ``replays``, the key is reserved there: release it (:meth:`ReplayCache.release`) if the request
+    is then refused, so that the sender can retry it."""
     secret = source.secret.reveal().encode("utf-8")  # checked at start (ConnectorsSettings.problems)
     if source.auth == "bearer":
         given = headers.get("authorization", "")
@@ -137,12 +175,17 @@ def verify(
         if not hmac.compare_digest(given[7:].lower().encode("ascii", "replace"), expected.encode("ascii")):
             return "signature does not match the body", None
         return None, None
+    if malformed := _malformed(given):
+        return malformed, None
+    current = time.time() if now is None else now
     try:
-        t = signing.verify(secret, given, body, now=now, tolerance_s=source.tolerance_s)
+        t = signing.verify(secret, given, body, now=current, tolerance_s=source.tolerance_s)
     except signing.SignatureError as err:
         return str(err), None
+    except (ValueError, TypeError, OverflowError):  # a shape _malformed let through: still the sender's fault
+        return "malformed signature header", None
     key = f"{source.name}:{t}:{hmac.new(secret, f'{t}.'.encode() + body, hashlib.sha256).hexdigest()}"
-    if replays is not None and replays.seen(key):
+    if replays is not None and not replays.reserve(key, until=max(current, t) + source.tolerance_s + 1):
         return "signature already used (replayed request); sign each request afresh", None
     return None, key
 
@@ -237,6 +280,17 @@ def build_webhook_router(
             metrics.errors.labels(source, "auth").inc()
             headers = {"WWW-Authenticate": "Bearer"} if cfg.auth == "bearer" else None
             raise HTTPException(401, problem, headers=headers)
+        answer: Any = None
+        try:
+            answer = await accept(cfg, body)
+            return answer
+        finally:
+            if replay_key and not isinstance(answer, IngestAccepted):
+                replays.release(replay_key)  # refused or failed: the sender may send it again
+
+    async def accept(cfg: WebhookSource, body: bytes) -> Any:
+        """The stories of an authenticated push: 202 once produced, else the 4xx/503 saying why."""
+        source = cfg.name
         try:
             data = json.loads(body)
         except RecursionError:
@@ -265,8 +319,6 @@ def build_webhook_router(
                 status_code=503,
                 headers={"Retry-After": "5"},
             )
-        if replay_key:
-            replays.add(replay_key, until=clock() + cfg.tolerance_s + 1)
         return IngestAccepted(
             source=source,
             received=len(stories),

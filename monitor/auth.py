@@ -12,6 +12,10 @@ scopes. ``admin`` implies ``write``, which implies ``read``.
   ``/ui/api``, ``/ui/static/...``: no data) is open to reads - the page sends the user's token
   with the requests that fetch data.
 
+Two tokens may not share a value (whichever matched first would decide the scopes), and a token
+may not be blank or carry leading or trailing spaces (it could never match a header, which is
+stripped): :meth:`HttpAuthSettings.problems` refuses both at start, naming the tokens, never the value.
+
 Tokens are compared in constant time (HMAC-SHA256 digests of equal length, every configured token
 compared); failures answer 401 (no or unknown token) or 403 (token lacks the scope) with a JSON
 ``detail`` that says what is needed, and count in ``finsent_http_auth_failures_total{reason}``.
@@ -23,7 +27,9 @@ import hashlib
 import hmac
 import ipaddress
 import os
+import re
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Literal
 
 from fastapi import HTTPException, Request
@@ -74,6 +80,11 @@ class TokenSettings(BaseModel):
                 got = Path(self.file).read_text(encoding="utf-8").strip()  # type: ignore[arg-type]
             except (OSError, UnicodeDecodeError) as err:
                 raise ValueError(f"cannot read token file {str(self.file)!r}: {err}") from None
+        if not got.strip():
+            raise ValueError("the token is blank")
+        if got != got.strip():
+            raise ValueError("the token has leading or trailing whitespace (a bearer header is stripped: it "
+                             "could never match); remove it")
         if len(got) < 16:
             raise ValueError("a token needs at least 16 characters")
         return got
@@ -88,15 +99,63 @@ class HttpAuthSettings(BaseModel):
     )
 
     def problems(self) -> list[str]:
+        """Config errors: unreadable, blank, padded or short tokens, names or values used twice."""
         out = []
+        holders: dict[str, list[str]] = {}  # token value -> names of the tokens that hold it
         for i, t in enumerate(self.tokens):
             try:
-                t.reveal()
+                holders.setdefault(t.reveal(), []).append(t.name)
             except ValueError as err:
                 out.append(f"http.auth.tokens.{i} ({t.name!r}): {err}")
         names = [t.name for t in self.tokens]
         out += [f"http.auth.tokens: name {n!r} used twice" for n in sorted({n for n in names if names.count(n) > 1})]
+        out += [f"http.auth.tokens: {' and '.join(repr(n) for n in held)} have the same value; each token needs "
+                "its own (one value, one set of scopes)" for held in holders.values() if len(held) > 1]
         return out
+
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+WILDCARD_BINDS = frozenset({"0.0.0.0", "::", "[::]", ""})
+_HOST_NAME = re.compile(r"(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?")
+
+
+def host_pattern(value: str) -> str:
+    """One ``http.allowed_hosts`` entry as the Host check compares it: a name or IP address (IPv6 in
+    brackets), ``*.domain`` for a domain's names, or ``*`` for any; ValueError when it is none of these."""
+    got = value.strip().lower()
+    if got == "*":
+        return got
+    try:
+        ip = ipaddress.ip_address(got.strip("[]"))
+    except ValueError:
+        if not _HOST_NAME.fullmatch(got) or len(got) > 253:
+            raise ValueError(f"expected a host name, an IP address, '*.domain' or '*' (no scheme, port or path), "
+                             f"got {value[:100]!r}") from None
+        return got.rstrip(".")
+    return f"[{ip}]" if ip.version == 6 else str(ip)
+
+
+def trusted_hosts(bind_host: str, public_url: str | None, allowed: list[str]) -> list[str]:
+    """The Host header names the API answers (others get 400, against DNS rebinding): the loopback
+    names, the bind host, ``public_url``'s host and ``allowed``. Bound to every interface (0.0.0.0,
+    ``::``) with no ``allowed`` list, any name: clients reach it by names this process cannot know
+    (reads need a token off loopback)."""
+    if bind_host.strip() in WILDCARD_BINDS and not allowed:
+        return ["*"]
+    names = [*LOOPBACK_NAMES, *(host_pattern(h) for h in allowed)]
+    for host in (bind_host, _url_host(public_url)):
+        try:
+            names.append(host_pattern(host or ""))
+        except ValueError:
+            pass  # a wildcard bind, or no public_url
+    return list(dict.fromkeys(n for n in names if n not in WILDCARD_BINDS))
+
+
+def _url_host(url: str | None) -> str | None:
+    try:
+        return urlsplit(url).hostname if url else None
+    except ValueError:
+        return None
 
 
 def is_loopback(host: str) -> bool:
@@ -112,6 +171,8 @@ class Authenticator:
     """Checks one request against the configured tokens; a FastAPI dependency (``__call__``)."""
 
     def __init__(self, settings: HttpAuthSettings, host: str, registry: CollectorRegistry | None = None) -> None:
+        if problems := settings.problems():
+            raise ValueError("; ".join(problems))
         self._key = os.urandom(32)  # digests of equal length: compare_digest time is independent of the token
         self._tokens = [(t.name, self._digest(t.reveal()), implied_scopes(t.scopes)) for t in settings.tokens]
         self._public = frozenset(settings.public_paths)

@@ -22,7 +22,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from alerts.settings import AlertsSettings
 from connectors.settings import ConnectorsSettings
 from models.settings import ClassifierSettings, TrainingSettings
-from monitor.auth import HttpAuthSettings
+from monitor.auth import HttpAuthSettings, host_pattern
 from monitor.retrain_settings import RetrainSettings
 from monitor.yamlfile import YamlFileError, load_yaml
 from monitor.stages.settings import AggregatorSettings, ClassifyStageSettings
@@ -114,12 +114,22 @@ class HttpSettings(Section):
     host: str = Field(default="127.0.0.1", description="loopback by default; reads need a token off loopback")
     port: int = Field(default=8080, ge=0, lt=65536, description="0 = pick a free port")
     public_url: str | None = Field(default=None, description="base URL used in alert generatorURL links")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header names the API answers besides loopback, the bind host and public_url's host "
+                    "('*.example.com' for a domain, '*' for any); others get 400. Unset with host 0.0.0.0: any",
+    )
     max_body_bytes: int = Field(
         default=1_000_000, ge=1024, description="larger request bodies get 413 (push ingest: per-source cap)"
     )
     auth: HttpAuthSettings = Field(default_factory=HttpAuthSettings)
     tls_cert: Path | None = Field(default=None, description="PEM certificate chain: serve HTTPS")
     tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert")
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_patterns(cls, v: list[str]) -> list[str]:
+        return [host_pattern(h) for h in v]
 
     def problems(self) -> list[str]:
         out = self.auth.problems() if self.enabled else []

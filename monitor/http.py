@@ -1,7 +1,10 @@
 """The daemon's HTTP server: health, metrics, and the routers each component contributes.
 
 Every route passes :class:`monitor.auth.Authenticator` (one app-wide dependency) and a request
-body cap (:class:`BodyCap`, 413 past ``http.max_body_bytes``; push ingest enforces its own)."""
+body cap (:class:`BodyCap`, 413 past ``http.max_body_bytes``; push ingest enforces its own). Before
+both, Starlette's ``TrustedHostMiddleware`` answers 400 to a ``Host`` header that is not one of
+:func:`monitor.auth.trusted_hosts` (loopback names, the bind host, ``public_url``'s host,
+``http.allowed_hosts``): a DNS-rebinding page cannot read the open loopback API."""
 
 from __future__ import annotations
 
@@ -13,9 +16,11 @@ import uvicorn
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from monitor import __version__
-from monitor.auth import SELF_AUTHENTICATED_PREFIXES, Authenticator
+from monitor.api.errors import document_errors
+from monitor.auth import SELF_AUTHENTICATED_PREFIXES, Authenticator, trusted_hosts
 from monitor.config import HttpSettings
 from monitor.health import Health, HealthReport
 from monitor.metrics import HttpMetrics
@@ -77,13 +82,19 @@ def build_app(
     app = FastAPI(title="finsent", version=__version__, dependencies=[Depends(auth)])
     app.add_middleware(BodyCap, limit=http.max_body_bytes)
     HttpMetrics(registry).instrument(app)
+    hosts = trusted_hosts(http.host, http.public_url, http.allowed_hosts)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)  # outermost: added last
+    if hosts == ["*"]:
+        log.info("http: any Host header accepted (bound to every interface, no http.allowed_hosts)")
 
-    @app.get("/healthz", response_model=HealthReport)
+    unhealthy = {503: {"model": HealthReport, "description": "not live (or not ready): the report says which check"}}
+
+    @app.get("/healthz", response_model=HealthReport, responses=unhealthy)
     def healthz() -> JSONResponse:
         report = health.liveness()
         return JSONResponse(report.model_dump(), status_code=200 if report.status == "ok" else 503)
 
-    @app.get("/readyz", response_model=HealthReport)
+    @app.get("/readyz", response_model=HealthReport, responses=unhealthy)
     def readyz() -> JSONResponse:
         report = health.readiness()
         return JSONResponse(report.model_dump(), status_code=200 if report.status == "ok" else 503)
@@ -94,6 +105,7 @@ def build_app(
 
     for router in routers:
         app.include_router(router)
+    document_errors(app, frozenset(http.auth.public_paths))
     return app
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
 
+from monitor.api.errors import BAD_QUERY, NOT_FOUND
 from monitor.records import ScoredItem, TrendPoint, UtcDatetime
 from monitor.stages.stores import ItemStore, TrendStore
 
@@ -23,7 +24,7 @@ class TrendKeysResponse(BaseModel):
 def trends_router(store: TrendStore, window_names: list[str]) -> APIRouter:
     router = APIRouter(tags=["trends"])
 
-    @router.get("/trends", response_model=TrendsResponse)
+    @router.get("/trends", response_model=TrendsResponse, responses=BAD_QUERY)
     def get_trends(
         key: str = Query(description="'all', 'topic:<name>', 'ticker:<SYM>' or 'source:<name>'"),
         window: str = Query(description=f"one of: {', '.join(window_names)}"),
@@ -45,7 +46,7 @@ def items_router(store: ItemStore) -> APIRouter:
     router = APIRouter(tags=["items"])
 
     @router.get(
-        "/items/{item_id:path}", response_model=ScoredItem, summary="One scored story",
+        "/items/{item_id:path}", response_model=ScoredItem, responses=NOT_FOUND, summary="One scored story",
         description="The scored story as it travels on news.scored: the story's sentiment and topic, "
                     "`entities` (per ticker: its own sentiment, probabilities, score in [-1, 1], relevance "
                     "in [0, 1] and method) and `item.mentions` (where each ticker was found: part, start, "

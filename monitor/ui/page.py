@@ -3,6 +3,8 @@
 nothing from a CDN), ``GET /ui/overview``, ``GET /ui/keys`` and ``GET /ui/item`` (the JSON it reads).
 
 Errors are JSON ``{"detail": "..."}`` with a 4xx status; the page shows the detail as it is.
+A static asset is looked up by name among the files shipped (never a path built from the request
+on the file system): anything else, a NUL byte or a path of thousands of segments included, is 404.
 """
 
 from __future__ import annotations
@@ -14,12 +16,19 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse, JSONResponse
 
+from monitor.api.errors import BAD_QUERY, NOT_FOUND
 from monitor.ui.overview import KeyMatches, Overview, UiError
 
 STATIC = Path(__file__).resolve().parent / "static"
 MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
 POLL_HEADERS = {"Cache-Control": "no-store"}
+
+
+def assets(root: Path = STATIC) -> dict[str, Path]:
+    """The page's assets by their path under ``root`` (``"app.js"``, ``"img/logo.svg"``)."""
+    return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*"))
+            if p.is_file() and p.suffix in MEDIA_TYPES}
 
 
 def _error(err: UiError) -> JSONResponse:
@@ -32,6 +41,7 @@ def page_router(
     item: Callable[[str], Any],
 ) -> APIRouter:
     router = APIRouter(tags=["page"])
+    shipped = assets()
 
     @router.get("/", include_in_schema=False)
     def index() -> FileResponse:
@@ -43,12 +53,14 @@ def page_router(
 
     @router.get("/ui/static/{name:path}", include_in_schema=False)
     def static(name: str) -> FileResponse:
-        path = (STATIC / name).resolve()
-        if not path.is_relative_to(STATIC) or not path.is_file() or path.suffix not in MEDIA_TYPES:
-            raise HTTPException(status_code=404, detail=f"no page asset {name!r}")
+        path = shipped.get(name)
+        if path is None:
+            shown = name if len(name) <= 80 else name[:80] + "..."
+            raise HTTPException(status_code=404, detail=f"no page asset {shown!r}")
         return FileResponse(path, media_type=MEDIA_TYPES[path.suffix])
 
-    @router.get("/ui/overview", response_model=Overview, summary="everything the page at / shows, in one poll")
+    @router.get("/ui/overview", response_model=Overview, responses={**BAD_QUERY, **NOT_FOUND},
+                summary="everything the page at / shows, in one poll")
     def get_overview(
         window: str | None = Query(default=None, description="window name; default 5m"),
         key: list[str] = Query(default=[], description="trend keys to chart besides the busiest ones"),
@@ -59,7 +71,8 @@ def page_router(
         except UiError as err:
             return _error(err)
 
-    @router.get("/ui/keys", response_model=KeyMatches, summary="trend keys containing q, busiest first")
+    @router.get("/ui/keys", response_model=KeyMatches, responses={**BAD_QUERY, **NOT_FOUND},
+                summary="trend keys containing q, busiest first")
     def get_keys(q: str = Query(description="part of a ticker, topic or source"),
                  window: str | None = Query(default=None)):
         try:
@@ -67,7 +80,7 @@ def page_router(
         except UiError as err:
             return _error(err)
 
-    @router.get("/ui/item", summary="one scored story this process kept, by id")
+    @router.get("/ui/item", responses=NOT_FOUND, summary="one scored story this process kept, by id")
     def get_item(id: str = Query(description="story id")):
         try:
             return item(id)

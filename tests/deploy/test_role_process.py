@@ -82,7 +82,7 @@ def test_http_requests_are_counted_by_route_template_and_status():
         return {"name": name}
 
     registry = CollectorRegistry()
-    client = TestClient(build_app(Health(), registry, [router]))
+    client = TestClient(build_app(Health(), registry, [router]), base_url="http://127.0.0.1")
     for name in ("a", "b", "c"):
         assert client.get(f"/things/{name}").status_code == 200
     assert client.get("/nowhere").status_code == 404

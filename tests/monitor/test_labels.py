@@ -73,7 +73,7 @@ def _app(store, stories):
 @pytest.fixture
 def client(tmp_path):
     store = LabelStore(tmp_path / "labels.db")
-    with TestClient(_app(store, {"s1": "ACME beats estimates"})) as c:
+    with TestClient(_app(store, {"s1": "ACME beats estimates"}), base_url="http://127.0.0.1") as c:
         yield c, store
     store.close()
 

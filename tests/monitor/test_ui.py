@@ -58,7 +58,7 @@ def page(make_settings):
                 ctx.shared["trends"] = trends
             ctx.shared["items"] = items
         component = build_ui(ctx)
-        return TestClient(build_app(ctx.health, ctx.registry, component.routers))
+        return TestClient(build_app(ctx.health, ctx.registry, component.routers), base_url="http://127.0.0.1")
 
     return build
 

@@ -58,7 +58,7 @@ def client(make_settings) -> TestClient:
     for s in (plain(), conflicting()):
         items.put(s)
     ctx.shared["items"] = items
-    return TestClient(build_app(ctx.health, ctx.registry, build_ui(ctx).routers))
+    return TestClient(build_app(ctx.health, ctx.registry, build_ui(ctx).routers), base_url="http://127.0.0.1")
 
 
 def test_each_ticker_chip_carries_its_own_sentiment_and_relevance(client):

@@ -47,7 +47,7 @@ def client(host: str, tokens: list[dict] | None = None) -> TestClient:
         {"name": "root", "value": ADMIN, "scopes": ["admin"]},
     ]
     http = HttpSettings(host=host, auth={"tokens": tokens})
-    return TestClient(build_app(Health(), CollectorRegistry(), [demo_router()], http))
+    return TestClient(build_app(Health(), CollectorRegistry(), [demo_router()], http), base_url="http://127.0.0.1")
 
 
 def bearer(token: str) -> dict[str, str]:

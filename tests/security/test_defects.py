@@ -58,7 +58,7 @@ def api_client(alert_store: AlertStore, host: str = "0.0.0.0", **http) -> tuple[
     settings = HttpSettings(host=host, auth={"tokens": tokens}, **http)
     registry = CollectorRegistry()
     app = build_app(Health(), registry, [alerts_router(alert_store), trends_router(TrendStore(), ["5m"])], settings)
-    return TestClient(app), registry
+    return TestClient(app, base_url="http://127.0.0.1"), registry
 
 
 def auth(token: str) -> dict[str, str]:
@@ -136,7 +136,7 @@ def push(kafka_settings, ingest_factory):
     clock = Clock()
     hooks = [s for s in settings.connectors.sources if s.type == "webhook"]
     app = build_app(Health(), CollectorRegistry(), [build_webhook_router(hooks, core.publisher, core.metrics, clock)])
-    client = TestClient(app)
+    client = TestClient(app, base_url="http://127.0.0.1")
 
     def post(body: bytes, source: str = "partner", signature: str | None = None) -> httpx.Response:
         sig = signature or sign(SECRET, body, int(clock.t))

@@ -74,7 +74,8 @@ def test_full_disk_refuses_pushes_until_space_returns(small_state_dir: Path, kaf
     core, ctx = ingest_factory(settings)
     hooks = [s for s in settings.connectors.sources if s.type == "webhook"]
     client = TestClient(build_app(Health(), CollectorRegistry(), [build_webhook_router(hooks, core.publisher,
-                                                                                      core.metrics)]))
+                                                                                      core.metrics)]),
+                        base_url="http://127.0.0.1")
 
     def push(n: int):
         body = json.dumps({"id": f"d-{n}", "title": f"Acme story {n} about widgets and gadgets",
