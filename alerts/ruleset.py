@@ -17,6 +17,7 @@ a shell-style pattern (``ticker:*``); each matching key is its own alert.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
@@ -24,6 +25,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from monitor.durations import Duration
+from monitor.secrets import mask_message
 from monitor.yamlfile import YamlFileError, load_yaml
 from alerts.templating import Template, TemplateError
 
@@ -39,6 +41,31 @@ RESERVED_LABELS = frozenset({"alertname", "severity"})
 
 COMMON_VARIABLES = frozenset({"rule", "severity", "value", "threshold", "op"})
 TREND_VARIABLES = COMMON_VARIABLES | {"key", "window", "metric", "count", "subject"}
+
+
+METRIC_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "mean_score": (-1.0, 1.0), "ewma": (-1.0, 1.0), "weighted_mean": (-1.0, 1.0), "baseline_mean": (-1.0, 1.0),
+    "negative_share": (0.0, 1.0), "positive_share": (0.0, 1.0), "count": (0.0, None), "volume_z": (None, None),
+}
+"""What each trend metric can be: scores in [-1, 1], shares in [0, 1], counts from 0 (None: unbounded)."""
+
+
+def _span(lo: float | None, hi: float | None) -> str:
+    return f"[{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}]"
+
+
+def range_problem(what: str, op: str, value: float, lo: float | None, hi: float | None) -> str | None:
+    """Why ``<what> <op> <value>`` is a rule that cannot work, given that ``what`` is in [lo, hi]: it
+    can never hold, or the value lies outside what ``what`` can be. None when it is fine."""
+    can_hold = {
+        "<": lo is None or lo < value, "<=": lo is None or lo <= value,
+        ">": hi is None or hi > value, ">=": hi is None or hi >= value,
+    }[op]
+    if not can_hold:
+        return f"value: {what} {op} {value:g} can never hold ({what} is in {_span(lo, hi)}); the rule could never fire"
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        return f"value: {value:g} is outside what {what} can be ({_span(lo, hi)})"
+    return None
 
 
 def compare(op: str, left: float, right: float) -> bool:
@@ -139,6 +166,12 @@ class ThresholdRule(TrendRule):
     op: Op = ">"
     value: float
 
+    @model_validator(mode="after")
+    def _can_fire(self) -> "ThresholdRule":
+        if problem := range_problem(self.metric, self.op, self.value, *METRIC_RANGES[self.metric]):
+            raise ValueError(problem)
+        return self
+
 
 class ChangeRule(TrendRule):
     """``metric`` on ``window`` minus ``baseline_metric`` on ``baseline_window``, compared to ``value``."""
@@ -156,6 +189,12 @@ class ChangeRule(TrendRule):
     def _two_windows(self) -> "ChangeRule":
         if self.baseline_window == self.window:
             raise ValueError("baseline_window must differ from window")
+        lo, hi = METRIC_RANGES[self.metric]
+        base_lo, base_hi = METRIC_RANGES[self.baseline_metric or self.metric]
+        span = (None if lo is None or base_hi is None else lo - base_hi,
+                None if hi is None or base_lo is None else hi - base_lo)
+        if problem := range_problem(f"the change of {self.metric}", self.op, self.value, *span):
+            raise ValueError(problem)
         return self
 
     @property
@@ -211,6 +250,8 @@ class StoryRule(RuleBase):
     def _no_for(self) -> "StoryRule":
         if self.for_ > timedelta(0):
             raise ValueError("for: a story rule fires on one story; 'for' must be 0")
+        if problem := range_problem("a story's score", self.op, self.value, -1.0, 1.0):
+            raise ValueError(problem)
         return self
 
     @property
@@ -226,8 +267,9 @@ class RulesError(ValueError):
     """A rules file is unreadable or invalid; ``problems`` has one line per problem."""
 
     def __init__(self, source: str, problems: list[str]) -> None:
-        self.source = source
-        self.problems = problems
+        self.source = mask_message(source)  # URL credentials masked, control and bidi characters escaped
+        self.problems = [mask_message(p) for p in problems]
+        source, problems = self.source, self.problems
         super().__init__(f"invalid alert rules ({source}):\n" + "\n".join(f"  - {p}" for p in problems))
 
 
@@ -291,11 +333,13 @@ def parse_rules(
     source: str = "<inline>",
     receivers: set[str] | dict[str, Any] | None = None,
     default_receiver: str | None = None,
+    windows: Collection[str] | None = None,
 ) -> RuleSet:
     """Validate parsed YAML (``{rules: [...]}`` or a bare list) into a :class:`RuleSet`.
 
     Every problem of every rule is reported at once; with ``receivers`` given, each rule's
-    receiver (also of a rule that is invalid otherwise) must be one of them."""
+    receiver (also of a rule that is invalid otherwise) must be one of them; with ``windows``
+    given (the aggregator's window names), each trend rule's windows must be among them."""
     if isinstance(data, dict):
         extra = sorted(str(k) for k in set(data) - {"rules"})
         if extra:
@@ -318,7 +362,15 @@ def parse_rules(
             continue
         seen.add(name)
         try:
-            rules.append(_RULE.validate_python(raw))
+            rule = _RULE.validate_python(raw)
+            rules.append(rule)
+            if windows is not None and isinstance(rule, TrendRule):
+                for field, window in zip(("window", "baseline_window"), rule.windows):
+                    if window not in windows:
+                        problems.append(
+                            f"rule {name!r}: {field}: no aggregator window is named {window!r}, so the rule could "
+                            f"never fire (aggregator.windows: {', '.join(windows) or 'none'})"
+                        )
         except ValidationError as err:
             problems.extend(_rule_errors(name, err, raw.get("type")))
         except RecursionError:
@@ -337,11 +389,14 @@ def parse_rules(
 
 
 def load_rules(
-    path: str | Path, receivers: set[str] | dict[str, Any] | None = None, default_receiver: str | None = None
+    path: str | Path,
+    receivers: set[str] | dict[str, Any] | None = None,
+    default_receiver: str | None = None,
+    windows: Collection[str] | None = None,
 ) -> RuleSet:
     path = Path(path)
     try:
         data = load_yaml(path)
     except YamlFileError as err:
         raise RulesError(str(path), [str(err)]) from None
-    return parse_rules(data, str(path), receivers, default_receiver)
+    return parse_rules(data, str(path), receivers, default_receiver, windows)

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from monitor.durations import Duration
+from monitor.secrets import http_url_problem
 
 if TYPE_CHECKING:
     from alerts.ruleset import RuleSet
@@ -56,8 +58,8 @@ class ReceiverSettings(_Section):
     @field_validator("url")
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(("http://", "https://")):
-            raise ValueError(f"expected an http(s) URL, got {v!r}")
+        if v is not None and (problem := http_url_problem(v)):
+            raise ValueError(problem)  # the error line shows the URL once, its credentials masked
         return v
 
     @model_validator(mode="after")
@@ -126,20 +128,22 @@ class AlertsSettings(_Section):
     def rules_path(self) -> Path:
         return self.rules_file if self.rules_file is not None else PACKAGED_RULES
 
-    def load_rules(self) -> "RuleSet":
-        """The validated rules, checked against the configured receivers; raises RulesError."""
+    def load_rules(self, windows: Collection[str] | None = None) -> "RuleSet":
+        """The validated rules, checked against the configured receivers (and, given ``windows``,
+        the aggregator's window names); raises RulesError."""
         from alerts.ruleset import load_rules
 
-        return load_rules(self.rules_path(), self.receivers, self.default_receiver)
+        return load_rules(self.rules_path(), self.receivers, self.default_receiver, windows)
 
-    def problems(self) -> list[str]:
-        """Everything wrong with the rules file, one line each (empty when it is fine)."""
+    def problems(self, windows: Collection[str] | None = None) -> list[str]:
+        """Everything wrong with the rules file, one line each (empty when it is fine); with
+        ``windows`` (the aggregator's), a rule on any other window is one of them."""
         if not self.enabled:
             return []
         from alerts.ruleset import RulesError
 
         try:
-            self.load_rules()
+            self.load_rules(windows)
         except RulesError as err:
             return [f"alerts.rules_file ({err.source}): {p}" for p in err.problems]
         return []

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from connectors.tickers import MAX_ALIAS_CHARS, clean_alias, clean_ticker, default_aliases, load_alias_table
+from monitor.secrets import http_url_problem
 
 DEMO_FEED = Path(__file__).resolve().parent / "demo" / "demo_feed.jsonl"
 DEMO_SOURCE_NAME = "demo-wire"
@@ -63,7 +64,7 @@ class _SourceBase(_Model):
 
 
 class HttpSourceBase(_SourceBase):
-    url: str = Field(pattern=r"^https?://")
+    url: str = Field(pattern=r"^https?://", description="http(s)://HOST[:PORT]/...")
     interval_s: float = Field(default=300.0, gt=0, description="polling interval")
     timeout_s: float = Field(default=10.0, gt=0, description="connect/read timeout per request")
     retries: int = Field(default=3, ge=0, description="retries after the first attempt on timeouts, 429 and 5xx")
@@ -77,6 +78,13 @@ class HttpSourceBase(_SourceBase):
         description="a source failing poll after poll is polled at interval * 2^failures, at most this far apart",
     )
     user_agent: str = "finsent/0.1 (+https://github.com/finsent/finsent)"
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if problem := http_url_problem(v):
+            raise ValueError(problem)  # the error line shows the URL once, its credentials masked
+        return v
 
 
 class RssSource(HttpSourceBase):

@@ -8,13 +8,16 @@ import unicodedata
 from html.parser import HTMLParser
 
 _WS = re.compile(r"\s+")
-_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
+_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"
+                                      "\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"), None)
+"""Removed: zero-width characters, soft hyphens, and bidirectional marks, embeddings, overrides and
+isolates (U+202E RIGHT-TO-LEFT OVERRIDE makes a stored title read differently from what it says)."""
 _TAGGISH = re.compile(r"<[A-Za-z/!]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def clean_text(value: str | None) -> str:
-    """NFKC, zero-width characters and soft hyphens removed, whitespace runs collapsed, trimmed."""
+    """NFKC, zero-width, bidi control characters and soft hyphens removed, whitespace runs collapsed, trimmed."""
     if not value:
         return ""
     text = value if value.isascii() else unicodedata.normalize("NFKC", value).translate(_ZERO_WIDTH)

@@ -31,13 +31,21 @@ def settings_problems(settings, stages: tuple[str, ...] | None = None) -> list[s
     """Cross-section checks that need the world outside the file: rules files on disk, secrets in
     environment variables, token files. ``check-config`` reports them all; a daemon running
     ``stages`` refuses to start on those of its own stages (and of its HTTP server)."""
+    from monitor.secrets import mask_message
+
     problems: list[str] = []
     sections = {"ingest": settings.connectors, "alerts": settings.alerts}
     chosen = [s for name, s in sections.items() if stages is None or name in stages]
     for section in (*chosen, settings.http):
+        if section is settings.alerts:  # rules are checked against the aggregator's windows
+            problems.extend(settings.alerts.problems([w.name for w in settings.aggregator.windows]))
+            continue
         checker = getattr(section, "problems", None)
         if callable(checker):
             problems.extend(checker())
+    if problems:
+        secrets = settings.secret_values()
+        problems = [mask_message(p, secrets) for p in problems]
     return problems
 
 

@@ -12,18 +12,21 @@ Each subsystem owns its own section model (``models.settings``, ``connectors.set
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict,
+                               SettingsError)
 
 from alerts.settings import AlertsSettings
 from connectors.settings import ConnectorsSettings
 from models.settings import ClassifierSettings, TrainingSettings
 from monitor.auth import HttpAuthSettings, host_pattern
 from monitor.retrain_settings import RetrainSettings
+from monitor.secrets import is_secret_field, mask_message, secret_values, http_url_problem
 from monitor.yamlfile import YamlFileError, load_yaml
 from monitor.stages.settings import AggregatorSettings, ClassifyStageSettings
 
@@ -73,7 +76,7 @@ class KafkaSettings(Section):
     @classmethod
     def _host_port(cls, v: str | None) -> str | None:
         if v is None or v.strip() == "":
-            return None
+            return None  # (an empty FINSENT_KAFKA__BOOTSTRAP over a file that names a broker: load_settings)
         for server in v.split(","):
             host, sep, port = server.strip().rpartition(":")
             if not sep or not host or not port.isdigit() or not (0 < int(port) < 65536):
@@ -130,6 +133,13 @@ class HttpSettings(Section):
     @classmethod
     def _host_patterns(cls, v: list[str]) -> list[str]:
         return [host_pattern(h) for h in v]
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, v: str | None) -> str | None:
+        if v is not None and (problem := http_url_problem(v)):
+            raise ValueError(problem)
+        return v
 
     def problems(self) -> list[str]:
         out = self.auth.problems() if self.enabled else []
@@ -232,12 +242,16 @@ class Settings(BaseSettings):
 
 
 class ConfigError(ValueError):
-    """The configuration is invalid; ``errors`` holds one ``path: message`` line per problem."""
+    """The configuration is invalid; ``errors`` holds one ``path: message`` line per problem.
 
-    def __init__(self, source: str, errors: list[str]) -> None:
-        self.source = source
-        self.errors = errors
-        super().__init__(f"invalid configuration ({source}):\n" + "\n".join(f"  - {e}" for e in errors))
+    Every line passes :func:`monitor.secrets.mask_message`: ``secrets`` (the values the rejected
+    configuration holds) and URL credentials masked, control and bidi characters escaped."""
+
+    def __init__(self, source: str, errors: list[str], secrets: Iterable[str] = ()) -> None:
+        secrets = set(secrets)
+        self.source = mask_message(source, secrets)
+        self.errors = [mask_message(e, secrets) for e in errors]
+        super().__init__(f"invalid configuration ({self.source}):\n" + "\n".join(f"  - {e}" for e in self.errors))
 
 
 def _format_errors(err: ValidationError) -> list[str]:
@@ -245,16 +259,55 @@ def _format_errors(err: ValidationError) -> list[str]:
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"]) or "<root>"
         got = e.get("input")
-        shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
-        lines.append(f"{path}: {e['msg']}{shown}")
+        hidden = isinstance(got, (dict, list)) or got is None or is_secret_field(e["loc"])
+        lines.append(f"{path}: {e['msg']}" + ("" if hidden else f" (got {got!r})"))
     return lines
+
+
+ENV_PREFIX = "FINSENT_"
+
+
+def _env_secrets() -> set[str]:
+    """Values of ``FINSENT_*`` variables that set a secret field (never echoed in an error)."""
+    return {v for k, v in os.environ.items()
+            if k.upper().startswith(ENV_PREFIX) and v and is_secret_field(k[len(ENV_PREFIX):].lower().split("__"))}
+
+
+def _unparsable_env_vars() -> list[str]:
+    """The ``FINSENT_*`` variables that pydantic-settings cannot read (a section or list given as a
+    value that is not JSON), found by reading each variable alone."""
+    probe = EnvSettingsSource(Settings)
+    everything = dict(probe.env_vars)
+    bad = []
+    for name, value in everything.items():
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        probe.env_vars = {name: value}
+        try:
+            probe()
+        except (SettingsError, ValueError):
+            bad.append(name.upper())
+    return sorted(bad)
+
+
+def _empty_bootstrap_over_a_broker(data: dict[str, Any]) -> str | None:
+    """An explicitly empty ``FINSENT_KAFKA__BOOTSTRAP`` while the file names a broker would quietly
+    switch to the in-process bus: refused (unset the variable instead)."""
+    env = next((v for k, v in os.environ.items() if k.upper() == "FINSENT_KAFKA__BOOTSTRAP"), None)
+    kafka = data.get("kafka")
+    named = kafka.get("bootstrap") if isinstance(kafka, dict) else None
+    if env is not None and not env.strip() and isinstance(named, str) and named.strip():
+        return ("FINSENT_KAFKA__BOOTSTRAP is set but empty, while the file sets kafka.bootstrap: an empty value "
+                "would silently drop the broker for the in-process bus. Unset the variable to use the file's "
+                "broker, or give host:port")
+    return None
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = load_yaml(path)
     except YamlFileError as err:
-        raise ConfigError(str(path), [str(err)]) from None
+        raise ConfigError(str(path), [str(err)], _env_secrets()) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -275,7 +328,14 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         else:
             data[key] = value
     source = str(path) if path else "defaults + environment"
+    if problem := _empty_bootstrap_over_a_broker(data):
+        raise ConfigError(source, [problem])
     try:
         return Settings(**data)
     except ValidationError as err:
-        raise ConfigError(source, _format_errors(err)) from None
+        raise ConfigError(source, _format_errors(err), secret_values(data) | _env_secrets()) from None
+    except SettingsError as err:
+        bad = _unparsable_env_vars()
+        lines = [f"{name}: not valid JSON (this setting is a section, a list or a mapping, so the variable must "
+                 "hold JSON)" for name in bad] or [f"environment: {err}"]
+        raise ConfigError(source, lines, _env_secrets()) from None

@@ -9,10 +9,38 @@ Roles: ingest, classify, aggregate, alerts, retrain. One role per process is
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 import sys
 
 from monitor.cliargs import (EXIT_FAILURE, EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE, add_config_option, settings_from_args,
                              settings_problems)
+
+
+def port_problem(host: str, port: int) -> tuple[str, int] | None:
+    """Why the HTTP server could not listen on ``host:port`` (and the exit code to give), else None.
+
+    Tried with the options uvicorn (asyncio) binds with, on every address ``host`` names."""
+    if port == 0:
+        return None
+    hint = "set http.port (or FINSENT_HTTP__PORT) to a free port, or stop what listens there"
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as err:
+        return f"cannot listen on {host}:{port}: {getattr(err, 'strerror', None) or err}; check http.host", EXIT_USAGE
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # as asyncio's create_server: IPv6 only, beside an IPv4 listener
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as err:
+                if err.errno == errno.EADDRINUSE:
+                    return f"port {port} on {host} is already in use; {hint}", EXIT_TEMPFAIL
+                reason = err.strerror or err
+                return f"cannot listen on {host}:{port}: {reason}; check http.host and http.port", EXIT_USAGE
+    return None
 
 
 def _runner(stages: tuple[str, ...]):
@@ -26,6 +54,9 @@ def _runner(stages: tuple[str, ...]):
         if problems:
             print("finsent: refusing to start:\n" + "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
             return EXIT_USAGE
+        if settings.http.enabled and (bind := port_problem(settings.http.host, settings.http.port)):
+            print(f"finsent: refusing to start: {bind[0]}", file=sys.stderr)
+            return bind[1]
         from monitor.stages.persist import disk_fault_in
         from monitor.wiring import build_daemon
 
@@ -40,7 +71,15 @@ def _runner(stages: tuple[str, ...]):
             print(f"finsent: cannot open the state under {settings.state_dir}: {fault}. The disk is full or "
                   "failing; free space there and start again.", file=sys.stderr)
             return EXIT_TEMPFAIL
-        return daemon.run_forever()
+        try:
+            return daemon.run_forever()
+        except RuntimeError:
+            # Taken between the check above and uvicorn's bind: no traceback either.
+            if daemon.http is None or (bind := port_problem(settings.http.host, settings.http.port)) is None:
+                raise
+            daemon.shutdown()  # (no stage had started: HTTP comes first)
+            print(f"finsent: stopped: {bind[0]}", file=sys.stderr)
+            return bind[1]
 
     return handler
 

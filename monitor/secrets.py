@@ -7,13 +7,17 @@ Two complementary tools:
   parameters, the password part of a URL, the path of a Slack webhook URL;
 * a :class:`Redactor` that knows the actual secret values of one configuration and replaces any
   occurrence of them in free text (log lines, exception messages), wherever they ended up.
+
+:func:`mask_message` is the one rule for every error message shown to a person: known secret
+values and URL credentials masked (the :class:`Redactor`), control and bidirectional-override
+characters escaped (a hostile title or key cannot reorder or hide what the terminal shows).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -32,8 +36,56 @@ _MIN_SECRET_CHARS = 4
 """Shorter 'secrets' are not redacted from free text (they would mangle ordinary words)."""
 
 
+SECRET_FIELDS = frozenset({"sasl_password", "password", "secret"})
+"""Config fields whose value is a secret, whatever its type (a numeric password included)."""
+_SECRET_SECTIONS = SECRET_FIELDS | {"auth", "tokens", "headers", "params"}
+"""A config path through one of these may hold a secret: its value is never echoed in an error."""
+
+_UNSAFE_CHAR = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+"""Control characters, zero-width characters and bidirectional marks, embeddings, overrides and
+isolates (U+202E RIGHT-TO-LEFT OVERRIDE and its kin): never shown raw in an error message."""
+
+
 def is_secret_name(name: str) -> bool:
     return bool(_SECRET_NAME.search(name))
+
+
+def is_secret_field(path: Sequence[Any]) -> bool:
+    """Whether the config value at ``path`` (``("kafka", "sasl_password")``) may be a secret."""
+    return any(str(p).lower() in _SECRET_SECTIONS for p in path)
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with control, zero-width and bidi characters written as ``\\uXXXX`` escapes."""
+    if text.isprintable():
+        return text
+    return _UNSAFE_CHAR.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)
+
+
+def mask_message(text: str, secrets: Iterable[str] = ()) -> str:
+    """One error message as it may be shown: ``secrets`` and URL credentials masked, control and
+    bidi characters escaped. Every config and rules error passes here. URLs are masked first, so
+    a URL that holds a password shows with only its password masked."""
+    return escape_controls(Redactor(secrets)(mask_urls_in(text) if "://" in text else text))
+
+
+def http_url_problem(url: str) -> str | None:
+    """Why ``url`` is not an http(s) URL with a host (None when it is). The message never repeats
+    the URL (the caller's error shows it once, masked)."""
+    if any(c.isspace() for c in url) or not url.isprintable():
+        return "a URL must not contain spaces, line breaks or control characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as err:
+        return f"not a valid URL ({err})"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "expected an http:// or https:// URL"
+    if not parts.hostname:
+        return "the URL has no host (expected http(s)://HOST[:PORT]/...)"
+    if port == 0:
+        return "port 0 is not a port to connect to"
+    return None
 
 
 def mask_url(url: str) -> str:
@@ -90,10 +142,17 @@ def secret_values(data: Any, key: str = "") -> set[str]:
         got = os.environ.get(data["env"])  # a connectors Secret given by environment variable
         if got:
             out.add(got)
+    if isinstance(data, dict) and key in ("secret", "auth", "tokens"):  # raw config: {value: ...} or {env: ...}
+        if isinstance(data.get("value"), (str, int, float)) and not isinstance(data.get("value"), bool):
+            out.add(str(data["value"]))
+        if isinstance(data.get("env"), str) and (got := os.environ.get(data["env"])):
+            out.add(got)
     if isinstance(data, dict):
         for k, v in data.items():
             k = str(k)
-            if key == "headers" and k.lower() not in SAFE_HEADERS and isinstance(v, str):
+            if k.lower() in SECRET_FIELDS and isinstance(v, (str, int, float)) and not isinstance(v, bool):
+                out.add(str(v))  # a raw config's password, numeric or not
+            elif key == "headers" and k.lower() not in SAFE_HEADERS and isinstance(v, str):
                 out.add(v)
                 out.update(p for p in v.split() if len(p) >= 8)  # "Bearer <token>": the token alone too
             elif key == "params" and is_secret_name(k) and isinstance(v, str):
