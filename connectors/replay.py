@@ -42,6 +42,7 @@ from connectors.publisher import PublishResult, Publisher
 from connectors.settings import FileSource
 from connectors.text import clean_text
 from monitor.bus.base import BusError
+from monitor.csvfile import iter_csv
 from monitor.records import utcnow
 
 log = structlog.get_logger(__name__)
@@ -167,20 +168,12 @@ def _records(path: Path, fmt: str) -> Iterator[tuple[int, bytes, dict[str, Any] 
                 yield n, line.rstrip(b"\r\n"), rec
         return
     dialect = csv.excel_tab if path.suffix.lower() == ".tsv" else csv.excel
-    with path.open(encoding="utf-8-sig", errors="replace", newline="") as fh:
-        reader = csv.DictReader(fh, dialect=dialect)
-        rows = iter(reader)
-        while True:
-            try:
-                rec = next(rows)
-            except StopIteration:
-                return
-            except csv.Error as err:  # e.g. a field past the csv module's size limit: skip that row
-                n = reader.line_num + 1
-                yield n, f"csv row at line {n}".encode(), f"line {n}: unreadable CSV row: {err}"
-                continue
-            clean = {str(k).strip().lower(): v for k, v in rec.items() if k is not None}
-            yield reader.line_num, json.dumps(clean, ensure_ascii=False).encode("utf-8"), clean
+    for n, rec in iter_csv(path, dialect, errors="replace"):  # strict: a bad row is named, its neighbours kept
+        if isinstance(rec, str):
+            yield n, f"csv row at line {n}".encode(), rec
+            continue
+        clean = {str(k).strip().lower(): v for k, v in rec.items() if k is not None}
+        yield n, json.dumps(clean, ensure_ascii=False).encode("utf-8"), clean
 
 
 def iter_file(path: Path, fmt: str, default_source: str) -> Iterator[Row | BadRow]:

@@ -15,8 +15,6 @@ votes; a tie goes to the tied label voted **latest** (``labelled_at``, then arri
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sqlite3
 import threading
@@ -29,11 +27,22 @@ from typing import Any, Literal
 import structlog
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from monitor.bus.base import ConsumerOptions
 from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets
 from monitor.component import Context
+from monitor.csvfile import iter_csv
 from monitor.metrics import RetrainMetrics
 from monitor.records import LabelRecord, UtcDatetime, utcnow
 
@@ -57,7 +66,8 @@ class LabelIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     task: Task
-    label: str | int
+    label: StrictStr | StrictInt = Field(description="a label name, or the dataset's integer id; JSON true, "
+                                         "false and 1.0 are not labels")
     text: str | None = Field(default=None, min_length=1, max_length=20_000)
     story_id: str | None = Field(default=None, min_length=1, max_length=256)
     labeller: str = Field(min_length=1, max_length=128)
@@ -97,6 +107,13 @@ class ResolvedLabel:
 
 
 @dataclass(frozen=True)
+class Unreadable:
+    """A row of a label file that could not even be parsed (not JSON, a broken CSV row)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class RowError:
     row: int | str
     error: str
@@ -131,6 +148,9 @@ def validate_rows(rows: Sequence[tuple[int | str, Any]], source: str, lookup: St
     errors: list[RowError] = []
     now = utcnow()
     for name, raw in rows:
+        if isinstance(raw, Unreadable):
+            errors.append(RowError(name, raw.reason))
+            continue
         if not isinstance(raw, dict):
             errors.append(RowError(name, f"expected an object, got {type(raw).__name__}"))
             continue
@@ -278,32 +298,38 @@ def resolve(votes: Iterable[dict[str, Any]]) -> list[ResolvedLabel]:
 def read_label_file(path: Path) -> list[tuple[int | str, Any]]:
     """Rows of a ``.csv`` (header: task,label,text[,story_id,labeller,labelled_at]) or ``.jsonl`` file.
 
-    Row names are what an editor shows: CSV rows count the header as row 1, JSONL lines from 1.
-    Raises :class:`LabelBatchError` for lines that are not JSON objects, ValueError for the file.
+    Row names are what an editor shows: CSV rows count the header as row 1, JSONL lines from 1. A
+    row that cannot be parsed (not JSON, a broken CSV row: ``monitor.csvfile``) comes back as
+    :class:`Unreadable`, so :func:`validate_rows` names it with every other bad row. Raises
+    ValueError naming the file for a file that cannot be read at all.
     """
     suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8")
     rows: list[tuple[int | str, Any]] = []
-    if suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        missing = [c for c in ("task", "label") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
-        for i, row in enumerate(reader, start=2):
-            rows.append((i, {k: v for k, v in row.items() if k and v not in (None, "")}))
-    elif suffix in (".jsonl", ".ndjson"):
-        errors = []
-        for i, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((i, json.loads(line)))
-            except ValueError as err:
-                errors.append(RowError(i, f"not JSON: {err}"))
-        if errors:
-            raise LabelBatchError(errors, len(rows) + len(errors))
-    else:
-        raise ValueError(f"{path}: expected a .csv or .jsonl file")
+    try:
+        if suffix == ".csv":
+            for line, row in iter_csv(path):
+                if isinstance(row, str):
+                    rows.append((line, Unreadable(row.split(": ", 1)[-1])))
+                    continue
+                if not rows and any(c not in row for c in ("task", "label")):
+                    missing = [c for c in ("task", "label") if c not in row]
+                    raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+                rows.append((line, {k: v for k, v in row.items() if k and v not in (None, "")}))
+        elif suffix in (".jsonl", ".ndjson"):
+            with path.open(encoding="utf-8") as fh:
+                for i, line in enumerate(fh, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        rows.append((i, json.loads(line)))
+                    except ValueError as err:
+                        rows.append((i, Unreadable(f"not JSON: {err}")))
+        else:
+            raise ValueError(f"{path}: expected a .csv or .jsonl file")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read: {err.strerror or err}") from None
     if not rows:
         raise ValueError(f"{path}: no labels")
     return rows
