@@ -25,7 +25,7 @@ from alerts.state import OutboxEntry
 from monitor.bus.base import BusError, Producer
 from monitor.bus.codec import send_record
 from monitor.records import Alert
-from monitor.secrets import mask_urls_in
+from monitor.secrets import Redactor, mask_urls_in
 
 log = structlog.get_logger(__name__)
 
@@ -86,12 +86,35 @@ def classify_response(response: httpx.Response, now: float) -> DeliveryResult:
     return DeliveryResult(ok=False, retryable=False, status=status, error=error)
 
 
+def receiver_secrets(settings: ReceiverSettings) -> list[str]:
+    """What a receiver's own error reply must never show: its signing secret, its header values
+    (and the token inside ``Bearer …``), and the password and query values of its URL."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    out: list[str] = []
+    if settings.secret is not None:
+        out.append(settings.secret.get_secret_value())
+    for value in settings.headers.values():
+        out += [value, value.split()[-1]] if value.strip() else []
+    if settings.url:
+        try:
+            parts = urlsplit(settings.url)
+            out += [v for _, v in parse_qsl(parts.query)] + ([parts.password] if parts.password else [])
+        except ValueError:
+            pass
+    return out
+
+
 class HttpSender:
-    """POSTs the entry's body (webhook JSON or Slack text), signed when the receiver has a secret."""
+    """POSTs the entry's body (webhook JSON or Slack text), signed when the receiver has a secret.
+
+    An error kept for the outbox and the API never repeats the receiver's secrets, even when the
+    receiver echoes a header or query value in its reply (:func:`receiver_secrets`)."""
 
     def __init__(self, name: str, settings: ReceiverSettings, client: httpx.Client | None = None) -> None:
         self.name = name
         self.settings = settings
+        self._redact = Redactor(receiver_secrets(settings))
         timeout = settings.timeout.total_seconds()
         self._own_client = client is None
         self._client = client or httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False)
@@ -112,6 +135,12 @@ class HttpSender:
         return headers
 
     def send(self, entry: OutboxEntry, attempt: int, now: float) -> DeliveryResult:
+        result = self._send(entry, attempt, now)
+        if result.error:
+            object.__setattr__(result, "error", self._redact(result.error))
+        return result
+
+    def _send(self, entry: OutboxEntry, attempt: int, now: float) -> DeliveryResult:
         assert self.settings.url is not None
         try:
             response = self._client.post(
@@ -144,7 +173,7 @@ class AlertmanagerSender(HttpSender):
         assert settings.url is not None
         self.endpoint = settings.url.rstrip("/") + self.API_PATH
 
-    def send(self, entry: OutboxEntry, attempt: int, now: float) -> DeliveryResult:
+    def _send(self, entry: OutboxEntry, attempt: int, now: float) -> DeliveryResult:
         try:
             response = self._client.post(
                 self.endpoint, content=entry.body, headers=self.headers(entry, attempt, now), timeout=self._timeout
