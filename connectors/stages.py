@@ -120,9 +120,19 @@ class ReplayStage:
 
     def run(self, stop: threading.Event) -> None:
         self._state = "replaying"
-        stats = self.replayer.run(stop)
+        try:
+            stats = self.replayer.run(stop)
+        except OSError as err:  # the file went away (or became unreadable) after the config was checked
+            self._state = f"failed: cannot read {self.replayer.source.path}: {err.strerror or err}"
+            self._failed = True
+            log.error("replay source unreadable", source=self.replayer.source.name,
+                      path=str(self.replayer.source.path), error=err.strerror or str(err))
+            stop.wait()
+            return
         self._state = f"finished: {stats.summary()}"
         stop.wait()
 
+    _failed = False
+
     def ready(self) -> tuple[bool, str]:
-        return True, self._state
+        return not self._failed, self._state

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import tracemalloc
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -114,3 +115,25 @@ def test_replay_without_a_broker_is_refused_and_remembers_nothing(tmp_path: Path
     assert main(["replay", str(fifo)]) == 2
     err = capsys.readouterr().err
     assert "no such file" not in err and "no broker configured" in err
+
+
+def test_replay_file_removed_after_start_up_is_a_clear_not_ready_not_a_traceback(tmp_path: Path) -> None:
+    """Item 17: the configured file is gone by the time the replay stage reads it."""
+    from connectors.stages import ReplayStage
+
+    path = tmp_path / "gone.jsonl"
+    stage = ReplayStage(Replayer(FileSource(name="gone", path=path, speed=0), CountingPublisher()))
+    stop = threading.Event()
+    worker = threading.Thread(target=stage.run, args=(stop,))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while stage.ready()[0] and time.monotonic() < deadline:
+            stop.wait(0.02)
+        ok, detail = stage.ready()
+        assert not ok and f"cannot read {path}" in detail and "No such file" in detail
+        assert worker.is_alive()  # the stage idles until stop; the daemon goes on
+    finally:
+        stop.set()
+        worker.join(5)
+    assert not worker.is_alive()
