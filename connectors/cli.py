@@ -40,7 +40,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from connectors.replay import Replayer
     from connectors.settings import FileSource
     from monitor.bus.base import BusError
-    from monitor.bus.factory import make_bus
+    from monitor.bus.factory import make_command_bus
     from monitor.component import Context
 
     from pydantic import ValidationError
@@ -51,7 +51,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         print(f"finsent replay: invalid --source {args.source!r}: {err.errors()[0]['msg']}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        bus = make_bus(settings)
+        bus = make_command_bus(settings)
         ctx = Context(settings=settings, bus=bus)
         ingest = build_core(ctx)
     except BusError as err:

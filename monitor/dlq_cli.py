@@ -20,7 +20,7 @@ def _time(value: str) -> datetime:
 
 def _read(args: argparse.Namespace):
     from monitor.bus.base import BusError
-    from monitor.bus.factory import make_bus
+    from monitor.bus.factory import make_command_bus
     from monitor.dlq import LetterFilter, read_letters
 
     overrides = {"kafka": {"bootstrap": args.kafka}} if args.kafka else {}
@@ -28,7 +28,11 @@ def _read(args: argparse.Namespace):
     if not settings.kafka.enabled:
         print("finsent dlq: needs kafka.bootstrap (the in-process bus keeps no dead letters)", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
-    bus = make_bus(settings)
+    try:
+        bus = make_command_bus(settings)
+    except BusError as err:
+        print(f"finsent dlq: {err}", file=sys.stderr)
+        raise SystemExit(EXIT_FAILURE) from None
     try:
         letters, odd = read_letters(bus, settings.topics.dlq)
     except BusError as err:

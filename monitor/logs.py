@@ -58,6 +58,13 @@ def configure_logging(level: str = "INFO", fmt: str = "console", stream=None, se
         selector.addFilter(_SlowKafkaTaskFilter())
 
 
+def quiet_kafka_client() -> None:
+    """For one-shot commands (``finsent dlq``, ``finsent replay``): kafka-python logs every failed
+    connection attempt at ERROR while it retries; the command prints one clear line itself when the
+    broker cannot be reached, so the client's own lines are dropped."""
+    logging.getLogger("kafka").setLevel(logging.CRITICAL + 1)
+
+
 class _SlowKafkaTaskFilter(logging.Filter):
     """kafka-python 3 warns whenever one step of its network loop takes over 0.1 s ("Task ... ran
     for 0.363s ... blocking the event loop"), which a busy 2-core machine does all the time with

@@ -46,3 +46,17 @@ def make_bus(settings: "Settings", wait: bool = False) -> Bus:
         if attempt > 1:
             log.info("Kafka broker reachable", bootstrap=settings.kafka.bootstrap, attempts=attempt)
         return bus
+
+
+def make_command_bus(settings: "Settings") -> Bus:
+    """The bus for a one-shot command (``finsent dlq``, ``finsent replay``): a broker that cannot be
+    reached is one :class:`BusError` within seconds, not kafka-python's retries (an ERROR line each)
+    for its 30-second bootstrap timeout."""
+    if settings.kafka.enabled:
+        from monitor.bus.kafka import KafkaBus
+        from monitor.logs import quiet_kafka_client
+
+        quiet_kafka_client()
+        if not KafkaBus(settings.kafka).reachable():
+            raise BusError(f"cannot reach Kafka at {settings.kafka.bootstrap}: nothing answers there")
+    return make_bus(settings)

@@ -69,3 +69,23 @@ def test_a_non_utf8_labels_file_is_named(tmp_path: Path) -> None:
     path.write_bytes("task,label,text\nsentiment,positive,caf\xe9 opens\n".encode("latin-1"))
     with pytest.raises(ValueError, match=r"latin1\.csv: not UTF-8"):
         read_label_file(path)
+
+
+def test_dlq_list_to_a_dead_broker_is_one_line_no_traceback(tmp_path: Path) -> None:
+    """Item 18: before, a traceback and about 20 ERROR lines of the Kafka client's retries."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")} | {"FINSENT_HOME": str(tmp_path)}
+    for argv in (["dlq", "list"], ["replay", str(tmp_path / "x.jsonl")]):
+        (tmp_path / "x.jsonl").write_text('{"title": "t", "published_at": "2026-11-20T10:00:00Z"}\n')
+        done = subprocess.run([sys.executable, "-m", "monitor.cli", *argv, "--kafka", f"127.0.0.1:{port}"],
+                              capture_output=True, text=True, timeout=60, env=env)
+        assert done.returncode == 1, done
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and f"cannot reach Kafka at 127.0.0.1:{port}" in lines[0], done.stderr
+        assert "Traceback" not in done.stderr and "[error" not in done.stderr
