@@ -6,10 +6,20 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from alerts.store import AlertStore
 from alerts.views import AckRequest, AckResponse, AlertList, AlertView, OutboxView
+
+
+async def json_body_only(request: Request) -> None:
+    """415 for a body not sent as JSON (another or no ``Content-Type``). FastAPI would validate its raw
+    bytes against the body model, and its 422 handler cannot encode bytes that are not UTF-8 (a 500)."""
+    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if (media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+            or not await request.body()):
+        return
+    raise HTTPException(status_code=415, detail="send the body as JSON (Content-Type: application/json)")
 
 
 def alerts_router(store: AlertStore, now: Callable[[], datetime] | None = None) -> APIRouter:
@@ -34,7 +44,7 @@ def alerts_router(store: AlertStore, now: Callable[[], datetime] | None = None) 
             raise HTTPException(status_code=404, detail=f"no alert with fingerprint {fingerprint!r}")
         return AlertView.of(found)
 
-    @router.post("/{fingerprint}/ack", response_model=AckResponse)
+    @router.post("/{fingerprint}/ack", response_model=AckResponse, dependencies=[Depends(json_body_only)])
     def ack_alert(fingerprint: str, body: AckRequest | None = None) -> AckResponse:
         found = store.find_alert(fingerprint, exact=True)
         if found is None:

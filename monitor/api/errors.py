@@ -42,10 +42,12 @@ def error(description: str, model: type[BaseModel] = ErrorDetail) -> dict[str, A
 
 BAD_QUERY = {400: error("a query parameter names something unknown (the detail says what)")}
 NOT_FOUND = {404: error("nothing with that id or key here")}
+UNREADABLE_BODY = error("the body is not JSON text (FastAPI's answer to a JSON body that is not UTF-8)")
+NOT_JSON = error("the body is not sent as JSON (Content-Type must be application/json)")
 
 DECLARED: dict[tuple[str, str], dict[int, dict[str, Any]]] = {
     ("GET", "/alerts/{fingerprint}"): {404: error("no alert with that fingerprint (or prefix)")},
-    ("POST", "/alerts/{fingerprint}/ack"): {404: error("no alert with exactly that fingerprint")},
+    ("POST", "/alerts/{fingerprint}/ack"): {404: error("no alert with exactly that fingerprint"), 415: NOT_JSON},
     ("POST", "/labels"): {422: error("labels refused; nothing stored", LabelsRefused)},
 }
 """Error codes of routes declared outside :mod:`monitor.api` and :mod:`monitor.ui`, by (method, path)."""
@@ -54,7 +56,8 @@ DECLARED: dict[tuple[str, str], dict[int, dict[str, Any]]] = {
 def document_errors(app: FastAPI, public_paths: frozenset[str] | set[str] = frozenset()) -> None:
     """Make ``app.openapi()`` list the error answers its routes really give (FastAPI's documented
     way to extend the schema): 401/403 on every authenticated operation, 413 where a body is
-    read, and :data:`DECLARED`. A route's own ``responses=`` wins over the generic codes."""
+    read (and 400 where FastAPI parses a JSON body: it answers 400 to one that is not UTF-8), and
+    :data:`DECLARED`. A route's own ``responses=`` wins over the generic codes."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -70,6 +73,8 @@ def document_errors(app: FastAPI, public_paths: frozenset[str] | set[str] = froz
                     generic[403] = error("the token lacks the scope this needs")
                     if method.upper() not in READ_METHODS:
                         generic[413] = error("request body larger than http.max_body_bytes")
+                if "requestBody" in operation:
+                    generic[400] = UNREADABLE_BODY
                 for status, spec in generic.items():
                     responses.setdefault(str(status), _response(spec, components))
                 for status, spec in DECLARED.get((method.upper(), path), {}).items():

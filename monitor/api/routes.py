@@ -27,7 +27,9 @@ def trends_router(store: TrendStore, window_names: list[str]) -> APIRouter:
     @router.get("/trends", response_model=TrendsResponse, responses=BAD_QUERY)
     def get_trends(
         key: str = Query(description="'all', 'topic:<name>', 'ticker:<SYM>' or 'source:<name>'"),
-        window: str = Query(description=f"one of: {', '.join(window_names)}"),
+        # The schema lists the configured windows; another name is still the 400 saying which exist.
+        window: str = Query(description=f"one of: {', '.join(window_names)}",
+                            json_schema_extra={"enum": list(window_names)}),
         since: UtcDatetime | None = Query(default=None, description="ISO 8601; windows ending after it"),
         limit: int | None = Query(default=None, ge=1, le=10_000),
     ) -> TrendsResponse:

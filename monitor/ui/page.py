@@ -9,7 +9,8 @@ on the file system): anything else, a NUL byte or a path of thousands of segment
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from typing import Any
 from pathlib import Path
 
@@ -23,6 +24,10 @@ STATIC = Path(__file__).resolve().parent / "static"
 MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
 POLL_HEADERS = {"Cache-Control": "no-store"}
+SEARCHABLE = r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000$]"
+"""What ``q`` of ``/ui/keys`` must contain: a character that is neither white space (``str.isspace``,
+spelt out so that JSON Schema's regex dialect means the same) nor ``$``; the schema says so too."""
+_SEARCHABLE = re.compile(SEARCHABLE)
 
 
 def assets(root: Path = STATIC) -> dict[str, Path]:
@@ -39,9 +44,13 @@ def page_router(
     build_overview: Callable[..., Overview],
     match: Callable[[str, str | None], KeyMatches],
     item: Callable[[str], Any],
+    windows: Sequence[str] = (),
 ) -> APIRouter:
+    """``windows``: the aggregator's window names, listed in the schema of the ``window`` parameters
+    (empty or absent means the default); any other name is a 400 naming them."""
     router = APIRouter(tags=["page"])
     shipped = assets()
+    window_schema = {"enum": [*windows, ""]} if windows else None
 
     @router.get("/", include_in_schema=False)
     def index() -> FileResponse:
@@ -62,7 +71,8 @@ def page_router(
     @router.get("/ui/overview", response_model=Overview, responses={**BAD_QUERY, **NOT_FOUND},
                 summary="everything the page at / shows, in one poll")
     def get_overview(
-        window: str | None = Query(default=None, description="window name; default 5m"),
+        window: str | None = Query(default=None, description="window name; default 5m",
+                                   json_schema_extra=window_schema),
         key: list[str] = Query(default=[], description="trend keys to chart besides the busiest ones"),
         points: int = Query(default=96, ge=1, le=1000, description="windows per series"),
     ):
@@ -73,8 +83,11 @@ def page_router(
 
     @router.get("/ui/keys", response_model=KeyMatches, responses={**BAD_QUERY, **NOT_FOUND},
                 summary="trend keys containing q, busiest first")
-    def get_keys(q: str = Query(description="part of a ticker, topic or source"),
-                 window: str | None = Query(default=None)):
+    def get_keys(q: str = Query(description="part of a ticker, topic or source",
+                                json_schema_extra={"pattern": SEARCHABLE}),
+                 window: str | None = Query(default=None, json_schema_extra=window_schema)):
+        if not _SEARCHABLE.search(q):
+            q = ""  # nothing to search for ("$ $" included): refused below with the page's own 400 message
         try:
             return match(q, window)
         except UiError as err:
