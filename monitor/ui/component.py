@@ -38,4 +38,4 @@ def build_ui(ctx: Context) -> Component:
                           f"{items.capacity})", status=404)
         return found
 
-    return Component(name="ui", routers=[page_router(build_overview, match, item)])
+    return Component(name="ui", routers=[page_router(build_overview, match, item, windows=windows)])

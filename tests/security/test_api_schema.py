@@ -50,11 +50,6 @@ OPERATIONS: list[dict[str, Any]] = [
     # fuzzer cannot sign): pointed at the configured source, every request must be a documented
     # 401 (or 404/413/422), never a 5xx. All checks stay on.
     {"include-path": "/ingest/{source}", "parameters": {"source": PUSH_SOURCE}},
-    # TODO(#26 item 25): the page's window parameters list the configured windows only when
-    # monitor/ui/component.py passes them (`page_router(..., windows=windows)`); until it does, a
-    # window name the schema allows is a 400. Remove these two entries with that one-line change.
-    {"include-path": "/ui/overview", "checks": {"positive_data_acceptance": {"enabled": False}}},
-    {"include-path": "/ui/keys", "checks": {"positive_data_acceptance": {"enabled": False}}},
     # POST /labels takes any JSON (an object, a list, {"labels": [...]}) and decides what is a label
     # itself: names per task, case-insensitive, and story ids this process scored. Schema-valid
     # bodies are mostly refused (422, documented with every bad row named), so "valid data is
