@@ -77,9 +77,10 @@ class TickerChip(BaseModel):
     relevance: float | None = None
     """how much the story is about the ticker, in [0, 1]; None when the record carries none"""
     own: bool = False
-    """true: entity-level sentiment of this ticker; false: the story's sentiment (older records)"""
+    """true: the entity head read this ticker; false: the story's sentiment stands in (older records,
+    a ticker the model could not see in the text)"""
     method: str | None = None
-    """the record's ``EntitySentiment.method`` ('entity' or 'story') when ``own``"""
+    """the record's ``EntitySentiment.method`` ('entity' or 'story'); None on older records"""
     dim: bool = False
     """relevance below the floor: a passing mention (shown dimmed)"""
 
@@ -193,7 +194,8 @@ def ticker_chips(scored: ScoredItem, floor: float = RELEVANCE_FLOOR) -> list[Tic
                                     confidence=scored.confidence))
         else:
             chips.append(TickerChip(ticker=t, sentiment=e.sentiment, score=e.sentiment_score, confidence=e.confidence,
-                                    relevance=e.relevance, own=True, method=e.method, dim=e.relevance < floor))
+                                    relevance=e.relevance, own=e.method == "entity", method=e.method,
+                                    dim=e.relevance < floor))
     return chips
 
 

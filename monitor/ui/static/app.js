@@ -317,11 +317,11 @@ function storyChips(s) {
   const chips = s.chips || s.tickers.map(t => ({ticker: t, sentiment: s.sentiment, score: s.score,
                                                 confidence: s.confidence, relevance: null, own: false, dim: false}));
   return chips.map(c => {
+    const rel = (c.relevance === null || c.relevance === undefined ? "" : ` · relevance ${c.relevance.toFixed(2)}`) +
+      (c.dim ? " (passing mention)" : "");
     const how = c.own
-      ? `${c.sentiment} ${signed(c.score)} (${Math.round(c.confidence * 100)}%)` +
-        (c.relevance === null || c.relevance === undefined ? "" : ` · relevance ${c.relevance.toFixed(2)}`) +
-        (c.dim ? " (passing mention)" : "")
-      : `story sentiment ${c.sentiment} ${signed(c.score)} (no per-ticker score)`;
+      ? `${c.sentiment} ${signed(c.score)} (${Math.round(c.confidence * 100)}%)` + rel
+      : `story sentiment ${c.sentiment} ${signed(c.score)} (no per-ticker score: not named in what the model read)` + rel;
     return el("span", {class: `tick chip-${c.sentiment}${c.dim ? " dim" : ""}`, text: c.ticker,
                        "data-ticker": c.ticker, "data-score": c.score.toFixed(3),
                        "data-relevance": c.relevance === null || c.relevance === undefined ? null : c.relevance.toFixed(3),
