@@ -78,10 +78,11 @@ def test_rss2_and_atom_to_kafka(kafka_settings, kafka_bootstrap, feed_server, in
     sg = next(i for i in items.values() if i.source == "latin")
     assert sg.title.startswith("Société Générale annonce un bénéfice en hausse de 12€")
     assert sg.language == "fr"
+    assert sg.tickers == ("GLE",)  # the default alias table knows Société Générale (its key: the ticker)
 
     # Partition key: primary ticker, else source.
     keys = sorted(rec.key.decode() for rec in read_topic(kafka_bootstrap, settings.topics.raw))
-    assert keys == sorted(["ACME", "GBX", "INTC.X", "UMB", "STRK", "latin"])
+    assert keys == sorted(["ACME", "GBX", "INTC.X", "UMB", "STRK", "GLE"])
 
     dead = dead_letters_on(kafka_bootstrap, settings.topics.dlq)
     assert [d.reason for d in dead] == ["markets: missing title"]
