@@ -177,7 +177,7 @@ class WindowAgg:
     @property
     def mean(self) -> float:
         """sum(r*x) / sum(r); 0 when the window carries no weight."""
-        return self.rscore_u / SCALE / (self.rel_u / SCALE) if self.rel_u else 0.0
+        return self.rscore_u / self.rel_u if self.rel_u else 0.0  # one correctly rounded division of integers
 
     @property
     def negative_share(self) -> float:
