@@ -24,8 +24,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from models.data import (
     DATA_DIR,
@@ -58,10 +59,9 @@ def _is_valid_row(text: str) -> bool:
     return int.from_bytes(digest[:4], "big") % SENTFIN_VALID_EVERY == 0
 
 
-def load_sentfin(split: Literal["train", "valid", "all"], data_dir: Path = DATA_DIR) -> list[Example]:
-    """SEntFiN headlines whose entities agree, labelled with that shared sentiment."""
+def sentfin_rows(data_dir: Path = DATA_DIR) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """``(row number, headline, {entity: label})`` of every SEntFiN row (DataError names a bad one)."""
     path = data_dir / SENTFIN_FILE
-    out: list[Example] = []
     try:
         handle = path.open(newline="", encoding="utf-8")
     except OSError as err:
@@ -73,17 +73,31 @@ def load_sentfin(split: Literal["train", "valid", "all"], data_dir: Path = DATA_
                 text = row["Title"]
             except (KeyError, TypeError, json.JSONDecodeError) as err:
                 raise DataError(f"{path}: row {rowno}: unreadable row ({err})") from None
-            labels = {str(v).strip().lower() for v in decisions.values()}
-            if len(labels) != 1 or not text or not text.strip():
-                continue  # entities disagree (or nothing to read): not a headline-level label
-            try:
-                label = parse_label("sentiment", labels.pop())
-            except ValueError as err:
-                raise DataError(f"{path}: row {rowno}: {err}") from None
-            if split == "all" or (split == "valid") == _is_valid_row(text):
-                out.append(Example(text=text, label=label))
+            if not isinstance(decisions, dict):
+                raise DataError(f"{path}: row {rowno}: Decisions is not an object")
+            yield rowno, text, decisions
+
+
+def in_split(text: str, split: Literal["train", "valid", "all"]) -> bool:
+    """Whether a SEntFiN headline belongs to ``split`` (one in five, by its normalised text, is valid)."""
+    return split == "all" or (split == "valid") == _is_valid_row(text)
+
+
+def load_sentfin(split: Literal["train", "valid", "all"], data_dir: Path = DATA_DIR) -> list[Example]:
+    """SEntFiN headlines whose entities agree, labelled with that shared sentiment."""
+    out: list[Example] = []
+    for rowno, text, decisions in sentfin_rows(data_dir):
+        labels = {str(v).strip().lower() for v in decisions.values()}
+        if len(labels) != 1 or not text or not text.strip():
+            continue  # entities disagree (or nothing to read): not a headline-level label
+        try:
+            label = parse_label("sentiment", labels.pop())
+        except ValueError as err:
+            raise DataError(f"{data_dir / SENTFIN_FILE}: row {rowno}: {err}") from None
+        if in_split(text, split):
+            out.append(Example(text=text, label=label))
     if not out:
-        raise DataError(f"{path}: no rows")
+        raise DataError(f"{data_dir / SENTFIN_FILE}: no rows")
     return out
 
 

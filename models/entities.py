@@ -22,7 +22,6 @@ Labelled data:
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -94,38 +93,25 @@ def token_mask(offsets: Sequence[Sequence[int]], spans: Sequence[tuple[int, int]
 # -- labelled data ------------------------------------------------------------------------------
 def load_sentfin_entities(split: str, data_dir: Path = DATA_DIR) -> list[EntityExample]:
     """SEntFiN headlines with every entity's own label; ``split``: train / valid / all (by headline)."""
-    from models.domains import _is_valid_row
+    from models.domains import in_split, sentfin_rows
 
-    path = data_dir / SENTFIN_FILE
     out: list[EntityExample] = []
-    try:
-        handle = path.open(newline="", encoding="utf-8")
-    except OSError as err:
-        raise DataError(f"{path}: cannot open: {err.strerror or err}") from None
-    with handle:
-        for rowno, row in enumerate(csv.DictReader(handle), start=2):
+    for rowno, text, decisions in sentfin_rows(data_dir):
+        if not text or not text.strip() or not in_split(text, split):  # type: ignore[arg-type]
+            continue
+        clean = model_text(text)
+        targets = []
+        for name, label in decisions.items():
+            if not find_spans(clean, [name]):
+                continue  # not written in the headline as named: nothing to point at
             try:
-                decisions = json.loads(row["Decisions"])
-                text = row["Title"]
-            except (KeyError, TypeError, json.JSONDecodeError) as err:
-                raise DataError(f"{path}: row {rowno}: unreadable row ({err})") from None
-            if not text or not text.strip() or not isinstance(decisions, dict):
-                continue
-            if split != "all" and (split == "valid") != _is_valid_row(text):
-                continue
-            clean = model_text(text)
-            targets = []
-            for name, label in decisions.items():
-                if not find_spans(clean, [name]):
-                    continue  # not written in the headline as named: nothing to point at
-                try:
-                    targets.append(Target(name=name, surfaces=(name,), label=parse_label("sentiment", str(label))))
-                except ValueError as err:
-                    raise DataError(f"{path}: row {rowno}: {err}") from None
-            if targets:
-                out.append(EntityExample(text, tuple(targets)))
+                targets.append(Target(name=name, surfaces=(name,), label=parse_label("sentiment", str(label))))
+            except ValueError as err:
+                raise DataError(f"{data_dir / SENTFIN_FILE}: row {rowno}: {err}") from None
+        if targets:
+            out.append(EntityExample(text, tuple(targets)))
     if not out:
-        raise DataError(f"{path}: no rows")
+        raise DataError(f"{data_dir / SENTFIN_FILE}: no rows")
     return out
 
 

@@ -272,6 +272,18 @@ def _coerce_extra(extra: Iterable[LabelledExample | tuple[str, str, str | int]])
     return out
 
 
+def _padded_states(states: list[torch.Tensor] | None, enc: Sequence[Sequence[int]], idx: Sequence[int],
+                   width: int) -> torch.Tensor | None:
+    """The cached frozen-layer outputs of rows ``idx``, padded to ``width`` like their token ids."""
+    if states is None:
+        return None
+    first = states[idx[0]]
+    out = torch.zeros((len(idx), width, first.shape[-1]), dtype=first.dtype)
+    for r, i in enumerate(idx):
+        out[r, : len(enc[i])] = states[i]
+    return out
+
+
 def _make_batches(task: Task, td: _TaskData, indices: Sequence[int], batch_size: int, rng: random.Random) -> list[_Batch]:
     """Shuffle, sort by length inside chunks of 50 batches, cut into batches (less padding)."""
     order = list(indices)
@@ -285,12 +297,7 @@ def _make_batches(task: Task, td: _TaskData, indices: Sequence[int], batch_size:
             idx = part[b : b + batch_size]
             ids, mask = pad_batch(enc, idx)
             width = ids.shape[1]
-            states = None
-            if td.states is not None:
-                first = td.states[idx[0]]
-                states = torch.zeros((len(idx), width, first.shape[-1]), dtype=first.dtype)
-                for r, i in enumerate(idx):
-                    states[r, : len(enc[i])] = td.states[i]
+            states = _padded_states(td.states, enc, idx, width)
             batches.append(_Batch(task, ids, mask, torch.tensor([td.train[i].label for i in idx]), states))
     return batches
 
@@ -315,12 +322,7 @@ def _make_entity_batches(ed: _EntityData, indices: Sequence[int], batch_size: in
                     targets.append(tmask + [0] * (width - len(tmask)))
                     owner.append(r)
                     labels.append(label)
-            states = None
-            if ed.states is not None:
-                first = ed.states[idx[0]]
-                states = torch.zeros((len(idx), width, first.shape[-1]), dtype=first.dtype)
-                for r, i in enumerate(idx):
-                    states[r, : len(enc[i])] = ed.states[i]
+            states = _padded_states(ed.states, enc, idx, width)
             batches.append(_Batch("entity", ids, mask, torch.tensor(labels), states,  # type: ignore[arg-type]
                                   torch.tensor(targets), torch.tensor(owner)))
     return batches

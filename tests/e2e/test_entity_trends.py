@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.alerts.helpers import Receiver
-from tests.connectors.conftest import FeedServer, Resp
+from tests.connectors.conftest import Resp
 from tests.e2e.test_feed_to_webhook import alerts_in, rss, start, stop, stories, wait_for, window_start
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
@@ -132,10 +132,3 @@ def test_conflicting_headlines_move_tickers_apart_and_lists_barely_move(
         rel = {e["ticker"]: e["relevance"] for e in item.json()["entities"]}
         assert set(rel) >= set(LISTED[:8]) and max(rel.values()) < 0.1, rel
 
-
-@pytest.fixture
-def feed():
-    server = FeedServer()
-    server.start()
-    yield server
-    server.stop()

@@ -23,7 +23,7 @@ from alerts import signing
 from monitor.component import Context
 from monitor.wiring import PIPELINE, build_daemon
 from tests.alerts.helpers import Receiver
-from tests.connectors.conftest import FeedServer, Resp
+from tests.connectors.conftest import Resp
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
 
@@ -103,13 +103,6 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None
 def alerts_in(receiver: Receiver, status: str) -> list[dict]:
     return [a for r in receiver.accepted for a in r.json()["alerts"] if a["status"] == status]
 
-
-@pytest.fixture
-def feed():
-    server = FeedServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
