@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import sys
 import threading
 from itertools import islice
 import time
@@ -70,16 +71,22 @@ CREATE TABLE IF NOT EXISTS http_state (
 """
 
 
-@dataclass
+@dataclass(slots=True)
 class _Cluster:
     scope: str
     key: str
-    tokens: frozenset[str]
+    tokens: tuple[str, ...]
+    """The title's content words, interned (shared by every cluster that holds them) and kept as a
+    tuple: a tenth of a frozenset's memory, which matters at ``max_entries`` clusters."""
     first_id: str
     copies: int
     first_seen: float
     last_seen: float
     persisted: bool
+
+
+def _compact(tokens: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sys.intern(t) for t in tokens)
 
 
 @dataclass
@@ -128,8 +135,8 @@ class IngestState:
         self._db.executescript(_SCHEMA)
         self._pending: set[str] = set()
         self._clusters: dict[tuple[str, str], _Cluster] = {}
-        self._postings: dict[tuple[str, str], dict[tuple[str, str], frozenset[str]]] = {}
-        """(scope, word) -> the clusters indexed under it (oldest first) and their words."""
+        self._postings: dict[str, dict[str, dict[tuple[str, str], tuple[str, ...]]]] = {}
+        """scope -> word -> the clusters indexed under it (oldest first) and their words."""
         self._df: dict[str, int] = {}
         self._ids: dict[str, tuple[str, float]] = {}
         self._last_purge = 0.0
@@ -145,7 +152,7 @@ class IngestState:
         rows = self._db.execute("SELECT scope, key, first_id, copies, first_seen, last_seen FROM titles "
                                 "ORDER BY first_seen").fetchall()
         for scope, key, first_id, copies, first_seen, last_seen in rows:
-            self._index(_Cluster(scope, key, title_tokens(key), first_id, copies, first_seen, last_seen, True))
+            self._index(_Cluster(scope, key, _compact(title_tokens(key)), first_id, copies, first_seen, last_seen, True))
         self._cap(self._clock())
         self._last_purge = self._clock()
         log.info("ingest state loaded", path=str(self.path), ids=len(self._ids), titles=len(rows))
@@ -175,7 +182,7 @@ class IngestState:
                 self._unindex(cluster)  # expired since the last purge
                 cluster = None
             if cluster is None:
-                cluster = _Cluster(scope, key or item_id, tokens, item_id, 1, now, now, False)
+                cluster = _Cluster(scope, key or item_id, _compact(tokens), item_id, 1, now, now, False)
                 self._index(cluster, prefix)
                 self._pending.add(item_id)
                 return Verdict("new", 1.0, None, Reservation(item_id, scope, cluster, True))
@@ -257,16 +264,17 @@ class IngestState:
         entry = self._ids.get(item_id)  # an in-memory mirror of seen_ids: no I/O per story
         return entry is not None and entry[1] >= now - self.ttl_s
 
-    def _prefix(self, tokens: frozenset[str]) -> list[str]:
+    def _prefix(self, tokens: Iterable[str]) -> list[str]:
         """Prefix filtering: two sets with Jaccard >= t share a token among the first
         ``|x| - ceil(t*|x|) + 1`` tokens of each when both are sorted in one global order. The
         order used is rarest first by the current document frequency, which keeps candidate
         lists short; since frequencies drift, the match is approximate (near-duplicates share
         their rare words, names and numbers, so in practice they are found)."""
-        n = len(tokens)
+        ordered = list(tokens)
+        n = len(ordered)
         size = n - math.ceil(self.threshold * n - 1e-9) + 1
         df = self._df
-        return sorted(tokens, key=lambda t: (df.get(t, 0), token_order(t)))[:size]
+        return sorted(ordered, key=lambda t: (df.get(t, 0), token_order(t)))[:size]
 
     def _fuzzy(self, scope: str, tokens: frozenset[str], prefix: list[str] | None = None) -> _Cluster | None:
         if len(tokens) < MIN_FUZZY_TOKENS:
@@ -276,15 +284,18 @@ class IngestState:
         best_ck: tuple[str, str] | None = None
         best = 0.0
         seen: set[tuple[str, str]] = set()
+        postings = self._postings.get(scope)
+        if not postings:
+            return None
         for tok in prefix if prefix is not None else self._prefix(tokens):
-            posting = self._postings.get((scope, tok))
+            posting = postings.get(tok)
             if not posting:
                 continue
             for ck, other in islice(reversed(posting.items()), RECENT_CANDIDATES):
                 if ck in seen:
                     continue
                 seen.add(ck)
-                inter = len(tokens & other)
+                inter = len(tokens.intersection(other))
                 jac = inter / (n + len(other) - inter)
                 if jac >= threshold and jac > best:
                     best, best_ck = jac, ck
@@ -297,8 +308,9 @@ class IngestState:
             df = self._df
             for tok in c.tokens:
                 df[tok] = df.get(tok, 0) + 1
+            postings = self._postings.setdefault(c.scope, {})
             for tok in prefix if prefix is not None else self._prefix(c.tokens):
-                self._postings.setdefault((c.scope, tok), {})[ck] = c.tokens
+                postings.setdefault(tok, {})[ck] = c.tokens
 
     def _unindex(self, c: _Cluster) -> None:
         ck = (c.scope, c.key)
@@ -312,12 +324,17 @@ class IngestState:
                     self._df[tok] = left
                 else:
                     self._df.pop(tok, None)
+        postings = self._postings.get(c.scope)
+        if postings is None:
+            return
         for tok in c.tokens:
-            posting = self._postings.get((c.scope, tok))
+            posting = postings.get(tok)
             if posting is not None:
                 posting.pop(ck, None)
                 if not posting:
-                    del self._postings[(c.scope, tok)]
+                    del postings[tok]
+        if not postings:
+            del self._postings[c.scope]
 
     def _purge(self, now: float) -> None:
         horizon = now - self.ttl_s
