@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: bootstrap run test test-fast test-all check-deploy model bench kafka-start kafka-stop lint clean
+.PHONY: bootstrap run test test-fast test-all check-deploy model bench kafka-start kafka-stop lint lock clean
 
 bootstrap:            ## create/refresh .venv, install finsent, fetch the Kafka jars (idempotent)
 	@deploy/bootstrap.sh
@@ -44,6 +44,12 @@ kafka-start: bootstrap
 	@deploy/kafka/kafka-local start
 kafka-stop:
 	@deploy/kafka/kafka-local stop
+
+lock:                 ## refresh deploy/requirements.lock from pyproject.toml (keeps pins; UPGRADE=1 takes the newest)
+	@test -x .cache/uv/bin/uv || { python3 -m venv .cache/uv && .cache/uv/bin/pip install -q uv; }
+	@.cache/uv/bin/uv pip compile pyproject.toml --extra test --generate-hashes --universal --quiet \
+	    $(if $(UPGRADE),--upgrade,) --custom-compile-command "make lock" -o deploy/requirements.lock
+	@echo "deploy/requirements.lock refreshed; run make test before committing it"
 
 clean:
 	rm -rf .pytest_cache build *.egg-info deploy/kafka/libs .cache

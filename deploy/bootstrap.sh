@@ -47,17 +47,21 @@ if ((WITH_TEST_TOOLS)); then
   { command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || apt_install chromium chromium-driver
 fi
 
-# 2. The virtual environment, refreshed only when pyproject.toml changed.
+# 2. The virtual environment, installed from the lock file (exact versions, every file checked
+#    against its hash) and refreshed only when pyproject.toml or the lock changed. The lock holds
+#    the runtime and the test dependencies; `make lock` refreshes it (README, "Tests").
 if [[ ! -x "$VENV/bin/python" ]]; then
   say "creating $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
+lock="$ROOT/deploy/requirements.lock"
 stamp="$VENV/.finsent-installed"
-want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+want="$(cat "$ROOT/pyproject.toml" "$lock" | sha256sum | cut -d' ' -f1)"
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]] || ! (cd / && "$VENV/bin/python" -c 'import monitor.cli') 2>/dev/null; then
-  say "installing finsent and its dependencies into $VENV (torch is large the first time; pip's cache serves reruns)"
+  say "installing finsent and its locked dependencies into $VENV (torch is large the first time; pip's cache serves reruns)"
   "$VENV/bin/python" -m pip install -q --upgrade pip >&2
-  "$VENV/bin/python" -m pip install -q -e "$ROOT[test]" >&2
+  "$VENV/bin/python" -m pip install -q --require-hashes -r "$lock" >&2
+  "$VENV/bin/python" -m pip install -q --no-deps -e "$ROOT" >&2
   echo "$want" >"$stamp"
 fi
 
