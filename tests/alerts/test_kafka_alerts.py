@@ -17,18 +17,9 @@ from monitor.bus.factory import make_bus
 from monitor.component import Context
 from monitor.records import Alert, decode
 from tests.alerts.helpers import Receiver, point
+from tests.waiting import settled, wait_until
 
 SECRET = "integration-secret"
-
-
-def wait_for(predicate, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met before the deadline")
 
 
 @pytest.mark.kafka
@@ -62,11 +53,12 @@ def test_trends_on_kafka_fire_then_resolve_one_signed_alert(kafka_settings, tmp_
         publish(point(start=0, emitted=0.2, mean_score=-0.5, **one_minute),      # pending
                 point(start=0, emitted=0.5, mean_score=-0.6, **one_minute),      # 18s: still pending
                 point(start=0, emitted=0.9, mean_score=-0.7, **one_minute))      # 42s >= 30s: fires
-        firing = wait_for(lambda: receiver.accepted)
+        firing = wait_until(lambda: receiver.accepted, 60, "the firing delivery")
         publish(point(start=1, emitted=1.5, mean_score=0.1, **one_minute))       # clears: resolved
-        wait_for(lambda: len(receiver.accepted) >= 2)
-        time.sleep(0.5)  # anything extra would arrive now
-        assert len(receiver.accepted) == 2
+        wait_until(lambda: len(receiver.accepted) >= 2, 60, "the resolved delivery")
+        # exactly two: keep watching a settle period after the second arrived, then count
+        accepted = settled(lambda: list(receiver.accepted), 0.5, 60, "the deliveries", every_s=0.05)
+        assert len(accepted) == 2, [r.json() for r in accepted]
         first, second = (r.json() for r in receiver.accepted)
         assert (first["status"], first["reason"], second["status"], second["reason"]) == \
             ("firing", "firing", "resolved", "resolved")

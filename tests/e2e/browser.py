@@ -7,12 +7,13 @@ them the browser tests are skipped with that hint.
 from __future__ import annotations
 
 import shutil
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from functools import partial
 
 import pytest
+
+from tests.waiting import wait_until as _wait_until
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -21,8 +22,6 @@ needs_browser = pytest.mark.skipif(
     CHROMIUM is None or CHROMEDRIVER is None,
     reason="chromium and chromium-driver are not installed (deploy/bootstrap.sh --with-test-tools installs them)",
 )
-
-T = TypeVar("T")
 
 
 @contextmanager
@@ -48,16 +47,5 @@ def console_errors(driver) -> list[dict]:  # noqa: ANN001
     return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
 
-def wait_until(check: Callable[[], T], timeout_s: float, what: str, poll_s: float = 0.25) -> T:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` otherwise."""
-    deadline = time.monotonic() + timeout_s
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except Exception as err:  # noqa: BLE001 - the page may be mid-render; try again
-            last_error = err
-        time.sleep(poll_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+# The page may be mid-render (an element not there yet, or replaced while read): keep polling.
+wait_until = partial(_wait_until, every_s=0.25, ignoring=(Exception,))

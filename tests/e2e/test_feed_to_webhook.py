@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from pathlib import Path
@@ -24,6 +23,8 @@ from monitor.component import Context
 from monitor.wiring import PIPELINE, build_daemon
 from tests.alerts.helpers import Receiver
 from tests.connectors.conftest import Resp
+from tests.waiting import settled
+from tests.waiting import wait_until as wait_for  # the name here; tests/e2e/test_entity_trends.py imports it
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
 
@@ -91,15 +92,6 @@ def stories(prefix: str, titles: list[str], start: datetime) -> list[tuple[str, 
     return [(f"{prefix}-{i}", t, start + timedelta(seconds=20 * i + 5)) for i, t in enumerate(titles)]
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
 def alerts_in(receiver: Receiver, status: str) -> list[dict]:
     return [a for r in receiver.accepted for a in r.json()["alerts"] if a["status"] == status]
 
@@ -153,8 +145,8 @@ def test_negative_burst_fires_one_signed_alert_then_resolves(pipeline_settings, 
         assert any(s["key"] == "all" and s["points"] for s in overview["series"])
         recovery = stories("pos", POSITIVE, window_start(now, 10))
         feed.routes["/feed.xml"] = lambda req: Resp(200, rss(burst + recovery), {"Content-Type": "application/rss+xml"})
-        wait_for(lambda: alerts_in(receiver, "resolved"), 120, "the resolved alert")
-        time.sleep(2)  # anything else that was going to arrive would have by now
+        # exactly one firing and one resolved: keep watching a settle period after the resolved one
+        settled(lambda: alerts_in(receiver, "resolved"), 2, 120, "the resolved alert")
     finally:
         stop(daemon)
 
@@ -192,8 +184,8 @@ def test_alert_survives_a_failing_receiver_and_a_daemon_restart(pipeline_setting
 
     daemon = start(settings)
     try:
-        wait_for(lambda: receiver.accepted, outage_s + 120, "delivery after the receiver recovered")
-        time.sleep(3)
+        # exactly one delivery: keep watching a settle period after the first one
+        settled(lambda: len(receiver.accepted), 3, outage_s + 120, "delivery after the receiver recovered")
     finally:
         stop(daemon)
 

@@ -104,7 +104,7 @@ class Run:
             except httpx.HTTPError:
                 return False
 
-        wait_until(ready, READY_TIMEOUT_S, "readiness", poll_s=0.2)
+        wait_until(ready, READY_TIMEOUT_S, "readiness", every_s=0.2)
         self.ready_at = time.monotonic()
 
     def stop(self) -> tuple[int, str]:
@@ -196,7 +196,7 @@ def test_the_demo_burst_is_one_episode_fired_once_and_resolved_once(first_run: R
     """The burst's mean dips above its threshold for a story or two while the window fills; the
     rule's keep_firing_for keeps that one episode (no firing / resolved / firing)."""
     wait_until(lambda: burst_notifications(first_run.home, "resolved"), 150, "the HLVB burst resolving",
-               poll_s=0.5)
+               every_s=0.5)
     fired, resolved = burst_notifications(first_run.home), burst_notifications(first_run.home, "resolved")
     assert len(fired) == 1 and len(resolved) == 1, (fired, resolved)
     assert resolved[0]["startsAt"] == fired[0]["startsAt"]

@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from tests.conftest import KAFKA_LOCAL
 from tests.connectors.conftest import FeedServer, Resp, read_topic
 from tests.e2e.test_feed_to_webhook import NEGATIVE, POSITIVE, RULES, alerts_in, rss, stories, window_start
 from tests.e2e.test_feed_to_webhook import SECRET as HOOK_SECRET
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.kafka]  # a core promise (no story lost, one alert): default tier
 
@@ -43,14 +43,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_until(predicate, what: str, timeout_s: float = 120.0, interval_s: float = 0.25) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval_s)
 
 
 class Broker:
@@ -73,7 +65,7 @@ class Broker:
     def kill9(self) -> None:
         pid = int((self.state / "broker.pid").read_text())
         os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: not Path(f"/proc/{pid}").exists(), "the broker to die", 30)
+        wait_until(lambda: not Path(f"/proc/{pid}").exists(), 30, "the broker to die")
 
     def stop(self) -> None:
         subprocess.run([str(KAFKA_LOCAL), "stop"], env=self.env, capture_output=True, text=True, timeout=120)
@@ -143,23 +135,23 @@ def test_broker_down_at_start_then_killed_mid_stream(tmp_path: Path) -> None:
     pusher = Pusher(f"{base}/ingest/partner")
     try:
         # 1. No broker yet: the daemon waits, says so, and does not exit.
-        wait_until(lambda: "waiting for the Kafka broker" in log_path.read_text(), "a waiting log line", 60)
+        wait_until(lambda: "waiting for the Kafka broker" in log_path.read_text(), 60, "a waiting log line")
         assert daemon.poll() is None
         broker.start()
-        wait_until(ready, "/readyz once the broker is up", 180)
+        wait_until(ready, 180, "/readyz once the broker is up")
         assert "Kafka broker reachable" in log_path.read_text()
 
         # 2. Stream, kill -9 the broker mid-stream, resume it on its data, stream on.
         pusher.start()
-        wait_until(lambda: len(pusher.accepted) >= 20, "20 accepted stories", 120)
+        wait_until(lambda: len(pusher.accepted) >= 20, 120, "20 accepted stories")
         broker.kill9()
         accepted_before_outage = len(pusher.accepted)
-        wait_until(not_ready, "/readyz to report the outage", 60)
-        wait_until(lambda: 503 in pusher.refused, "a push refused with 503 during the outage", 120)
+        wait_until(not_ready, 60, "/readyz to report the outage")
+        wait_until(lambda: 503 in pusher.refused, 120, "a push refused with 503 during the outage")
         assert daemon.poll() is None, log_path.read_text()[-3000:]
         broker.resume()
-        wait_until(ready, "/readyz after the broker came back", 180)
-        wait_until(lambda: len(pusher.accepted) >= accepted_before_outage + 20, "20 more accepted stories", 180)
+        wait_until(ready, 180, "/readyz after the broker came back")
+        wait_until(lambda: len(pusher.accepted) >= accepted_before_outage + 20, 180, "20 more accepted stories")
         pusher.stop.set()
         pusher.join(90)
         assert daemon.poll() is None, log_path.read_text()[-3000:]
@@ -210,18 +202,18 @@ def test_alert_path_sends_no_alert_twice_across_a_broker_kill(tmp_path: Path, ma
     daemon, _ = build_daemon(settings, PIPELINE)
     daemon.start()
     try:
-        wait_until(lambda: daemon.health.readiness().status == "ok", "the pipeline to be ready", 120)
-        wait_until(lambda: alerts_in(receiver, "firing"), "the firing alert", 120)
+        wait_until(lambda: daemon.health.readiness().status == "ok", 120, "the pipeline to be ready")
+        wait_until(lambda: alerts_in(receiver, "firing"), 120, "the firing alert")
         feed.routes["/feed.xml"] = lambda req: Resp(200, rss(burst + recovery),
                                                     {"Content-Type": "application/rss+xml"})
         broker.kill9()
-        wait_until(lambda: daemon.health.readiness().status != "ok", "readiness to report the outage", 60)
+        wait_until(lambda: daemon.health.readiness().status != "ok", 60, "readiness to report the outage")
         assert not daemon.stop_event.is_set(), "a stage died with the broker"
         broker.resume()
         wait_until(lambda: alerts_in(receiver, "resolved") or daemon.stop_event.is_set(),
-                   "the resolved alert after the outage", 180)
+                   180, "the resolved alert after the outage")
         assert not daemon.stop_event.is_set(), "a stage died during the outage"
-        wait_until(lambda: daemon.health.readiness().status == "ok", "readiness after the outage", 60)
+        wait_until(lambda: daemon.health.readiness().status == "ok", 60, "readiness after the outage")
     finally:
         daemon.stop_event.set()
         code = daemon.wait()

@@ -10,7 +10,6 @@ import os
 import sqlite3
 import subprocess
 import threading
-import time
 from contextlib import closing
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from connectors.webhook import build_webhook_router, sign
 from monitor.health import Health
 from monitor.http import build_app
 from tests.connectors.conftest import ingest_factory, news_on  # noqa: F401 - fixture
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.kafka
 SECRET = "disk-push-secret"
@@ -132,15 +132,16 @@ def _hold_then_resume(state: Path, write_batch, read_offset, n: int, metric: str
     filler = fill(state)
     batches = _Batches(write_batch, n, persister)
     batches.start()
-    deadline = time.monotonic() + 60
-    while persister.blocked is None and batches.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: persister.blocked is not None or not batches.is_alive(), 60,
+               "the full disk to be noticed", every_s=0.05)
     assert persister.blocked, f"the full disk was never noticed ({batches.error!r})"
-    time.sleep(0.5)  # let it retry a few times: it must stay in place, not skip the batch
-    assert batches.is_alive() and batches.error is None
+    # let it retry: the first failed attempt and two failed retries, all of the same batch in place
+    wait_until(lambda: registry.get_sample_value(f"{metric}_total") >= 3 or not batches.is_alive(), 60,
+               "two retries of the blocked batch", every_s=0.05)
+    assert batches.is_alive() and batches.error is None, batches.error
     held = batches.committed
-    assert held < n and read_offset() == held  # nothing committed past what is stored
-    assert registry.get_sample_value(f"{metric}_total") >= 2
+    assert held < n and read_offset() == held  # nothing committed past what is stored: not skipped
+    assert registry.get_sample_value(f"{metric}_total") >= 3
     filler.unlink()
     batches.join(60)
     assert not batches.is_alive() and batches.error is None, batches.error
@@ -227,9 +228,8 @@ def test_full_disk_does_not_make_the_outbox_send_twice(small_state_dir: Path) ->
     worker = threading.Thread(target=lambda: deliverer.deliver_due(lambda fn: persister.write(fn, stop)), daemon=True)
     worker.start()
     try:
-        deadline = time.monotonic() + 60
-        while persister.blocked is None and worker.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: persister.blocked is not None or not worker.is_alive(), 60,
+                   "the full disk to be noticed", every_s=0.05)
         assert persister.blocked, "the full disk was never noticed"
         assert worker.is_alive() and registry.get_sample_value("finsent_test_outbox_state_write_errors_total") >= 1
         filler.unlink()
@@ -266,18 +266,15 @@ def test_a_disk_full_at_start_holds_the_aggregator_not_ready_until_space_returns
     worker = threading.Thread(target=lambda: _record_errors(stage.run, stop, errors), daemon=True)
     worker.start()
     try:
-        deadline = time.monotonic() + 30
-        while stage.ready()[0] is False and "state not persisted" not in stage.ready()[1] \
-                and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: stage.ready()[0] is not False or "state not persisted" in stage.ready()[1], 30,
+                   "the aggregator to say its state is not persisted", every_s=0.05)
         ready, why = stage.ready()
         assert not ready and "state not persisted" in why, why
         assert registry.get_sample_value("finsent_aggregate_state_write_errors_total") >= 1
         assert worker.is_alive() and not errors
         filler.unlink()
-        deadline = time.monotonic() + 30
-        while not stage.ready()[0] and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: stage.ready()[0] or not worker.is_alive(), 30, "the aggregator ready once space returned",
+                   every_s=0.05)
         assert stage.ready()[0], (stage.ready(), errors)
         assert (small_state_dir / "aggregate.db").exists()
     finally:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from kafka import KafkaConsumer, TopicPartition
 
 from monitor.bus.base import Message
+from tests.waiting import wait_until  # noqa: F401 - re-exported: the Kafka tests import it from here
 
 
 def read_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Message]:
@@ -34,16 +34,6 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Mess
         return out
     finally:
         c.close()
-
-
-def wait_until(predicate: Callable[[], object], timeout_s: float, what: str, every_s: float = 0.25):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
 
 
 def final_points(bootstrap: str, topic: str) -> dict:
