@@ -16,8 +16,11 @@ async def json_body_only(request: Request) -> None:
     """415 for a body not sent as JSON (another or no ``Content-Type``). FastAPI would validate its raw
     bytes against the body model, and its 422 handler cannot encode bytes that are not UTF-8 (a 500)."""
     media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if (media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
-            or not await request.body()):
+    if (
+        media == "application/json"
+        or (media.startswith("application/") and media.endswith("+json"))
+        or not await request.body()
+    ):
         return
     raise HTTPException(status_code=415, detail="send the body as JSON (Content-Type: application/json)")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from monitor.cliargs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option, settings_from_args
@@ -38,22 +37,31 @@ def _cmd_alerts_list(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.json:
-        print(AlertList(alerts=[AlertView.of(a) for a in alerts], outbox_counts=counts,
-                        undelivered=[OutboxView.of(e) for e in undelivered]).model_dump_json(indent=2))
+        print(
+            AlertList(
+                alerts=[AlertView.of(a) for a in alerts],
+                outbox_counts=counts,
+                undelivered=[OutboxView.of(e) for e in undelivered],
+            ).model_dump_json(indent=2)
+        )
         return EXIT_OK
     print(f"{'STATE':<9} {'FINGERPRINT':<17} {'RULE':<26} {'SUBJECT':<28} {'SINCE':<20} {'REV':>3}  SUMMARY")
     for a in alerts:
         since = a.starts_at if a.state != "pending" else a.active_since
         ack = " (acked)" if a.acked_at and a.state == "firing" else ""
-        print(f"{a.state + ack:<9} {a.fingerprint:<17} {a.rule[:26]:<26} {a.subject[:28]:<28} "
-              f"{_fmt_time(since):<20} {a.revision:>3}  {a.annotations.get('summary', '')}")
+        print(
+            f"{a.state + ack:<9} {a.fingerprint:<17} {a.rule[:26]:<26} {a.subject[:28]:<28} "
+            f"{_fmt_time(since):<20} {a.revision:>3}  {a.annotations.get('summary', '')}"
+        )
     if not alerts:
         print("(no alerts)")
     print(f"\noutbox: {counts['pending']} undelivered, {counts['dead']} dead, {counts['delivered']} delivered")
     for e in undelivered:
         view = OutboxView.of(e)
-        print(f"  #{view.id} {view.state:<7} -> {view.receiver:<12} {view.reason:<8} attempts={view.attempts} "
-              f"next={_fmt_time(view.next_attempt_at)} {view.last_error or ''}")
+        print(
+            f"  #{view.id} {view.state:<7} -> {view.receiver:<12} {view.reason:<8} attempts={view.attempts} "
+            f"next={_fmt_time(view.next_attempt_at)} {view.last_error or ''}"
+        )
     return EXIT_OK
 
 
@@ -136,8 +144,7 @@ def _cmd_rules_test(args: argparse.Namespace) -> int:
         else:
             print("\n".join(describe(n)))
     fired = sum(1 for n in result.notifications for a in n.alerts if n.reason == "firing" and a.status == "firing")
-    print(f"{result.records} records, {len(result.notifications)} notifications, {fired} alerts fired",
-          file=sys.stderr)
+    print(f"{result.records} records, {len(result.notifications)} notifications, {fired} alerts fired", file=sys.stderr)
     return EXIT_OK
 
 

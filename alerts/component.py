@@ -35,17 +35,17 @@ class AlertsConfigError(ValueError):
     """The alert rules or receivers are unusable; the message lists every problem."""
 
 
-def store_path(settings: "Settings"):
+def store_path(settings: Settings):
     return settings.state_dir / STORE_FILE
 
 
-def external_url(settings: "Settings") -> str:
+def external_url(settings: Settings) -> str:
     if settings.http.public_url:
         return settings.http.public_url.rstrip("/")
     return f"http://{settings.http.host}:{settings.http.port}"
 
 
-def window_hops(settings: "Settings") -> dict[str, timedelta]:
+def window_hops(settings: Settings) -> dict[str, timedelta]:
     hops: dict[str, timedelta] = {}
     for w in getattr(settings.aggregator, "windows", ()) or ():
         hop = getattr(w, "hop_s", None)
@@ -54,7 +54,7 @@ def window_hops(settings: "Settings") -> dict[str, timedelta]:
     return hops
 
 
-def engine_options(settings: "Settings", publish: bool = True) -> EngineOptions:
+def engine_options(settings: Settings, publish: bool = True) -> EngineOptions:
     a = settings.alerts
     return EngineOptions(
         receivers=dict(a.receivers),
@@ -69,7 +69,7 @@ def engine_options(settings: "Settings", publish: bool = True) -> EngineOptions:
     )
 
 
-def make_senders(settings: "Settings", producer: Producer | None) -> dict[str, Sender]:
+def make_senders(settings: Settings, producer: Producer | None) -> dict[str, Sender]:
     senders: dict[str, Sender] = {}
     for name, r in settings.alerts.receivers.items():
         if r.type == "file":
@@ -87,14 +87,22 @@ def make_senders(settings: "Settings", producer: Producer | None) -> dict[str, S
 
 
 def make_deliverer(
-    settings: "Settings", store: AlertStore, senders: dict[str, Sender], clock: Clock | None = None,
+    settings: Settings,
+    store: AlertStore,
+    senders: dict[str, Sender],
+    clock: Clock | None = None,
     metrics: AlertMetrics | None = None,
 ) -> OutboxDeliverer:
     o = settings.alerts.outbox
     return OutboxDeliverer(
-        store, senders, policy=RetryPolicy.from_settings(settings.alerts.retry),
-        dead_letter_after_s=o.dead_letter_after.total_seconds(), keep_delivered_s=o.keep_delivered.total_seconds(),
-        batch_size=o.batch_size, clock=clock, metrics=metrics,
+        store,
+        senders,
+        policy=RetryPolicy.from_settings(settings.alerts.retry),
+        dead_letter_after_s=o.dead_letter_after.total_seconds(),
+        keep_delivered_s=o.keep_delivered.total_seconds(),
+        batch_size=o.batch_size,
+        clock=clock,
+        metrics=metrics,
     )
 
 
@@ -116,17 +124,18 @@ def build_alerts(ctx: Context, clock: Clock | None = None) -> Component:
     deliverer = make_deliverer(settings, store, senders, clock, metrics)
     wake = threading.Event()
     evaluator = EvaluatorStage(
-        ctx.bus, engine,
+        ctx.bus,
+        engine,
         trends_topic=settings.topics.trends,
         scored_topic=settings.topics.scored if engine.index.has_story_rules else None,
         dlq_topic=settings.topics.dlq,
         group_id=settings.alerts.evaluation.group_id,
-        wake=wake, metrics=metrics,
+        wake=wake,
+        metrics=metrics,
         durable_bus=ctx.bus.name != "memory",  # the in-process bus starts empty on every start
     )
     keepalive = AlertmanagerKeepalive(store, settings.alerts.receivers, external_url(settings), clock)
-    delivery = DeliveryStage(deliverer, wake, settings.alerts.outbox.poll_interval.total_seconds(),
-                             keepalive=keepalive)
+    delivery = DeliveryStage(deliverer, wake, settings.alerts.outbox.poll_interval.total_seconds(), keepalive=keepalive)
     ctx.shared["alerts.store"] = store
     ctx.shared["alerts.engine"] = engine
 

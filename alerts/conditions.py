@@ -163,8 +163,12 @@ def measure_story(rule: StoryRule, scored: ScoredItem) -> Measurement | None:
     # the ticker furthest past the threshold speaks for the alert
     lead = min(held, key=lambda r: r.score) if rule.op in ("<", "<=") else max(held, key=lambda r: r.score)
     item = scored.item
-    values = {"score": lead.score, "confidence": lead.confidence, "story_score": scored.sentiment_score,
-              "threshold": rule.value}
+    values = {
+        "score": lead.score,
+        "confidence": lead.confidence,
+        "story_score": scored.sentiment_score,
+        "threshold": rule.value,
+    }
     if lead.relevance is not None:
         values["relevance"] = lead.relevance
     if len(held) > 1:
@@ -173,8 +177,16 @@ def measure_story(rule: StoryRule, scored: ScoredItem) -> Measurement | None:
             if r.relevance is not None:
                 values[f"relevance_{_value_suffix(r.ticker)}"] = r.relevance
     evidence = tuple(
-        Evidence(id=item.id, title=item.title, source=item.source, url=item.url, published_at=item.published_at,
-                 score=r.score, ticker=r.ticker, relevance=r.relevance)
+        Evidence(
+            id=item.id,
+            title=item.title,
+            source=item.source,
+            url=item.url,
+            published_at=item.published_at,
+            score=r.score,
+            ticker=r.ticker,
+            relevance=r.relevance,
+        )
         for r in held
     )
     names = ",".join(r.ticker for r in held)
@@ -182,11 +194,21 @@ def measure_story(rule: StoryRule, scored: ScoredItem) -> Measurement | None:
         holds=True,
         values=values,
         variables={
-            "rule": rule.name, "severity": rule.severity, "value": lead.score,
-            "score": lead.score, "relevance": lead.relevance, "story_score": scored.sentiment_score,
-            "threshold": rule.value, "op": rule.op,
-            "title": item.title, "source": item.source, "url": item.url or "", "ticker": names,
-            "subject": names, "story_id": item.id, "topic": scored.topic,
+            "rule": rule.name,
+            "severity": rule.severity,
+            "value": lead.score,
+            "score": lead.score,
+            "relevance": lead.relevance,
+            "story_score": scored.sentiment_score,
+            "threshold": rule.value,
+            "op": rule.op,
+            "title": item.title,
+            "source": item.source,
+            "url": item.url or "",
+            "ticker": names,
+            "subject": names,
+            "story_id": item.id,
+            "topic": scored.topic,
             "published_at": item.published_at.isoformat(),
         },
         evidence=evidence,

@@ -78,11 +78,21 @@ def classify_response(response: httpx.Response, now: float) -> DeliveryResult:
     detail = response.text[:200] if response.content else ""
     error = f"HTTP {status}" + (f": {detail}" if detail else "")
     if status == 429:
-        return DeliveryResult(ok=False, retryable=True, status=status,
-                              retry_after=parse_retry_after(response.headers.get("Retry-After"), now), error=error)
+        return DeliveryResult(
+            ok=False,
+            retryable=True,
+            status=status,
+            retry_after=parse_retry_after(response.headers.get("Retry-After"), now),
+            error=error,
+        )
     if status >= 500:
-        return DeliveryResult(ok=False, retryable=True, status=status,
-                              retry_after=parse_retry_after(response.headers.get("Retry-After"), now), error=error)
+        return DeliveryResult(
+            ok=False,
+            retryable=True,
+            status=status,
+            retry_after=parse_retry_after(response.headers.get("Retry-After"), now),
+            error=error,
+        )
     return DeliveryResult(ok=False, retryable=False, status=status, error=error)
 
 
@@ -182,16 +192,22 @@ class AlertmanagerSender(HttpSender):
         except httpx.TimeoutException as err:
             return DeliveryResult(ok=False, retryable=True, error=f"alertmanager timeout: {type(err).__name__}")
         except httpx.TransportError as err:
-            return DeliveryResult(ok=False, retryable=True,
-                                  error=f"alertmanager unreachable or malformed reply: {type(err).__name__}: {err}")
+            return DeliveryResult(
+                ok=False,
+                retryable=True,
+                error=f"alertmanager unreachable or malformed reply: {type(err).__name__}: {err}",
+            )
         result = classify_response(response, now)
         if result.ok and body.strip():
             try:
                 json.loads(body)
             except ValueError:
-                return DeliveryResult(ok=False, retryable=True, status=response.status_code,
-                                      error=f"malformed Alertmanager response (HTTP {response.status_code}, "
-                                            f"not JSON): {body[:120]!r}")
+                return DeliveryResult(
+                    ok=False,
+                    retryable=True,
+                    status=response.status_code,
+                    error=f"malformed Alertmanager response (HTTP {response.status_code}, not JSON): {body[:120]!r}",
+                )
         return result
 
 
@@ -214,8 +230,13 @@ class FileSender:
                     fh.write(line + "\n")
         except OSError as err:
             return DeliveryResult(ok=False, retryable=True, error=f"write failed: {err}")
-        log.warning("ALERT " + entry.reason, receiver=self.name, status=entry.status, group=entry.group_key,
-                    path=str(self.path or "-"))
+        log.warning(
+            "ALERT " + entry.reason,
+            receiver=self.name,
+            status=entry.status,
+            group=entry.group_key,
+            path=str(self.path or "-"),
+        )
         return DeliveryResult(ok=True)
 
     def close(self) -> None:
@@ -253,10 +274,13 @@ class RetryPolicy:
     max_retry_after_s: float = 3600.0
 
     @classmethod
-    def from_settings(cls, s: RetrySettings) -> "RetryPolicy":
+    def from_settings(cls, s: RetrySettings) -> RetryPolicy:
         return cls(
-            initial_s=s.initial_backoff.total_seconds(), max_s=s.max_backoff.total_seconds(),
-            multiplier=s.multiplier, jitter=s.jitter, max_retry_after_s=s.max_retry_after.total_seconds(),
+            initial_s=s.initial_backoff.total_seconds(),
+            max_s=s.max_backoff.total_seconds(),
+            multiplier=s.multiplier,
+            jitter=s.jitter,
+            max_retry_after_s=s.max_retry_after.total_seconds(),
         )
 
     def delay(self, failures: int, rng: random.Random, retry_after: float | None = None) -> float:

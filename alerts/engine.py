@@ -49,7 +49,12 @@ from alerts.clock import Clock, SystemClock
 from alerts.conditions import Measurement, measure_change, measure_level, measure_story
 from alerts.index import RuleIndex
 from alerts.payload import (
-    REASON_PRIORITY, SlackMessage, WebhookAlert, alertmanager_body, build_message, slack_text,
+    REASON_PRIORITY,
+    SlackMessage,
+    WebhookAlert,
+    alertmanager_body,
+    build_message,
+    slack_text,
 )
 from alerts.ruleset import ChangeRule, Rule, RuleSet, StoryRule, TrendRule
 from alerts.settings import ReceiverSettings
@@ -192,8 +197,9 @@ class AlertEngine:
                     current, baseline = self._latest.get((point.key, rule.window)), point
                 if current is None:
                     continue
-                m = measure_change(rule, current, baseline, current.event_time >= current.window_end,
-                                   self.options.max_evidence)
+                m = measure_change(
+                    rule, current, baseline, current.event_time >= current.window_end, self.options.max_evidence
+                )
                 self._step(rule, point.key, m, t, current.window_end, point.revised and current is point)
             elif point.window == rule.window:
                 m = measure_level(rule, point, point.event_time >= point.window_end, self.options.max_evidence)  # type: ignore[arg-type]
@@ -252,7 +258,7 @@ class AlertEngine:
                     self._emit(inst, "repeat")
         if self._next_sweep is None or now >= self._next_sweep:
             self._next_sweep = now + _RETENTION_SWEEP
-            for fp, inst in list(self._states.items()):
+            for inst in list(self._states.values()):
                 if inst.state == "resolved" and inst.ends_at and now - inst.ends_at >= self.options.retention:
                     self._remove(inst)
 
@@ -264,8 +270,11 @@ class AlertEngine:
         self._events = []
         return changes
 
-    def commit(self, offsets: Mapping[TopicPartition, int] | None = None,
-               write: Callable[[Callable[[], int]], int] | None = None) -> Changes:
+    def commit(
+        self,
+        offsets: Mapping[TopicPartition, int] | None = None,
+        write: Callable[[Callable[[], int]], int] | None = None,
+    ) -> Changes:
         """Tick, then persist the batch (state + outbox + offsets) in one transaction.
 
         ``write`` runs that transaction (the evaluator stage passes one that retries the same
@@ -277,8 +286,12 @@ class AlertEngine:
             apply() if write is None else write(apply)
         return changes
 
-    def process(self, records: Iterable[Record], offsets: Mapping[TopicPartition, int] | None = None,
-                write: Callable[[Callable[[], int]], int] | None = None) -> Changes:
+    def process(
+        self,
+        records: Iterable[Record],
+        offsets: Mapping[TopicPartition, int] | None = None,
+        write: Callable[[Callable[[], int]], int] | None = None,
+    ) -> Changes:
         for r in records:
             self.observe(r)
         return self.commit(offsets, write)
@@ -290,8 +303,9 @@ class AlertEngine:
         return self._states.get(fingerprint)
 
     # -- transitions --------------------------------------------------------------------------
-    def _step(self, rule: TrendRule, key: str, m: Measurement, t: datetime, window_end: datetime,
-              revised: bool) -> None:
+    def _step(
+        self, rule: TrendRule, key: str, m: Measurement, t: datetime, window_end: datetime, revised: bool
+    ) -> None:
         target = self._trend_target(rule, key)
         inst = self._states.get(target.fingerprint)
         if m.holds is None:
@@ -347,8 +361,9 @@ class AlertEngine:
             if inst.fired_window_end is not None and point.window_end < inst.fired_window_end:
                 continue  # before the alert fired
             if isinstance(rule, ChangeRule):
-                m = measure_change(rule, point, self._latest.get((point.key, rule.baseline_window)), True,
-                                   self.options.max_evidence)
+                m = measure_change(
+                    rule, point, self._latest.get((point.key, rule.baseline_window)), True, self.options.max_evidence
+                )
             else:
                 m = measure_level(rule, point, True, self.options.max_evidence)  # type: ignore[arg-type]
             if m.holds is None or m.values == inst.values:
@@ -392,8 +407,9 @@ class AlertEngine:
 
     def _story_target(self, rule: StoryRule, scored: ScoredItem, tickers: str) -> _Target:
         labels = dict(rule.labels)
-        labels.update(alertname=rule.name, severity=rule.severity, ticker=tickers, story=scored.item.id,
-                      source=scored.item.source)
+        labels.update(
+            alertname=rule.name, severity=rule.severity, ticker=tickers, story=scored.item.id, source=scored.item.source
+        )
         return self._target(rule, labels)
 
     def _target(self, rule: Rule, labels: dict[str, str]) -> _Target:
@@ -403,15 +419,25 @@ class AlertEngine:
         else:
             group_labels = {k: labels[k] for k in rule.group_by if k in labels}
         return _Target(
-            fingerprint=fingerprint_of(labels), labels=labels, receiver=receiver,
-            group_key=group_key_of(receiver, group_labels), group_labels=group_labels,
+            fingerprint=fingerprint_of(labels),
+            labels=labels,
+            receiver=receiver,
+            group_key=group_key_of(receiver, group_labels),
+            group_labels=group_labels,
         )
 
     def _new(self, rule: Rule, subject: str, target: _Target, t: datetime) -> AlertInstance:
         inst = AlertInstance(
-            fingerprint=target.fingerprint, rule=rule.name, subject=subject, labels=target.labels,
-            receiver=target.receiver, group_key=target.group_key, group_labels=target.group_labels,
-            state="pending", active_since=t, last_seen_at=t,
+            fingerprint=target.fingerprint,
+            rule=rule.name,
+            subject=subject,
+            labels=target.labels,
+            receiver=target.receiver,
+            group_key=target.group_key,
+            group_labels=target.group_labels,
+            state="pending",
+            active_since=t,
+            last_seen_at=t,
         )
         self._add(inst)
         self._dirty(inst)
@@ -457,14 +483,29 @@ class AlertEngine:
         generator = f"{self.options.external_url.rstrip('/')}/alerts/{inst.fingerprint}"
         status = "resolved" if inst.state == "resolved" else "firing"
         record = Alert(
-            fingerprint=inst.fingerprint, rule=inst.rule, status=status,
-            severity=inst.labels.get("severity", "warning"), labels=inst.labels, annotations=inst.annotations,
-            starts_at=inst.starts_at, ends_at=inst.ends_at, values=inst.values, evidence=inst.evidence,
-            model_version=inst.model_version, generator_url=generator, revision=inst.revision,
+            fingerprint=inst.fingerprint,
+            rule=inst.rule,
+            status=status,
+            severity=inst.labels.get("severity", "warning"),
+            labels=inst.labels,
+            annotations=inst.annotations,
+            starts_at=inst.starts_at,
+            ends_at=inst.ends_at,
+            values=inst.values,
+            evidence=inst.evidence,
+            model_version=inst.model_version,
+            generator_url=generator,
+            revision=inst.revision,
         )
         self._events.append(_Event(inst.fingerprint, reason, inst.seq, record, webhook_alert(inst, generator)))
-        log.info("alert " + reason, rule=inst.rule, fingerprint=inst.fingerprint, subject=inst.subject,
-                 revision=inst.revision, values=inst.values)
+        log.info(
+            "alert " + reason,
+            rule=inst.rule,
+            fingerprint=inst.fingerprint,
+            subject=inst.subject,
+            revision=inst.revision,
+            values=inst.values,
+        )
 
     def _mark_catch_up(self, inst: AlertInstance) -> None:
         """Annotate ``catch_up`` (the lag behind real time) when evaluated far behind it."""
@@ -492,11 +533,19 @@ class AlertEngine:
             fingerprints = sorted({e.fingerprint for e in events})
             if self.options.publish_topic:
                 body = json.dumps([e.record.model_dump(mode="json") for e in events]).encode("utf-8")
-                entries.append(OutboxEntry(
-                    idempotency_key=f"bus-{ident}", receiver=BUS_RECEIVER, group_key=group_key, reason=reason,
-                    status=events[-1].record.status, fingerprints=fingerprints, body=body,
-                    created_at=now, next_attempt_at=now,
-                ))
+                entries.append(
+                    OutboxEntry(
+                        idempotency_key=f"bus-{ident}",
+                        receiver=BUS_RECEIVER,
+                        group_key=group_key,
+                        reason=reason,
+                        status=events[-1].record.status,
+                        fingerprints=fingerprints,
+                        body=body,
+                        created_at=now,
+                        next_attempt_at=now,
+                    )
+                )
             entry = self._receiver_entry(group_key, events, reason, ident, fingerprints, now)
             if entry is not None:
                 entries.append(entry)
@@ -509,11 +558,13 @@ class AlertEngine:
         target = self._target(self._rules[ev.record.rule], ev.record.labels)
         return target.group_key
 
-    def _receiver_entry(self, group_key: str, events: list[_Event], reason: str, ident: str,
-                        fingerprints: list[str], now: float) -> OutboxEntry | None:
+    def _receiver_entry(
+        self, group_key: str, events: list[_Event], reason: str, ident: str, fingerprints: list[str], now: float
+    ) -> OutboxEntry | None:
         first = self._states.get(events[0].fingerprint)
-        receiver_name = first.receiver if first else (self._rules[events[0].record.rule].receiver
-                                                        or self.options.default_receiver)
+        receiver_name = (
+            first.receiver if first else (self._rules[events[0].record.rule].receiver or self.options.default_receiver)
+        )
         receiver = self.options.receivers.get(receiver_name)
         if receiver is None:
             log.error("alert for an unknown receiver dropped", receiver=receiver_name, group=group_key)
@@ -534,24 +585,39 @@ class AlertEngine:
             if ev.shown.status == "resolved" and ev.fingerprint not in shown:
                 rule = self._rules.get(ev.record.rule)
                 # Alertmanager must hear every resolve (endsAt), or it keeps the alert until its timeout
-                if receiver.type == "alertmanager" or (receiver.send_resolved and rule is not None
-                                                        and rule.send_resolved):
+                if receiver.type == "alertmanager" or (
+                    receiver.send_resolved and rule is not None and rule.send_resolved
+                ):
                     shown[ev.fingerprint] = ev.shown
         if not shown:
             return None
         if receiver.type == "alertmanager":
             return alertmanager_entry(receiver_name, group_key, reason, ident, list(shown.values()), now, fingerprints)
-        group_labels = (first.group_labels if first else {})
+        group_labels = first.group_labels if first else {}
         message = build_message(
-            receiver=receiver_name, group_key=group_key, group_labels=group_labels, alerts=list(shown.values()),
-            external_url=self.options.external_url, reason=reason,  # type: ignore[arg-type]
+            receiver=receiver_name,
+            group_key=group_key,
+            group_labels=group_labels,
+            alerts=list(shown.values()),
+            external_url=self.options.external_url,
+            reason=reason,  # type: ignore[arg-type]
             max_alerts=receiver.max_alerts,
         )
-        body = SlackMessage(text=slack_text(message)).model_dump_json().encode() if receiver.type == "slack" \
+        body = (
+            SlackMessage(text=slack_text(message)).model_dump_json().encode()
+            if receiver.type == "slack"
             else message.body()
+        )
         return OutboxEntry(
-            idempotency_key=ident, receiver=receiver_name, group_key=group_key, reason=reason,
-            status=message.status, fingerprints=fingerprints, body=body, created_at=now, next_attempt_at=now,
+            idempotency_key=ident,
+            receiver=receiver_name,
+            group_key=group_key,
+            reason=reason,
+            status=message.status,
+            fingerprints=fingerprints,
+            body=body,
+            created_at=now,
+            next_attempt_at=now,
         )
 
 
@@ -583,13 +649,25 @@ def webhook_alert(inst: AlertInstance, generator_url: str) -> WebhookAlert:
     )
 
 
-def alertmanager_entry(receiver: str, group_key: str, reason: str, ident: str, alerts: list[WebhookAlert],
-                       now: float, fingerprints: list[str] | None = None) -> OutboxEntry:
+def alertmanager_entry(
+    receiver: str,
+    group_key: str,
+    reason: str,
+    ident: str,
+    alerts: list[WebhookAlert],
+    now: float,
+    fingerprints: list[str] | None = None,
+) -> OutboxEntry:
     """An outbox row for an ``alertmanager`` receiver: the group's alerts as a v2 ``postableAlerts`` array."""
     status = "firing" if any(a.status == "firing" for a in alerts) else "resolved"
     return OutboxEntry(
-        idempotency_key=ident, receiver=receiver, group_key=group_key, reason=reason, status=status,
+        idempotency_key=ident,
+        receiver=receiver,
+        group_key=group_key,
+        reason=reason,
+        status=status,
         fingerprints=fingerprints if fingerprints is not None else sorted(a.fingerprint for a in alerts),
         body=alertmanager_body(alerts),
-        created_at=now, next_attempt_at=now,
+        created_at=now,
+        next_attempt_at=now,
     )

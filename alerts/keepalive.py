@@ -24,13 +24,19 @@ log = structlog.get_logger(__name__)
 
 
 class AlertmanagerKeepalive:
-    def __init__(self, store: AlertStore, receivers: Mapping[str, ReceiverSettings], external_url: str,
-                 clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        store: AlertStore,
+        receivers: Mapping[str, ReceiverSettings],
+        external_url: str,
+        clock: Clock | None = None,
+    ) -> None:
         self.store = store
         self.external_url = external_url.rstrip("/")
         self.clock = clock or SystemClock()
-        self.intervals = {name: r.resend_interval.total_seconds() for name, r in receivers.items()
-                          if r.type == "alertmanager"}
+        self.intervals = {
+            name: r.resend_interval.total_seconds() for name, r in receivers.items() if r.type == "alertmanager"
+        }
         self._last: dict[str, float] = {}
 
     def __bool__(self) -> bool:

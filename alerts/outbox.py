@@ -68,8 +68,11 @@ class OutboxDeliverer:
             assert entry.id is not None
             sender = self.senders.get(entry.receiver)
             if sender is None:
-                record(lambda: self.store.mark_dead(entry.id, f"no receiver named {entry.receiver!r} is configured",
-                                                    None, False))
+                record(
+                    lambda: self.store.mark_dead(
+                        entry.id, f"no receiver named {entry.receiver!r} is configured", None, False
+                    )
+                )
                 self._count(entry.receiver, "dead")
                 continue
             attempt = entry.attempts + 1
@@ -86,15 +89,27 @@ class OutboxDeliverer:
             if result.ok:
                 record(lambda: self.store.mark_delivered(entry.id, after, result.status))
                 self._count(entry.receiver, "delivered")
-                log.info("notification delivered", receiver=entry.receiver, reason=entry.reason,
-                         key=entry.idempotency_key, attempt=attempt)
-            elif result.retryable and after + (delay := self.policy.delay(attempt, self.rng, result.retry_after)) \
-                    < entry.created_at + self.dead_letter_after_s:
-                record(lambda: self.store.reschedule(entry.id, after + delay, result.error or "failed",
-                                                     result.status))
+                log.info(
+                    "notification delivered",
+                    receiver=entry.receiver,
+                    reason=entry.reason,
+                    key=entry.idempotency_key,
+                    attempt=attempt,
+                )
+            elif (
+                result.retryable
+                and after + (delay := self.policy.delay(attempt, self.rng, result.retry_after))
+                < entry.created_at + self.dead_letter_after_s
+            ):
+                record(lambda: self.store.reschedule(entry.id, after + delay, result.error or "failed", result.status))
                 self._count(entry.receiver, "retry")
-                log.warning("delivery failed; will retry", receiver=entry.receiver, error=result.error,
-                            attempt=attempt, retry_in_s=round(delay, 3))
+                log.warning(
+                    "delivery failed; will retry",
+                    receiver=entry.receiver,
+                    error=result.error,
+                    attempt=attempt,
+                    retry_in_s=round(delay, 3),
+                )
             else:
                 reason = result.error or "failed"
                 if result.retryable:

@@ -121,8 +121,10 @@ def evidence_detail(evidence: list[Evidence] | tuple[Evidence, ...]) -> str:
 def slack_text(message: WebhookMessage) -> str:
     """A compact human summary: one line per alert, with the top headline."""
     title = {"firing": "FIRING", "resolved": "RESOLVED", "revised": "REVISED", "repeat": "STILL FIRING"}[message.reason]
-    lines = [f"*[{title}:{sum(a.status == 'firing' for a in message.alerts)}]* "
-             + ", ".join(f"{k}={v}" for k, v in message.groupLabels.items())]
+    lines = [
+        f"*[{title}:{sum(a.status == 'firing' for a in message.alerts)}]* "
+        + ", ".join(f"{k}={v}" for k, v in message.groupLabels.items())
+    ]
     for a in message.alerts:
         summary = a.annotations.get("summary") or a.labels.get("alertname", a.fingerprint)
         lines.append(f"- [{a.status}] {summary}")
@@ -161,8 +163,11 @@ def postable(alert: WebhookAlert) -> PostableAlert:
     if alert.evidence:
         annotations.setdefault("evidence", f"{alert.evidence[0].title} {evidence_detail(alert.evidence)}")
     return PostableAlert(
-        labels=alert.labels, annotations=annotations, startsAt=alert.startsAt,
-        endsAt=alert.endsAt if alert.status == "resolved" else None, generatorURL=alert.generatorURL,
+        labels=alert.labels,
+        annotations=annotations,
+        startsAt=alert.startsAt,
+        endsAt=alert.endsAt if alert.status == "resolved" else None,
+        generatorURL=alert.generatorURL,
     )
 
 

@@ -76,12 +76,14 @@ def replay(rules: RuleSet, records: Iterator[Record], options: EngineOptions | N
         for e in changes.outbox:
             if e.receiver != BUS_RECEIVER:
                 continue
-            out.append(ReplayNotification(
-                at=engine.watermark,  # type: ignore[arg-type]
-                receiver=receivers.get(e.group_key, "-"),
-                reason=e.reason,
-                alerts=[Alert.model_validate(a) for a in json.loads(e.body)],
-            ))
+            out.append(
+                ReplayNotification(
+                    at=engine.watermark,  # type: ignore[arg-type]
+                    receiver=receivers.get(e.group_key, "-"),
+                    reason=e.reason,
+                    alerts=[Alert.model_validate(a) for a in json.loads(e.body)],
+                )
+            )
     return ReplayResult(records=count, notifications=out)
 
 

@@ -20,14 +20,14 @@ import re
 from collections.abc import Collection
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
+from alerts.templating import Template, TemplateError
 from monitor.durations import Duration
 from monitor.secrets import mask_message
 from monitor.yamlfile import YamlFileError, load_yaml
-from alerts.templating import Template, TemplateError
 
 Op = Literal[">", ">=", "<", "<="]
 TrendMetric = Literal[
@@ -44,8 +44,14 @@ TREND_VARIABLES = COMMON_VARIABLES | {"key", "window", "metric", "count", "subje
 
 
 METRIC_RANGES: dict[str, tuple[float | None, float | None]] = {
-    "mean_score": (-1.0, 1.0), "ewma": (-1.0, 1.0), "weighted_mean": (-1.0, 1.0), "baseline_mean": (-1.0, 1.0),
-    "negative_share": (0.0, 1.0), "positive_share": (0.0, 1.0), "count": (0.0, None), "volume_z": (None, None),
+    "mean_score": (-1.0, 1.0),
+    "ewma": (-1.0, 1.0),
+    "weighted_mean": (-1.0, 1.0),
+    "baseline_mean": (-1.0, 1.0),
+    "negative_share": (0.0, 1.0),
+    "positive_share": (0.0, 1.0),
+    "count": (0.0, None),
+    "volume_z": (None, None),
 }
 """What each trend metric can be: scores in [-1, 1], shares in [0, 1], counts from 0 (None: unbounded)."""
 
@@ -58,8 +64,10 @@ def range_problem(what: str, op: str, value: float, lo: float | None, hi: float 
     """Why ``<what> <op> <value>`` is a rule that cannot work, given that ``what`` is in [lo, hi]: it
     can never hold, or the value lies outside what ``what`` can be. None when it is fine."""
     can_hold = {
-        "<": lo is None or lo < value, "<=": lo is None or lo <= value,
-        ">": hi is None or hi > value, ">=": hi is None or hi >= value,
+        "<": lo is None or lo < value,
+        "<=": lo is None or lo <= value,
+        ">": hi is None or hi > value,
+        ">=": hi is None or hi >= value,
     }[op]
     if not can_hold:
         return f"value: {what} {op} {value:g} can never hold ({what} is in {_span(lo, hi)}); the rule could never fire"
@@ -149,7 +157,8 @@ class TrendRule(RuleBase):
     keep_firing_for: Duration = Field(
         default=timedelta(0),
         description="once firing, stay firing this long after the condition stops holding; it holding again "
-                    "in that time continues the same episode (no new alert). 0 = resolve at once")
+        "in that time continues the same episode (no new alert). 0 = resolve at once",
+    )
 
     @property
     def is_pattern(self) -> bool:
@@ -167,7 +176,7 @@ class ThresholdRule(TrendRule):
     value: float
 
     @model_validator(mode="after")
-    def _can_fire(self) -> "ThresholdRule":
+    def _can_fire(self) -> ThresholdRule:
         if problem := range_problem(self.metric, self.op, self.value, *METRIC_RANGES[self.metric]):
             raise ValueError(problem)
         return self
@@ -186,13 +195,15 @@ class ChangeRule(TrendRule):
     value: float
 
     @model_validator(mode="after")
-    def _two_windows(self) -> "ChangeRule":
+    def _two_windows(self) -> ChangeRule:
         if self.baseline_window == self.window:
             raise ValueError("baseline_window must differ from window")
         lo, hi = METRIC_RANGES[self.metric]
         base_lo, base_hi = METRIC_RANGES[self.baseline_metric or self.metric]
-        span = (None if lo is None or base_hi is None else lo - base_hi,
-                None if hi is None or base_lo is None else hi - base_lo)
+        span = (
+            None if lo is None or base_hi is None else lo - base_hi,
+            None if hi is None or base_lo is None else hi - base_lo,
+        )
         if problem := range_problem(f"the change of {self.metric}", self.op, self.value, *span):
             raise ValueError(problem)
         return self
@@ -221,8 +232,17 @@ class StoryRule(RuleBase):
     record has none for it); mentions less relevant than ``min_relevance`` are ignored."""
 
     VARIABLES: ClassVar[frozenset[str]] = COMMON_VARIABLES | {
-        "title", "source", "url", "ticker", "story_id", "topic", "score", "published_at", "subject",
-        "relevance", "story_score",
+        "title",
+        "source",
+        "url",
+        "ticker",
+        "story_id",
+        "topic",
+        "score",
+        "published_at",
+        "subject",
+        "relevance",
+        "story_score",
     }
 
     type: Literal["story"]
@@ -233,9 +253,12 @@ class StoryRule(RuleBase):
     first_seen_only: bool = Field(default=True, description="only stories with novelty 1.0 (first sighting)")
     min_confidence: float = Field(default=0.0, ge=0.0, le=1.0, description="of the ticker's own sentiment")
     min_relevance: float = Field(
-        default=0.2, ge=0.0, le=1.0,
+        default=0.2,
+        ge=0.0,
+        le=1.0,
         description="ignore a ticker the story is less about than this (a passing mention); a record without "
-                    "relevance for the ticker is not filtered")
+        "relevance for the ticker is not filtered",
+    )
     resolve_after: Duration = Field(default=timedelta(hours=1), description="a story alert resolves after this")
     send_resolved: bool = False
 
@@ -247,7 +270,7 @@ class StoryRule(RuleBase):
         return tuple(t if t == "*" else t.upper() for t in v)
 
     @model_validator(mode="after")
-    def _no_for(self) -> "StoryRule":
+    def _no_for(self) -> StoryRule:
         if self.for_ > timedelta(0):
             raise ValueError("for: a story rule fires on one story; 'for' must be 0")
         if problem := range_problem("a story's score", self.op, self.value, -1.0, 1.0):
@@ -259,7 +282,7 @@ class StoryRule(RuleBase):
         return "*" in self.tickers
 
 
-Rule = Annotated[Union[ThresholdRule, ChangeRule, SpikeRule, StoryRule], Field(discriminator="type")]
+Rule = Annotated[ThresholdRule | ChangeRule | SpikeRule | StoryRule, Field(discriminator="type")]
 _RULE = TypeAdapter(Rule)
 
 
@@ -298,7 +321,7 @@ class RuleSet(BaseModel):
 def _clean_msg(msg: str) -> str:
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
-            return msg[len(prefix):]
+            return msg[len(prefix) :]
     return msg
 
 

@@ -16,9 +16,9 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import timedelta
 from pathlib import Path
-from collections.abc import Collection
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -48,7 +48,9 @@ class ReceiverSettings(_Section):
     timeout: Duration = Field(default=timedelta(seconds=5), description="per request (connect + read)")
     headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
     path: Path | None = None
-    max_alerts: int = Field(default=0, ge=0, description="alerts per notification; 0 = all (rest counted in truncatedAlerts)")
+    max_alerts: int = Field(
+        default=0, ge=0, description="alerts per notification; 0 = all (rest counted in truncatedAlerts)"
+    )
     send_resolved: bool = True
     resend_interval: Duration = Field(
         default=timedelta(minutes=1),
@@ -63,7 +65,7 @@ class ReceiverSettings(_Section):
         return v
 
     @model_validator(mode="after")
-    def _fits_type(self) -> "ReceiverSettings":
+    def _fits_type(self) -> ReceiverSettings:
         if self.type in ("webhook", "slack", "alertmanager") and not self.url:
             raise ValueError(f"a {self.type} receiver needs url")
         if self.type == "file" and self.url:
@@ -110,9 +112,7 @@ class AlertsSettings(_Section):
     enabled: bool = True
     rules_file: Path | None = Field(default=None, description="unset = the packaged example rules")
     default_receiver: str = "local"
-    receivers: dict[str, ReceiverSettings] = Field(
-        default_factory=lambda: {"local": ReceiverSettings(type="file")}
-    )
+    receivers: dict[str, ReceiverSettings] = Field(default_factory=lambda: {"local": ReceiverSettings(type="file")})
     retry: RetrySettings = Field(default_factory=RetrySettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
@@ -128,7 +128,7 @@ class AlertsSettings(_Section):
     def rules_path(self) -> Path:
         return self.rules_file if self.rules_file is not None else PACKAGED_RULES
 
-    def load_rules(self, windows: Collection[str] | None = None) -> "RuleSet":
+    def load_rules(self, windows: Collection[str] | None = None) -> RuleSet:
         """The validated rules, checked against the configured receivers (and, given ``windows``,
         the aggregator's window names); raises RulesError."""
         from alerts.ruleset import load_rules

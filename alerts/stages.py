@@ -78,8 +78,9 @@ class EvaluatorStage:
             stored = self.engine.store.input_offset(tp)
             if stored is not None and consumer is not None:
                 consumer.seek(tp, stored)
-                log.info("resuming from the alert store's offset", topic=tp.topic, partition=tp.partition,
-                         offset=stored)
+                log.info(
+                    "resuming from the alert store's offset", topic=tp.topic, partition=tp.partition, offset=stored
+                )
 
     def run(self, stop: threading.Event) -> None:
         if not self.durable_bus:
@@ -139,7 +140,6 @@ class EvaluatorStage:
             finally:
                 producer.close()
 
-
     def _observe_latency(self, fingerprints: set[str]) -> None:
         """Publish → alert: from the newest headline behind each alert that fired to now."""
         now = time.time()
@@ -155,8 +155,13 @@ class DeliveryStage:
 
     name = "alerts-deliver"
 
-    def __init__(self, deliverer: OutboxDeliverer, wake: threading.Event, poll_interval_s: float = 1.0,
-                 keepalive: AlertmanagerKeepalive | None = None) -> None:
+    def __init__(
+        self,
+        deliverer: OutboxDeliverer,
+        wake: threading.Event,
+        poll_interval_s: float = 1.0,
+        keepalive: AlertmanagerKeepalive | None = None,
+    ) -> None:
         self.deliverer = deliverer
         self.wake = wake
         self.poll_interval_s = poll_interval_s

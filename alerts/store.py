@@ -50,8 +50,18 @@ CREATE INDEX IF NOT EXISTS outbox_head ON outbox(state, receiver, group_key, id)
 """
 
 _OUTBOX_COLUMNS = (
-    "idempotency_key", "receiver", "group_key", "reason", "status", "fingerprints", "body", "content_type",
-    "created_at", "next_attempt_at", "attempts", "state",
+    "idempotency_key",
+    "receiver",
+    "group_key",
+    "reason",
+    "status",
+    "fingerprints",
+    "body",
+    "content_type",
+    "created_at",
+    "next_attempt_at",
+    "attempts",
+    "state",
 )
 
 
@@ -168,8 +178,20 @@ class AlertStore:
                     cur = db.execute(
                         f"INSERT OR IGNORE INTO outbox ({', '.join(_OUTBOX_COLUMNS)}) "
                         f"VALUES ({', '.join('?' * len(_OUTBOX_COLUMNS))})",
-                        (e.idempotency_key, e.receiver, e.group_key, e.reason, e.status, json.dumps(e.fingerprints),
-                         e.body, e.content_type, e.created_at, e.next_attempt_at, e.attempts, e.state),
+                        (
+                            e.idempotency_key,
+                            e.receiver,
+                            e.group_key,
+                            e.reason,
+                            e.status,
+                            json.dumps(e.fingerprints),
+                            e.body,
+                            e.content_type,
+                            e.created_at,
+                            e.next_attempt_at,
+                            e.attempts,
+                            e.state,
+                        ),
                     )
                     added += cur.rowcount
                 if offsets:
@@ -262,8 +284,12 @@ class AlertStore:
     def expire(self, older_than: float) -> list[int]:
         """Dead-letter pending entries created before ``older_than``; returns their ids."""
         with self._lock:
-            ids = [r["id"] for r in self._db.execute(
-                "SELECT id FROM outbox WHERE state = 'pending' AND created_at < ?", (older_than,)).fetchall()]
+            ids = [
+                r["id"]
+                for r in self._db.execute(
+                    "SELECT id FROM outbox WHERE state = 'pending' AND created_at < ?", (older_than,)
+                ).fetchall()
+            ]
             if ids:
                 self._db.executemany(
                     "UPDATE outbox SET state = 'dead', last_error = COALESCE(last_error, '') || "
@@ -286,8 +312,7 @@ class AlertStore:
         )
         return [_entry(r) for r in rows]
 
-    def refresh_firing(self, receiver: str,
-                       build: Callable[[str, list[AlertInstance]], OutboxEntry | None]) -> int:
+    def refresh_firing(self, receiver: str, build: Callable[[str, list[AlertInstance]], OutboxEntry | None]) -> int:
         """Queue ``build(group_key, firing_alerts)`` for each of ``receiver``'s groups with firing
         alerts and nothing pending; returns the rows queued.
 
@@ -295,8 +320,12 @@ class AlertStore:
         commits cannot slip in between: it lands before (and the group is left out) or after (and
         is delivered after the re-send, in order)."""
         with self._lock:
-            busy = {r["group_key"] for r in self._db.execute(
-                "SELECT DISTINCT group_key FROM outbox WHERE state = 'pending' AND receiver = ?", (receiver,))}
+            busy = {
+                r["group_key"]
+                for r in self._db.execute(
+                    "SELECT DISTINCT group_key FROM outbox WHERE state = 'pending' AND receiver = ?", (receiver,)
+                )
+            }
             groups: dict[str, list[AlertInstance]] = {}
             for inst in self.list_alerts("firing"):
                 if inst.receiver == receiver and inst.group_key not in busy:

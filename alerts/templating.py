@@ -57,7 +57,7 @@ class Template:
     names: frozenset[str]
 
     @classmethod
-    def parse(cls, text: str, allowed: frozenset[str] | None = None) -> "Template":
+    def parse(cls, text: str, allowed: frozenset[str] | None = None) -> Template:
         names: set[str] = set()
         for m in _PLACEHOLDER.finditer(text):
             name, flt = m.group("name"), m.group("filter")

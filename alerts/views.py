@@ -25,7 +25,8 @@ class AlertView(BaseModel):
     last_seen_at: datetime | None = None
     last_notified_at: datetime | None = None
     keep_firing_since: datetime | None = Field(
-        default=None, description="firing, but its condition has not held since then (the rule's keep_firing_for runs)")
+        default=None, description="firing, but its condition has not held since then (the rule's keep_firing_for runs)"
+    )
     revision: int = 0
     notifications: int = 0
     values: dict[str, float]
@@ -35,13 +36,29 @@ class AlertView(BaseModel):
     acked_by: str | None = None
 
     @classmethod
-    def of(cls, a: AlertInstance) -> "AlertView":
+    def of(cls, a: AlertInstance) -> AlertView:
         return cls(
-            fingerprint=a.fingerprint, rule=a.rule, state=a.state, subject=a.subject, labels=a.labels,
-            annotations=a.annotations, receiver=a.receiver, group_key=a.group_key, active_since=a.active_since,
-            starts_at=a.starts_at, ends_at=a.ends_at, last_seen_at=a.last_seen_at,
-            last_notified_at=a.last_notified_at, keep_firing_since=a.keep_firing_since, revision=a.revision,
-            notifications=a.seq, values=a.values, evidence=list(a.evidence), model_version=a.model_version, acked_at=a.acked_at, acked_by=a.acked_by,
+            fingerprint=a.fingerprint,
+            rule=a.rule,
+            state=a.state,
+            subject=a.subject,
+            labels=a.labels,
+            annotations=a.annotations,
+            receiver=a.receiver,
+            group_key=a.group_key,
+            active_since=a.active_since,
+            starts_at=a.starts_at,
+            ends_at=a.ends_at,
+            last_seen_at=a.last_seen_at,
+            last_notified_at=a.last_notified_at,
+            keep_firing_since=a.keep_firing_since,
+            revision=a.revision,
+            notifications=a.seq,
+            values=a.values,
+            evidence=list(a.evidence),
+            model_version=a.model_version,
+            acked_at=a.acked_at,
+            acked_by=a.acked_by,
         )
 
 
@@ -60,13 +77,20 @@ class OutboxView(BaseModel):
     last_error: str | None = None
 
     @classmethod
-    def of(cls, e: OutboxEntry) -> "OutboxView":
+    def of(cls, e: OutboxEntry) -> OutboxView:
         return cls(
-            id=e.id or 0, receiver=e.receiver, reason=e.reason, status=e.status, state=e.state,
-            idempotency_key=e.idempotency_key, fingerprints=e.fingerprints, attempts=e.attempts,
+            id=e.id or 0,
+            receiver=e.receiver,
+            reason=e.reason,
+            status=e.status,
+            state=e.state,
+            idempotency_key=e.idempotency_key,
+            fingerprints=e.fingerprints,
+            attempts=e.attempts,
             created_at=datetime.fromtimestamp(e.created_at, tz=timezone.utc),
             next_attempt_at=datetime.fromtimestamp(e.next_attempt_at, tz=timezone.utc),
-            last_status=e.last_status, last_error=e.last_error,
+            last_status=e.last_status,
+            last_error=e.last_error,
         )
 
 

@@ -30,11 +30,16 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     if not settings.kafka.enabled:
         # the in-process bus would end with this command, and the ids would still be remembered
         # as seen: the stories would reach nobody and the next replay would call them duplicates
-        print("finsent replay: no broker configured: set kafka.bootstrap (or --kafka HOST:PORT); "
-              "replay feeds a running pipeline through Kafka", file=sys.stderr)
+        print(
+            "finsent replay: no broker configured: set kafka.bootstrap (or --kafka HOST:PORT); "
+            "replay feeds a running pipeline through Kafka",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
 
     import signal
+
+    from pydantic import ValidationError
 
     from connectors.component import build_core
     from connectors.replay import Replayer
@@ -42,8 +47,6 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from monitor.bus.base import BusError
     from monitor.bus.factory import make_command_bus
     from monitor.component import Context
-
-    from pydantic import ValidationError
 
     try:
         source = FileSource(name=args.source, path=path, speed=args.speed, format=args.format)
@@ -86,8 +89,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "news.raw and print one JSON line: read, produced, duplicates, rejected, seconds.",
     )
     p.add_argument("file", help="a .jsonl or .csv file")
-    p.add_argument("--speed", type=float, default=0.0,
-                   help="event seconds per wall second (60 = an hour per minute); 0 = as fast as possible")
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=0.0,
+        help="event seconds per wall second (60 = an hour per minute); 0 = as fast as possible",
+    )
     p.add_argument("--kafka", metavar="HOST:PORT", help="Kafka bootstrap (overrides kafka.bootstrap)")
     p.add_argument("--source", default="replay", help="source name for rows without one (default: replay)")
     p.add_argument("--format", choices=("auto", "jsonl", "csv"), default="auto")

@@ -48,7 +48,7 @@ class FetchResult:
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
     """Exponential backoff with "equal jitter": half the step fixed, half random."""
-    step = min(cap, base * (2 ** attempt))
+    step = min(cap, base * (2**attempt))
     return step / 2 + rng.uniform(0, step / 2)
 
 
@@ -99,8 +99,14 @@ class Fetcher:
                 delay = backoff_delay(attempt - 1, self.source.backoff_s, self.source.backoff_max_s, self.rng)
                 if retry_after is not None:
                     delay = max(delay, min(retry_after, self.source.backoff_max_s))
-                log.info("retrying fetch", source=self.source.name, url=url, attempt=attempt + 1,
-                         delay_s=round(delay, 2), error=str(last))
+                log.info(
+                    "retrying fetch",
+                    source=self.source.name,
+                    url=url,
+                    attempt=attempt + 1,
+                    delay_s=round(delay, 2),
+                    error=str(last),
+                )
                 if self.stop.wait(delay):
                     raise Stopped()
             retry_after = None
@@ -139,14 +145,18 @@ class Fetcher:
                         if size > cap:
                             raise FetchError("too_large", f"{url}: body exceeds the {cap}-byte cap")
                         if time.monotonic() > deadline:
-                            raise FetchError("timeout", f"{url}: body still arriving after {3 * self.source.timeout_s}s")
+                            raise FetchError(
+                                "timeout", f"{url}: body still arriving after {3 * self.source.timeout_s}s"
+                            )
                         chunks.append(chunk)
                 headers_out = {k.lower(): v for k, v in resp.headers.items()}
                 return resp.status_code, str(resp.url), b"".join(chunks), headers_out
         except httpx.TooManyRedirects as err:
             raise FetchError("redirects", f"{url}: more than {self.source.max_redirects} redirects") from err
         except httpx.TimeoutException as err:
-            raise FetchError("timeout", f"{url}: timed out after {self.source.timeout_s}s ({type(err).__name__})") from err
+            raise FetchError(
+                "timeout", f"{url}: timed out after {self.source.timeout_s}s ({type(err).__name__})"
+            ) from err
         except httpx.ConnectError as err:
             raise FetchError("connect", f"{url}: cannot connect: {err}") from err
         except httpx.DecodingError as err:

@@ -10,11 +10,40 @@ import zlib
 from datetime import datetime
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
-TRACKING_PARAMS = frozenset({
-    "fbclid", "gclid", "dclid", "msclkid", "yclid", "mc_cid", "mc_eid", "_hsenc", "_hsmi", "mkt_tok",
-    "cmpid", "cmp", "ocid", "ncid", "taid", "sr_share", "smid", "smtyp", "guccounter", "guce_referrer",
-    "guce_referrer_sig", "ref", "ref_src", "referrer", "feedtype", "feedname", "rss", "cid", "s_cid", "igshid",
-})
+TRACKING_PARAMS = frozenset(
+    {
+        "fbclid",
+        "gclid",
+        "dclid",
+        "msclkid",
+        "yclid",
+        "mc_cid",
+        "mc_eid",
+        "_hsenc",
+        "_hsmi",
+        "mkt_tok",
+        "cmpid",
+        "cmp",
+        "ocid",
+        "ncid",
+        "taid",
+        "sr_share",
+        "smid",
+        "smtyp",
+        "guccounter",
+        "guce_referrer",
+        "guce_referrer_sig",
+        "ref",
+        "ref_src",
+        "referrer",
+        "feedtype",
+        "feedname",
+        "rss",
+        "cid",
+        "s_cid",
+        "igshid",
+    }
+)
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 
@@ -60,8 +89,12 @@ def canonical_url(url: str) -> str:
     remaining query parameters sorted, empty path as ``/``."""
     parts = urlsplit(url.strip())
     netloc = parts.netloc
-    if parts.path and parts.scheme in _DEFAULT_PORTS and _PLAIN_NETLOC.fullmatch(netloc) \
-            and not netloc.startswith("www."):
+    if (
+        parts.path
+        and parts.scheme in _DEFAULT_PORTS
+        and _PLAIN_NETLOC.fullmatch(netloc)
+        and not netloc.startswith("www.")
+    ):
         # already-lower host without port or credentials: only the query may need work
         query = _plain_query(parts.query) if parts.query else ""
         if query is not None:
@@ -143,8 +176,18 @@ def title_key(title: str) -> str:
 
 
 _SYNONYMS = {
-    "bln": "billion", "bn": "billion", "mln": "million", "mn": "million", "pct": "%", "percent": "%",
-    "per cent": "%", "qtr": "quarter", "q/q": "quarter", "yr": "year", "shr": "share", "shrs": "shares",
+    "bln": "billion",
+    "bn": "billion",
+    "mln": "million",
+    "mn": "million",
+    "pct": "%",
+    "percent": "%",
+    "per cent": "%",
+    "qtr": "quarter",
+    "q/q": "quarter",
+    "yr": "year",
+    "shr": "share",
+    "shrs": "shares",
 }
 
 

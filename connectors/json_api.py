@@ -12,7 +12,7 @@ from connectors.fetch import Fetcher, FetchError
 from connectors.identity import resolve_url
 from connectors.metrics import IngestMetrics
 from connectors.normalise import Draft, parse_time, sane_published
-from connectors.publisher import PublishResult, Publisher
+from connectors.publisher import Publisher, PublishResult
 from connectors.settings import JsonApiSource
 from monitor.records import utcnow
 
@@ -37,7 +37,7 @@ def _walk(obj: Any, parts: list[str]) -> Any:
         if part == "*":
             if not isinstance(obj, list):
                 return None
-            rest = parts[i + 1:]
+            rest = parts[i + 1 :]
             return [v for v in (_walk(x, rest) for x in obj) if v is not None]
         if isinstance(obj, dict):
             obj = obj.get(part, _MISSING)
@@ -163,6 +163,7 @@ class JsonApiPoller:
             self.metrics.errors.labels(src.name, "config").inc()
             log.error("API poll misconfigured", source=src.name, error=str(err))
             total.fetch_error = f"config: {err}"
-        log.info("API polled", source=src.name, produced=total.produced, duplicates=total.duplicates,
-                 rejected=total.rejected)
+        log.info(
+            "API polled", source=src.name, produced=total.produced, duplicates=total.duplicates, rejected=total.rejected
+        )
         return total

@@ -5,7 +5,16 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 ERROR_KINDS = (
-    "timeout", "connect", "network", "http_4xx", "http_5xx", "too_large", "redirects", "malformed", "parse", "publish",
+    "timeout",
+    "connect",
+    "network",
+    "http_4xx",
+    "http_5xx",
+    "too_large",
+    "redirects",
+    "malformed",
+    "parse",
+    "publish",
     "config",
 )
 
@@ -34,13 +43,16 @@ class IngestMetrics:
             "finsent_ingest_errors", "Fetch/parse/publish failures by kind", ["source", "kind"], registry=registry
         )
         self.source_failures = Gauge(
-            "finsent_ingest_source_failures", "Consecutive failed polls of a source (0 = healthy)", ["source"],
+            "finsent_ingest_source_failures",
+            "Consecutive failed polls of a source (0 = healthy)",
+            ["source"],
             registry=registry,
         )
         self.source_backoff = Gauge(
             "finsent_ingest_source_backoff_seconds",
             "Delay before a failing source is polled again (circuit breaker; 0 = polled at its interval)",
-            ["source"], registry=registry,
+            ["source"],
+            registry=registry,
         )
         self.not_modified = Counter(
             "finsent_ingest_not_modified", "Conditional GETs answered 304", ["source"], registry=registry

@@ -125,7 +125,9 @@ def _is_number(s: str) -> bool:
     return True
 
 
-def sane_published(published: datetime | None, now: datetime, max_future: timedelta = timedelta(hours=1)) -> tuple[datetime, str | None]:
+def sane_published(
+    published: datetime | None, now: datetime, max_future: timedelta = timedelta(hours=1)
+) -> tuple[datetime, str | None]:
     """For live feeds: a missing date becomes ``now``; one far in the future (a time-zone bug) is
     clamped to ``now``. Returns the time and a note for ``meta['published_at']`` when changed."""
     if published is None:

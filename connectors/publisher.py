@@ -10,7 +10,6 @@ rolled back so that the next poll (or the webhook caller's retry) sends them aga
 from __future__ import annotations
 
 import sqlite3
-
 import threading
 from collections import Counter
 from collections.abc import Iterable
@@ -45,7 +44,7 @@ class PublishResult:
     fetch_error: str | None = None
     """Why the source could not be read this poll (fetch, parse, config); feeds the circuit breaker."""
 
-    def add(self, other: "PublishResult") -> None:
+    def add(self, other: PublishResult) -> None:
         self.fetch_error = self.fetch_error or other.fetch_error
         for name in ("read", "produced", "new", "near_duplicates", "duplicates", "rejected", "failed"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
@@ -121,7 +120,7 @@ class Publisher:
             delivery = self.dlq.reject_payload(payload, f"{source}: {reason}", key=source)
         delivery.get(timeout=self.ack_timeout_s)
 
-    def _send_chunk(self, source: str, drafts: list[Draft], scope: str) -> "_Batch":
+    def _send_chunk(self, source: str, drafts: list[Draft], scope: str) -> _Batch:
         """Normalise, dedup and send one chunk without waiting for the acks."""
         batch = _Batch(source, PublishResult(read=len(drafts)))
         result, tally = batch.result, batch.tally
@@ -148,10 +147,12 @@ class Publisher:
                     tally[(item.source, "duplicate")] += 1
                     continue
                 if verdict.status == "near_duplicate":
-                    item = item.model_copy(update={
-                        "novelty": verdict.novelty,
-                        "meta": {**item.meta, "near_duplicate_of": verdict.duplicate_of or ""},
-                    })
+                    item = item.model_copy(
+                        update={
+                            "novelty": verdict.novelty,
+                            "meta": {**item.meta, "near_duplicate_of": verdict.duplicate_of or ""},
+                        }
+                    )
                 ready.append((item, verdict.reservation))
             for n, (item, reservation) in enumerate(ready):
                 try:
@@ -167,12 +168,12 @@ class Publisher:
                     break
                 batch.sent.append((item, reservation, delivery))
         except BaseException:
-            self.state.rollback([r for _, r in ready[len(batch.sent):]])
+            self.state.rollback([r for _, r in ready[len(batch.sent) :]])
             self._settle(batch, live=False)
             raise
         return batch
 
-    def _settle(self, batch: "_Batch", live: bool) -> PublishResult:
+    def _settle(self, batch: _Batch, live: bool) -> PublishResult:
         """Wait for every delivery of ``batch``; remember the acknowledged stories, forget the rest.
 
         A story counts as produced only once it is both acknowledged and remembered: when the
@@ -186,7 +187,7 @@ class Publisher:
             for item, reservation, delivery in batch.sent:
                 try:
                     delivery.get(timeout=self.ack_timeout_s)
-                except Exception as err:  # noqa: BLE001 - BusError, timeouts: the story was not durably sent
+                except Exception as err:
                     failed.append(reservation)
                     result.failed += 1
                     tally[(item.source, "failed")] += 1
@@ -198,8 +199,12 @@ class Publisher:
                 self.state.commit([r for _, r in acked])
             except sqlite3.Error as err:
                 self.state.rollback([r for _, r in acked])
-                log.error("ingest state not persisted; the stories will be sent again", source=source,
-                          stories=len(acked), error=str(err))
+                log.error(
+                    "ingest state not persisted; the stories will be sent again",
+                    source=source,
+                    stories=len(acked),
+                    error=str(err),
+                )
                 for item, _ in acked:
                     tally[(item.source, "failed")] += 1
                 result.failed += len(acked)
@@ -225,13 +230,18 @@ class Publisher:
             else:
                 counters[kind].labels(name).inc(n)
         if result.failed:
-            log.error("stories not acknowledged; they will be retried", source=source, failed=result.failed,
-                      error=result.errors[0] if result.errors else "")
+            log.error(
+                "stories not acknowledged; they will be retried",
+                source=source,
+                failed=result.failed,
+                error=result.errors[0] if result.errors else "",
+            )
         if live:
             for item, _, _ in batch.sent:
                 if "published_at" not in item.meta:  # a missing or clamped date says nothing
                     m.delay_seconds.labels(item.source).observe(
-                        max(0.0, (item.fetched_at - item.published_at).total_seconds()))
+                        max(0.0, (item.fetched_at - item.published_at).total_seconds())
+                    )
         return result
 
     def _flush(self) -> None:

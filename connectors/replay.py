@@ -38,7 +38,7 @@ import structlog
 
 from connectors.identity import story_id
 from connectors.normalise import Draft, parse_time
-from connectors.publisher import PublishResult, Publisher
+from connectors.publisher import Publisher, PublishResult
 from connectors.settings import FileSource
 from connectors.text import clean_text
 from monitor.bus.base import BusError
@@ -83,8 +83,13 @@ class ReplayStats:
     out_of_order: int = 0
 
     def summary(self) -> dict[str, Any]:
-        out = {"read": self.read, "produced": self.produced, "duplicates": self.duplicates,
-               "rejected": self.rejected, "seconds": round(self.seconds, 3)}
+        out = {
+            "read": self.read,
+            "produced": self.produced,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "seconds": round(self.seconds, 3),
+        }
         if self.out_of_order:
             out["out_of_order"] = self.out_of_order
         return out
@@ -191,8 +196,9 @@ def iter_file(path: Path, fmt: str, default_source: str) -> Iterator[Row | BadRo
         yield Row(when, draft)
 
 
-def in_event_time_order(rows: Iterable[Row | BadRow], window: int = SORT_WINDOW,
-                        late: Callable[[Row], None] | None = None) -> Iterator[Row | BadRow]:
+def in_event_time_order(
+    rows: Iterable[Row | BadRow], window: int = SORT_WINDOW, late: Callable[[Row], None] | None = None
+) -> Iterator[Row | BadRow]:
     """``rows`` sorted by event time (stable) within a heap of ``window`` rows; bad rows pass at
     once. A row older than one already yielded is yielded at once, after ``late(row)``."""
     heap: list[tuple[datetime, int, Row]] = []
@@ -366,13 +372,19 @@ class Replayer:
             self._count(result, first=attempt == 0)
             if not result.failed:
                 break
-            log.warning("replay chunk not fully acknowledged; retrying", source=source, failed=result.failed,
-                        attempt=attempt + 1)
-            if self._stop.wait(min(2 ** attempt, 10)):
+            log.warning(
+                "replay chunk not fully acknowledged; retrying",
+                source=source,
+                failed=result.failed,
+                attempt=attempt + 1,
+            )
+            if self._stop.wait(min(2**attempt, 10)):
                 break
         if result.failed and not self._stop.is_set():
-            raise BusError(f"replay of {self.source.name}: {result.failed} stories not acknowledged: "
-                           f"{result.errors[0] if result.errors else ''}")
+            raise BusError(
+                f"replay of {self.source.name}: {result.failed} stories not acknowledged: "
+                f"{result.errors[0] if result.errors else ''}"
+            )
 
     def _count(self, result: PublishResult, first: bool) -> None:
         if first:

@@ -18,7 +18,7 @@ from connectors.fetch import Fetcher, FetchError
 from connectors.identity import resolve_url
 from connectors.metrics import IngestMetrics
 from connectors.normalise import Draft, sane_published
-from connectors.publisher import PublishResult, Publisher
+from connectors.publisher import Publisher, PublishResult
 from connectors.settings import RssSource
 from connectors.state import IngestState
 from connectors.tickers import TickerExtractor
@@ -122,8 +122,12 @@ class RssPoller:
         )
         if parsed.get("bozo"):
             self.metrics.errors.labels(src.name, "malformed").inc()
-            log.warning("malformed feed", source=src.name, entries=len(parsed.entries),
-                        error=str(parsed.get("bozo_exception", ""))[:200])
+            log.warning(
+                "malformed feed",
+                source=src.name,
+                entries=len(parsed.entries),
+                error=str(parsed.get("bozo_exception", ""))[:200],
+            )
             if not parsed.entries:
                 return PublishResult(fetch_error="malformed feed")
         drafts = entries_to_drafts(parsed, src, res.url, self.finder)
@@ -133,6 +137,12 @@ class RssPoller:
             self.state.save_http_validators(
                 src.name, src.url, res.headers.get("etag"), res.headers.get("last-modified")
             )
-        log.info("feed polled", source=src.name, entries=len(drafts), produced=result.produced,
-                 duplicates=result.duplicates, rejected=result.rejected)
+        log.info(
+            "feed polled",
+            source=src.name,
+            entries=len(drafts),
+            produced=result.produced,
+            duplicates=result.duplicates,
+            rejected=result.rejected,
+        )
         return result

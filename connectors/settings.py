@@ -34,7 +34,7 @@ class Secret(_Model):
     env: str | None = None
 
     @model_validator(mode="after")
-    def _one_of(self) -> "Secret":
+    def _one_of(self) -> Secret:
         if (self.value is None) == (self.env is None):
             raise ValueError("give exactly one of 'value' or 'env'")
         return self
@@ -74,7 +74,8 @@ class HttpSourceBase(_SourceBase):
     max_redirects: int = Field(default=5, ge=0)
     headers: dict[str, str] = Field(default_factory=dict)
     failure_backoff_max_s: float = Field(
-        default=3600.0, gt=0,
+        default=3600.0,
+        gt=0,
         description="a source failing poll after poll is polled at interval * 2^failures, at most this far apart",
     )
     user_agent: str = "finsent/0.1 (+https://github.com/finsent/finsent)"
@@ -142,7 +143,7 @@ class WebhookSource(_SourceBase):
     legacy_body_hmac: bool = Field(
         default=False,
         description="also accept the old body-only 'sha256=<hex>' signature: it has no timestamp, so a captured "
-                    "request can be replayed; only for senders that cannot sign timestamps",
+        "request can be replayed; only for senders that cannot sign timestamps",
     )
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
     max_items: int = Field(default=1000, ge=1)
@@ -169,14 +170,21 @@ Source = Annotated[RssSource | JsonApiSource | WebhookSource | FileSource, Field
 class DedupSettings(_Model):
     ttl_hours: float = Field(default=48.0, gt=0, description="how long seen ids and titles are remembered")
     max_entries: int = Field(
-        default=100_000, ge=1_000,
+        default=100_000,
+        ge=1_000,
         description="at most this many ids (and as many title clusters) are remembered; beyond it the oldest are "
-                    "forgotten before ttl_hours (about 2.5 KiB of memory each, id and title together)")
+        "forgotten before ttl_hours (about 2.5 KiB of memory each, id and title together)",
+    )
     near_duplicate_threshold: float = Field(
-        default=0.8, gt=0, le=1.0, description="Jaccard similarity of title words above which stories are near-duplicates"
+        default=0.8,
+        gt=0,
+        le=1.0,
+        description="Jaccard similarity of title words above which stories are near-duplicates",
     )
     min_novelty: float = Field(
-        default=0.0, ge=0, le=1.0,
+        default=0.0,
+        ge=0,
+        le=1.0,
         description="near-duplicates whose novelty (1/(1+earlier copies)) falls below this are dropped",
     )
     db_name: str = "connectors.db"
@@ -190,13 +198,13 @@ class ConnectorsSettings(_Model):
     alias_table: str = Field(
         default="default",
         description="company names -> tickers: 'default' = the table shipped with finsent (connectors/data/"
-                    "aliases.csv, large US and European companies), 'none' = no table, else the path of a CSV "
-                    "in the same format (header 'alias,ticker', then one alias a row)",
+        "aliases.csv, large US and European companies), 'none' = no table, else the path of a CSV "
+        "in the same format (header 'alias,ticker', then one alias a row)",
     )
     aliases: dict[str, str | None] = Field(
         default_factory=dict,
         description="company name -> ticker, e.g. {'Acme Corp': 'ACME'} (case-sensitive, whole words); extends "
-                    "alias_table and wins over it; a name mapped to null is removed from the table",
+        "alias_table and wins over it; a name mapped to null is removed from the table",
     )
     default_language: str = "en"
     max_tickers: int = Field(default=8, ge=1)
@@ -236,7 +244,7 @@ class ConnectorsSettings(_Model):
         return v
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "ConnectorsSettings":
+    def _unique_names(self) -> ConnectorsSettings:
         names = [s.name for s in self.sources]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

@@ -64,15 +64,19 @@ class PollingStage:
         error: str | None = "poll crashed"
         try:
             error = poller.poll_once().fetch_error
-        except Exception:  # noqa: BLE001 - one source's bug must not stop the others
+        except Exception:
             log.exception("poll crashed", source=poller.name)
         finally:
             self.polls[poller.name] += 1
             was_open = breaker.state == "open"
             breaker.record(error)
             if error is not None:
-                log.warning("source failing; backing off", source=poller.name, failures=breaker.failures,
-                            next_poll_in_s=round(breaker.delay_s(), 1))
+                log.warning(
+                    "source failing; backing off",
+                    source=poller.name,
+                    failures=breaker.failures,
+                    next_poll_in_s=round(breaker.delay_s(), 1),
+                )
             elif was_open:
                 log.info("source recovered", source=poller.name)
             if self.metrics is not None:
@@ -88,7 +92,12 @@ class PollingStage:
         now = datetime.now(timezone.utc)
         for n, (poller, interval) in enumerate(self.pollers):
             scheduler.add_job(
-                self._job, "interval", args=[poller], seconds=interval, id=poller.name, name=poller.name,
+                self._job,
+                "interval",
+                args=[poller],
+                seconds=interval,
+                id=poller.name,
+                name=poller.name,
                 next_run_time=now + timedelta(milliseconds=50 * n),
             )
         scheduler.start()
@@ -105,8 +114,11 @@ class PollingStage:
         if not self._started.is_set():
             return False, "scheduler not started"
         detail = f"{len(self.pollers)} sources, polls: {sum(self.polls.values())}"
-        failing = [f"{name} ({b.failures} failures, next poll in {b.retry_in_s():.0f}s: {b.last_error})"
-                   for name, b in self.breakers.items() if b.state == "open"]
+        failing = [
+            f"{name} ({b.failures} failures, next poll in {b.retry_in_s():.0f}s: {b.last_error})"
+            for name, b in self.breakers.items()
+            if b.state == "open"
+        ]
         return True, detail + (f"; backing off: {'; '.join(failing)}" if failing else "")
 
 
@@ -125,8 +137,12 @@ class ReplayStage:
         except OSError as err:  # the file went away (or became unreadable) after the config was checked
             self._state = f"failed: cannot read {self.replayer.source.path}: {err.strerror or err}"
             self._failed = True
-            log.error("replay source unreadable", source=self.replayer.source.name,
-                      path=str(self.replayer.source.path), error=err.strerror or str(err))
+            log.error(
+                "replay source unreadable",
+                source=self.replayer.source.name,
+                path=str(self.replayer.source.path),
+                error=err.strerror or str(err),
+            )
             stop.wait()
             return
         self._state = f"finished: {stats.summary()}"

@@ -20,10 +20,10 @@ import math
 import sqlite3
 import sys
 import threading
-from itertools import islice
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Literal
 
@@ -147,12 +147,17 @@ class IngestState:
         horizon = self._clock() - self.ttl_s
         self._db.execute("DELETE FROM seen_ids WHERE seen_at < ?", (horizon,))
         self._db.execute("DELETE FROM titles WHERE last_seen < ?", (horizon,))
-        self._ids = {i: (scope, at) for i, scope, at in
-                     self._db.execute("SELECT id, scope, seen_at FROM seen_ids ORDER BY seen_at")}
-        rows = self._db.execute("SELECT scope, key, first_id, copies, first_seen, last_seen FROM titles "
-                                "ORDER BY first_seen").fetchall()
+        self._ids = {
+            i: (scope, at)
+            for i, scope, at in self._db.execute("SELECT id, scope, seen_at FROM seen_ids ORDER BY seen_at")
+        }
+        rows = self._db.execute(
+            "SELECT scope, key, first_id, copies, first_seen, last_seen FROM titles ORDER BY first_seen"
+        ).fetchall()
         for scope, key, first_id, copies, first_seen, last_seen in rows:
-            self._index(_Cluster(scope, key, _compact(title_tokens(key)), first_id, copies, first_seen, last_seen, True))
+            self._index(
+                _Cluster(scope, key, _compact(title_tokens(key)), first_id, copies, first_seen, last_seen, True)
+            )
         self._cap(self._clock())
         self._last_purge = self._clock()
         log.info("ingest state loaded", path=str(self.path), ids=len(self._ids), titles=len(rows))
@@ -369,8 +374,13 @@ class IngestState:
             say = log.info if not self.evicted else log.debug
             self.evicted += len(old_ids) + len(old)
             oldest = next(iter(self._ids.values()), ("", now))[1]  # insertion order: the oldest first
-            say("dedup memory at its bound; forgot the oldest entries before their TTL", ids=len(old_ids),
-                titles=len(old), max_entries=self.max_entries, oldest_kept_age_s=round(now - oldest))
+            say(
+                "dedup memory at its bound; forgot the oldest entries before their TTL",
+                ids=len(old_ids),
+                titles=len(old),
+                max_entries=self.max_entries,
+                oldest_kept_age_s=round(now - oldest),
+            )
 
     # -- HTTP validators --------------------------------------------------------------------
     def http_validators(self, source: str, url: str) -> tuple[str | None, str | None]:

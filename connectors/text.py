@@ -6,10 +6,16 @@ import html
 import re
 import unicodedata
 from html.parser import HTMLParser
+from typing import ClassVar
 
 _WS = re.compile(r"\s+")
-_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"
-                                      "\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"), None)
+_ZERO_WIDTH = dict.fromkeys(
+    map(
+        ord,
+        "\u200b\u200c\u200d\u2060\ufeff\u00ad\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069",
+    ),
+    None,
+)
 """Removed: zero-width characters, soft hyphens, and bidirectional marks, embeddings, overrides and
 isolates (U+202E RIGHT-TO-LEFT OVERRIDE makes a stored title read differently from what it says)."""
 _TAGGISH = re.compile(r"<[A-Za-z/!]")
@@ -27,8 +33,10 @@ def clean_text(value: str | None) -> str:
 
 
 class _TextExtractor(HTMLParser):
-    _SKIP = {"script", "style", "noscript", "template", "head"}
-    _BLOCK = {"p", "br", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "section", "article"}
+    _SKIP: ClassVar[frozenset[str]] = frozenset({"script", "style", "noscript", "template", "head"})
+    _BLOCK: ClassVar[frozenset[str]] = frozenset(
+        {"p", "br", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "section", "article"}
+    )
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -62,15 +70,17 @@ def html_to_text(value: str | None) -> str:
     try:
         parser.feed(value)
         parser.close()
-    except Exception:  # noqa: BLE001 - HTMLParser is lenient; be safe on pathological input
+    except Exception:
         return clean_text(re.sub(r"<[^>]*>", " ", html.unescape(value)))
     return clean_text("".join(parser.parts))
 
 
 # -- language ---------------------------------------------------------------------------------
 _STOPWORDS: dict[str, frozenset[str]] = {
-    "en": frozenset("the and of to in for on with as at by from is are was were will its after over says said "
-                    "than shares stock profit quarter".split()),
+    "en": frozenset(
+        "the and of to in for on with as at by from is are was were will its after over says said "
+        "than shares stock profit quarter".split()
+    ),
     "de": frozenset("der die das und mit für von auf ist nicht ein eine den dem des zu im sich aktie gewinn".split()),
     "fr": frozenset("le la les et des du un une pour sur dans est par au aux avec plus que bourse action".split()),
     "es": frozenset("el la los las y de del en por para con una un que se al sus más bolsa acciones".split()),
@@ -91,7 +101,7 @@ def guess_language(text: str, default: str = "en") -> str:
         return default
     counts = {"ja": 0, "zh": 0, "ko": 0, "ru": 0, "ar": 0, "el": 0, "he": 0}
     letters = 0
-    for ch in ("" if text.isascii() else text):
+    for ch in "" if text.isascii() else text:
         o = ord(ch)
         if ch.isalpha():
             letters += 1

@@ -19,9 +19,41 @@ from typing import Literal
 from monitor.records import MentionKind, TickerMention
 
 EXCHANGES = (
-    "NASDAQ", "NASDAQGS", "NASDAQGM", "NASDAQCM", "NYSE", "NYSEARCA", "NYSEAMERICAN", "NYSE AMERICAN",
-    "NYSE ARCA", "NYSEMKT", "AMEX", "ARCA", "BATS", "CBOE", "OTC", "OTCQX", "OTCQB", "OTCMKTS", "TSX", "TSXV",
-    "LSE", "LON", "XETRA", "ETR", "FRA", "EPA", "EURONEXT", "SIX", "HKEX", "HKG", "ASX", "TSE", "TYO", "NSE", "BSE",
+    "NASDAQ",
+    "NASDAQGS",
+    "NASDAQGM",
+    "NASDAQCM",
+    "NYSE",
+    "NYSEARCA",
+    "NYSEAMERICAN",
+    "NYSE AMERICAN",
+    "NYSE ARCA",
+    "NYSEMKT",
+    "AMEX",
+    "ARCA",
+    "BATS",
+    "CBOE",
+    "OTC",
+    "OTCQX",
+    "OTCQB",
+    "OTCMKTS",
+    "TSX",
+    "TSXV",
+    "LSE",
+    "LON",
+    "XETRA",
+    "ETR",
+    "FRA",
+    "EPA",
+    "EURONEXT",
+    "SIX",
+    "HKEX",
+    "HKG",
+    "ASX",
+    "TSE",
+    "TYO",
+    "NSE",
+    "BSE",
 )
 _SYMBOL = r"[A-Z][A-Z0-9]{0,5}(?:[.\-][A-Z0-9]{1,3})?"
 _CASHTAG = re.compile(rf"(?<![\w$])\$({_SYMBOL})(?![\w])")
@@ -155,7 +187,7 @@ def _trie_pattern(names: Iterable[str]) -> str:
         for ch in sorted(k for k in node if k):
             child, chars = node[ch], [ch]
             while len(child) == 1 and "" not in child:  # a chain with no choices: one literal
-                (nxt, child), = child.items()
+                ((nxt, child),) = child.items()
                 chars.append(nxt)
             branches.append(re.escape("".join(chars)) + emit(child))
         if not branches:
@@ -253,8 +285,9 @@ class TickerExtractor:
         for part, text, (start, end, ticker, how) in found:
             if ticker in keep:
                 in_text.add(ticker)
-                mentions.append(TickerMention(
-                    ticker=ticker, how=how, part=part, start=start, end=end, surface=text[start:end]))
+                mentions.append(
+                    TickerMention(ticker=ticker, how=how, part=part, start=start, end=end, surface=text[start:end])
+                )
         for t in kept:
             if t in explicit_set and t not in in_text:
                 mentions.append(TickerMention(ticker=t, how="feed"))

@@ -58,7 +58,7 @@ class WebhookStory(BaseModel):
     meta: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _has_title(self) -> "WebhookStory":
+    def _has_title(self) -> WebhookStory:
         if not (self.title or self.text or "").strip():
             raise ValueError("a story needs a non-empty 'title' (or 'text')")
         return self
@@ -169,8 +169,10 @@ def verify(
         return f"missing {source.signature_header} header (t=<unix seconds>,v1=<hex HMAC-SHA256 of t.body>)", None
     if given.lower().startswith("sha256="):
         if not source.legacy_body_hmac:
-            return ("body-only 'sha256=' signatures are not accepted (no timestamp, replayable); sign "
-                    "'t=<unix seconds>,v1=<hex HMAC-SHA256 of t.body>' or set legacy_body_hmac"), None
+            return (
+                "body-only 'sha256=' signatures are not accepted (no timestamp, replayable); sign "
+                "'t=<unix seconds>,v1=<hex HMAC-SHA256 of t.body>' or set legacy_body_hmac"
+            ), None
         expected = hmac.new(secret, body, hashlib.sha256).hexdigest()
         if not hmac.compare_digest(given[7:].lower().encode("ascii", "replace"), expected.encode("ascii")):
             return "signature does not match the body", None
@@ -264,8 +266,13 @@ def build_webhook_router(
         "/ingest/{source}",
         status_code=202,
         response_model=IngestAccepted,
-        responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 413: {"model": ErrorBody},
-                   422: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+        responses={
+            401: {"model": ErrorBody},
+            404: {"model": ErrorBody},
+            413: {"model": ErrorBody},
+            422: {"model": ErrorBody},
+            503: {"model": ErrorBody},
+        },
         summary="Push one story or a batch; 202 once they are durably on news.raw",
     )
     async def ingest(source: str, request: Request) -> Any:
@@ -314,8 +321,10 @@ def build_webhook_router(
         result = await run_in_threadpool(publisher.publish, source, drafts)
         if result.failed:
             return JSONResponse(
-                {"detail": f"{result.failed} of {len(stories)} stories were not acknowledged by the broker; "
-                           "retry the request (stories already delivered are de-duplicated)"},
+                {
+                    "detail": f"{result.failed} of {len(stories)} stories were not acknowledged by the broker; "
+                    "retry the request (stories already delivered are de-duplicated)"
+                },
                 status_code=503,
                 headers={"Retry-After": "5"},
             )

@@ -109,8 +109,15 @@ class AdaptiveBatcher(Generic[T]):
       loaded machine stops the batcher from waiting for company that latency cannot afford.
     """
 
-    def __init__(self, *, max_batch_tokens: int, max_batch_size: int, max_delay_s: float,
-                 target_latency_s: float | None = None, smoothing: float = 0.3) -> None:
+    def __init__(
+        self,
+        *,
+        max_batch_tokens: int,
+        max_batch_size: int,
+        max_delay_s: float,
+        target_latency_s: float | None = None,
+        smoothing: float = 0.3,
+    ) -> None:
         if max_batch_tokens < 1 or max_batch_size < 1:
             raise ValueError("max_batch_tokens and max_batch_size must be >= 1")
         self.max_batch_tokens = max_batch_tokens
@@ -123,10 +130,13 @@ class AdaptiveBatcher(Generic[T]):
         self._queue: deque[_Entry[T]] = deque()
 
     @classmethod
-    def from_settings(cls, classifier) -> AdaptiveBatcher[T]:  # noqa: ANN001 - ClassifierSettings
-        return cls(max_batch_tokens=classifier.max_batch_tokens, max_batch_size=classifier.max_batch_size,
-                   max_delay_s=classifier.max_delay_ms / 1000.0,
-                   target_latency_s=(classifier.latency_target_ms / 1000.0) if classifier.latency_target_ms else None)
+    def from_settings(cls, classifier) -> AdaptiveBatcher[T]:
+        return cls(
+            max_batch_tokens=classifier.max_batch_tokens,
+            max_batch_size=classifier.max_batch_size,
+            max_delay_s=classifier.max_delay_ms / 1000.0,
+            target_latency_s=(classifier.latency_target_ms / 1000.0) if classifier.latency_target_ms else None,
+        )
 
     # -- the queue ----------------------------------------------------------------------------
     def add(self, item: T, tokens: int, now: float) -> None:
@@ -183,9 +193,7 @@ class AdaptiveBatcher(Generic[T]):
         age = now - head.arrived
         if age >= self.max_delay_s:
             return True
-        if self.target_latency_s is not None and age + self.estimate_s(tokens) >= self.target_latency_s:
-            return True
-        return False
+        return bool(self.target_latency_s is not None and age + self.estimate_s(tokens) >= self.target_latency_s)
 
     def wait_s(self, now: float, idle: float) -> float:
         """How long the caller may block for more input before :meth:`due` may turn true."""

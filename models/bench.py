@@ -130,7 +130,7 @@ def bench_entities(engine: InferenceEngine, request_size: int = 256, repeat: int
         engine.forget_tokens()
         start = time.perf_counter()
         for i in range(0, len(texts), request_size):
-            engine.predict(texts[i: i + request_size], targets[i: i + request_size] if with_targets else None)
+            engine.predict(texts[i : i + request_size], targets[i : i + request_size] if with_targets else None)
         return len(texts) / (time.perf_counter() - start)
 
     story_only: list[float] = []
@@ -169,8 +169,9 @@ def make_pipeline(version_dir: Path, device: torch.device) -> Any:
     # but expected (a custom class the pipeline runs fine): nothing that reads like an error
     hf_logging.set_verbosity(hf_logging.CRITICAL)
     try:
-        return pipeline("text-classification", model=model, tokenizer=tokenizer, device=device,
-                        batch_size=BASELINE_BATCH)
+        return pipeline(
+            "text-classification", model=model, tokenizer=tokenizer, device=device, batch_size=BASELINE_BATCH
+        )
     finally:
         hf_logging.set_verbosity(verbosity)
 
@@ -289,12 +290,16 @@ def run_bench(
                 candidates.append({"candidate": label, "measured": False})
                 continue
             best, pred = max(runs[label], key=lambda r: r[0]["texts_per_s"])
-            best.update(candidate=label, backend=engine.backend, measured=True,
-                        runs_texts_per_s=[r[0]["texts_per_s"] for r in runs[label]],
-                        accuracy=_accuracy(pred, labels),
-                        accuracy_check_ok=_accuracy_check(engine.manifest, engine.backend, engine.precision),
-                        ratio=round(best["texts_per_s"] / base["texts_per_s"], 2),
-                        agreement=round(float(np.mean(np.asarray(pred) == np.asarray(base_pred))), 4))
+            best.update(
+                candidate=label,
+                backend=engine.backend,
+                measured=True,
+                runs_texts_per_s=[r[0]["texts_per_s"] for r in runs[label]],
+                accuracy=_accuracy(pred, labels),
+                accuracy_check_ok=_accuracy_check(engine.manifest, engine.backend, engine.precision),
+                ratio=round(best["texts_per_s"] / base["texts_per_s"], 2),
+                agreement=round(float(np.mean(np.asarray(pred) == np.asarray(base_pred))), 4),
+            )
             candidates.append(best)
         eng = candidates[0]
         results[dev] = {
@@ -306,8 +311,14 @@ def run_bench(
             "candidates": candidates,
         }
         results[dev]["entity"] = bench_entities(served, request_size, repeat)
-        log.info("bench_device_done", device=dev, ratio=results[dev]["ratio"], backend=eng["backend"],
-                 precision=eng["precision"], entity_ratio=results[dev]["entity"]["ratio"])
+        log.info(
+            "bench_device_done",
+            device=dev,
+            ratio=results[dev]["ratio"],
+            backend=eng["backend"],
+            precision=eng["precision"],
+            entity_ratio=results[dev]["entity"]["ratio"],
+        )
     first = results[devices[0]]
     return {
         "device": first["device"],

@@ -30,8 +30,9 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
     return t if nll(logits, labels, t) <= nll(logits, labels, 1.0) else 1.0
 
 
-def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0,
-                               bins: int = 15) -> float:
+def expected_calibration_error(
+    logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0, bins: int = 15
+) -> float:
     """Top-label ECE of ``softmax(logits / T)``: rows binned by confidence into ``bins`` equal-width
     bins; the support-weighted mean of |accuracy - mean confidence| per bin (0 = calibrated)."""
     if logits.numel() == 0:

@@ -60,8 +60,13 @@ def _scores(engine: Any, task: str, texts: list[str], labels: list[int]) -> dict
     return {"n": m["n"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "correct": round(m["accuracy"] * m["n"])}
 
 
-def compare(settings: Any, champion: str | None, challenger: str, fixed: dict[str, tuple[str, list]],
-            holdout: list[tuple[str, str, int]]) -> dict[str, Any]:
+def compare(
+    settings: Any,
+    champion: str | None,
+    challenger: str,
+    fixed: dict[str, tuple[str, list]],
+    holdout: list[tuple[str, str, int]],
+) -> dict[str, Any]:
     """Both versions on every fixed set and on the held-out fresh labels."""
     from models.engine import InferenceEngine
 
@@ -71,15 +76,20 @@ def compare(settings: Any, champion: str | None, challenger: str, fixed: dict[st
     out: dict[str, Any] = {"fixed": {}, "holdout": {"by_task": {}}}
     for name, (task, rows) in fixed.items():
         texts, labels = [r.text for r in rows], [r.label for r in rows]
-        out["fixed"][name] = {"task": task, "n": len(rows),
-                              **{role: _scores(e, task, texts, labels) for role, e in engines.items()}}
-    pooled = {role: 0 for role in engines}
+        out["fixed"][name] = {
+            "task": task,
+            "n": len(rows),
+            **{role: _scores(e, task, texts, labels) for role, e in engines.items()},
+        }
+    pooled = dict.fromkeys(engines, 0)
     for task in ("sentiment", "topic"):
         rows = [(text, label) for t, text, label in holdout if t == task]
         if not rows:
             continue
-        entry = {"n": len(rows), **{role: _scores(e, task, [r[0] for r in rows], [r[1] for r in rows])
-                                    for role, e in engines.items()}}
+        entry = {
+            "n": len(rows),
+            **{role: _scores(e, task, [r[0] for r in rows], [r[1] for r in rows]) for role, e in engines.items()},
+        }
         out["holdout"]["by_task"][task] = entry
         for role in engines:
             pooled[role] += entry[role]["correct"]
@@ -98,11 +108,22 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     started = time.time()
     settings = load_settings(None, home=spec["home"], classifier=spec["classifier"], training=spec["training"])
     fixed = load_fixed_sets(spec["validation_sets"], spec.get("validation_limit"), settings.training.seed)
-    log.info("retrain_child_started", profile=spec["profile"], fresh_train=len(spec["train"]),
-             holdout=len(spec["holdout"]), champion=spec["champion"], threads=settings.training.threads,
-             nice=os.nice(0))
-    result = train(settings, profile=spec["profile"], extra_examples=[tuple(r) for r in spec["train"]],
-                   promote=False, progress=False)
+    log.info(
+        "retrain_child_started",
+        profile=spec["profile"],
+        fresh_train=len(spec["train"]),
+        holdout=len(spec["holdout"]),
+        champion=spec["champion"],
+        threads=settings.training.threads,
+        nice=os.nice(0),
+    )
+    result = train(
+        settings,
+        profile=spec["profile"],
+        extra_examples=[tuple(r) for r in spec["train"]],
+        promote=False,
+        progress=False,
+    )
     holdout = [(t, text, parse_label(t, label)) for t, text, label in spec["holdout"]]
     log.info("retrain_child_comparing", challenger=result.version, champion=spec["champion"])
     out = compare(settings, spec["champion"], result.version, fixed, holdout)
@@ -110,9 +131,14 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     out.update(
         challenger=result.version,
         champion=spec["champion"],
-        training={"profile": training["profile"], "train_rows": training["train_rows"],
-                  "extra_examples": training["extra_examples"], "threads": training["threads"],
-                  "train_seconds": training["train_seconds"], "duration_s": training["duration_s"]},
+        training={
+            "profile": training["profile"],
+            "train_rows": training["train_rows"],
+            "extra_examples": training["extra_examples"],
+            "threads": training["threads"],
+            "train_seconds": training["train_seconds"],
+            "duration_s": training["duration_s"],
+        },
         child_seconds=round(time.time() - started, 1),
     )
     return out

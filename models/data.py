@@ -152,7 +152,9 @@ def read_labelled_csv(path: Path, task: Task) -> list[Example]:
         fields = [f.strip() for f in (reader.fieldnames or [])]
         missing = [c for c in ("text", "label") if c not in fields]
         if missing:
-            raise DataError(f"{path}: missing column(s) {', '.join(missing)} (header has: {', '.join(fields) or 'nothing'})")
+            raise DataError(
+                f"{path}: missing column(s) {', '.join(missing)} (header has: {', '.join(fields) or 'nothing'})"
+            )
         reader.fieldnames = fields
         out: list[Example] = []
         for row in reader:

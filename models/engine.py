@@ -33,7 +33,7 @@ import structlog
 # OpenMP threads sleep instead of spinning, so they leave the cores to the Kafka client and the
 # other stages between batches (ONNX Runtime sessions get the same with allow_spinning=0).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import torch  # noqa: E402
+import torch
 
 from models.batching import pad_rows, plan_batches, spread_batches
 from models.data import model_text
@@ -91,8 +91,10 @@ def _pick_device(choice: str) -> torch.device:
 
 def _torch_runner(model: Any, device: torch.device, autocast: torch.dtype | None) -> Runner:
     def run(ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
-        with torch.inference_mode(), torch.autocast("cpu", dtype=autocast or torch.bfloat16,
-                                                    enabled=autocast is not None):
+        with (
+            torch.inference_mode(),
+            torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None),
+        ):
             if device.type == "cuda":  # pinned host memory: the copy overlaps the previous batch's compute
                 t_ids = torch.from_numpy(ids).pin_memory().to(device, non_blocking=True)
                 t_mask = torch.from_numpy(mask).pin_memory().to(device, non_blocking=True)
@@ -104,11 +106,11 @@ def _torch_runner(model: Any, device: torch.device, autocast: torch.dtype | None
     return run
 
 
-def _load_torch(path: Path, manifest: dict[str, Any], device: torch.device, quantize: bool, cpu_bf16: bool,
-                version: str) -> tuple[Runner, str]:
-    from models.network import FinsentModel
-
+def _load_torch(
+    path: Path, manifest: dict[str, Any], device: torch.device, quantize: bool, cpu_bf16: bool, version: str
+) -> tuple[Runner, str]:
     from models.hf import quiet_loading
+    from models.network import FinsentModel
 
     with quiet_loading():
         model = FinsentModel.from_pretrained(str(path), local_files_only=True)
@@ -164,12 +166,17 @@ def load_version(
     fallback: str | None = None
     if device.type == "cpu" and backend in ("auto", "onnx"):
         reasons = []
-        for variant in (("int8", "fp32") if quantize else ("fp32",)):
+        for variant in ("int8", "fp32") if quantize else ("fp32",):
             try:
                 workers = onnx_workers or threads or os.cpu_count() or 1
-                runner = onnx_backend.load_runner(path, manifest, variant, threads,
-                                                  verify=lambda rel: registry.verify_file(version, rel),
-                                                  workers=workers)
+                runner = onnx_backend.load_runner(
+                    path,
+                    manifest,
+                    variant,
+                    threads,
+                    verify=lambda rel: registry.verify_file(version, rel),
+                    workers=workers,
+                )
                 chosen, precision = "onnx", "int8" if variant == "int8" else "float32"
                 break
             except (onnx_backend.OnnxUnavailable, RegistryError) as err:
@@ -187,11 +194,32 @@ def load_version(
     lexical_weights = {t: float((lex_info.get("weights") or {}).get(t, lex_info.get("weight", 0.0))) for t in labels}
     lexical = LexicalExpert.load(path / LEXICAL_DIR) if any(w > 0 for w in lexical_weights.values()) else None
     head = _load_entity_head(path, manifest)
-    log.info("model_loaded", version=version, device=str(device), backend=chosen, precision=precision,
-             workers=getattr(runner, "workers", 1), lexical_weights=lexical_weights, entity_head=head is not None)
-    return _Loaded(version, runner, tokenizer, labels, temps, device, chosen, precision, manifest,
-                   int(trained_length) if trained_length else None, lexical, lexical_weights, fallback,
-                   entity_head=head)
+    log.info(
+        "model_loaded",
+        version=version,
+        device=str(device),
+        backend=chosen,
+        precision=precision,
+        workers=getattr(runner, "workers", 1),
+        lexical_weights=lexical_weights,
+        entity_head=head is not None,
+    )
+    return _Loaded(
+        version,
+        runner,
+        tokenizer,
+        labels,
+        temps,
+        device,
+        chosen,
+        precision,
+        manifest,
+        int(trained_length) if trained_length else None,
+        lexical,
+        lexical_weights,
+        fallback,
+        entity_head=head,
+    )
 
 
 def _load_entity_head(path: Path, manifest: dict[str, Any]) -> torch.nn.Linear | None:
@@ -234,8 +262,16 @@ class InferenceEngine:
         self._loaded = self._load(registry.resolve(self._pinned))
 
     def _load(self, version: str) -> _Loaded:
-        loaded = load_version(self.registry, version, self._device, self._quantize, self.settings.cpu_bf16,
-                              self.settings.backend, self.settings.threads, self.settings.onnx_workers)
+        loaded = load_version(
+            self.registry,
+            version,
+            self._device,
+            self._quantize,
+            self.settings.cpu_bf16,
+            self.settings.backend,
+            self.settings.threads,
+            self.settings.onnx_workers,
+        )
         if loaded.fallback:
             self.fallbacks += 1
         return loaded
@@ -338,8 +374,9 @@ class InferenceEngine:
         version, probs, _ = self._run(texts, None)
         return version, probs
 
-    def _run(self, texts: Sequence[str], targets: Sequence[EntityTargets] | None
-             ) -> tuple[str, dict[str, np.ndarray], list[list[np.ndarray | None]]]:
+    def _run(
+        self, texts: Sequence[str], targets: Sequence[EntityTargets] | None
+    ) -> tuple[str, dict[str, np.ndarray], list[list[np.ndarray | None]]]:
         """Story-level probabilities per head and, for each text's targets, the target's calibrated
         sentiment probabilities (None: the model cannot see the target; the story's stands in)."""
         loaded = self._loaded  # one reference for the whole call: a concurrent swap can't mix models
@@ -347,7 +384,11 @@ class InferenceEngine:
         wanted = [list(t) for t in targets] if targets is not None else [[] for _ in range(n)]
         entity: list[list[np.ndarray | None]] = [[None] * len(t) for t in wanted]
         if n == 0:
-            return loaded.version, {t: np.zeros((0, len(v)), dtype=np.float32) for t, v in loaded.labels.items()}, entity
+            return (
+                loaded.version,
+                {t: np.zeros((0, len(v)), dtype=np.float32) for t, v in loaded.labels.items()},
+                entity,
+            )
         clean = [model_text(t) for t in texts]  # the network and the lexical expert read the same input
         enc = self._encode(loaded, clean)
         ids = [e[0] for e in enc]
@@ -370,18 +411,29 @@ class InferenceEngine:
             for task, lg in logits.items():
                 out[task][batch] = lg
             if head is not None and states is not None and any(wanted[i] for i in batch):
-                self._entities(head, loaded.temperatures.get("entity", 1.0), batch, mask, states, clean, enc,
-                               wanted, entity)
+                self._entities(
+                    head, loaded.temperatures.get("entity", 1.0), batch, mask, states, clean, enc, wanted, entity
+                )
         lexical = loaded.lexical.log_probs(clean, cleaned=True) if loaded.lexical is not None else {}
         for task, lg in out.items():
-            z = mix_log_probs(lg, lexical.get(task), loaded.lexical_weights.get(task, 0.0)) / loaded.temperatures.get(task, 1.0)
+            z = mix_log_probs(lg, lexical.get(task), loaded.lexical_weights.get(task, 0.0)) / loaded.temperatures.get(
+                task, 1.0
+            )
             out[task] = _softmax(z)
         return loaded.version, out, entity
 
     @staticmethod
-    def _entities(head: torch.nn.Linear, temperature: float, batch: Sequence[int], mask: np.ndarray,
-                  states: np.ndarray, clean: Sequence[str], enc: Sequence[tuple[list[int], list[tuple[int, int]]]],
-                  wanted: Sequence[Sequence[tuple[str, Sequence[str]]]], into: list[list[np.ndarray | None]]) -> None:
+    def _entities(
+        head: torch.nn.Linear,
+        temperature: float,
+        batch: Sequence[int],
+        mask: np.ndarray,
+        states: np.ndarray,
+        clean: Sequence[str],
+        enc: Sequence[tuple[list[int], list[tuple[int, int]]]],
+        wanted: Sequence[Sequence[tuple[str, Sequence[str]]]],
+        into: list[list[np.ndarray | None]],
+    ) -> None:
         """The entity head over one micro-batch's token states: every target found in its text."""
         width = mask.shape[1]
         rows, owner, dest = [], [], []
@@ -396,8 +448,13 @@ class InferenceEngine:
         if not rows:
             return
         with torch.inference_mode():
-            lg = entity_logits(head, torch.from_numpy(np.ascontiguousarray(states, dtype=np.float32)),
-                               torch.from_numpy(mask), torch.tensor(rows), torch.tensor(owner)).numpy()
+            lg = entity_logits(
+                head,
+                torch.from_numpy(np.ascontiguousarray(states, dtype=np.float32)),
+                torch.from_numpy(mask),
+                torch.tensor(rows),
+                torch.tensor(owner),
+            ).numpy()
         probs = _softmax(lg / temperature)
         for (i, k), p in zip(dest, probs):
             into[i][k] = p
@@ -418,11 +475,15 @@ class InferenceEngine:
             ents = []
             for (ticker, _), p in zip(targets[k] if targets is not None else (), entity[k]):
                 row = srow if p is None else p.tolist()
-                ents.append(EntityPrediction(
-                    ticker=ticker, sentiment=s_names[int(np.argmax(row))] if p is not None else story_sentiment,  # type: ignore[arg-type]
-                    sentiment_probs=dict(zip(s_names, row)),
-                    sentiment_score=max(-1.0, min(1.0, row[i_pos] - row[i_neg])),
-                    method="entity" if p is not None else "story"))
+                ents.append(
+                    EntityPrediction(
+                        ticker=ticker,
+                        sentiment=s_names[int(np.argmax(row))] if p is not None else story_sentiment,  # type: ignore[arg-type]
+                        sentiment_probs=dict(zip(s_names, row)),
+                        sentiment_score=max(-1.0, min(1.0, row[i_pos] - row[i_neg])),
+                        method="entity" if p is not None else "story",
+                    )
+                )
             results.append(
                 Prediction(
                     sentiment=story_sentiment,  # type: ignore[arg-type]

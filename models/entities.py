@@ -171,11 +171,19 @@ def _entity_row(obj: Any) -> EntityExample:
         ticker, name, span, label = e.get("ticker"), e.get("name"), e.get("span"), e.get("label")
         if not isinstance(label, str):
             raise ValueError(f"entities[{k}]: 'label' must be negative, neutral or positive")
-        surfaces = [s for s in (name, ticker, f"${ticker}" if isinstance(ticker, str) else None) if isinstance(s, str) and s.strip()]
+        surfaces = [
+            s
+            for s in (name, ticker, f"${ticker}" if isinstance(ticker, str) else None)
+            if isinstance(s, str) and s.strip()
+        ]
         spans: tuple[tuple[int, int], ...] = ()
         if span is not None:
-            if (not isinstance(span, list) or len(span) != 2 or not all(type(x) is int for x in span)
-                    or not 0 <= span[0] < span[1] <= len(text)):
+            if (
+                not isinstance(span, list)
+                or len(span) != 2
+                or not all(type(x) is int for x in span)
+                or not 0 <= span[0] < span[1] <= len(text)
+            ):
                 raise ValueError(f"entities[{k}]: 'span' must be [start, end] inside the text")
             spans = ((span[0], span[1]),)
         if not surfaces and not spans:
@@ -184,21 +192,31 @@ def _entity_row(obj: Any) -> EntityExample:
             lab = parse_label("sentiment", label)
         except ValueError as err:
             raise ValueError(f"entities[{k}]: {err}") from None
-        targets.append(Target(name=str(ticker or name or text[spans[0][0]:spans[0][1]]), surfaces=tuple(surfaces),
-                              label=lab, spans=spans))
+        targets.append(
+            Target(
+                name=str(ticker or name or text[spans[0][0] : spans[0][1]]),
+                surfaces=tuple(surfaces),
+                label=lab,
+                spans=spans,
+            )
+        )
     return EntityExample(text, tuple(targets))
 
 
 # -- metrics --------------------------------------------------------------------------------------
-def entity_report(examples: Sequence[EntityExample], predicted: Sequence[Sequence[int]],
-                  story: Sequence[int]) -> dict[str, Any]:
+def entity_report(
+    examples: Sequence[EntityExample], predicted: Sequence[Sequence[int]], story: Sequence[int]
+) -> dict[str, Any]:
     """Accuracy and macro-F1 of the per-entity predictions overall, on texts with several entities
     and on texts whose entities disagree, each next to the baseline of giving every entity the
     story's predicted sentiment (``story[i]`` for text i: today's behaviour before issue #25)."""
     from models.evaluation import classification_metrics
 
-    groups: dict[str, tuple[list[int], list[int], list[int]]] = {"all": ([], [], []), "multi": ([], [], []),
-                                                                  "disagree": ([], [], [])}
+    groups: dict[str, tuple[list[int], list[int], list[int]]] = {
+        "all": ([], [], []),
+        "multi": ([], [], []),
+        "disagree": ([], [], []),
+    }
     for ex, preds, s in zip(examples, predicted, story):
         names = ["all"] + (["multi"] if len(ex.targets) > 1 else []) + (["disagree"] if ex.disagree else [])
         for t, p in zip(ex.targets, preds):
@@ -214,9 +232,16 @@ def entity_report(examples: Sequence[EntityExample], predicted: Sequence[Sequenc
             continue
         m = classification_metrics("sentiment", y, yp)
         b = classification_metrics("sentiment", y, yb)
-        report[g] = {"n": m["n"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "per_class": m["per_class"],
-                     "baseline_story": {"accuracy": b["accuracy"], "macro_f1": b["macro_f1"]},
-                     "gain_pt": {"accuracy": round(100 * (m["accuracy"] - b["accuracy"]), 1),
-                                 "macro_f1": round(100 * (m["macro_f1"] - b["macro_f1"]), 1)}}
+        report[g] = {
+            "n": m["n"],
+            "accuracy": m["accuracy"],
+            "macro_f1": m["macro_f1"],
+            "per_class": m["per_class"],
+            "baseline_story": {"accuracy": b["accuracy"], "macro_f1": b["macro_f1"]},
+            "gain_pt": {
+                "accuracy": round(100 * (m["accuracy"] - b["accuracy"]), 1),
+                "macro_f1": round(100 * (m["macro_f1"] - b["macro_f1"]), 1),
+            },
+        }
     report["texts"] = len(examples)
     return report

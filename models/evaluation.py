@@ -83,8 +83,10 @@ def compute_entity_logits(
     clean = [model_text(e.text) for e in examples]
     enc = tokenizer(clean, truncation=True, max_length=max_length, return_offsets_mapping=True)
     ids_all = enc["input_ids"]
-    masks = [[token_mask(o, target_spans(e.text, c, t)) for t in e.targets]
-             for e, c, o in zip(examples, clean, enc["offset_mapping"])]
+    masks = [
+        [token_mask(o, target_spans(e.text, c, t)) for t in e.targets]
+        for e, c, o in zip(examples, clean, enc["offset_mapping"])
+    ]
     first = [0]
     for e in examples:
         first.append(first[-1] + len(e.targets))
@@ -108,8 +110,12 @@ def compute_entity_logits(
                         else:
                             entity[first[i] + k] = story[i]
                 if targets:
-                    lg = model.entity_logits(out[ENTITY_OUTPUT], mask.to(device), torch.tensor(targets, device=device),
-                                             torch.tensor(owner, device=device))
+                    lg = model.entity_logits(
+                        out[ENTITY_OUTPUT],
+                        mask.to(device),
+                        torch.tensor(targets, device=device),
+                        torch.tensor(owner, device=device),
+                    )
                     entity[torch.tensor(dest)] = lg.float().cpu()
     finally:
         model.train(was_training)

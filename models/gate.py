@@ -47,8 +47,10 @@ def decide(comparison: dict[str, Any], policy: GatePolicy) -> GateDecision:
             ok = old - new <= policy.max_drop + 1e-9
             checks.append({"check": f"fixed:{name}:{metric}", "champion": old, "challenger": new, "ok": ok})
             if not ok:
-                failed.append(f"fixed set {name!r}: {metric} {old:.4f} -> {new:.4f} "
-                              f"(drop {old - new:.4f} > max_drop {policy.max_drop})")
+                failed.append(
+                    f"fixed set {name!r}: {metric} {old:.4f} -> {new:.4f} "
+                    f"(drop {old - new:.4f} > max_drop {policy.max_drop})"
+                )
     hold = comparison["holdout"]
     n = hold["n"]
     if n < policy.min_holdout:
@@ -65,4 +67,4 @@ def decide(comparison: dict[str, Any], policy: GatePolicy) -> GateDecision:
             failed.append(line + f" < min_gain {policy.min_gain})")
     if failed:
         return GateDecision(False, failed, checks)
-    return GateDecision(True, passed + [f"no fixed set dropped more than max_drop {policy.max_drop}"], checks)
+    return GateDecision(True, [*passed, f"no fixed set dropped more than max_drop {policy.max_drop}"], checks)

@@ -30,7 +30,7 @@ _ROW = re.compile(r"^(?P<key>[\w.]+)\s*\|\s*(?P<status>[A-Z_]+)\s*\|")
 
 
 class _NoTritonWithoutCuda(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):  # noqa: ANN001, ANN201 - importlib protocol
+    def find_spec(self, name, path=None, target=None):
         if name != "triton":
             return None
         torch = sys.modules.get("torch")

@@ -37,8 +37,9 @@ _MIN_DF = 2  # a term seen in one training text only is noise (and bloats the vo
 def _vectorizer(min_df: int, vocabulary: dict[str, int] | None = None) -> Any:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    return TfidfVectorizer(ngram_range=_NGRAMS, min_df=min_df, sublinear_tf=True, dtype=np.float32,
-                           vocabulary=vocabulary)
+    return TfidfVectorizer(
+        ngram_range=_NGRAMS, min_df=min_df, sublinear_tf=True, dtype=np.float32, vocabulary=vocabulary
+    )
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
@@ -87,8 +88,9 @@ class LexicalExpert:
     heads: dict[str, _Head]
 
     @classmethod
-    def fit(cls, data: Mapping[str, tuple[Sequence[str], Sequence[int]]], n_classes: Mapping[str, int],
-            c: float = 10.0) -> LexicalExpert:
+    def fit(
+        cls, data: Mapping[str, tuple[Sequence[str], Sequence[int]]], n_classes: Mapping[str, int], c: float = 10.0
+    ) -> LexicalExpert:
         """``data[task] = (raw texts, label ids)``; texts are cleaned with ``model_text`` as the network's are."""
         clean = {task: [model_text(t) for t in texts] for task, (texts, _) in data.items()}
         corpus = [t for texts in clean.values() for t in texts]
@@ -99,8 +101,10 @@ class LexicalExpert:
             vectorizer.fit(corpus)
         except ValueError as err:  # sklearn: "empty vocabulary"
             raise ValueError(f"lexical expert: no usable words in the training texts ({err})") from None
-        heads = {task: _fit_head(vectorizer.transform(clean[task]), labels, n_classes[task], c)
-                 for task, (_, labels) in data.items()}
+        heads = {
+            task: _fit_head(vectorizer.transform(clean[task]), labels, n_classes[task], c)
+            for task, (_, labels) in data.items()
+        }
         return cls(vectorizer, heads)
 
     def log_probs(self, texts: Sequence[str], *, cleaned: bool = False) -> dict[str, np.ndarray]:
@@ -112,8 +116,9 @@ class LexicalExpert:
         if not texts:
             return {t: np.zeros((0, len(h.intercept)), dtype=np.float32) for t, h in self.heads.items()}
         x = self.vectorizer.transform(list(texts) if cleaned else [model_text(t) for t in texts])
-        return {t: _log_softmax(np.asarray(x @ h.coef.T, dtype=np.float32) + h.intercept)
-                for t, h in self.heads.items()}
+        return {
+            t: _log_softmax(np.asarray(x @ h.coef.T, dtype=np.float32) + h.intercept) for t, h in self.heads.items()
+        }
 
     # -- storage ---------------------------------------------------------------------------
     def save(self, directory: Path) -> None:
@@ -127,8 +132,13 @@ class LexicalExpert:
         for task, head in self.heads.items():
             tensors[f"{task}.coef"], tensors[f"{task}.intercept"] = head.coef, head.intercept
         save_file(tensors, str(directory / "weights.safetensors"))
-        meta = {"format": _FORMAT, "ngram_range": list(_NGRAMS), "min_df": self.vectorizer.min_df,
-                "tasks": sorted(self.heads), "terms": terms}
+        meta = {
+            "format": _FORMAT,
+            "ngram_range": list(_NGRAMS),
+            "min_df": self.vectorizer.min_df,
+            "tasks": sorted(self.heads),
+            "terms": terms,
+        }
         (directory / "vocabulary.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
 
     @classmethod

@@ -35,8 +35,9 @@ ENTITY_OUTPUT = "states"
 """Name of the token-states output of a network with an entity head (ONNX output, runner dict key)."""
 
 
-def entity_logits(head: nn.Module, hidden: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor,
-                  owner: torch.Tensor) -> torch.Tensor:
+def entity_logits(
+    head: nn.Module, hidden: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor, owner: torch.Tensor
+) -> torch.Tensor:
     """Target-aware sentiment logits, one row per target.
 
     ``hidden`` ``(rows, tokens, H)``: the encoder's last token states; ``mask`` ``(rows, tokens)``;
@@ -65,8 +66,11 @@ class FinsentModel(BertPreTrainedModel):
         self.dropout = nn.Dropout(config.hidden_dropout_prob if dropout is None else dropout)
         self.heads = nn.ModuleDict({t: nn.Linear(config.hidden_size, len(labels[t])) for t in labels})
         # target-aware sentiment (models trained before issue #25 have none: config.finsent_entity unset)
-        self.entity_head = (nn.Linear(2 * config.hidden_size, len(labels_for("sentiment")))
-                            if getattr(config, "finsent_entity", False) else None)
+        self.entity_head = (
+            nn.Linear(2 * config.hidden_size, len(labels_for("sentiment")))
+            if getattr(config, "finsent_entity", False)
+            else None
+        )
         self.post_init()
 
     @property
@@ -93,8 +97,9 @@ class FinsentModel(BertPreTrainedModel):
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return mean_pool(self.token_states(input_ids, attention_mask), attention_mask)
 
-    def entity_logits(self, hidden: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor,
-                      owner: torch.Tensor) -> torch.Tensor:
+    def entity_logits(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor, owner: torch.Tensor
+    ) -> torch.Tensor:
         """Sentiment logits per target (see :func:`entity_logits`) from the last token states."""
         if self.entity_head is None:
             raise ValueError("this model has no entity head")
@@ -127,7 +132,9 @@ class FinsentModel(BertPreTrainedModel):
         """The last token states, continued from :meth:`lower_states` (``start`` = layers already applied)."""
         return self._run_layers(states, attention_mask, slice(start, None))
 
-    def task_logits_from(self, states: torch.Tensor, attention_mask: torch.Tensor, start: int, task: Task) -> torch.Tensor:
+    def task_logits_from(
+        self, states: torch.Tensor, attention_mask: torch.Tensor, start: int, task: Task
+    ) -> torch.Tensor:
         """``task_logits`` continued from :meth:`lower_states` (``start`` = layers already applied)."""
         hidden = self.upper_states(states, attention_mask, start)
         return self.heads[task](self.dropout(mean_pool(hidden, attention_mask)))

@@ -96,8 +96,16 @@ def export(model: Any, out_dir: Path, *, sample_len: int = 16) -> dict[str, Path
         axes[ENTITY_OUTPUT] = {0: "batch", 1: "tokens"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer notices about Python control flow on shapes
-        torch.onnx.export(wrapper, (ids, mask), str(fp32), dynamo=False, input_names=list(INPUTS),
-                          output_names=wrapper.tasks, dynamic_axes=axes, opset_version=OPSET)
+        torch.onnx.export(
+            wrapper,
+            (ids, mask),
+            str(fp32),
+            dynamo=False,
+            input_names=list(INPUTS),
+            output_names=wrapper.tasks,
+            dynamic_axes=axes,
+            opset_version=OPSET,
+        )
     # Quantising the traced graph (not one pre-fused by ORT's transformer optimiser) measured
     # faster: the fused Attention op's QKV weights would stay out of the int8 MatMul kernels.
     _quantize(fp32, int8)
@@ -111,10 +119,18 @@ def _quantize(src: Path, dst: Path, keep_fp32: Sequence[str] = ()) -> None:
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    logging.disable(logging.WARNING)  # the quantiser narrates every tensor (and a pre-processing hint) on the root logger
+    logging.disable(
+        logging.WARNING
+    )  # the quantiser narrates every tensor (and a pre-processing hint) on the root logger
     try:
-        quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul"], nodes_to_exclude=list(keep_fp32))
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul"],
+            nodes_to_exclude=list(keep_fp32),
+        )
     finally:
         logging.disable(logging.NOTSET)
 
@@ -134,8 +150,11 @@ def _int8_fallbacks(fp32: Path) -> list[tuple[str, list[str]]]:
     last = max(layer.values())
     down = [n for n in names if n.endswith("/output/dense/MatMul") and "/attention/" not in n]
     final = [n for n in names if layer.get(n) == last]
-    plans = [("feed-forward down-projections", down), (f"encoder layer {last}", final),
-             (f"feed-forward down-projections and encoder layer {last}", sorted(set(down) | set(final)))]
+    plans = [
+        ("feed-forward down-projections", down),
+        (f"encoder layer {last}", final),
+        (f"feed-forward down-projections and encoder layer {last}", sorted(set(down) | set(final))),
+    ]
     return [(label, nodes) for label, nodes in plans if nodes]
 
 
@@ -180,8 +199,14 @@ class OnnxRunner:
         return list(self._pool.map(lambda batch: self(*batch), padded))
 
 
-def load_runner(version_dir: Path, manifest: dict[str, Any], variant: str, threads: int | None = None,
-                verify: Callable[[str], object] | None = None, workers: int = 1) -> OnnxRunner:
+def load_runner(
+    version_dir: Path,
+    manifest: dict[str, Any],
+    variant: str,
+    threads: int | None = None,
+    verify: Callable[[str], object] | None = None,
+    workers: int = 1,
+) -> OnnxRunner:
     """The checked ``variant`` of a version, or ``OnnxUnavailable`` saying why not.
 
     ``verify(relative_path)`` checks the file against the version's manifest (raises on mismatch).
@@ -199,15 +224,18 @@ def load_runner(version_dir: Path, manifest: dict[str, Any], variant: str, threa
         if verify is not None:
             verify(rel)
         return OnnxRunner(Path(version_dir) / rel, threads, workers)
-    except Exception as err:  # noqa: BLE001 - a broken file must not stop serving: torch takes over
+    except Exception as err:
         raise OnnxUnavailable(f"{rel} cannot be loaded: {err}") from err
 
 
-def batched_logits(run: Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]], enc: Sequence[Sequence[int]],
-                   max_batch_tokens: int = 1024, max_batch_size: int = 256) -> dict[str, np.ndarray]:
+def batched_logits(
+    run: Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]],
+    enc: Sequence[Sequence[int]],
+    max_batch_tokens: int = 1024,
+    max_batch_size: int = 256,
+) -> dict[str, np.ndarray]:
     """Logits of token-id rows in input order, in token-budget micro-batches (as the engine runs)."""
     from models.batching import pad_rows, plan_batches
-
     from models.network import ENTITY_OUTPUT
 
     out: dict[str, np.ndarray] = {}
@@ -235,8 +263,11 @@ def check_variants(
     ``enc``/``labels``: token ids and gold labels per task; ``reference``: the fp32 torch network's
     logits per task; ``mix(task, logits)``: the served logits (lexical mixture) of network logits.
     """
-    result: dict[str, Any] = {"tolerance": ONNX_TOLERANCE, "reference": "torch fp32 network (+ lexical mixture)",
-                              "variants": {}}
+    result: dict[str, Any] = {
+        "tolerance": ONNX_TOLERANCE,
+        "reference": "torch fp32 network (+ lexical mixture)",
+        "variants": {},
+    }
     ref_acc = {t: _acc(mix(t, reference[t]), labels[t]) for t in enc}
     result["fp32_accuracy"] = {t: round(a, 4) for t, a in ref_acc.items()}
     for variant, path in paths.items():
@@ -245,7 +276,7 @@ def check_variants(
         try:
             run = OnnxRunner(path)
             logits = {t: batched_logits(run, enc[t])[t] for t in enc}
-        except Exception as err:  # noqa: BLE001 - recorded; the engine then serves torch
+        except Exception as err:
             entry.update(ok=False, reason=f"cannot run: {err}")
             result["variants"][variant] = entry
             continue
@@ -253,9 +284,12 @@ def check_variants(
         for t in enc:
             acc = _acc(mix(t, logits[t]), labels[t])
             agree = float(np.mean(logits[t].argmax(-1) == reference[t].argmax(-1)))
-            entry[t] = {"accuracy": round(acc, 4), "loss_pt": round(100 * (ref_acc[t] - acc), 2),
-                        "network_agreement": round(agree, 4),
-                        "max_abs_logit_diff": round(float(np.abs(logits[t] - reference[t]).max()), 4)}
+            entry[t] = {
+                "accuracy": round(acc, 4),
+                "loss_pt": round(100 * (ref_acc[t] - acc), 2),
+                "network_agreement": round(agree, 4),
+                "max_abs_logit_diff": round(float(np.abs(logits[t] - reference[t]).max()), 4),
+            }
             ok = ok and ref_acc[t] - acc <= ONNX_TOLERANCE + 1e-9
         entry["ok"] = ok
         if not ok:
@@ -287,31 +321,43 @@ def build(
     started = time.perf_counter()
     try:
         paths = export(model, out_dir)
-        enc = {t: tokenizer([model_text(x) for x in texts], truncation=True, max_length=max_length)["input_ids"]
-               for t, (texts, _) in valid.items()}
+        enc = {
+            t: tokenizer([model_text(x) for x in texts], truncation=True, max_length=max_length)["input_ids"]
+            for t, (texts, _) in valid.items()
+        }
         cpu = _fp32_cpu(model)
         with torch.inference_mode():
             reference = {t: batched_logits(_torch_runner(cpu), enc[t])[t] for t in enc}
         labels = {t: y for t, (_, y) in valid.items()}
         section = check_variants(paths, enc, labels, reference, mix)
         if "int8" in paths and not section["variants"].get("int8", {}).get("ok"):
-            section["variants"]["int8"] = _int8_with_fp32_parts(paths, section["variants"]["int8"], enc, labels,
-                                                                reference, mix)
-    except Exception as err:  # noqa: BLE001 - the version stays servable by torch
+            section["variants"]["int8"] = _int8_with_fp32_parts(
+                paths, section["variants"]["int8"], enc, labels, reference, mix
+            )
+    except Exception as err:
         log.warning("onnx_export_failed", error=f"{type(err).__name__}: {err}")
         for rel in VARIANTS.values():
             (Path(out_dir) / rel).unlink(missing_ok=True)
         return {"exported": False, "error": f"{type(err).__name__}: {err}"}
-    section = {"exported": True, "opset": OPSET, "max_length": max_length, **section,
-               "seconds": round(time.perf_counter() - started, 1)}
-    log.info("onnx_exported", **{v: e.get("ok") for v, e in section["variants"].items()},
-             seconds=section["seconds"])
+    section = {
+        "exported": True,
+        "opset": OPSET,
+        "max_length": max_length,
+        **section,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    log.info("onnx_exported", **{v: e.get("ok") for v, e in section["variants"].items()}, seconds=section["seconds"])
     return section
 
 
-def _int8_with_fp32_parts(paths: dict[str, Path], first: dict[str, Any], enc: dict[str, list[list[int]]],
-                          labels: dict[str, Sequence[int]], reference: dict[str, np.ndarray],
-                          mix: Callable[[str, np.ndarray], np.ndarray]) -> dict[str, Any]:
+def _int8_with_fp32_parts(
+    paths: dict[str, Path],
+    first: dict[str, Any],
+    enc: dict[str, list[list[int]]],
+    labels: dict[str, Sequence[int]],
+    reference: dict[str, np.ndarray],
+    mix: Callable[[str, np.ndarray], np.ndarray],
+) -> dict[str, Any]:
     """Quantising every MatMul failed the check: re-quantise with the parts of
     :func:`_int8_fallbacks` left in fp32, mildest first, and keep the first that passes (the last
     one tried otherwise, marked not ok). The entry says what stayed fp32 and what was tried."""
@@ -321,13 +367,13 @@ def _int8_with_fp32_parts(paths: dict[str, Path], first: dict[str, Any], enc: di
         _quantize(paths["fp32"], paths["int8"], keep_fp32=nodes)
         entry = check_variants({"int8": paths["int8"]}, enc, labels, reference, mix)["variants"]["int8"]
         entry["fp32_nodes"] = label
-        tried.append({"fp32_nodes": label, "ok": entry.get("ok", False),
-                      **{t: entry[t]["loss_pt"] for t in enc if t in entry}})
+        tried.append(
+            {"fp32_nodes": label, "ok": entry.get("ok", False), **{t: entry[t]["loss_pt"] for t in enc if t in entry}}
+        )
         if entry.get("ok"):
             break
     entry["tried"] = tried
-    log.info("onnx_int8_fallback", ok=entry.get("ok", False), fp32_nodes=entry.get("fp32_nodes"),
-             attempts=len(tried))
+    log.info("onnx_int8_fallback", ok=entry.get("ok", False), fp32_nodes=entry.get("fp32_nodes"), attempts=len(tried))
     return entry
 
 

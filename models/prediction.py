@@ -18,7 +18,7 @@ class Prediction(BaseModel):
     topic: str
     topic_probs: dict[str, float]
     model_version: str
-    entities: tuple["EntityPrediction", ...] = ()
+    entities: tuple[EntityPrediction, ...] = ()
 
 
 class EntityPrediction(BaseModel):

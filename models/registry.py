@@ -265,8 +265,12 @@ class Registry:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(p, dest)
                 _fsync_dir(dest.parent)
-            updated = {**{k: v for k, v in manifest.items() if k not in ("files", "checksum")}, **sections,
-                       "files": files, "checksum": _files_checksum(files)}
+            updated = {
+                **{k: v for k, v in manifest.items() if k not in ("files", "checksum")},
+                **sections,
+                "files": files,
+                "checksum": _files_checksum(files),
+            }
             _write_json_atomic(root / MANIFEST, updated)
             _fsync_dir(root)
         finally:

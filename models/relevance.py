@@ -43,8 +43,10 @@ _LIST_GAP = re.compile(r"^(?:\s|,|/|&|\||;|\+|\band\b|\bor\b)*$", re.IGNORECASE)
 def _runs(mentions: Sequence[TickerMention], text: str) -> dict[int, int]:
     """For each mention index (mentions of one field sorted by start), the length of the run of
     consecutive mentions it belongs to (1 when it stands alone)."""
-    order = sorted((i for i, m in enumerate(mentions) if m.start is not None and m.end is not None),
-                   key=lambda i: mentions[i].start or 0)
+    order = sorted(
+        (i for i, m in enumerate(mentions) if m.start is not None and m.end is not None),
+        key=lambda i: mentions[i].start or 0,
+    )
     out: dict[int, int] = {}
     run: list[int] = []
 
@@ -56,7 +58,7 @@ def _runs(mentions: Sequence[TickerMention], text: str) -> dict[int, int]:
         m = mentions[i]
         if run:
             prev = mentions[run[-1]]
-            gap = text[prev.end or 0: m.start or 0]
+            gap = text[prev.end or 0 : m.start or 0]
             if (m.start or 0) >= (prev.end or 0) and _LIST_GAP.match(gap):
                 run.append(i)
                 continue
@@ -73,7 +75,7 @@ def relevance(item: NewsItem) -> dict[str, float]:
     if not tickers:
         return {}
     if not item.mentions:
-        return {t: 1.0 for t in tickers}
+        return dict.fromkeys(tickers, 1.0)
     title_m = [m for m in item.mentions if m.part == "title"]
     body_m = [m for m in item.mentions if m.part == "body"]
     title_runs = _runs(title_m, item.title)

@@ -30,7 +30,8 @@ class ClassifierSettings(BaseModel):
     max_length: int = Field(default=128, ge=8, le=512)
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads; unset = all cores")
     onnx_workers: int | None = Field(
-        default=None, ge=1,
+        default=None,
+        ge=1,
         description="ONNX Runtime on CPU: micro-batches run side by side, each on threads/onnx_workers cores "
         "(unset = one per thread: measured fastest for headlines on 2 cores); 1 = one batch at a time on all threads",
     )

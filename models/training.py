@@ -25,6 +25,7 @@ from typing import Any, Literal
 import structlog
 import torch
 
+from models.batching import pad_batch, plan_batches
 from models.data import (
     DATA_DIR,
     TASKS,
@@ -38,7 +39,6 @@ from models.data import (
     model_text,
     parse_label,
 )
-from models.batching import pad_batch, plan_batches
 from models.domains import load_semeval2017, load_sentfin
 from models.entities import EntityExample, load_sentfin_entities, single_cashtag_examples
 from models.lexical import LEXICAL_DIR, LexicalExpert, mix_log_probs
@@ -135,18 +135,46 @@ _DEFAULT = TrainProfile(
 PROFILES: dict[str, TrainProfile] = {
     "default": _DEFAULT,
     # the recipe served until issue #19: tweets only, selected on tweets only
-    "tweets": replace(_DEFAULT, name="tweets", epochs=3, news_per_epoch=0, select_on_news=False, lexical_grid=(),
-                      entity_per_epoch=0),
+    "tweets": replace(
+        _DEFAULT, name="tweets", epochs=3, news_per_epoch=0, select_on_news=False, lexical_grid=(), entity_per_epoch=0
+    ),
     # a first model in a few minutes (make run's demo): one epoch on a subset
-    "quick": replace(_DEFAULT, name="quick", epochs=1, max_length=48, lr=1.5e-4,
-                     sentiment_train=4000, sentiment_repeats=1.0, topic_per_epoch=1500, valid_limit=1000,
-                     news_per_epoch=1500, entity_per_epoch=6000),
+    "quick": replace(
+        _DEFAULT,
+        name="quick",
+        epochs=1,
+        max_length=48,
+        lr=1.5e-4,
+        sentiment_train=4000,
+        sentiment_repeats=1.0,
+        topic_per_epoch=1500,
+        valid_limit=1000,
+        news_per_epoch=1500,
+        entity_per_epoch=6000,
+    ),
     # seconds-scale, for tests: proves the loop learns, not that the model is good
-    "tiny": replace(_DEFAULT, name="tiny", epochs=3, max_length=32, batch_size=16, cuda_batch_size=64,
-                    lr=3e-4, head_lr=5e-3, warmup_ratio=0.1, label_smoothing=0.0, sentiment_train=256,
-                    sentiment_repeats=1.0,
-                    topic_per_epoch=160, valid_limit=160, patience=2, check_quantization=False, news_per_epoch=128,
-                    topic_train=480, entity_per_epoch=160, entity_train=256),
+    "tiny": replace(
+        _DEFAULT,
+        name="tiny",
+        epochs=3,
+        max_length=32,
+        batch_size=16,
+        cuda_batch_size=64,
+        lr=3e-4,
+        head_lr=5e-3,
+        warmup_ratio=0.1,
+        label_smoothing=0.0,
+        sentiment_train=256,
+        sentiment_repeats=1.0,
+        topic_per_epoch=160,
+        valid_limit=160,
+        patience=2,
+        check_quantization=False,
+        news_per_epoch=128,
+        topic_train=480,
+        entity_per_epoch=160,
+        entity_train=256,
+    ),
 }
 
 
@@ -272,8 +300,9 @@ def _coerce_extra(extra: Iterable[LabelledExample | tuple[str, str, str | int]])
     return out
 
 
-def _padded_states(states: list[torch.Tensor] | None, enc: Sequence[Sequence[int]], idx: Sequence[int],
-                   width: int) -> torch.Tensor | None:
+def _padded_states(
+    states: list[torch.Tensor] | None, enc: Sequence[Sequence[int]], idx: Sequence[int], width: int
+) -> torch.Tensor | None:
     """The cached frozen-layer outputs of rows ``idx``, padded to ``width`` like their token ids."""
     if states is None:
         return None
@@ -284,7 +313,9 @@ def _padded_states(states: list[torch.Tensor] | None, enc: Sequence[Sequence[int
     return out
 
 
-def _make_batches(task: Task, td: _TaskData, indices: Sequence[int], batch_size: int, rng: random.Random) -> list[_Batch]:
+def _make_batches(
+    task: Task, td: _TaskData, indices: Sequence[int], batch_size: int, rng: random.Random
+) -> list[_Batch]:
     """Shuffle, sort by length inside chunks of 50 batches, cut into batches (less padding)."""
     order = list(indices)
     rng.shuffle(order)
@@ -302,8 +333,7 @@ def _make_batches(task: Task, td: _TaskData, indices: Sequence[int], batch_size:
     return batches
 
 
-def _make_entity_batches(ed: _EntityData, indices: Sequence[int], batch_size: int,
-                         rng: random.Random) -> list[_Batch]:
+def _make_entity_batches(ed: _EntityData, indices: Sequence[int], batch_size: int, rng: random.Random) -> list[_Batch]:
     """Entity rows, length-bucketed like the others; every target of a row is trained in its batch."""
     order = list(indices)
     rng.shuffle(order)
@@ -311,9 +341,9 @@ def _make_entity_batches(ed: _EntityData, indices: Sequence[int], batch_size: in
     chunk = batch_size * 50
     batches: list[_Batch] = []
     for start in range(0, len(order), chunk):
-        part = sorted(order[start: start + chunk], key=lambda i: len(enc[i]))
+        part = sorted(order[start : start + chunk], key=lambda i: len(enc[i]))
         for b in range(0, len(part), batch_size):
-            idx = part[b: b + batch_size]
+            idx = part[b : b + batch_size]
             ids, mask = pad_batch(enc, idx)
             width = ids.shape[1]
             targets, owner, labels = [], [], []
@@ -323,13 +353,23 @@ def _make_entity_batches(ed: _EntityData, indices: Sequence[int], batch_size: in
                     owner.append(r)
                     labels.append(label)
             states = _padded_states(ed.states, enc, idx, width)
-            batches.append(_Batch("entity", ids, mask, torch.tensor(labels), states,  # type: ignore[arg-type]
-                                  torch.tensor(targets), torch.tensor(owner)))
+            batches.append(
+                _Batch(
+                    "entity",
+                    ids,
+                    mask,
+                    torch.tensor(labels),
+                    states,  # type: ignore[arg-type]
+                    torch.tensor(targets),
+                    torch.tensor(owner),
+                )
+            )
     return batches
 
 
-def _entity_encode(tokenizer: Any, examples: Sequence[EntityExample], max_length: int
-                   ) -> tuple[list[list[int]], list[list[tuple[list[int], int]]]]:
+def _entity_encode(
+    tokenizer: Any, examples: Sequence[EntityExample], max_length: int
+) -> tuple[list[list[int]], list[list[tuple[list[int], int]]]]:
     """Token ids of each row and, per row, each target's word-piece mask with its label (targets
     outside the truncated text are dropped)."""
     from models.entities import target_spans, token_mask
@@ -349,7 +389,11 @@ def _entity_encode(tokenizer: Any, examples: Sequence[EntityExample], max_length
 
 @torch.inference_mode()
 def _cache_lower_states(
-    model: Any, enc: Sequence[Sequence[int]], layers: int, device: torch.device, amp: torch.dtype | None,
+    model: Any,
+    enc: Sequence[Sequence[int]],
+    layers: int,
+    device: torch.device,
+    amp: torch.dtype | None,
     budget: int = 8192,
 ) -> list[torch.Tensor]:
     """Output of the embeddings + first ``layers`` encoder layers for every row (dropout off), on CPU.
@@ -425,7 +469,6 @@ def train(
     amp = autocast_dtype(dev, prof.cpu_bf16)
     threads = getattr(settings.training, "threads", None) or cpu_threads_for_load()
     torch.set_num_threads(threads)
-    rng = random.Random(seed)
     torch.manual_seed(seed)
     started = time.time()
 
@@ -450,8 +493,14 @@ def train(
         if task == "topic":
             train_rows = _subsample(train_rows, prof.topic_train, random.Random(seed + 5))
         fresh = [e for t, e in extra if t == task]
-        tasks[task] = _TaskData(train_rows + news + fresh, valid_rows, [id(r) in dedup_keep for r in valid_rows],
-                                n_extra=len(fresh), n_news=len(news), more_valid=more)
+        tasks[task] = _TaskData(
+            train_rows + news + fresh,
+            valid_rows,
+            [id(r) in dedup_keep for r in valid_rows],
+            n_extra=len(fresh),
+            n_news=len(news),
+            more_valid=more,
+        )
 
     ents: _EntityData | None = None
     if prof.entity_per_epoch != 0:
@@ -476,7 +525,8 @@ def train(
     batch_size = prof.cuda_batch_size if dev.type == "cuda" else prof.batch_size
     for td in tasks.values():
         td.enc = tokenizer([model_text(r.text) for r in td.train], truncation=True, max_length=prof.max_length)[
-            "input_ids"]
+            "input_ids"
+        ]
     if ents is not None:
         ents.enc, ents.masks = _entity_encode(tokenizer, ents.train, prof.max_length)
     if frozen:
@@ -485,8 +535,12 @@ def train(
             td.states = _cache_lower_states(model, td.enc, frozen, dev, amp)
         if ents is not None:
             ents.states = _cache_lower_states(model, ents.enc, frozen, dev, amp)
-        log.info("frozen_layers_cached", layers=frozen, rows=sum(len(td.enc) for td in tasks.values())
-                 + (len(ents.enc) if ents else 0), seconds=round(time.time() - cache_started, 1))
+        log.info(
+            "frozen_layers_cached",
+            layers=frozen,
+            rows=sum(len(td.enc) for td in tasks.values()) + (len(ents.enc) if ents else 0),
+            seconds=round(time.time() - cache_started, 1),
+        )
 
     def epoch_batches(epoch: int) -> list[_Batch]:
         erng = random.Random(seed * 1000 + epoch)
@@ -507,7 +561,8 @@ def train(
             usable = [i for i, m in enumerate(ents.masks) if m]
             k = prof.entity_per_epoch
             batches += _make_entity_batches(
-                ents, usable if k is None or k >= len(usable) else erng.sample(usable, k), batch_size, erng)
+                ents, usable if k is None or k >= len(usable) else erng.sample(usable, k), batch_size, erng
+            )
         erng.shuffle(batches)
         return batches
 
@@ -529,7 +584,8 @@ def train(
         steps=total_steps,
         sentiment_rows=len(tasks["sentiment"].train),
         news_rows=tasks["sentiment"].n_news,
-        topic_rows_per_epoch=len(tasks["topic"].train) if prof.topic_per_epoch is None
+        topic_rows_per_epoch=len(tasks["topic"].train)
+        if prof.topic_per_epoch is None
         else min(len(tasks["topic"].train), prof.topic_per_epoch),
         entity_rows=len(ents.train) if ents else 0,
         extra=len(extra),
@@ -538,8 +594,9 @@ def train(
     from models.settings import ClassifierSettings
 
     serving = getattr(settings, "classifier", None) or ClassifierSettings()  # what the engine will batch with
-    engine_budget = serving.max_batch_tokens if dev.type == "cuda" else min(
-        serving.max_batch_tokens, serving.cpu_max_batch_tokens)
+    engine_budget = (
+        serving.max_batch_tokens if dev.type == "cuda" else min(serving.max_batch_tokens, serving.cpu_max_batch_tokens)
+    )
 
     def evaluate(report: bool = False) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, dict[str, float]]]:
         """Network logits and macro-F1 per task and validation set: the selection sets, or (report) the others."""
@@ -549,18 +606,34 @@ def train(
             logits[task], f1[task] = {}, {}
             for name, rows in _valid_sets(td, prof, report=report).items():
                 lg = compute_logits(  # batched as the engine batches: `finsent eval` then reproduces the metrics
-                    model, tokenizer, [r.text for r in rows], max_length=prof.max_length, device=dev,
-                    autocast_dtype=amp, max_batch_tokens=engine_budget,
+                    model,
+                    tokenizer,
+                    [r.text for r in rows],
+                    max_length=prof.max_length,
+                    device=dev,
+                    autocast_dtype=amp,
+                    max_batch_tokens=engine_budget,
                 )[task]
                 logits[task][name] = lg
                 f1[task][name] = classification_metrics(task, [r.label for r in rows], lg.argmax(-1).tolist())[
-                    "macro_f1"]
+                    "macro_f1"
+                ]
         if ents is not None and not report:
-            lg, _ = compute_entity_logits(model, tokenizer, ents.valid, max_length=prof.max_length, device=dev,
-                                          autocast_dtype=amp, max_batch_tokens=engine_budget)
+            lg, _ = compute_entity_logits(
+                model,
+                tokenizer,
+                ents.valid,
+                max_length=prof.max_length,
+                device=dev,
+                autocast_dtype=amp,
+                max_batch_tokens=engine_budget,
+            )
             logits["entity"] = {"sentfin": lg}
-            f1["entity"] = {"sentfin": classification_metrics(
-                "sentiment", [t.label for e in ents.valid for t in e.targets], lg.argmax(-1).tolist())["macro_f1"]}
+            f1["entity"] = {
+                "sentfin": classification_metrics(
+                    "sentiment", [t.label for e in ents.valid for t in e.targets], lg.argmax(-1).tolist()
+                )["macro_f1"]
+            }
         return logits, f1
 
     from tqdm.auto import tqdm
@@ -571,8 +644,14 @@ def train(
     first_window: dict[str, list[float]] = {t: [] for t in heads}
     window = max(3, total_steps // (10 * len(TASKS)))
     seen = 0
-    bar = tqdm(total=total_steps, desc=f"train[{prof.name}]", unit="step", file=sys.stderr, disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=total_steps,
+        desc=f"train[{prof.name}]",
+        unit="step",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     train_started = time.time()
     step = 0
     for epoch in range(prof.epochs):
@@ -585,8 +664,11 @@ def train(
             with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
                 if b.task == "entity":
                     assert b.targets is not None and b.owner is not None
-                    hidden = (model.upper_states(b.states.to(dev), mask, frozen) if b.states is not None
-                              else model.token_states(ids, mask))
+                    hidden = (
+                        model.upper_states(b.states.to(dev), mask, frozen)
+                        if b.states is not None
+                        else model.token_states(ids, mask)
+                    )
                     logits = model.entity_logits(hidden, mask, b.targets.to(dev), b.owner.to(dev))
                 elif b.states is not None:
                     logits = model.task_logits_from(b.states.to(dev), mask, frozen, b.task)
@@ -608,16 +690,21 @@ def train(
             ema = value if ema is None else 0.95 * ema + 0.05 * value
             seen += len(b.labels)
             bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{ema:.3f}", ex_s=f"{seen / max(1e-6, time.time() - train_started):.0f}")
+            bar.set_postfix(
+                epoch=epoch + 1, loss=f"{ema:.3f}", ex_s=f"{seen / max(1e-6, time.time() - train_started):.0f}"
+            )
         valid_logits, f1_sets = evaluate()
         f1 = {task: _selection_score(sets) for task, sets in f1_sets.items()}
         score = sum(f1.values()) / len(f1)
         all_losses = [v for vs in losses.values() for v in vs]
-        entry = {"epoch": epoch + 1, "train_loss": round(sum(all_losses) / max(1, len(all_losses)), 4),
-                 "train_loss_by_task": {t: round(sum(v) / max(1, len(v)), 4) for t, v in losses.items()},
-                 "valid_macro_f1": {k: round(v, 4) for k, v in f1.items()},
-                 "valid_macro_f1_by_set": {t: {k: round(v, 4) for k, v in sets.items()} for t, sets in f1_sets.items()},
-                 "score": round(score, 4)}
+        entry = {
+            "epoch": epoch + 1,
+            "train_loss": round(sum(all_losses) / max(1, len(all_losses)), 4),
+            "train_loss_by_task": {t: round(sum(v) / max(1, len(v)), 4) for t, v in losses.items()},
+            "valid_macro_f1": {k: round(v, 4) for k, v in f1.items()},
+            "valid_macro_f1_by_set": {t: {k: round(v, 4) for k, v in sets.items()} for t, sets in f1_sets.items()},
+            "score": round(score, 4),
+        }
         history.append(entry)
         log.info("epoch_done", **entry, elapsed_s=round(time.time() - started, 1))
         if score > best_score:
@@ -662,18 +749,27 @@ def train(
             lg = served[task][name]
             pred = lg.argmax(-1).tolist()
             per_set[name] = classification_metrics(task, y.tolist(), pred)
-            per_set[name]["ece"] = {"uncalibrated": round(expected_calibration_error(lg, y), 4),
-                                    "calibrated": round(expected_calibration_error(lg, y, t), 4)}
+            per_set[name]["ece"] = {
+                "uncalibrated": round(expected_calibration_error(lg, y), 4),
+                "calibrated": round(expected_calibration_error(lg, y, t), 4),
+            }
             per_set[name]["selection"] = name in selection
             if expert is not None:  # each part alone, to show what the mixture adds
                 per_set[name]["components"] = {
-                    part: {k: v for k, v in classification_metrics(task, y.tolist(), z.argmax(-1).tolist()).items()
-                           if k in ("accuracy", "macro_f1")}
-                    for part, z in (("network", best_logits[task][name]), ("lexical", lexical_info["valid"][task][name]))
+                    part: {
+                        k: v
+                        for k, v in classification_metrics(task, y.tolist(), z.argmax(-1).tolist()).items()
+                        if k in ("accuracy", "macro_f1")
+                    }
+                    for part, z in (
+                        ("network", best_logits[task][name]),
+                        ("lexical", lexical_info["valid"][task][name]),
+                    )
                 }
             if name == "tweets":
-                per_set["tweets_dedup"] = classification_metrics(task, [y[i].item() for i in keep],
-                                                                 [pred[i] for i in keep])
+                per_set["tweets_dedup"] = classification_metrics(
+                    task, [y[i].item() for i in keep], [pred[i] for i in keep]
+                )
         full = per_set["tweets"]
         metrics[task] = {
             # top-level accuracy/macro_f1 = full tweet validation (what the retrain job compares)
@@ -683,8 +779,11 @@ def train(
             "valid_dedup": per_set["tweets_dedup"],
             "sets": per_set,  # every fixed validation set of the task, by name (models/domains.py)
             "selection_score": round(_selection_score({n: per_set[n]["macro_f1"] for n in selection}), 4),
-            "nll": {"uncalibrated": round(nll(pool_lg, pool_y), 4), "calibrated": round(nll(pool_lg, pool_y, t), 4),
-                    "on": selection},
+            "nll": {
+                "uncalibrated": round(nll(pool_lg, pool_y), 4),
+                "calibrated": round(nll(pool_lg, pool_y, t), 4),
+                "on": selection,
+            },
         }
         if expert is not None:
             metrics[task]["components"] = full["components"]
@@ -693,13 +792,16 @@ def train(
 
     entity_section: dict[str, Any] = {"head": False}
     if ents is not None and entity_logits_valid is not None:
-        entity_section = _entity_section(ents, entity_logits_valid, model, tokenizer, prof, dev, amp, engine_budget,
-                                         expert, lexical_info)
+        entity_section = _entity_section(
+            ents, entity_logits_valid, model, tokenizer, prof, dev, amp, engine_budget, expert, lexical_info
+        )
         temperatures["entity"] = entity_section["temperature"]
 
-    quant = _check_quantization(model, tokenizer, tasks, prof, {t: v["tweets"] for t, v in best_logits.items()}) \
-        if prof.check_quantization else {
-        "checked": False, "ok": False}
+    quant = (
+        _check_quantization(model, tokenizer, tasks, prof, {t: v["tweets"] for t, v in best_logits.items()})
+        if prof.check_quantization
+        else {"checked": False, "ok": False}
+    )
 
     model.config.finsent_temperatures = temperatures
     model.config.finsent_max_length = prof.max_length
@@ -769,9 +871,18 @@ def train(
     return TrainResult(version=version, path=registry.path(version), manifest=manifest, promoted=should_promote)
 
 
-def _entity_section(ents: _EntityData, logits: torch.Tensor, model: Any, tokenizer: Any, prof: TrainProfile,
-                    dev: torch.device, amp: torch.dtype | None, budget: int, expert: LexicalExpert | None,
-                    lexical_info: dict[str, Any]) -> dict[str, Any]:
+def _entity_section(
+    ents: _EntityData,
+    logits: torch.Tensor,
+    model: Any,
+    tokenizer: Any,
+    prof: TrainProfile,
+    dev: torch.device,
+    amp: torch.dtype | None,
+    budget: int,
+    expert: LexicalExpert | None,
+    lexical_info: dict[str, Any],
+) -> dict[str, Any]:
     """The manifest's ``entity`` section: the head's temperature and its report on the SEntFiN
     validation split (disjoint by headline), next to the story-sentiment baseline as served."""
     from models.calibration import fit_temperature
@@ -780,8 +891,15 @@ def _entity_section(ents: _EntityData, logits: torch.Tensor, model: Any, tokeniz
 
     y = torch.tensor([t.label for e in ents.valid for t in e.targets])
     temperature = round(fit_temperature(logits, y), 4)
-    _, story = compute_entity_logits(model, tokenizer, ents.valid, max_length=prof.max_length, device=dev,
-                                     autocast_dtype=amp, max_batch_tokens=budget)
+    _, story = compute_entity_logits(
+        model,
+        tokenizer,
+        ents.valid,
+        max_length=prof.max_length,
+        device=dev,
+        autocast_dtype=amp,
+        max_batch_tokens=budget,
+    )
     weight = float((lexical_info.get("weights") or {}).get("sentiment", 0.0))
     if expert is not None and weight > 0:
         lex = expert.log_probs([e.text for e in ents.valid])["sentiment"]
@@ -789,22 +907,32 @@ def _entity_section(ents: _EntityData, logits: torch.Tensor, model: Any, tokeniz
     pred = logits.argmax(-1).tolist()
     per_example, k = [], 0
     for e in ents.valid:
-        per_example.append(pred[k: k + len(e.targets)])
+        per_example.append(pred[k : k + len(e.targets)])
         k += len(e.targets)
     report = entity_report(ents.valid, per_example, story.argmax(-1).tolist())
-    log.info("entity_head_evaluated", macro_f1=report["all"]["macro_f1"],
-             disagree_accuracy=report["disagree"].get("accuracy"),
-             disagree_baseline=(report["disagree"].get("baseline_story") or {}).get("accuracy"))
-    return {"head": True, "method": "span-pooled target-aware sentiment (models.network.entity_logits)",
-            "labels": list(labels_for("sentiment")), "temperature": temperature,
-            "train_rows": len(ents.train), "valid": {"sentfin": report},
-            "valid_split": "SEntFiN headlines, 1 in 5 by a hash of the normalised headline (models.domains)"}
+    log.info(
+        "entity_head_evaluated",
+        macro_f1=report["all"]["macro_f1"],
+        disagree_accuracy=report["disagree"].get("accuracy"),
+        disagree_baseline=(report["disagree"].get("baseline_story") or {}).get("accuracy"),
+    )
+    return {
+        "head": True,
+        "method": "span-pooled target-aware sentiment (models.network.entity_logits)",
+        "labels": list(labels_for("sentiment")),
+        "temperature": temperature,
+        "train_rows": len(ents.train),
+        "valid": {"sentfin": report},
+        "valid_split": "SEntFiN headlines, 1 in 5 by a hash of the normalised headline (models.domains)",
+    }
 
 
 def _valid_sets(td: _TaskData, prof: TrainProfile, report: bool = False) -> dict[str, list[Example]]:
     """The validation sets model selection uses (``report``: the ones it only reports), by name."""
-    chosen = {"tweets": td.valid, **({"news": td.more_valid["news"]}
-                                     if prof.select_on_news and "news" in td.more_valid else {})}
+    chosen = {
+        "tweets": td.valid,
+        **({"news": td.more_valid["news"]} if prof.select_on_news and "news" in td.more_valid else {}),
+    }
     if not report:
         return chosen
     return {k: v for k, v in td.more_valid.items() if k not in chosen}
@@ -829,8 +957,10 @@ def _fit_lexical(
     if max(grid) <= 0.0:
         return None, {"weight": 0.0}, network_logits
     started = time.time()
-    expert = LexicalExpert.fit({t: ([r.text for r in td.train], [r.label for r in td.train]) for t, td in tasks.items()},
-                               {t: len(labels_for(t)) for t in tasks})
+    expert = LexicalExpert.fit(
+        {t: ([r.text for r in td.train], [r.label for r in td.train]) for t, td in tasks.items()},
+        {t: len(labels_for(t)) for t in tasks},
+    )
     served: dict[str, dict[str, torch.Tensor]] = {}
     valid: dict[str, dict[str, torch.Tensor]] = {}
     weights: dict[str, float] = {}
@@ -841,28 +971,48 @@ def _fit_lexical(
         valid[task] = {name: torch.from_numpy(v) for name, v in lex.items()}
         selection = _valid_sets(td, prof)
 
-        def score(w: float, task: Task = task, selection: dict[str, list[Example]] = selection,
-                  lex: dict[str, Any] = lex) -> float:
-            f1 = {n: classification_metrics(task, [r.label for r in rows], mix_log_probs(
-                network_logits[task][n].numpy(), lex[n], w).argmax(-1).tolist())["macro_f1"]
-                for n, rows in selection.items()}
+        def score(
+            w: float, task: Task = task, selection: dict[str, list[Example]] = selection, lex: dict[str, Any] = lex
+        ) -> float:
+            f1 = {
+                n: classification_metrics(
+                    task,
+                    [r.label for r in rows],
+                    mix_log_probs(network_logits[task][n].numpy(), lex[n], w).argmax(-1).tolist(),
+                )["macro_f1"]
+                for n, rows in selection.items()
+            }
             return _selection_score(f1)
 
         scores[task] = {str(w): round(score(w), 4) for w in grid}
         weights[task] = max(grid, key=lambda w: (scores[task][str(w)], -w))
-        served[task] = {name: torch.from_numpy(mix_log_probs(network_logits[task][name].numpy(), lex[name],
-                                                             weights[task])) for name in rows_by_set}
+        served[task] = {
+            name: torch.from_numpy(mix_log_probs(network_logits[task][name].numpy(), lex[name], weights[task]))
+            for name in rows_by_set
+        }
     seconds = round(time.time() - started, 1)
     log.info("lexical_expert_fitted", vocabulary=len(expert.vectorizer.vocabulary_), seconds=seconds, weights=weights)
-    info = {"weight": weights["sentiment"], "weights": weights, "grid_selection_scores": scores,
-            "features": "tf-idf word 1-2 grams, one vocabulary for all tasks",
-            "classifier": "logistic regression per task (C=10)", "vocabulary": len(expert.vectorizer.vocabulary_),
-            "fit_seconds": seconds, "valid": valid}
+    info = {
+        "weight": weights["sentiment"],
+        "weights": weights,
+        "grid_selection_scores": scores,
+        "features": "tf-idf word 1-2 grams, one vocabulary for all tasks",
+        "classifier": "logistic regression per task (C=10)",
+        "vocabulary": len(expert.vectorizer.vocabulary_),
+        "fit_seconds": seconds,
+        "valid": valid,
+    }
     return expert, info, served
 
 
-def _export_onnx(model: Any, tokenizer: Any, out_dir: Path, tasks: dict[Task, _TaskData], prof: TrainProfile,
-                 lexical_info: dict[str, Any]) -> dict[str, Any]:
+def _export_onnx(
+    model: Any,
+    tokenizer: Any,
+    out_dir: Path,
+    tasks: dict[Task, _TaskData],
+    prof: TrainProfile,
+    lexical_info: dict[str, Any],
+) -> dict[str, Any]:
     """The ONNX Runtime files of the version and their accuracy check (models/onnx_backend.py)."""
     from models import onnx_backend
 
@@ -895,17 +1045,25 @@ def _check_quantization(
 
     cpu_model = copy.deepcopy(model).to("cpu").eval()
     qmodel = quantize_dynamic_int8(cpu_model)
-    result: dict[str, Any] = {"checked": True, "method": "torch dynamic int8 (nn.Linear)", "tolerance": 0.005,
-                              "reference": "bf16 autocast" if prof.cpu_bf16 and cpu_has_bf16() else "fp32"}
+    result: dict[str, Any] = {
+        "checked": True,
+        "method": "torch dynamic int8 (nn.Linear)",
+        "tolerance": 0.005,
+        "reference": "bf16 autocast" if prof.cpu_bf16 and cpu_has_bf16() else "fp32",
+    }
     ok = True
     for task, td in tasks.items():
         y = torch.tensor([r.label for r in td.valid])
-        q = compute_logits(qmodel, tokenizer, [r.text for r in td.valid], max_length=prof.max_length,
-                           device=torch.device("cpu"))[task]
+        q = compute_logits(
+            qmodel, tokenizer, [r.text for r in td.valid], max_length=prof.max_length, device=torch.device("cpu")
+        )[task]
         fp_acc = float((fp_logits[task].argmax(-1) == y).float().mean())
         q_acc = float((q.argmax(-1) == y).float().mean())
-        result[task] = {"fp_accuracy": round(fp_acc, 4), "int8_accuracy": round(q_acc, 4),
-                        "agreement": round(float((q.argmax(-1) == fp_logits[task].argmax(-1)).float().mean()), 4)}
+        result[task] = {
+            "fp_accuracy": round(fp_acc, 4),
+            "int8_accuracy": round(q_acc, 4),
+            "agreement": round(float((q.argmax(-1) == fp_logits[task].argmax(-1)).float().mean()), 4),
+        }
         ok = ok and (fp_acc - q_acc) <= 0.005 + 1e-9
     result["ok"] = ok
     log.info("quantization_checked", **{k: v for k, v in result.items() if k != "tolerance"})

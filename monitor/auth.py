@@ -29,8 +29,8 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Literal
+from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
 from prometheus_client import CollectorRegistry, Counter
@@ -62,7 +62,7 @@ class TokenSettings(BaseModel):
     scopes: list[Scope] = Field(default_factory=lambda: ["read"], min_length=1)
 
     @model_validator(mode="after")
-    def _one_source(self) -> "TokenSettings":
+    def _one_source(self) -> TokenSettings:
         if sum(x is not None for x in (self.value, self.env, self.file)) != 1:
             raise ValueError("give exactly one of 'value', 'env' or 'file'")
         return self
@@ -83,8 +83,10 @@ class TokenSettings(BaseModel):
         if not got.strip():
             raise ValueError("the token is blank")
         if got != got.strip():
-            raise ValueError("the token has leading or trailing whitespace (a bearer header is stripped: it "
-                             "could never match); remove it")
+            raise ValueError(
+                "the token has leading or trailing whitespace (a bearer header is stripped: it "
+                "could never match); remove it"
+            )
         if len(got) < 16:
             raise ValueError("a token needs at least 16 characters")
         return got
@@ -109,8 +111,12 @@ class HttpAuthSettings(BaseModel):
                 out.append(f"http.auth.tokens.{i} ({t.name!r}): {err}")
         names = [t.name for t in self.tokens]
         out += [f"http.auth.tokens: name {n!r} used twice" for n in sorted({n for n in names if names.count(n) > 1})]
-        out += [f"http.auth.tokens: {' and '.join(repr(n) for n in held)} have the same value; each token needs "
-                "its own (one value, one set of scopes)" for held in holders.values() if len(held) > 1]
+        out += [
+            f"http.auth.tokens: {' and '.join(repr(n) for n in held)} have the same value; each token needs "
+            "its own (one value, one set of scopes)"
+            for held in holders.values()
+            if len(held) > 1
+        ]
         return out
 
 
@@ -129,8 +135,9 @@ def host_pattern(value: str) -> str:
         ip = ipaddress.ip_address(got.strip("[]"))
     except ValueError:
         if not _HOST_NAME.fullmatch(got) or len(got) > 253:
-            raise ValueError(f"expected a host name, an IP address, '*.domain' or '*' (no scheme, port or path), "
-                             f"got {value[:100]!r}") from None
+            raise ValueError(
+                f"expected a host name, an IP address, '*.domain' or '*' (no scheme, port or path), got {value[:100]!r}"
+            ) from None
         return got.rstrip(".")
     return f"[{ip}]" if ip.version == 6 else str(ip)
 
@@ -178,7 +185,9 @@ class Authenticator:
         self._public = frozenset(settings.public_paths)
         self.open_reads = is_loopback(host)
         self.failures = Counter(
-            "finsent_http_auth_failures", "HTTP requests refused by authentication", ["reason"],
+            "finsent_http_auth_failures",
+            "HTTP requests refused by authentication",
+            ["reason"],
             registry=registry,
         )
         for reason in ("missing", "invalid", "scope"):
@@ -204,8 +213,11 @@ class Authenticator:
         if scheme.lower() != "bearer" or not token:
             if needed == "read" and self.open_reads:
                 return
-            self._fail(401, "missing", f"this endpoint needs a bearer token with scope {needed!r} "
-                                       "(header 'Authorization: Bearer <token>')")
+            self._fail(
+                401,
+                "missing",
+                f"this endpoint needs a bearer token with scope {needed!r} (header 'Authorization: Bearer <token>')",
+            )
         given = self._digest(token)
         found = None
         for name, digest, scopes in self._tokens:  # no early exit: time does not tell which matched

@@ -52,8 +52,12 @@ def read_stories_topic(settings: Any, timeout_s: float = 30.0) -> list[NewsItem]
 
     if not settings.kafka.enabled:
         raise BacktestError("no kafka.bootstrap configured: pass --file with a dump of news.raw")
-    c = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False, group_id=None,
-                      **settings.kafka.security_options())
+    c = KafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        enable_auto_commit=False,
+        group_id=None,
+        **settings.kafka.security_options(),
+    )
     try:
         topic = settings.topics.raw
         tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
@@ -78,7 +82,7 @@ def read_stories_topic(settings: Any, timeout_s: float = 30.0) -> list[NewsItem]
 def _score(engine: Any, items: list[NewsItem], batch: int = 256) -> list[ScoredItem]:
     out: list[ScoredItem] = []
     for i in range(0, len(items), batch):
-        out += [s for _, s in score_isolating_poison(engine.predict, items[i:i + batch]).scored]
+        out += [s for _, s in score_isolating_poison(engine.predict, items[i : i + batch]).scored]
     return out
 
 
@@ -109,36 +113,56 @@ def _fired(notes: Iterable[Any]) -> dict[str, set[str]]:
     return out
 
 
-def backtest(settings: Any, candidate: Any, champion: Any, stories: list[NewsItem], start: datetime | None,
-             end: datetime | None, rules: Any = None) -> dict[str, Any]:
+def backtest(
+    settings: Any,
+    candidate: Any,
+    champion: Any,
+    stories: list[NewsItem],
+    start: datetime | None,
+    end: datetime | None,
+    rules: Any = None,
+) -> dict[str, Any]:
     """``candidate`` and ``champion`` are engines; returns the comparison report."""
     items = [s for s in stories if (start is None or s.published_at >= start) and (end is None or s.published_at < end)]
     items = list({s.id: s for s in items}.values())  # de-duplicated by story id, like the pipeline
-    report: dict[str, Any] = {"stories": len(items), "from": start.isoformat() if start else None,
-                              "to": end.isoformat() if end else None, "models": {}}
+    report: dict[str, Any] = {
+        "stories": len(items),
+        "from": start.isoformat() if start else None,
+        "to": end.isoformat() if end else None,
+        "models": {},
+    }
     results = {}
     for role, engine in (("champion", champion), ("candidate", candidate)):
         scored = _score(engine, items)
         points, notes = _simulate(settings, scored, rules)
         results[role] = (scored, points, notes)
-        report["models"][role] = {"version": engine.version, "scored": len(scored),
-                                  "sentiment_mix": dict(Counter(s.sentiment for s in scored)),
-                                  "trend_points": len(points),
-                                  "alerts_fired": {r: len(v) for r, v in sorted(_fired(notes).items())}}
+        report["models"][role] = {
+            "version": engine.version,
+            "scored": len(scored),
+            "sentiment_mix": dict(Counter(s.sentiment for s in scored)),
+            "trend_points": len(points),
+            "alerts_fired": {r: len(v) for r, v in sorted(_fired(notes).items())},
+        }
     champ_sent = {s.id: s.sentiment for s in results["champion"][0]}
     cand = results["candidate"][0]
     report["agreement"] = round(sum(champ_sent.get(s.id) == s.sentiment for s in cand) / len(cand), 4) if cand else None
     old = {(p.key, p.window, p.window_start): p.mean_score for p in results["champion"][1]}
-    diffs = [abs(p.mean_score - old[k]) for p in results["candidate"][1]
-             if (k := (p.key, p.window, p.window_start)) in old]
-    report["trends"] = {"windows_compared": len(diffs),
-                        "mean_abs_diff": round(sum(diffs) / len(diffs), 4) if diffs else 0.0,
-                        "max_abs_diff": round(max(diffs), 4) if diffs else 0.0}
+    diffs = [
+        abs(p.mean_score - old[k]) for p in results["candidate"][1] if (k := (p.key, p.window, p.window_start)) in old
+    ]
+    report["trends"] = {
+        "windows_compared": len(diffs),
+        "mean_abs_diff": round(sum(diffs) / len(diffs), 4) if diffs else 0.0,
+        "max_abs_diff": round(max(diffs), 4) if diffs else 0.0,
+    }
     fired_old, fired_new = _fired(results["champion"][2]), _fired(results["candidate"][2])
     report["alerts"] = {
-        rule: {"champion": len(fired_old.get(rule, ())), "candidate": len(fired_new.get(rule, ())),
-               "gained": sorted(fired_new.get(rule, set()) - fired_old.get(rule, set())),
-               "lost": sorted(fired_old.get(rule, set()) - fired_new.get(rule, set()))}
+        rule: {
+            "champion": len(fired_old.get(rule, ())),
+            "candidate": len(fired_new.get(rule, ())),
+            "gained": sorted(fired_new.get(rule, set()) - fired_old.get(rule, set())),
+            "lost": sorted(fired_old.get(rule, set()) - fired_new.get(rule, set())),
+        }
         for rule in sorted(set(fired_old) | set(fired_new))
     }
     return report

@@ -14,7 +14,6 @@ import sys
 from collections.abc import Sequence
 
 from monitor import __version__
-
 from monitor.cliargs import EXIT_OK, EXIT_USAGE, settings_problems
 
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 class Context:
     """The collaborators every component is built from; nothing is global."""
 
-    settings: "Settings"
+    settings: Settings
     bus: Bus
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     health: Health = field(default_factory=Health)
@@ -32,6 +32,6 @@ class Context:
 @dataclass
 class Component:
     name: str
-    stages: list["Stage"] = field(default_factory=list)
+    stages: list[Stage] = field(default_factory=list)
     routers: list[APIRouter] = field(default_factory=list)
     close: Callable[[], None] | None = None

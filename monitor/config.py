@@ -18,17 +18,22 @@ from typing import Any, Literal
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import (BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict,
-                               SettingsError)
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from alerts.settings import AlertsSettings
 from connectors.settings import ConnectorsSettings
 from models.settings import ClassifierSettings, TrainingSettings
 from monitor.auth import HttpAuthSettings, host_pattern
 from monitor.retrain_settings import RetrainSettings
-from monitor.secrets import is_secret_field, mask_message, secret_values, http_url_problem
-from monitor.yamlfile import YamlFileError, load_yaml
+from monitor.secrets import http_url_problem, is_secret_field, mask_message, secret_values
 from monitor.stages.settings import AggregatorSettings, ClassifyStageSettings
+from monitor.yamlfile import YamlFileError, load_yaml
 
 
 class Section(BaseModel):
@@ -42,17 +47,21 @@ class KafkaSettings(Section):
     client_id: str = "finsent"
     partitions: int = Field(default=3, ge=1, description="partitions for topics finsent creates")
     memory_max_records: int = Field(
-        default=50_000, ge=1000, description="in-process bus (no bootstrap): records kept per partition of a topic "
-        "no consumer group reads; read topics keep only what some group has not committed yet")
+        default=50_000,
+        ge=1000,
+        description="in-process bus (no bootstrap): records kept per partition of a topic "
+        "no consumer group reads; read topics keep only what some group has not committed yet",
+    )
     replication_factor: int = Field(default=1, ge=1)
     request_timeout_ms: int = Field(default=30_000, ge=1000)
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     max_poll_interval_ms: int = Field(default=300_000, ge=1000)
     metadata_max_age_ms: int = Field(
-        default=5_000, ge=100,
+        default=5_000,
+        ge=100,
         description="consumers refresh topic metadata this often (a member that joined before a new "
-                    "topic's partitions were visible gets them at the next refresh)",
+        "topic's partitions were visible gets them at the next refresh)",
     )
     topic_ready_timeout_s: float = Field(default=15.0, gt=0, description="wait for created topics' metadata")
     linger_ms: int = Field(default=5, ge=0)
@@ -60,7 +69,8 @@ class KafkaSettings(Section):
     compression: Literal["gzip"] | None = None
     max_request_size: int = Field(default=4 * 1024 * 1024, ge=1024)
     buffer_memory: int = Field(
-        default=32 * 1024 * 1024, ge=1024 * 1024,
+        default=32 * 1024 * 1024,
+        ge=1024 * 1024,
         description="bytes a producer buffers while the broker is slow or away; past it sends fail clearly",
     )
     max_block_ms: int = Field(default=5_000, ge=0, description="a send waits this long for buffer space")
@@ -120,7 +130,7 @@ class HttpSettings(Section):
     allowed_hosts: list[str] = Field(
         default_factory=list,
         description="Host header names the API answers besides loopback, the bind host and public_url's host "
-                    "('*.example.com' for a domain, '*' for any); others get 400. Unset with host 0.0.0.0: any",
+        "('*.example.com' for a domain, '*' for any); others get 400. Unset with host 0.0.0.0: any",
     )
     max_body_bytes: int = Field(
         default=1_000_000, ge=1024, description="larger request bodies get 413 (push ingest: per-source cap)"
@@ -201,7 +211,7 @@ class Settings(BaseSettings):
         return (env_settings, init_settings, file_secret_settings)
 
     @model_validator(mode="after")
-    def _demo_grace(self) -> "Settings":
+    def _demo_grace(self) -> Settings:
         # The demo replays two hours a minute: a second of classify batching skew is two minutes
         # of event time, past the default grace. Unless grace is set, give the demo
         # DEMO_GRACE_WALL_S of wall time (in event time), so its windows keep their stories.
@@ -269,8 +279,11 @@ ENV_PREFIX = "FINSENT_"
 
 def _env_secrets() -> set[str]:
     """Values of ``FINSENT_*`` variables that set a secret field (never echoed in an error)."""
-    return {v for k, v in os.environ.items()
-            if k.upper().startswith(ENV_PREFIX) and v and is_secret_field(k[len(ENV_PREFIX):].lower().split("__"))}
+    return {
+        v
+        for k, v in os.environ.items()
+        if k.upper().startswith(ENV_PREFIX) and v and is_secret_field(k[len(ENV_PREFIX) :].lower().split("__"))
+    }
 
 
 def _unparsable_env_vars() -> list[str]:
@@ -297,9 +310,11 @@ def _empty_bootstrap_over_a_broker(data: dict[str, Any]) -> str | None:
     kafka = data.get("kafka")
     named = kafka.get("bootstrap") if isinstance(kafka, dict) else None
     if env is not None and not env.strip() and isinstance(named, str) and named.strip():
-        return ("FINSENT_KAFKA__BOOTSTRAP is set but empty, while the file sets kafka.bootstrap: an empty value "
-                "would silently drop the broker for the in-process bus. Unset the variable to use the file's "
-                "broker, or give host:port")
+        return (
+            "FINSENT_KAFKA__BOOTSTRAP is set but empty, while the file sets kafka.bootstrap: an empty value "
+            "would silently drop the broker for the in-process bus. Unset the variable to use the file's "
+            "broker, or give host:port"
+        )
     return None
 
 
@@ -336,6 +351,8 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         raise ConfigError(source, _format_errors(err), secret_values(data) | _env_secrets()) from None
     except SettingsError as err:
         bad = _unparsable_env_vars()
-        lines = [f"{name}: not valid JSON (this setting is a section, a list or a mapping, so the variable must "
-                 "hold JSON)" for name in bad] or [f"environment: {err}"]
+        lines = [
+            f"{name}: not valid JSON (this setting is a section, a list or a mapping, so the variable must hold JSON)"
+            for name in bad
+        ] or [f"environment: {err}"]
         raise ConfigError(source, lines, _env_secrets()) from None

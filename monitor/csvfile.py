@@ -34,7 +34,7 @@ class _CountedLines:
                 break
             self.n += 1
 
-    def __iter__(self) -> "_CountedLines":
+    def __iter__(self) -> _CountedLines:
         return self
 
     def __next__(self) -> str:
@@ -48,8 +48,9 @@ class _CountedLines:
         self.fh.close()
 
 
-def iter_csv(path: Path, dialect: type[csv.Dialect] = csv.excel, encoding: str = "utf-8-sig",
-             errors: str = "strict") -> Iterator[tuple[int, CsvRow | str]]:
+def iter_csv(
+    path: Path, dialect: type[csv.Dialect] = csv.excel, encoding: str = "utf-8-sig", errors: str = "strict"
+) -> Iterator[tuple[int, CsvRow | str]]:
     """``(line, row)`` for each data row (a dict by header name, like ``csv.DictReader``: missing
     fields None, extra ones under the key None), or ``(line, reason)`` for a row that cannot be read.
 
@@ -88,10 +89,10 @@ def iter_csv(path: Path, dialect: type[csv.Dialect] = csv.excel, encoding: str =
             if not values:
                 continue  # a blank line
             row: CsvRow = dict(zip(fieldnames, values))
-            for name in fieldnames[len(values):]:
+            for name in fieldnames[len(values) :]:
                 row[name] = None
             if len(values) > len(fieldnames):
-                row[None] = values[len(fieldnames):]
+                row[None] = values[len(fieldnames) :]
             yield line, row
     finally:
         lines.close()

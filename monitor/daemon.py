@@ -47,7 +47,7 @@ class Daemon:
     http_port: int | None = 8080
     http_settings: HttpSettings | None = None
     """Auth, body cap and TLS of the HTTP server (default: loopback rules, no tokens, plain HTTP)."""
-    on_started: Callable[["Daemon"], None] | None = None
+    on_started: Callable[[Daemon], None] | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
     """Called after every stage stopped and the bus closed (SQLite stores and the like)."""
     stop_event: threading.Event = field(default_factory=threading.Event)
@@ -69,7 +69,7 @@ class Daemon:
     def _run_stage(self, stage: Stage) -> None:
         try:
             stage.run(self.stop_event)
-        except BaseException as err:  # noqa: BLE001 - a dying stage must stop the daemon, whatever it is
+        except BaseException as err:
             self._failures[stage.name] = err
             log.exception("stage crashed; stopping the daemon", stage=stage.name)
             self.stop_event.set()
@@ -92,8 +92,12 @@ class Daemon:
             paths = sorted({getattr(r, "path", "") for router in self.routers for r in router.routes})
             log.debug("http routes", api=paths)
             # the one start-up line that says where to look
-            log.info("finsent is running; open the page", url=f"{self.http.url}/",
-                     metrics=f"{self.http.url}/metrics", ready=f"{self.http.url}/readyz")
+            log.info(
+                "finsent is running; open the page",
+                url=f"{self.http.url}/",
+                metrics=f"{self.http.url}/metrics",
+                ready=f"{self.http.url}/readyz",
+            )
         for stage in self.stages:
             t = threading.Thread(target=self._run_stage, args=(stage,), name=f"stage-{stage.name}", daemon=True)
             self._threads[stage.name] = t
@@ -115,8 +119,11 @@ class Daemon:
             if not ready_sent and self.health.readiness().status == "ok":
                 ready_sent = notifier.notify("READY=1\nSTATUS=ready")
             now = time.monotonic()
-            if notifier.watchdog_s and now - last_ping >= notifier.watchdog_s / 2 \
-                    and self.health.liveness().status == "ok":
+            if (
+                notifier.watchdog_s
+                and now - last_ping >= notifier.watchdog_s / 2
+                and self.health.liveness().status == "ok"
+            ):
                 notifier.notify("WATCHDOG=1")
                 last_ping = now
         notifier.notify("STOPPING=1")

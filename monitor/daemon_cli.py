@@ -13,8 +13,15 @@ import errno
 import socket
 import sys
 
-from monitor.cliargs import (EXIT_FAILURE, EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE, add_config_option, settings_from_args,
-                             settings_problems)
+from monitor.cliargs import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_TEMPFAIL,
+    EXIT_USAGE,
+    add_config_option,
+    settings_from_args,
+    settings_problems,
+)
 
 
 def port_problem(host: str, port: int) -> tuple[str, int] | None:
@@ -68,8 +75,11 @@ def _runner(stages: tuple[str, ...]):
                 raise
             # Opening the state needs a write (schema, WAL files): no crash, no traceback, and an exit
             # code a supervisor retries on (systemd's Restart=on-failure; compose's restart policy).
-            print(f"finsent: cannot open the state under {settings.state_dir}: {fault}. The disk is full or "
-                  "failing; free space there and start again.", file=sys.stderr)
+            print(
+                f"finsent: cannot open the state under {settings.state_dir}: {fault}. The disk is full or "
+                "failing; free space there and start again.",
+                file=sys.stderr,
+            )
             return EXIT_TEMPFAIL
         try:
             return daemon.run_forever()
@@ -88,8 +98,9 @@ def _retrain(args: argparse.Namespace) -> int:
     import json
 
     if not args.now:
-        print("finsent: retrain: pass --now to run the job once now (the daemon runs it on retrain.cron)",
-              file=sys.stderr)
+        print(
+            "finsent: retrain: pass --now to run the job once now (the daemon runs it on retrain.cron)", file=sys.stderr
+        )
         return EXIT_USAGE
     settings = settings_from_args(args)
     settings.ensure_dirs()
@@ -119,8 +130,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     from monitor.wiring import PIPELINE
 
     specs = {
-        "run": (PIPELINE, "run every role in one process, or one role per process with --stages ROLE "
-                          "(in-process bus unless kafka.bootstrap is set)"),
+        "run": (
+            PIPELINE,
+            (
+                "run every role in one process, or one role per process with --stages ROLE "
+                "(in-process bus unless kafka.bootstrap is set)"
+            ),
+        ),
         "ingest": (("ingest",), "= run --stages ingest: the configured connectors, producing to news.raw"),
         "classify": (("classify",), "= run --stages classify: news.raw -> news.scored (a consumer-group member)"),
         "aggregate": (("aggregate",), "= run --stages aggregate: news.scored -> rolling trends on news.trends"),
@@ -130,9 +146,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         add_config_option(p)
         p.add_argument("--kafka", metavar="HOST:PORT", help="Kafka bootstrap (overrides kafka.bootstrap)")
         if name == "run":
-            p.add_argument("--stages", metavar="ROLE[,ROLE]", type=_stage_list,
-                           help=f"run only these roles (default: {','.join(stages)}); the names of the "
-                                "compose services and the systemd instances finsent@ROLE")
+            p.add_argument(
+                "--stages",
+                metavar="ROLE[,ROLE]",
+                type=_stage_list,
+                help=f"run only these roles (default: {','.join(stages)}); the names of the "
+                "compose services and the systemd instances finsent@ROLE",
+            )
         p.set_defaults(func=_runner(stages))
 
     p = sub.add_parser("retrain", help="run the retrain job (train a challenger, gate, promote) once")

@@ -86,8 +86,9 @@ class ReplayOutcome:
     skipped: list[str]
 
 
-def replay_letters(bus: Bus, letters: Iterable[Letter], to_topic: str | None = None,
-                   timeout_s: float = 30.0) -> ReplayOutcome:
+def replay_letters(
+    bus: Bus, letters: Iterable[Letter], to_topic: str | None = None, timeout_s: float = 30.0
+) -> ReplayOutcome:
     """Re-publish each letter's original bytes (and key) to its original topic; letters with no
     original topic go to ``to_topic`` or are skipped with the reason."""
     producer = bus.producer()

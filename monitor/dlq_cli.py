@@ -48,20 +48,27 @@ def _read(args: argparse.Namespace):
 
 def _summary(item) -> dict:
     d = item.letter
-    return {"ref": item.ref, "failed_at": d.failed_at.isoformat(), "stage": d.stage, "reason": d.reason,
-            "source": f"{d.source_topic}/{d.source_partition}@{d.source_offset}" if d.source_topic else None,
-            "bytes": len(d.payload)}
+    return {
+        "ref": item.ref,
+        "failed_at": d.failed_at.isoformat(),
+        "stage": d.stage,
+        "reason": d.reason,
+        "source": f"{d.source_topic}/{d.source_partition}@{d.source_offset}" if d.source_topic else None,
+        "bytes": len(d.payload),
+    }
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
     bus, letters = _read(args)
     bus.close()
-    for item in letters[-args.limit:] if args.limit else letters:
+    for item in letters[-args.limit :] if args.limit else letters:
         if args.json:
             print(json.dumps(_summary(item)))
         else:
             s = _summary(item)
-            print(f"{s['ref']:<10} {s['failed_at'][:19]}  {s['stage']:<12} {s['source'] or '-':<28} {s['reason'][:120]}")
+            print(
+                f"{s['ref']:<10} {s['failed_at'][:19]}  {s['stage']:<12} {s['source'] or '-':<28} {s['reason'][:120]}"
+            )
     print(f"{len(letters)} dead letters", file=sys.stderr)
     return EXIT_OK
 
@@ -73,8 +80,13 @@ def _cmd_show(args: argparse.Namespace) -> int:
         print(f"finsent dlq: no dead letter {', '.join(args.refs)}", file=sys.stderr)
         return EXIT_FAILURE
     for item in letters:
-        print(json.dumps({**_summary(item), "key": item.letter.key,
-                          "payload": item.letter.payload.decode("utf-8", "replace")}, indent=2, ensure_ascii=False))
+        print(
+            json.dumps(
+                {**_summary(item), "key": item.letter.key, "payload": item.letter.payload.decode("utf-8", "replace")},
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
     return EXIT_OK
 
 
@@ -82,8 +94,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from monitor.dlq import replay_letters
 
     if not (args.refs or args.stage or args.reason or args.since or args.until or args.all):
-        print("finsent dlq replay: choose letters (REF..., --stage, --reason, --since/--until) or --all",
-              file=sys.stderr)
+        print(
+            "finsent dlq replay: choose letters (REF..., --stage, --reason, --since/--until) or --all", file=sys.stderr
+        )
         return EXIT_USAGE
     bus, letters = _read(args)
     try:

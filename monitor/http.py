@@ -69,8 +69,13 @@ class BodyCap:
 
     async def _too_large(self, send) -> None:
         body = f'{{"detail":"request body larger than {self.limit} bytes"}}'.encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -114,8 +119,16 @@ class HttpServer:
 
     def __init__(self, app: FastAPI, host: str, port: int, tls: tuple[str, str] | None = None) -> None:
         cert, key = tls or (None, None)
-        config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
-                                ssl_certfile=cert, ssl_keyfile=key)
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            ssl_certfile=cert,
+            ssl_keyfile=key,
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
 

@@ -66,8 +66,9 @@ class LabelIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     task: Task
-    label: StrictStr | StrictInt = Field(description="a label name, or the dataset's integer id; JSON true, "
-                                         "false and 1.0 are not labels")
+    label: StrictStr | StrictInt = Field(
+        description="a label name, or the dataset's integer id; JSON true, false and 1.0 are not labels"
+    )
     text: str | None = Field(default=None, min_length=1, max_length=20_000)
     story_id: str | None = Field(default=None, min_length=1, max_length=256)
     labeller: str = Field(min_length=1, max_length=128)
@@ -80,7 +81,7 @@ class LabelIn(BaseModel):
         return canonical_label(task, v) if task else str(v)  # unknown task: reported on its own
 
     @model_validator(mode="after")
-    def _text_or_story(self) -> "LabelIn":
+    def _text_or_story(self) -> LabelIn:
         if self.text is None and self.story_id is None:
             raise ValueError("give the text or a story_id")
         return self
@@ -128,8 +129,9 @@ class LabelBatchError(ValueError):
     def __init__(self, errors: list[RowError], total: int) -> None:
         self.errors = errors
         self.total = total
-        super().__init__(f"{len(errors)} of {total} labels invalid; nothing stored:\n"
-                         + "\n".join(f"  {e}" for e in errors))
+        super().__init__(
+            f"{len(errors)} of {total} labels invalid; nothing stored:\n" + "\n".join(f"  {e}" for e in errors)
+        )
 
 
 def _describe(err: ValidationError) -> str:
@@ -141,8 +143,12 @@ def _describe(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def validate_rows(rows: Sequence[tuple[int | str, Any]], source: str, lookup: StoryLookup | None = None,
-                  default_labeller: str | None = None) -> list[Vote]:
+def validate_rows(
+    rows: Sequence[tuple[int | str, Any]],
+    source: str,
+    lookup: StoryLookup | None = None,
+    default_labeller: str | None = None,
+) -> list[Vote]:
     """``(row name, raw mapping)`` pairs -> votes; raises :class:`LabelBatchError` naming every bad row."""
     votes: list[Vote] = []
     errors: list[RowError] = []
@@ -167,8 +173,9 @@ def validate_rows(rows: Sequence[tuple[int | str, Any]], source: str, lookup: St
             if text is None:
                 errors.append(RowError(name, f"story_id: unknown story {item.story_id!r} (send its text instead)"))
                 continue
-        votes.append(Vote(item.task, text, str(item.label), item.labeller, source, item.story_id,
-                          item.labelled_at or now))
+        votes.append(
+            Vote(item.task, text, str(item.label), item.labeller, source, item.story_id, item.labelled_at or now)
+        )
     if errors:
         raise LabelBatchError(errors, len(rows))
     return votes
@@ -214,10 +221,18 @@ class LabelStore:
                 seq = self._max_seq()
                 for v in votes:
                     if isinstance(v, LabelRecord):
-                        v = Vote(v.task, v.text, canonical_label(v.task, v.label), v.labeller or "anonymous",
-                                 source, v.item_id, v.labelled_at)
-                    row = self._db.execute("SELECT label FROM votes WHERE task=? AND text=? AND labeller=?",
-                                           (v.task, v.text, v.labeller)).fetchone()
+                        v = Vote(
+                            v.task,
+                            v.text,
+                            canonical_label(v.task, v.label),
+                            v.labeller or "anonymous",
+                            source,
+                            v.item_id,
+                            v.labelled_at,
+                        )
+                    row = self._db.execute(
+                        "SELECT label FROM votes WHERE task=? AND text=? AND labeller=?", (v.task, v.text, v.labeller)
+                    ).fetchone()
                     if row is not None and row[0] == v.label:
                         unchanged += 1
                         continue
@@ -226,8 +241,17 @@ class LabelStore:
                         "INSERT INTO votes VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(task, text, labeller) DO UPDATE SET"
                         " label=excluded.label, item_id=excluded.item_id, source=excluded.source,"
                         " labelled_at=excluded.labelled_at, received_at=excluded.received_at, seq=excluded.seq",
-                        (v.task, v.text, v.labeller, v.label, v.item_id, v.source, v.labelled_at.isoformat(),
-                         received, seq),
+                        (
+                            v.task,
+                            v.text,
+                            v.labeller,
+                            v.label,
+                            v.item_id,
+                            v.source,
+                            v.labelled_at.isoformat(),
+                            received,
+                            seq,
+                        ),
                     )
                     inserted, updated = (inserted + 1, updated) if row is None else (inserted, updated + 1)
                 self._db.execute("COMMIT")
@@ -242,8 +266,10 @@ class LabelStore:
     def votes(self) -> list[dict[str, Any]]:
         """Every vote with its provenance, in arrival order."""
         with self._lock:
-            cur = self._db.execute("SELECT task, text, labeller, label, item_id, source, labelled_at, received_at, seq"
-                                   " FROM votes ORDER BY seq")
+            cur = self._db.execute(
+                "SELECT task, text, labeller, label, item_id, source, labelled_at, received_at, seq"
+                " FROM votes ORDER BY seq"
+            )
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, r)) for r in cur]
 
@@ -270,8 +296,9 @@ class LabelStore:
         """Votes up to ``seq`` (default: all) were seen by a completed run."""
         with self._lock:
             value = self._max_seq() if seq is None else seq
-            self._db.execute("INSERT INTO meta VALUES ('last_seq', ?) ON CONFLICT(k) DO UPDATE SET v=excluded.v",
-                             (str(value),))
+            self._db.execute(
+                "INSERT INTO meta VALUES ('last_seq', ?) ON CONFLICT(k) DO UPDATE SET v=excluded.v", (str(value),)
+            )
 
     def close(self) -> None:
         self._db.close()
@@ -359,7 +386,7 @@ def labels_router(store: LabelStore, lookup: StoryLookup) -> APIRouter:
     router = APIRouter()
 
     @router.post("/labels")
-    def post_labels(request: Request, payload: Any = Body(...)) -> JSONResponse:  # noqa: B008 - FastAPI idiom
+    def post_labels(request: Request, payload: Any = Body(...)) -> JSONResponse:
         """One label (object), or a batch (list, or ``{"labels": [...]}``); all-or-nothing."""
         rows = _batch_rows(payload)
         if not rows:
@@ -368,14 +395,30 @@ def labels_router(store: LabelStore, lookup: StoryLookup) -> APIRouter:
         try:
             votes = validate_rows(rows, f"http:{token}" if token else "http", lookup)
         except LabelBatchError as err:
-            return JSONResponse({"detail": f"{len(err.errors)} of {err.total} labels invalid; nothing stored",
-                                 "errors": [{"row": e.row, "error": e.error} for e in err.errors]},
-                                status_code=422)
+            return JSONResponse(
+                {
+                    "detail": f"{len(err.errors)} of {err.total} labels invalid; nothing stored",
+                    "errors": [{"row": e.row, "error": e.error} for e in err.errors],
+                },
+                status_code=422,
+            )
         result = store.add(votes)
-        log.info("labels received", source="http", token=token, inserted=result.inserted, updated=result.updated,
-                 unchanged=result.unchanged)
-        return JSONResponse({"received": len(votes), "inserted": result.inserted, "updated": result.updated,
-                             "unchanged": result.unchanged})
+        log.info(
+            "labels received",
+            source="http",
+            token=token,
+            inserted=result.inserted,
+            updated=result.updated,
+            unchanged=result.unchanged,
+        )
+        return JSONResponse(
+            {
+                "received": len(votes),
+                "inserted": result.inserted,
+                "updated": result.updated,
+                "unchanged": result.unchanged,
+            }
+        )
 
     return router
 

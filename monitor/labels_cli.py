@@ -11,7 +11,7 @@ from pathlib import Path
 from monitor.cliargs import EXIT_OK, EXIT_USAGE, add_config_option, settings_from_args
 
 
-def _store(args: argparse.Namespace):  # noqa: ANN202
+def _store(args: argparse.Namespace):
     from monitor.labels import LabelStore
 
     settings = settings_from_args(args)
@@ -37,8 +37,17 @@ def _import(args: argparse.Namespace) -> int:
         result = store.add(votes)
     finally:
         store.close()
-    print(json.dumps({"file": str(path), "received": len(votes), "inserted": result.inserted,
-                      "updated": result.updated, "unchanged": result.unchanged}))
+    print(
+        json.dumps(
+            {
+                "file": str(path),
+                "received": len(votes),
+                "inserted": result.inserted,
+                "updated": result.updated,
+                "unchanged": result.unchanged,
+            }
+        )
+    )
     return EXIT_OK
 
 
@@ -50,7 +59,7 @@ def _export(args: argparse.Namespace) -> int:
         rows = export_rows(store, args.resolved)
     finally:
         store.close()
-    out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
+    out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115 - or stdout; closed below
     try:
         if args.format == "jsonl":
             for row in rows:

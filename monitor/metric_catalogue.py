@@ -21,16 +21,15 @@ LABEL_BOUNDS: dict[str, str] = {
     "version": "1 per process (the finsent version, or the served model version)",
     "source": "the configured sources (connectors.sources) plus the demo feed",
     "kind": "finsent_ingest_errors: the fixed error kinds in connectors/metrics.py (ERROR_KINDS); "
-            "finsent_alerts_records: trend, scored",
+    "finsent_alerts_records: trend, scored",
     "reason": "classify: the fixed dead-letter reasons of the stage; alerts: firing, resolved, revised, repeat; "
-              "http auth failures: missing, invalid, scope",
+    "http auth failures: missing, invalid, scope",
     "topic": "the input topic of the stage (1-2 topic names); finsent_bus_memory_records: the topics of the "
-             "in-process bus (topics.*, the repartition topic)",
+    "in-process bus (topics.*, the repartition topic)",
     "partition": "the partitions of the input topics (kafka.partitions)",
     "stage": "the stage names of the role (rekey, trends)",
     "outcome": "aggregate: counted, duplicate, late_dropped; deliveries: delivered, retry, dead",
-    "key": "'all', each topic label (models/data/topic/labels.txt) and each of aggregator.metric_tickers "
-           "as ticker:X",
+    "key": "'all', each topic label (models/data/topic/labels.txt) and each of aggregator.metric_tickers as ticker:X",
     "window": "the configured aggregator.windows names",
     "receiver": "the configured alerts.receivers names plus _bus",
     "state": "alerts: pending, firing, resolved; outbox: pending, delivered, dead",
@@ -53,7 +52,7 @@ LABEL_BOUNDS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class MetricDoc:
-    name: str          # as exposed (counters with _total)
+    name: str  # as exposed (counters with _total)
     type: str
     help: str
     labels: tuple[str, ...]
@@ -93,7 +92,7 @@ def catalogue() -> list[MetricDoc]:
     for roles, build in _sources():
         registry = CollectorRegistry()
         build(registry)
-        collectors = set(registry._collector_to_names)  # noqa: SLF001 - the registry's own index
+        collectors = set(registry._collector_to_names)
         for collector in collectors:
             described = list(collector.describe()) if hasattr(collector, "describe") else list(collector.collect())
             for family in described:
@@ -113,8 +112,10 @@ def _described_labels(collector: object, family: str) -> tuple[str, ...]:
     from monitor.metrics import ModelInfoCollector
 
     if isinstance(collector, ModelInfoCollector):
-        return {"finsent_model": ("version", "profile", "trained_at"),
-                "finsent_model_validation": ("task", "metric")}.get(family, ())
+        return {
+            "finsent_model": ("version", "profile", "trained_at"),
+            "finsent_model_validation": ("task", "metric"),
+        }.get(family, ())
     return {"finsent_bus_memory_records": ("topic",)}.get(family, ())
 
 
@@ -132,7 +133,7 @@ def render() -> str:
         "",
         "Generated from the metric definitions in the code by `python -m monitor.metric_catalogue > docs/METRICS.md`",
         "(`tests/deploy/test_catalogue.py` fails when this file and the code diverge). Each role serves its",
-        "own metrics on its own port (`/metrics`); Prometheus adds `job=\"finsent-ROLE\"` and `role=\"ROLE\"`",
+        'own metrics on its own port (`/metrics`); Prometheus adds `job="finsent-ROLE"` and `role="ROLE"`',
         "target labels (deploy/prometheus/prometheus.yml), so nothing is counted twice when roles are split.",
         "Histograms also expose `_bucket`, `_sum` and `_count`; counters are listed with their `_total` name.",
         "",
@@ -144,10 +145,21 @@ def render() -> str:
         meaning = d.help.replace("|", "\\|")
         lines.append(f"| `{d.name}` | {d.type} | {labels} | {', '.join(d.roles)} | {meaning} |")
     used = sorted({label for d in docs for label in d.labels})
-    lines += ["", "## Label bounds", "", "Every label takes a bounded set of values:", "",
-              "| label | values |", "|---|---|"]
+    lines += [
+        "",
+        "## Label bounds",
+        "",
+        "Every label takes a bounded set of values:",
+        "",
+        "| label | values |",
+        "|---|---|",
+    ]
     lines += [f"| `{label}` | {LABEL_BOUNDS.get(label, '**unbounded?**')} |" for label in used]
-    lines += ["", "Target labels added by Prometheus: `job` (`finsent-ROLE`), `role`, `instance` (one per process).", ""]
+    lines += [
+        "",
+        "Target labels added by Prometheus: `job` (`finsent-ROLE`), `role`, `instance` (one per process).",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -20,8 +20,13 @@ class RoleMetrics:
     """``finsent_role_info{role, version} 1`` for each role the process runs."""
 
     def __init__(self, registry: CollectorRegistry, roles: Sequence[str] = ()) -> None:
-        self.info = Gauge("finsent_role_info", "1 for each role this process runs (ingest, classify, aggregate, "
-                          "alerts, retrain), with the finsent version", ["role", "version"], registry=registry)
+        self.info = Gauge(
+            "finsent_role_info",
+            "1 for each role this process runs (ingest, classify, aggregate, "
+            "alerts, retrain), with the finsent version",
+            ["role", "version"],
+            registry=registry,
+        )
         for role in roles:
             self.info.labels(role, __version__).set(1)
 
@@ -30,10 +35,19 @@ class HttpMetrics:
     """Requests served by the daemon's HTTP server, by route template (bounded) and status."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter("finsent_http_requests", "HTTP requests served, by route template and status code",
-                                ["route", "method", "status"], registry=registry)
-        self.seconds = Histogram("finsent_http_request_seconds", "Time to serve one HTTP request", ["route"],
-                                 registry=registry, buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5))
+        self.requests = Counter(
+            "finsent_http_requests",
+            "HTTP requests served, by route template and status code",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "finsent_http_request_seconds",
+            "Time to serve one HTTP request",
+            ["route"],
+            registry=registry,
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
+        )
 
     def instrument(self, app: Any) -> None:
         """Count every request of a FastAPI/Starlette ``app`` (unmatched paths as ``route="other"``).
@@ -79,21 +93,37 @@ class ModelInfoCollector(Collector):
         self.engine = engine
 
     def describe(self) -> Iterable[Any]:
-        yield InfoMetricFamily("finsent_model", "The model version classify serves (labels: version, profile, "
-                               "trained_at)", labels=["version", "profile", "trained_at"])
-        yield GaugeMetricFamily("finsent_model_validation", "Validation score of the served version, per task "
-                                "(sentiment, topic) and metric (accuracy, macro_f1)", labels=["task", "metric"])
+        yield InfoMetricFamily(
+            "finsent_model",
+            "The model version classify serves (labels: version, profile, trained_at)",
+            labels=["version", "profile", "trained_at"],
+        )
+        yield GaugeMetricFamily(
+            "finsent_model_validation",
+            "Validation score of the served version, per task (sentiment, topic) and metric (accuracy, macro_f1)",
+            labels=["task", "metric"],
+        )
 
     def collect(self) -> Iterable[Any]:
         manifest: dict[str, Any] = getattr(self.engine, "manifest", None) or {}
         version = str(getattr(self.engine, "version", None) or manifest.get("version") or "unknown")
-        info = InfoMetricFamily("finsent_model", "The model version classify serves (labels: version, profile, "
-                                "trained_at)")
-        info.add_metric([], {"version": version, "profile": str((manifest.get("training") or {}).get("profile", "")),
-                             "trained_at": str(manifest.get("created_at", ""))})
+        info = InfoMetricFamily(
+            "finsent_model", "The model version classify serves (labels: version, profile, trained_at)"
+        )
+        info.add_metric(
+            [],
+            {
+                "version": version,
+                "profile": str((manifest.get("training") or {}).get("profile", "")),
+                "trained_at": str(manifest.get("created_at", "")),
+            },
+        )
         yield info
-        scores = GaugeMetricFamily("finsent_model_validation", "Validation score of the served version, per task "
-                                   "(sentiment, topic) and metric (accuracy, macro_f1)", labels=["task", "metric"])
+        scores = GaugeMetricFamily(
+            "finsent_model_validation",
+            "Validation score of the served version, per task (sentiment, topic) and metric (accuracy, macro_f1)",
+            labels=["task", "metric"],
+        )
         for task, values in sorted((manifest.get("metrics") or {}).items()):
             for metric in self.METRICS:
                 if isinstance(values, dict) and isinstance(values.get(metric), (int, float)):
@@ -110,20 +140,28 @@ class BusMemoryCollector(Collector):
         self.bus = bus
 
     def describe(self) -> Iterable[Any]:
-        yield GaugeMetricFamily("finsent_bus_memory_records", "Records the in-process bus holds, per topic",
-                                labels=["topic"])
-        yield CounterMetricFamily("finsent_bus_memory_trimmed", "Records the in-process bus has forgotten "
-                                  "(committed by every consumer group, or beyond kafka.memory_max_records)")
+        yield GaugeMetricFamily(
+            "finsent_bus_memory_records", "Records the in-process bus holds, per topic", labels=["topic"]
+        )
+        yield CounterMetricFamily(
+            "finsent_bus_memory_trimmed",
+            "Records the in-process bus has forgotten "
+            "(committed by every consumer group, or beyond kafka.memory_max_records)",
+        )
 
     def collect(self) -> Iterable[Any]:
-        held = GaugeMetricFamily("finsent_bus_memory_records", "Records the in-process bus holds, per topic",
-                                 labels=["topic"])
+        held = GaugeMetricFamily(
+            "finsent_bus_memory_records", "Records the in-process bus holds, per topic", labels=["topic"]
+        )
         for topic, n in sorted((self.bus.retained() if self.bus is not None else {}).items()):
             held.add_metric([topic], float(n))
         yield held
-        yield CounterMetricFamily("finsent_bus_memory_trimmed", "Records the in-process bus has forgotten "
-                                  "(committed by every consumer group, or beyond kafka.memory_max_records)",
-                                  value=float(getattr(self.bus, "trimmed", 0)))
+        yield CounterMetricFamily(
+            "finsent_bus_memory_trimmed",
+            "Records the in-process bus has forgotten "
+            "(committed by every consumer group, or beyond kafka.memory_max_records)",
+            value=float(getattr(self.bus, "trimmed", 0)),
+        )
 
 
 class RetrainMetrics:
@@ -132,19 +170,35 @@ class RetrainMetrics:
     RESULTS = ("promoted", "rejected", "shadowing", "skipped", "failed", "timeout")
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.runs = Counter("finsent_retrain_runs", "Retrain job runs by result (promoted, rejected, shadowing, "
-                            "skipped, failed, timeout)", ["result"], registry=registry)
+        self.runs = Counter(
+            "finsent_retrain_runs",
+            "Retrain job runs by result (promoted, rejected, shadowing, skipped, failed, timeout)",
+            ["result"],
+            registry=registry,
+        )
         for result in self.RESULTS:
             self.runs.labels(result)
-        self.seconds = Histogram("finsent_retrain_duration_seconds", "Wall time of one retrain job run",
-                                 registry=registry, buckets=(1, 10, 60, 300, 600, 1800, 3600, 4 * 3600))
-        self.label_dead_letters = Counter("finsent_retrain_label_dead_letters", "Undecodable label records sent "
-                                          "to the DLQ by the label collector", registry=registry)
-        self.last_run = Gauge("finsent_retrain_last_run_timestamp_seconds", "When the last retrain run ended",
-                              registry=registry)
-        self.champion = Gauge("finsent_model_champion_metric", "The serving model's score on each fixed "
-                              "validation set (retrain.validation_sets), as measured by the last gate",
-                              ["set", "metric"], registry=registry)
+        self.seconds = Histogram(
+            "finsent_retrain_duration_seconds",
+            "Wall time of one retrain job run",
+            registry=registry,
+            buckets=(1, 10, 60, 300, 600, 1800, 3600, 4 * 3600),
+        )
+        self.label_dead_letters = Counter(
+            "finsent_retrain_label_dead_letters",
+            "Undecodable label records sent to the DLQ by the label collector",
+            registry=registry,
+        )
+        self.last_run = Gauge(
+            "finsent_retrain_last_run_timestamp_seconds", "When the last retrain run ended", registry=registry
+        )
+        self.champion = Gauge(
+            "finsent_model_champion_metric",
+            "The serving model's score on each fixed "
+            "validation set (retrain.validation_sets), as measured by the last gate",
+            ["set", "metric"],
+            registry=registry,
+        )
 
     def observe(self, report: dict[str, Any]) -> None:
         """Count one run from its report (monitor.retrain.run_retrain)."""

@@ -75,7 +75,8 @@ class TickerMention(BaseModel):
     ticker: str = Field(min_length=1, max_length=16)
     how: MentionKind
     part: Literal["title", "body"] | None = Field(
-        default=None, description="where it was found; None for a feed-supplied ticker not found in the text")
+        default=None, description="where it was found; None for a feed-supplied ticker not found in the text"
+    )
     start: int | None = Field(default=None, ge=0, description="character offset of the mention in its field")
     end: int | None = Field(default=None, ge=0, description="one past the mention's last character")
     surface: str | None = Field(default=None, max_length=256, description="the mention as written")
@@ -91,8 +92,10 @@ class EntitySentiment(BaseModel):
     sentiment_score: float = Field(ge=-1.0, le=1.0, description="p(positive) - p(negative) for this ticker")
     relevance: float = Field(ge=0.0, le=1.0, description="1: the story is about it; near 0: a passing mention")
     method: Literal["entity", "story"] = Field(
-        default="entity", description="entity: target-aware head read the mention; story: the story's own "
-        "sentiment (a model without an entity head, or the mention is outside what the model read)")
+        default="entity",
+        description="entity: target-aware head read the mention; story: the story's own "
+        "sentiment (a model without an entity head, or the mention is outside what the model read)",
+    )
 
     @property
     def confidence(self) -> float:
@@ -116,7 +119,6 @@ class NewsItem(Record):
     language: str = "en"
     novelty: float = Field(default=1.0, ge=0.0, le=1.0, description="1.0 first sighting, lower for repeats")
     meta: dict[str, str] = Field(default_factory=dict)
-
 
     @property
     def text(self) -> str:
@@ -145,7 +147,8 @@ class ScoredItem(Record):
     model_version: str
     scored_at: UtcDatetime = Field(default_factory=utcnow)
     entities: tuple[EntitySentiment, ...] = Field(
-        default=(), description="per ticker: its own sentiment and relevance (schema 2; empty on older records)")
+        default=(), description="per ticker: its own sentiment and relevance (schema 2; empty on older records)"
+    )
 
     @property
     def id(self) -> str:
@@ -199,14 +202,13 @@ class TrendPoint(Record):
     watermark: UtcDatetime | None = Field(
         default=None,
         description="the aggregator's aligned event-time watermark when it emitted the point (min progress of "
-                    "the active upstream partitions); the alert stage's clock. Unset on older records.",
+        "the active upstream partitions); the alert stage's clock. Unset on older records.",
     )
 
     @property
     def event_time(self) -> datetime:
         """When this point happened in event time: the watermark, else (older records) ``emitted_at``."""
         return self.watermark if self.watermark is not None else self.emitted_at
-
 
 
 class WatermarkMarker(Record):
@@ -217,11 +219,14 @@ class WatermarkMarker(Record):
     kind: Literal["watermark"] = "watermark"
     topic: str = Field(description="the upstream topic (news.scored)")
     progress: dict[int, float | None] = Field(
-        description="upstream partition -> largest event time read from it (Unix seconds; null: none yet)")
+        description="upstream partition -> largest event time read from it (Unix seconds; null: none yet)"
+    )
     idle: tuple[int, ...] = Field(default=(), description="upstream partitions caught up and silent")
     behind: tuple[int, ...] = Field(
-        default=(), description="upstream partitions this sender does not own that hold records the re-key group "
-        "has not consumed yet: not idle, whatever their owner (perhaps dead) said last")
+        default=(),
+        description="upstream partitions this sender does not own that hold records the re-key group "
+        "has not consumed yet: not idle, whatever their owner (perhaps dead) said last",
+    )
 
 
 AlertStatus = Literal["firing", "resolved"]
@@ -275,7 +280,7 @@ class DeadLetter(Record):
     failed_at: UtcDatetime = Field(default_factory=utcnow)
 
     @classmethod
-    def wrap(cls, *, stage: str, reason: str, payload: bytes, **where: Any) -> "DeadLetter":
+    def wrap(cls, *, stage: str, reason: str, payload: bytes, **where: Any) -> DeadLetter:
         return cls(stage=stage, reason=reason, payload_b64=base64.b64encode(payload).decode("ascii"), **where)
 
     @property

@@ -43,6 +43,7 @@ from monitor.metrics import RetrainMetrics
 
 log = structlog.get_logger(__name__)
 
+
 @dataclass
 class RunPlan:
     train: list[tuple[str, str, str]]
@@ -66,8 +67,9 @@ def validation_texts(settings: Any) -> set[tuple[str, str]]:
     from models.data import normalise_for_dedup
 
     specs = [s.model_dump(mode="json") for s in settings.retrain.validation_sets]
-    return {(task, normalise_for_dedup(r.text)) for task, rows in load_fixed_sets(specs, None, 0).values()
-            for r in rows}
+    return {
+        (task, normalise_for_dedup(r.text)) for task, rows in load_fixed_sets(specs, None, 0).values() for r in rows
+    }
 
 
 def plan_run(settings: Any, labels: list[ResolvedLabel], fresh: int, up_to_seq: int) -> RunPlan:
@@ -106,18 +108,29 @@ def run_child(spec: dict[str, Any], workdir: Path, threads: int, nice: int, budg
     spec_path, out_path = workdir / "spec.json", workdir / "result.json"
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
-    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE",
-               TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               PYTHONPATH=os.pathsep.join(p for p in [str(Path(__file__).resolve().parent.parent),
-                                                        env.get("PYTHONPATH", "")] if p))
+    env.update(
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        OMP_WAIT_POLICY="PASSIVE",
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        PYTHONPATH=os.pathsep.join(
+            p for p in [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH", "")] if p
+        ),
+    )
 
     def lower_priority() -> None:
         os.setsid()  # its own process group: a timeout kills the child and anything it started
         if nice:
             os.nice(nice)
 
-    proc = subprocess.Popen([sys.executable, "-m", "models.challenger", str(spec_path), str(out_path)],
-                            env=env, preexec_fn=lower_priority, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "models.challenger", str(spec_path), str(out_path)],
+        env=env,
+        preexec_fn=lower_priority,
+        stdin=subprocess.DEVNULL,
+    )
     log.info("retrain child started", pid=proc.pid, threads=threads, nice=nice, budget_s=budget_s)
     try:
         rc = proc.wait(timeout=budget_s)
@@ -134,8 +147,14 @@ ChildRunner = Callable[[dict[str, Any], Path, int, int, float], dict[str, Any]]
 
 
 # -- one run ---------------------------------------------------------------------------------------
-def run_retrain(settings: Any, store: LabelStore, *, force: bool = False, runner: ChildRunner = run_child,
-                metrics: RetrainMetrics | None = None) -> dict[str, Any]:
+def run_retrain(
+    settings: Any,
+    store: LabelStore,
+    *,
+    force: bool = False,
+    runner: ChildRunner = run_child,
+    metrics: RetrainMetrics | None = None,
+) -> dict[str, Any]:
     """Plan, train (child), gate, promote, report. Returns the report (also stored in the registry)."""
     from models.gate import GatePolicy, decide
     from models.registry import Registry
@@ -145,8 +164,12 @@ def run_retrain(settings: Any, store: LabelStore, *, force: bool = False, runner
     registry = Registry.from_settings(settings)
     started = time.time()
     run_id = new_run_id()
-    report: dict[str, Any] = {"run_id": run_id, "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                              "profile": cfg.profile, "champion": registry.current()}
+    report: dict[str, Any] = {
+        "run_id": run_id,
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "profile": cfg.profile,
+        "champion": registry.current(),
+    }
     up_to = store.max_seq()
     fresh = store.new_since_last_run()
     report["new_labels"] = fresh
@@ -156,18 +179,30 @@ def run_retrain(settings: Any, store: LabelStore, *, force: bool = False, runner
         RunReports(registry).write(report)
         if metrics is not None:
             metrics.observe(report)
-        log.info("retrain run finished", run_id=run_id, result=result, reason=reason,
-                 challenger=report.get("challenger"), duration_s=report["duration_s"])
+        log.info(
+            "retrain run finished",
+            run_id=run_id,
+            result=result,
+            reason=reason,
+            challenger=report.get("challenger"),
+            duration_s=report["duration_s"],
+        )
         return report
 
     if not force and fresh < cfg.min_new_labels:
         return finish("skipped", f"{fresh} new labels < min_new_labels={cfg.min_new_labels}")
     plan = plan_run(settings, store.resolved(), fresh, up_to)
-    report["labels"] = {"train": len(plan.train), "holdout": len(plan.holdout),
-                        "refused_in_validation_set": len(plan.refused)}
+    report["labels"] = {
+        "train": len(plan.train),
+        "holdout": len(plan.holdout),
+        "refused_in_validation_set": len(plan.refused),
+    }
     if plan.refused:
-        log.warning("labels refused for training: their text is in a fixed validation set",
-                    count=len(plan.refused), examples=[t for _, t, _ in plan.refused[:3]])
+        log.warning(
+            "labels refused for training: their text is in a fixed validation set",
+            count=len(plan.refused),
+            examples=[t for _, t, _ in plan.refused[:3]],
+        )
     if not plan.train:
         store.mark_used(up_to)
         return finish("skipped", "no trainable fresh labels (all held out or in a validation set)")
@@ -184,20 +219,33 @@ def run_retrain(settings: Any, store: LabelStore, *, force: bool = False, runner
         "log_level": settings.logging.level,
         "log_format": settings.logging.format,
     }
-    log.info("retrain run started", run_id=run_id, fresh=fresh, train=len(plan.train), holdout=len(plan.holdout),
-             refused=len(plan.refused), champion=report["champion"], profile=cfg.profile)
+    log.info(
+        "retrain run started",
+        run_id=run_id,
+        fresh=fresh,
+        train=len(plan.train),
+        holdout=len(plan.holdout),
+        refused=len(plan.refused),
+        champion=report["champion"],
+        profile=cfg.profile,
+    )
     try:
         comparison = runner(spec, settings.state_dir / "retrain" / run_id, cfg.threads, cfg.nice, cfg.time_budget)
     except ChildTimeout as err:
         return finish("timeout", str(err))
-    except Exception as err:  # noqa: BLE001 - a failed run is reported, the serving model is untouched
+    except Exception as err:
         log.exception("retrain child failed")
         return finish("failed", f"{type(err).__name__}: {err}")
     store.mark_used(up_to)
     report.update({k: comparison[k] for k in ("challenger", "fixed", "holdout", "training") if k in comparison})
     decision = decide(comparison, GatePolicy(cfg.min_gain, cfg.max_drop, cfg.min_holdout))
-    report["gate"] = {"min_gain": cfg.min_gain, "max_drop": cfg.max_drop, "min_holdout": cfg.min_holdout,
-                      "passed": decision.promote, "checks": decision.checks}
+    report["gate"] = {
+        "min_gain": cfg.min_gain,
+        "max_drop": cfg.max_drop,
+        "min_holdout": cfg.min_holdout,
+        "passed": decision.promote,
+        "checks": decision.checks,
+    }
     if not decision.promote:
         return finish("rejected", decision.reason)
     if not cfg.auto_promote:
@@ -206,13 +254,18 @@ def run_retrain(settings: Any, store: LabelStore, *, force: bool = False, runner
         from monitor.shadow import start_shadow
 
         start_shadow(settings.models_dir, comparison["challenger"], run_id)
-        return finish("shadowing", f"{decision.reason}; shadowing {cfg.shadow_share:.0%} of live traffic for "
-                                   f"{cfg.shadow_period:.0f}s before promotion")
+        return finish(
+            "shadowing",
+            f"{decision.reason}; shadowing {cfg.shadow_share:.0%} of live traffic for "
+            f"{cfg.shadow_period:.0f}s before promotion",
+        )
     registry.promote(comparison["challenger"])
     return finish("promoted", decision.reason)
 
 
-def check_shadow(settings: Any, metrics: RetrainMetrics | None = None, now: float | None = None) -> dict[str, Any] | None:
+def check_shadow(
+    settings: Any, metrics: RetrainMetrics | None = None, now: float | None = None
+) -> dict[str, Any] | None:
     """Promote or drop the shadowed challenger once its shadow period is over; the updated report.
 
     Promote when it was shadowed for ``retrain.shadow_period`` over at least
@@ -239,8 +292,9 @@ def check_shadow(settings: Any, metrics: RetrainMetrics | None = None, now: floa
     reports = RunReports(registry)
     report = reports.for_version(pointer["version"]) or {"run_id": pointer["run_id"], "challenger": pointer["version"]}
     report["shadow"] = {"seconds": round(elapsed, 1), **stats}
-    line = (f"shadowed {elapsed:.0f}s on {n} stories: sentiment agreement {agreement:.4f} "
-            f"(min {cfg.shadow_min_agreement})")
+    line = (
+        f"shadowed {elapsed:.0f}s on {n} stories: sentiment agreement {agreement:.4f} (min {cfg.shadow_min_agreement})"
+    )
     if agreement >= cfg.shadow_min_agreement:
         registry.promote(pointer["version"])
         report.update(result="promoted", reason=f"{report.get('reason', '')}; {line}")
@@ -270,7 +324,7 @@ class RetrainScheduler:
     def _retrain_job(self) -> None:
         try:
             report = run_retrain(self._ctx.settings, self._store, metrics=self._metrics)
-        except Exception:  # noqa: BLE001 - keep the schedule alive; the serving model is unchanged
+        except Exception:
             log.exception("retrain run failed; serving version unchanged")
             return
         self.reports.append(report)
@@ -280,7 +334,7 @@ class RetrainScheduler:
     def _shadow_job(self) -> None:
         try:
             report = check_shadow(self._ctx.settings, self._metrics)
-        except Exception:  # noqa: BLE001 - keep the schedule alive
+        except Exception:
             log.exception("shadow check failed")
             return
         if report is not None:
@@ -302,11 +356,23 @@ class RetrainScheduler:
         cfg = self._ctx.settings.retrain
         scheduler = BackgroundScheduler(timezone=timezone.utc)
         if cfg.enabled:
-            scheduler.add_job(self._retrain_job, CronTrigger.from_crontab(cfg.cron, timezone=timezone.utc),
-                              id="retrain", max_instances=1, coalesce=True, misfire_grace_time=3600)
+            scheduler.add_job(
+                self._retrain_job,
+                CronTrigger.from_crontab(cfg.cron, timezone=timezone.utc),
+                id="retrain",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=3600,
+            )
             if cfg.shadow_period > 0:
-                scheduler.add_job(self._shadow_job, "interval", seconds=min(60.0, max(1.0, cfg.shadow_period / 10)),
-                                  id="shadow", max_instances=1, coalesce=True)
+                scheduler.add_job(
+                    self._shadow_job,
+                    "interval",
+                    seconds=min(60.0, max(1.0, cfg.shadow_period / 10)),
+                    id="shadow",
+                    max_instances=1,
+                    coalesce=True,
+                )
         scheduler.start()
         self._scheduler = scheduler
         if cfg.enabled:

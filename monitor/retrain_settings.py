@@ -17,14 +17,17 @@ class ValidationSetSpec(BaseModel):
 
     name: str = Field(min_length=1, max_length=64, description="how reports and metrics name the set")
     task: Literal["sentiment", "topic"]
-    path: Path | None = Field(default=None, description="CSV with text,label columns; unset = the bundled "
-                                                        "set named by `bundled`")
+    path: Path | None = Field(
+        default=None, description="CSV with text,label columns; unset = the bundled set named by `bundled`"
+    )
     bundled: Literal["tweets", "tweets_dedup", "news", "news_semeval"] = Field(
-        default="tweets", description="a fixed set shipped in models/data (models.domains.validation_sets); "
-                                      "news sets exist for sentiment only")
+        default="tweets",
+        description="a fixed set shipped in models/data (models.domains.validation_sets); "
+        "news sets exist for sentiment only",
+    )
 
     @model_validator(mode="after")
-    def _bundled_exists_for_task(self) -> "ValidationSetSpec":
+    def _bundled_exists_for_task(self) -> ValidationSetSpec:
         if self.path is None and self.task == "topic" and self.bundled.startswith("news"):
             raise ValueError(f"validation set {self.name!r}: no bundled news set for the topic task")
         return self
@@ -53,24 +56,31 @@ class RetrainSettings(BaseModel):
     nice: int = Field(default=10, ge=0, le=19, description="niceness added to the training child process")
     time_budget: Seconds = Field(default=3600.0, gt=0, description="the child is killed past this; run = timeout")
     # -- the gate
-    holdout_share: float = Field(default=0.2, gt=0.0, lt=1.0,
-                                 description="share of fresh labels held out of training (stable hash of the text)")
+    holdout_share: float = Field(
+        default=0.2, gt=0.0, lt=1.0, description="share of fresh labels held out of training (stable hash of the text)"
+    )
     min_holdout: int = Field(default=10, ge=1, description="held-out labels needed to judge a challenger")
-    min_gain: float = Field(default=0.02, ge=0.0, le=1.0,
-                            description="required accuracy gain on the held-out fresh labels")
-    max_drop: float = Field(default=0.01, ge=0.0, le=1.0,
-                            description="allowed drop of accuracy and macro-F1 on each fixed validation set")
+    min_gain: float = Field(
+        default=0.02, ge=0.0, le=1.0, description="required accuracy gain on the held-out fresh labels"
+    )
+    max_drop: float = Field(
+        default=0.01, ge=0.0, le=1.0, description="allowed drop of accuracy and macro-F1 on each fixed validation set"
+    )
     validation_sets: list[ValidationSetSpec] = Field(default_factory=_bundled_sets, min_length=1)
-    validation_limit: int | None = Field(default=None, ge=10,
-                                         description="rows drawn (seeded) from each fixed set; unset = all")
+    validation_limit: int | None = Field(
+        default=None, ge=10, description="rows drawn (seeded) from each fixed set; unset = all"
+    )
     # -- shadow scoring (monitor.shadow): 0 = promote as soon as the gate passes
-    shadow_share: float = Field(default=0.0, ge=0.0, le=1.0,
-                                description="share of live stories classify also scores with a shadowed challenger")
-    shadow_period: Seconds = Field(default=0.0, ge=0,
-                                   description="a gate-passing challenger is shadowed this long before promotion")
+    shadow_share: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="share of live stories classify also scores with a shadowed challenger"
+    )
+    shadow_period: Seconds = Field(
+        default=0.0, ge=0, description="a gate-passing challenger is shadowed this long before promotion"
+    )
     shadow_min_samples: int = Field(default=200, ge=1, description="shadow-scored stories needed to decide")
-    shadow_min_agreement: float = Field(default=0.8, ge=0.0, le=1.0,
-                                        description="sentiment agreement with the champion needed to promote")
+    shadow_min_agreement: float = Field(
+        default=0.8, ge=0.0, le=1.0, description="sentiment agreement with the champion needed to promote"
+    )
 
     @field_validator("cron")
     @classmethod
@@ -84,13 +94,13 @@ class RetrainSettings(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _shadow_needs_traffic(self) -> "RetrainSettings":
+    def _shadow_needs_traffic(self) -> RetrainSettings:
         if self.shadow_period > 0 and self.shadow_share <= 0:
             raise ValueError("shadow_period > 0 needs shadow_share > 0 (classify must shadow-score some traffic)")
         return self
 
     @model_validator(mode="after")
-    def _unique_set_names(self) -> "RetrainSettings":
+    def _unique_set_names(self) -> RetrainSettings:
         names = [s.name for s in self.validation_sets]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

@@ -23,7 +23,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 MASK = "**********"
 
-SAFE_HEADERS = frozenset({"accept", "accept-language", "accept-encoding", "content-type", "user-agent", "cache-control"})
+SAFE_HEADERS = frozenset(
+    {"accept", "accept-language", "accept-encoding", "content-type", "user-agent", "cache-control"}
+)
 """Header values shown in clear; every other header value is masked (it may be a credential)."""
 
 _SECRET_NAME = re.compile(
@@ -186,7 +188,9 @@ class Redactor:
     """Replaces known secret values (and credentials inside URLs) in free text."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        values = sorted({s for s in secrets if isinstance(s, str) and len(s) >= _MIN_SECRET_CHARS}, key=len, reverse=True)
+        values = sorted(
+            {s for s in secrets if isinstance(s, str) and len(s) >= _MIN_SECRET_CHARS}, key=len, reverse=True
+        )
         self._pattern = re.compile("|".join(re.escape(s) for s in values)) if values else None
 
     def __call__(self, text: str) -> str:

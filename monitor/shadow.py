@@ -67,25 +67,43 @@ def shadow_stats(state_dir: Path) -> dict[str, Any] | None:
 
 class ShadowMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.scored = Counter("finsent_shadow_scored", "Stories also scored by the shadowed challenger",
-                              registry=registry)
-        self.agreed = Counter("finsent_shadow_agreed", "Shadow-scored stories whose sentiment both models agree on",
-                              registry=registry)
-        self.agreement = Gauge("finsent_shadow_agreement_ratio",
-                               "Sentiment agreement of the shadowed challenger with the serving model",
-                               registry=registry)
-        self.mix = Counter("finsent_shadow_predictions", "Sentiment predicted on shadow-scored stories, per model",
-                           ["model", "sentiment"], registry=registry)
-        self.added = Histogram("finsent_shadow_added_seconds", "Time the shadow scoring added to a micro-batch",
-                               buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
-                               registry=registry)
+        self.scored = Counter(
+            "finsent_shadow_scored", "Stories also scored by the shadowed challenger", registry=registry
+        )
+        self.agreed = Counter(
+            "finsent_shadow_agreed", "Shadow-scored stories whose sentiment both models agree on", registry=registry
+        )
+        self.agreement = Gauge(
+            "finsent_shadow_agreement_ratio",
+            "Sentiment agreement of the shadowed challenger with the serving model",
+            registry=registry,
+        )
+        self.mix = Counter(
+            "finsent_shadow_predictions",
+            "Sentiment predicted on shadow-scored stories, per model",
+            ["model", "sentiment"],
+            registry=registry,
+        )
+        self.added = Histogram(
+            "finsent_shadow_added_seconds",
+            "Time the shadow scoring added to a micro-batch",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=registry,
+        )
 
 
 class ShadowScorer:
     """Follows ``shadow.json``; scores a sampled share of each batch with the challenger."""
 
-    def __init__(self, models_dir: Path, state_dir: Path, share: float, registry: CollectorRegistry,
-                 load: Callable[[str], Any], seed: int | None = None) -> None:
+    def __init__(
+        self,
+        models_dir: Path,
+        state_dir: Path,
+        share: float,
+        registry: CollectorRegistry,
+        load: Callable[[str], Any],
+        seed: int | None = None,
+    ) -> None:
         self._pointer = models_dir / POINTER
         self._stats_path = state_dir / STATS
         self.share = share
@@ -109,14 +127,17 @@ class ShadowScorer:
         if wanted:
             try:
                 self.engine = self._load(wanted)
-            except Exception as err:  # noqa: BLE001 - a bad shadow must not stop classify
+            except Exception as err:
                 log.error("shadow model not loaded", version=wanted, error=str(err))
                 return
             self.version = wanted
             previous = read_json(self._stats_path)
             same = previous is not None and previous.get("version") == wanted
-            self._stats = previous if same else {"version": wanted, "n": 0, "agree": 0, "added_s": 0.0,
-                                                 "mix": {"champion": {}, "challenger": {}}}
+            self._stats = (
+                previous
+                if same
+                else {"version": wanted, "n": 0, "agree": 0, "added_s": 0.0, "mix": {"champion": {}, "challenger": {}}}
+            )
             log.info("shadow scoring started", version=wanted, share=self.share)
         else:
             log.info("shadow scoring stopped")
@@ -131,7 +152,7 @@ class ShadowScorer:
         started = time.perf_counter()
         try:
             preds = self.engine.predict([texts[i] for i in picked])
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             log.warning("shadow scoring failed", version=self.version, error=str(err))
             return
         added = time.perf_counter() - started

@@ -31,8 +31,10 @@ class _StrictLoader(yaml.SafeLoader):
                 except TypeError:  # an unhashable key: the SafeLoader says so below
                     continue
                 if first is not None:
-                    raise YamlFileError(f"duplicate key {key!r} on line {line} (first on line {first}); "
-                                        "YAML would keep only the last, so remove one")
+                    raise YamlFileError(
+                        f"duplicate key {key!r} on line {line} (first on line {first}); "
+                        "YAML would keep only the last, so remove one"
+                    )
                 seen[key] = line
         return super().construct_mapping(node, deep=deep)
 
@@ -45,7 +47,7 @@ def load_yaml(path: Path) -> Any:
     except UnicodeDecodeError as err:
         raise YamlFileError(f"not a UTF-8 text file (byte {err.start}: {err.reason})") from None
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
+        return yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as err:
         raise YamlFileError(f"not valid YAML: {err}") from None
     except RecursionError:

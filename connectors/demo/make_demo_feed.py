@@ -22,22 +22,34 @@ SOURCES = ("demo-wire", "demo-markets", "demo-business", "demo-pr")
 
 # (tickers, headline, body)
 STORIES: list[tuple[list[str], str, str]] = [
-    (["AAPL"], "Apple shares edge higher as holiday iPhone orders track ahead of last year",
-     "Supply-chain checks point to steady demand for the latest models heading into the holiday quarter."),
-    (["MSFT"], "Microsoft (NASDAQ: MSFT) wins multi-year cloud contract with European carmaker",
-     "The agreement covers data-centre capacity and AI tooling for the carmaker's design teams."),
+    (
+        ["AAPL"],
+        "Apple shares edge higher as holiday iPhone orders track ahead of last year",
+        "Supply-chain checks point to steady demand for the latest models heading into the holiday quarter.",
+    ),
+    (
+        ["MSFT"],
+        "Microsoft (NASDAQ: MSFT) wins multi-year cloud contract with European carmaker",
+        "The agreement covers data-centre capacity and AI tooling for the carmaker's design teams.",
+    ),
     (["NVDA"], "Nvidia suppliers signal another quarter of record data-centre shipments", ""),
     (["AMZN"], "Amazon expands same-day delivery to 40 more mid-sized US cities", ""),
-    (["GOOGL"], "Alphabet faces fresh EU questionnaire over search advertising practices",
-     "Regulators asked advertisers how auction changes affected their costs."),
+    (
+        ["GOOGL"],
+        "Alphabet faces fresh EU questionnaire over search advertising practices",
+        "Regulators asked advertisers how auction changes affected their costs.",
+    ),
     (["META"], "Meta's ad revenue growth seen steady as marketers lean on AI targeting tools", ""),
     (["TSLA"], "Tesla cuts prices on two models in China as competition intensifies", ""),
     (["JPM"], "JPMorgan (NYSE: JPM) sees investment-banking fees up about 10% this quarter", ""),
     (["BAC"], "Bank of America card delinquencies hold flat in October data", ""),
     (["XOM"], "Exxon Mobil raises Permian output target after well productivity gains", ""),
     (["CVX"], "Chevron sets 2027 capital budget at low end of guidance range", ""),
-    (["PFE"], "Pfizer's experimental obesity pill meets main goal in mid-stage trial",
-     "Patients lost a meaningful share of body weight over 26 weeks; the company plans a late-stage study."),
+    (
+        ["PFE"],
+        "Pfizer's experimental obesity pill meets main goal in mid-stage trial",
+        "Patients lost a meaningful share of body weight over 26 weeks; the company plans a late-stage study.",
+    ),
     (["MRK"], "Merck to buy biotech developer in $1.2 billion all-cash deal", ""),
     (["JNJ"], "Johnson & Johnson medtech unit recalls surgical stapler batch as a precaution", ""),
     (["WMT"], "Walmart lifts full-year sales outlook on grocery strength and online growth", ""),
@@ -109,8 +121,11 @@ STORIES: list[tuple[list[str], str, str]] = [
     (["META"], "Meta fined by Irish regulator over data-transfer practices", ""),
     (["TSLA"], "Tesla robotaxi service expands to two more cities", ""),
     (["NVDA"], "Nvidia shares hit record as analysts raise price targets ahead of results", ""),
-    (["NVDA"], "Nvidia quarterly revenue beats estimates; data-centre sales up 60%",
-     "The chipmaker guided next-quarter revenue above consensus, citing demand for its newest systems."),
+    (
+        ["NVDA"],
+        "Nvidia quarterly revenue beats estimates; data-centre sales up 60%",
+        "The chipmaker guided next-quarter revenue above consensus, citing demand for its newest systems.",
+    ),
     (["NVDA"], "Nvidia forecast tops expectations as AI spending shows no sign of slowing", ""),
     (["AMD", "NVDA"], "Chip stocks rally after Nvidia results lift sentiment across sector", ""),
     (["BA"], "Boeing wins large widebody order from Gulf carrier", ""),
@@ -180,8 +195,11 @@ STORIES: list[tuple[list[str], str, str]] = [
 
 # A planted negative burst: a fictional regional lender and the read-across to peers.
 BURST: list[tuple[list[str], str, str]] = [
-    (["HLVB"], "Halvorsen Bancorp shares halted after lender flags unexpected loan losses",
-     "The regional bank said a review of its commercial real-estate book found impairments well above reserves."),
+    (
+        ["HLVB"],
+        "Halvorsen Bancorp shares halted after lender flags unexpected loan losses",
+        "The regional bank said a review of its commercial real-estate book found impairments well above reserves.",
+    ),
     (["HLVB"], "Halvorsen Bancorp (NASDAQ: HLVB) plunges 38% as bad-loan charge wipes out quarterly profit", ""),
     (["HLVB"], "Halvorsen Bancorp withdraws full-year guidance, suspends dividend", ""),
     (["HLVB"], "$HLVB: Moody's places Halvorsen Bancorp ratings on review for downgrade", ""),
@@ -241,7 +259,9 @@ def build(seed: int = 20261120) -> list[dict]:
     for tickers, title, body in rng.sample(STORIES, 30):
         when = START + timedelta(seconds=rng.uniform(0, (SPAN_MIN - 10) * 60))
         rows.append(_row(rng, when, tickers, title, body, "demo-wire"))
-        copy = rng.choice(SYNDICATION_PREFIXES) + title if rng.random() < 0.5 else title + rng.choice(SYNDICATION_SUFFIXES)
+        copy = (
+            rng.choice(SYNDICATION_PREFIXES) + title if rng.random() < 0.5 else title + rng.choice(SYNDICATION_SUFFIXES)
+        )
         rows.append(_row(rng, when + timedelta(minutes=rng.uniform(1, 8)), tickers, copy, body, "demo-markets"))
     # The burst: minutes 40-60 (20-30 s into `make run` at the demo's 120x).
     for i, (tickers, title, body) in enumerate(BURST):

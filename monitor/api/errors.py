@@ -90,5 +90,7 @@ def _response(spec: dict[str, Any], components: dict[str, Any]) -> dict[str, Any
     for name, sub in found.pop("$defs", {}).items():
         components.setdefault(name, sub)
     components.setdefault(model.__name__, found)
-    return {"description": spec["description"],
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
+    return {
+        "description": spec["description"],
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+    }

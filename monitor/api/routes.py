@@ -28,8 +28,9 @@ def trends_router(store: TrendStore, window_names: list[str]) -> APIRouter:
     def get_trends(
         key: str = Query(description="'all', 'topic:<name>', 'ticker:<SYM>' or 'source:<name>'"),
         # The schema lists the configured windows; another name is still the 400 saying which exist.
-        window: str = Query(description=f"one of: {', '.join(window_names)}",
-                            json_schema_extra={"enum": list(window_names)}),
+        window: str = Query(
+            description=f"one of: {', '.join(window_names)}", json_schema_extra={"enum": list(window_names)}
+        ),
         since: UtcDatetime | None = Query(default=None, description="ISO 8601; windows ending after it"),
         limit: int | None = Query(default=None, ge=1, le=10_000),
     ) -> TrendsResponse:
@@ -48,11 +49,14 @@ def items_router(store: ItemStore) -> APIRouter:
     router = APIRouter(tags=["items"])
 
     @router.get(
-        "/items/{item_id:path}", response_model=ScoredItem, responses=NOT_FOUND, summary="One scored story",
+        "/items/{item_id:path}",
+        response_model=ScoredItem,
+        responses=NOT_FOUND,
+        summary="One scored story",
         description="The scored story as it travels on news.scored: the story's sentiment and topic, "
-                    "`entities` (per ticker: its own sentiment, probabilities, score in [-1, 1], relevance "
-                    "in [0, 1] and method) and `item.mentions` (where each ticker was found: part, start, "
-                    "end, surface, how). Both are empty on records older than schema 2.",
+        "`entities` (per ticker: its own sentiment, probabilities, score in [-1, 1], relevance "
+        "in [0, 1] and method) and `item.mentions` (where each ticker was found: part, start, "
+        "end, surface, how). Both are empty on records older than schema 2.",
     )
     def get_item(item_id: str) -> ScoredItem:
         item = store.get(item_id)

@@ -63,7 +63,12 @@ RebalanceCallback = Callable[[set[TopicPartition]], None]
 
 class Producer(Protocol):
     def send(
-        self, topic: str, value: bytes | None, *, key: bytes | str | None = None, headers: Headers | None = None,
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | str | None = None,
+        headers: Headers | None = None,
         partition: int | None = None,
     ) -> Delivery:
         """``partition`` set: write there instead of where the key hashes (e.g. watermark markers);

@@ -7,17 +7,17 @@ from typing import Generic, TypeVar
 
 import structlog
 
-from monitor.bus.base import Consumer, Delivery, Message, Producer
+from monitor.bus.base import Delivery, Message, Producer
 from monitor.records import DeadLetter, Record, RecordDecodeError, decode
 
 log = structlog.get_logger(__name__)
 R = TypeVar("R", bound=Record)
 
 
-def send_record(producer: Producer, topic: str, record: Record, key: str | bytes | None = None,
-                partition: int | None = None) -> Delivery:
-    return producer.send(topic, record.encode(), key=key, headers=[("kind", record.KIND.encode())],
-                         partition=partition)
+def send_record(
+    producer: Producer, topic: str, record: Record, key: str | bytes | None = None, partition: int | None = None
+) -> Delivery:
+    return producer.send(topic, record.encode(), key=key, headers=[("kind", record.KIND.encode())], partition=partition)
 
 
 class DeadLetterSink:
@@ -46,8 +46,14 @@ class DeadLetterSink:
 
     def _send(self, letter: DeadLetter) -> Delivery:
         self.count += 1
-        log.warning("dead-lettered", stage=self.stage, reason=letter.reason, topic=letter.source_topic,
-                    partition=letter.source_partition, offset=letter.source_offset)
+        log.warning(
+            "dead-lettered",
+            stage=self.stage,
+            reason=letter.reason,
+            topic=letter.source_topic,
+            partition=letter.source_partition,
+            offset=letter.source_offset,
+        )
         return send_record(self._producer, self.topic, letter, key=letter.key)
 
 

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 
-def make_bus(settings: "Settings", wait: bool = False) -> Bus:
+def make_bus(settings: Settings, wait: bool = False) -> Bus:
     """The bus with finsent's topics in place. ``wait`` (daemons): while the broker is unreachable,
     log and retry (1 s doubling to 30 s) for ``kafka.startup_timeout_s`` (0 = for ever) instead of
     failing, so a daemon started before its broker becomes ready when the broker appears."""
@@ -27,8 +27,9 @@ def make_bus(settings: "Settings", wait: bool = False) -> Bus:
         from monitor.bus.memory import MemoryBus
 
         # a daemon runs for weeks: forget what every consumer group has committed
-        bus = MemoryBus(default_partitions=settings.kafka.partitions, trim=True,
-                        max_records=settings.kafka.memory_max_records)
+        bus = MemoryBus(
+            default_partitions=settings.kafka.partitions, trim=True, max_records=settings.kafka.memory_max_records
+        )
     timeout = settings.kafka.startup_timeout_s
     deadline = time.monotonic() + timeout if timeout else float("inf")
     delay, attempt = 1.0, 1
@@ -38,8 +39,13 @@ def make_bus(settings: "Settings", wait: bool = False) -> Bus:
         except BusError as err:
             if not wait or time.monotonic() + delay > deadline:
                 raise
-            log.warning("waiting for the Kafka broker", bootstrap=settings.kafka.bootstrap, attempt=attempt,
-                        retry_in_s=delay, error=str(err)[:200])
+            log.warning(
+                "waiting for the Kafka broker",
+                bootstrap=settings.kafka.bootstrap,
+                attempt=attempt,
+                retry_in_s=delay,
+                error=str(err)[:200],
+            )
             time.sleep(delay)
             delay, attempt = min(delay * 2, 30.0), attempt + 1
             continue
@@ -48,7 +54,7 @@ def make_bus(settings: "Settings", wait: bool = False) -> Bus:
         return bus
 
 
-def make_command_bus(settings: "Settings") -> Bus:
+def make_command_bus(settings: Settings) -> Bus:
     """The bus for a one-shot command (``finsent dlq``, ``finsent replay``): a broker that cannot be
     reached is one :class:`BusError` within seconds, not kafka-python's retries (an ERROR line each)
     for its 30-second bootstrap timeout."""

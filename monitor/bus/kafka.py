@@ -49,7 +49,7 @@ def _ktp(tp: TopicPartition) -> KTopicPartition:
 class KafkaBus:
     name = "kafka"
 
-    def __init__(self, settings: "KafkaSettings") -> None:
+    def __init__(self, settings: KafkaSettings) -> None:
         self.settings = settings
         self._common: dict[str, Any] = {
             "bootstrap_servers": settings.bootstrap_servers,
@@ -70,10 +70,14 @@ class KafkaBus:
         try:
             existing = set(admin.list_topics())
             wanted = [
-                NewTopic(t, num_partitions=partitions or self.settings.partitions,
-                         replication_factor=self.settings.replication_factor,
-                         topic_configs={"cleanup.policy": "compact"} if compacted else {})
-                for t in dict.fromkeys(topics) if t not in existing
+                NewTopic(
+                    t,
+                    num_partitions=partitions or self.settings.partitions,
+                    replication_factor=self.settings.replication_factor,
+                    topic_configs={"cleanup.policy": "compact"} if compacted else {},
+                )
+                for t in dict.fromkeys(topics)
+                if t not in existing
             ]
             if wanted:
                 try:
@@ -101,8 +105,9 @@ class KafkaBus:
                 if not missing:
                     return
                 if time.monotonic() > deadline:
-                    raise BusError(f"topics {missing} have no partition metadata after "
-                                   f"{self.settings.topic_ready_timeout_s}s")
+                    raise BusError(
+                        f"topics {missing} have no partition metadata after {self.settings.topic_ready_timeout_s}s"
+                    )
                 time.sleep(0.1)
         finally:
             probe.close()
@@ -130,16 +135,26 @@ class KafkaBus:
                 if time.monotonic() > deadline:
                     raise BusError(f"could not read {topic}[{partition}] to its end")
                 for records in c.poll(timeout_ms=500, max_records=5000).values():
-                    out.extend(Message(r.topic, r.partition, r.offset, r.key, r.value,
-                                       tuple((k, v) for k, v in (r.headers or [])), r.timestamp)
-                               for r in records if r.offset < end)
+                    out.extend(
+                        Message(
+                            r.topic,
+                            r.partition,
+                            r.offset,
+                            r.key,
+                            r.value,
+                            tuple((k, v) for k, v in (r.headers or [])),
+                            r.timestamp,
+                        )
+                        for r in records
+                        if r.offset < end
+                    )
             return out
         except KafkaError as err:
             raise BusError(f"cannot read {topic}[{partition}]: {err}") from err
         finally:
             c.close(autocommit=False)
 
-    def backlog_probe(self, group_id: str, topic: str) -> "KafkaBacklogProbe":
+    def backlog_probe(self, group_id: str, topic: str) -> KafkaBacklogProbe:
         return KafkaBacklogProbe(KafkaConsumer(**self._common, group_id=group_id, enable_auto_commit=False), topic)
 
     def reachable(self, timeout_s: float = 2.0) -> bool:
@@ -153,7 +168,7 @@ class KafkaBus:
         return False
 
     # -- clients ----------------------------------------------------------------------------
-    def producer(self) -> "KafkaBusProducer":
+    def producer(self) -> KafkaBusProducer:
         try:
             p = KafkaProducer(
                 **self._common,
@@ -169,7 +184,7 @@ class KafkaBus:
             raise BusError(f"cannot create Kafka producer for {self.settings.bootstrap}: {err}") from err
         return KafkaBusProducer(p, self.settings.buffer_memory)
 
-    def consumer(self, topics: Iterable[str], options: ConsumerOptions) -> "KafkaBusConsumer":
+    def consumer(self, topics: Iterable[str], options: ConsumerOptions) -> KafkaBusConsumer:
         cfg: dict[str, Any] = {
             **self._common,
             "group_id": options.group_id,
@@ -213,8 +228,10 @@ class KafkaBacklogProbe:
         except KafkaError as err:
             log.debug("backlog of %s unavailable: %s", self.topic, err)
             return None
-        return Backlog({tp.partition: max(0, ends[tp] - (c or 0)) for tp, c in zip(tps, committed)},
-                       committed=sum(c or 0 for c in committed))
+        return Backlog(
+            {tp.partition: max(0, ends[tp] - (c or 0)) for tp, c in zip(tps, committed)},
+            committed=sum(c or 0 for c in committed),
+        )
 
     def close(self) -> None:
         self._c.close(autocommit=False)
@@ -253,19 +270,25 @@ class KafkaBusProducer:
             self._buffered -= size
 
     def send(
-        self, topic: str, value: bytes | None, *, key: bytes | str | None = None, headers: Headers | None = None,
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | str | None = None,
+        headers: Headers | None = None,
         partition: int | None = None,
     ) -> _Delivery:
         key_bytes = encode_key(key)
         size = len(value or b"") + len(key_bytes or b"")  # value None: a tombstone
         with self._lock:
             if self._buffered and self._buffered + size > self._limit:
-                raise BusError(f"send to {topic} refused: {self._buffered} bytes already wait for the broker "
-                               f"(kafka.buffer_memory = {self._limit})")
+                raise BusError(
+                    f"send to {topic} refused: {self._buffered} bytes already wait for the broker "
+                    f"(kafka.buffer_memory = {self._limit})"
+                )
             self._buffered += size
         try:
-            fut = self._p.send(topic, value=value, key=key_bytes, headers=list(headers or []),
-                               partition=partition)
+            fut = self._p.send(topic, value=value, key=key_bytes, headers=list(headers or []), partition=partition)
         except KafkaError as err:
             self._release(size)
             raise BusError(f"send to {topic} failed: {err}") from err

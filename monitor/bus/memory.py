@@ -19,7 +19,6 @@ import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from itertools import count
 
@@ -33,7 +32,6 @@ from monitor.bus.base import (
     TopicPartition,
     encode_key,
 )
-
 
 TRIM_CHUNK = 256  # committed records a partition sheds at once (amortises the list shift)
 
@@ -57,7 +55,7 @@ class _Log:
 
     def read(self, position: int, n: int) -> list[Message]:
         start = max(position, self.base) - self.base
-        return self.records[start: start + n]
+        return self.records[start : start + n]
 
     def trim_to(self, offset: int) -> int:
         """Forget the records before ``offset``; returns how many."""
@@ -71,7 +69,7 @@ class _Log:
 
 @dataclass
 class _Group:
-    members: list["MemoryConsumer"] = field(default_factory=list)
+    members: list[MemoryConsumer] = field(default_factory=list)
     committed: dict[TopicPartition, int] = field(default_factory=dict)
     generation: int = 0
 
@@ -126,8 +124,11 @@ class MemoryBus:
             return {t: sum(len(log.records) for log in logs) for t, logs in self._logs.items()}
 
     def _readers(self, topic: str) -> list[_Group]:
-        return [g for g in self._groups.values() if any(topic in m.topics for m in g.members)
-                or any(tp.topic == topic for tp in g.committed)]
+        return [
+            g
+            for g in self._groups.values()
+            if any(topic in m.topics for m in g.members) or any(tp.topic == topic for tp in g.committed)
+        ]
 
     def _trim(self, tp: TopicPartition) -> None:
         """Forget what every group reading ``tp.topic`` has committed on ``tp`` (lock held)."""
@@ -140,8 +141,9 @@ class MemoryBus:
             self.trimmed += log.trim_to(floor)
 
     # -- produce ----------------------------------------------------------------------------
-    def append(self, topic: str, value: bytes | None, key: bytes | None, headers: Headers | None,
-               partition: int | None = None) -> RecordMetadata:
+    def append(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Headers | None, partition: int | None = None
+    ) -> RecordMetadata:
         with self._cond:
             if self._closed:
                 raise BusError("bus is closed")
@@ -170,11 +172,11 @@ class MemoryBus:
             self._cond.notify_all()
             return RecordMetadata(topic, p, msg.offset)
 
-    def producer(self) -> "MemoryProducer":
+    def producer(self) -> MemoryProducer:
         return MemoryProducer(self)
 
     # -- consume ----------------------------------------------------------------------------
-    def consumer(self, topics: Iterable[str], options: ConsumerOptions) -> "MemoryConsumer":
+    def consumer(self, topics: Iterable[str], options: ConsumerOptions) -> MemoryConsumer:
         c = MemoryConsumer(self, list(topics), options)
         with self._cond:
             for t in c.topics:
@@ -183,7 +185,7 @@ class MemoryBus:
             self._rebalance(options.group_id)
         return c
 
-    def _leave(self, c: "MemoryConsumer") -> None:
+    def _leave(self, c: MemoryConsumer) -> None:
         with self._cond:
             group = self._groups.get(c.options.group_id)
             if group and c in group.members:
@@ -193,9 +195,7 @@ class MemoryBus:
     def _rebalance(self, group_id: str) -> None:
         group = self._groups[group_id]
         group.generation += 1
-        tps = sorted(
-            {TopicPartition(t, p) for m in group.members for t in m.topics for p in range(len(self._logs[t]))}
-        )
+        tps = sorted({TopicPartition(t, p) for m in group.members for t in m.topics for p in range(len(self._logs[t]))})
         plan: dict[int, set[TopicPartition]] = {id(m): set() for m in group.members}
         for i, tp in enumerate(tps):
             interested = [m for m in group.members if tp.topic in m.topics]
@@ -215,7 +215,7 @@ class MemoryBus:
                 for tp in offsets:
                     self._trim(tp)
 
-    def backlog_probe(self, group_id: str, topic: str) -> "MemoryBacklogProbe":
+    def backlog_probe(self, group_id: str, topic: str) -> MemoryBacklogProbe:
         return MemoryBacklogProbe(self, group_id, topic)
 
     def reachable(self, timeout_s: float = 2.0) -> bool:
@@ -258,7 +258,12 @@ class MemoryProducer:
         self._bus = bus
 
     def send(
-        self, topic: str, value: bytes | None, *, key: bytes | str | None = None, headers: Headers | None = None,
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | str | None = None,
+        headers: Headers | None = None,
         partition: int | None = None,
     ) -> _Done:
         return _Done(self._bus.append(topic, value, encode_key(key), headers, partition))

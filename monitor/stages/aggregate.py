@@ -17,17 +17,26 @@ a key (see docs/STREAMING.md, "Partitioning"):
 
 from __future__ import annotations
 
-from datetime import datetime
 import threading
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from pathlib import Path
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from monitor.bus.base import (Backlog, Bus, BusError, Consumer, ConsumerOptions, Delivery, Message, Producer,
-                              TopicPartition)
+from monitor.bus.base import (
+    Backlog,
+    Bus,
+    BusError,
+    Consumer,
+    ConsumerOptions,
+    Delivery,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets, send_record
 from monitor.config import Settings
 from monitor.records import ScoredItem, TrendPoint, WatermarkMarker, decode
@@ -55,61 +64,100 @@ def repartition_topic(settings: Settings) -> str:
 class AggregateMetrics:
     def __init__(self, registry: CollectorRegistry, tickers: Iterable[str] = ()) -> None:
         self._exported = frozenset(f"ticker:{t}" for t in tickers)
-        self.rekeyed = Counter("finsent_aggregate_rekeyed", "Scored stories fanned out to trend keys",
-                               registry=registry)
-        self.stories = Counter("finsent_aggregate_stories", "(story, key) pairs by outcome", ["outcome"],
-                               registry=registry)
-        self.late_windows = Counter("finsent_aggregate_late_windows",
-                                    "Window updates dropped because the window had closed (past grace)",
-                                    registry=registry)
-        self.revisions = Counter("finsent_aggregate_revisions", "Window updates by late stories within grace",
-                                 registry=registry)
+        self.rekeyed = Counter(
+            "finsent_aggregate_rekeyed", "Scored stories fanned out to trend keys", registry=registry
+        )
+        self.stories = Counter(
+            "finsent_aggregate_stories", "(story, key) pairs by outcome", ["outcome"], registry=registry
+        )
+        self.late_windows = Counter(
+            "finsent_aggregate_late_windows",
+            "Window updates dropped because the window had closed (past grace)",
+            registry=registry,
+        )
+        self.revisions = Counter(
+            "finsent_aggregate_revisions", "Window updates by late stories within grace", registry=registry
+        )
         self.points = Counter("finsent_aggregate_points", "TrendPoints emitted to news.trends", registry=registry)
-        self.dead_letters = Counter("finsent_aggregate_dead_letters", "Undecodable records sent to the DLQ",
-                                    ["stage"], registry=registry)
-        self.flush_seconds = Histogram("finsent_aggregate_flush_seconds", "Emit + acknowledge + checkpoint",
-                                       buckets=LATENCY_BUCKETS, registry=registry)
+        self.dead_letters = Counter(
+            "finsent_aggregate_dead_letters", "Undecodable records sent to the DLQ", ["stage"], registry=registry
+        )
+        self.flush_seconds = Histogram(
+            "finsent_aggregate_flush_seconds",
+            "Emit + acknowledge + checkpoint",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
         self.lag = Gauge("finsent_aggregate_lag", "Consumer lag", ["topic", "partition"], registry=registry)
-        self.watermark = Gauge("finsent_aggregate_watermark_seconds",
-                               "Aligned event-time watermark per repartition partition (Unix seconds)",
-                               ["partition"], registry=registry)
-        self.late_dropped = Counter("finsent_aggregate_late_dropped",
-                                    "(story, key) pairs dropped because every window they fit had closed, by "
-                                    "reason: late_in_source (behind its own upstream partition by more than "
-                                    "grace), source_idle (the watermark moved on while its partition was idle)",
-                                    ["reason"], registry=registry)
+        self.watermark = Gauge(
+            "finsent_aggregate_watermark_seconds",
+            "Aligned event-time watermark per repartition partition (Unix seconds)",
+            ["partition"],
+            registry=registry,
+        )
+        self.late_dropped = Counter(
+            "finsent_aggregate_late_dropped",
+            "(story, key) pairs dropped because every window they fit had closed, by "
+            "reason: late_in_source (behind its own upstream partition by more than "
+            "grace), source_idle (the watermark moved on while its partition was idle)",
+            ["reason"],
+            registry=registry,
+        )
         for reason in LATE_REASONS:
             self.late_dropped.labels(reason)
-        self.skew = Gauge("finsent_aggregate_source_skew_seconds",
-                          "Event-time spread between the most and least advanced active upstream partitions, "
-                          "as seen by each repartition partition", ["partition"], registry=registry)
-        self.idle_sources = Gauge("finsent_aggregate_idle_sources",
-                                  "Upstream partitions currently idle (left out of the watermark)", ["partition"],
-                                  registry=registry)
-        self.restores = Counter("finsent_aggregate_restores", "Partitions taken over, by where their state came "
-                                "from: checkpoint (local file), changelog (topic), log (rebuilt from the start)",
-                                ["source"], registry=registry)
-        self.upstream_progress = Gauge("finsent_aggregate_upstream_progress_seconds",
-                                       "Largest event time the re-key stage read per upstream partition",
-                                       ["partition"], registry=registry)
+        self.skew = Gauge(
+            "finsent_aggregate_source_skew_seconds",
+            "Event-time spread between the most and least advanced active upstream partitions, "
+            "as seen by each repartition partition",
+            ["partition"],
+            registry=registry,
+        )
+        self.idle_sources = Gauge(
+            "finsent_aggregate_idle_sources",
+            "Upstream partitions currently idle (left out of the watermark)",
+            ["partition"],
+            registry=registry,
+        )
+        self.restores = Counter(
+            "finsent_aggregate_restores",
+            "Partitions taken over, by where their state came "
+            "from: checkpoint (local file), changelog (topic), log (rebuilt from the start)",
+            ["source"],
+            registry=registry,
+        )
+        self.upstream_progress = Gauge(
+            "finsent_aggregate_upstream_progress_seconds",
+            "Largest event time the re-key stage read per upstream partition",
+            ["partition"],
+            registry=registry,
+        )
         self.keys = Gauge("finsent_aggregate_keys", "Trend keys held in memory", registry=registry)
         self.state_write_errors = Counter(
             "finsent_aggregate_state_write_errors",
             "Checkpoint writes that failed on a full or failing disk (retried in place; offsets held)",
-            registry=registry)
+            registry=registry,
+        )
         self.trend_score = Gauge(
             "finsent_trend_mean_score",
             "Mean sentiment score of the latest window of 'all', each topic and each of "
             "aggregator.metric_tickers (other tickers and sources are left to /trends: unbounded)",
-            ["key", "window"], registry=registry,
+            ["key", "window"],
+            registry=registry,
         )
-        self.trend_count = Gauge("finsent_trend_count", "Stories in the latest window of 'all', each topic and each of aggregator.metric_tickers",
-                                 ["key", "window"], registry=registry)
+        self.trend_count = Gauge(
+            "finsent_trend_count",
+            "Stories in the latest window of 'all', each topic and each of aggregator.metric_tickers",
+            ["key", "window"],
+            registry=registry,
+        )
 
         self.key_late_dropped = Counter(
             "finsent_trend_late_dropped",
             "Stories dropped as late per trend key, for 'all', each topic and each of aggregator.metric_tickers "
-            "(every other key: the aggregator's debug log)", ["key"], registry=registry)
+            "(every other key: the aggregator's debug log)",
+            ["key"],
+            registry=registry,
+        )
 
         self._latest_end: dict[tuple[str, str], datetime] = {}
 
@@ -140,7 +188,7 @@ class _LagReporter:
         self._next = now + self.interval
         try:
             lag = consumer.lag()
-        except Exception as err:  # noqa: BLE001 - a metric must not kill the stage
+        except Exception as err:
             log.debug("lag unavailable", error=str(err))
             return
         for tp, value in lag.items():
@@ -207,8 +255,9 @@ class SourceTracker:
         """Recompute the idle set from this stage's lag and the classify group's raw backlog
         (``None``: unknown, so something may be on its way)."""
         before = set(self.idle)
-        if upstream is not None and (upstream.committed != self._upstream_committed
-                                     or not any(upstream.pending.values())):
+        if upstream is not None and (
+            upstream.committed != self._upstream_committed or not any(upstream.pending.values())
+        ):
             self._upstream_committed = upstream.committed
             self._upstream_moved = now
         stalled = now - self._upstream_moved >= self.SILENT_FACTOR * self.idle_timeout
@@ -220,8 +269,9 @@ class SourceTracker:
                 last = self._last_read.get(p)
                 silent = now - (last if last is not None else self.started)
                 backlog = 1 if upstream is None else upstream.feeding(p, self.partitions)
-                if (last is None or silent >= self.idle_timeout) and backlog == 0 \
-                        or stalled and silent >= self.SILENT_FACTOR * self.idle_timeout:
+                if ((last is None or silent >= self.idle_timeout) and backlog == 0) or (
+                    stalled and silent >= self.SILENT_FACTOR * self.idle_timeout
+                ):
                     idle.add(p)
         self.idle = idle
         return idle != before
@@ -238,17 +288,27 @@ class SourceTracker:
         return changed
 
     def marker(self, topic: str) -> WatermarkMarker:
-        return WatermarkMarker(topic=topic, progress=dict(sorted(self.progress.items())),
-                               idle=tuple(sorted(self.idle)), behind=tuple(sorted(self.behind)))
+        return WatermarkMarker(
+            topic=topic,
+            progress=dict(sorted(self.progress.items())),
+            idle=tuple(sorted(self.idle)),
+            behind=tuple(sorted(self.behind)),
+        )
 
 
 class RekeyStage:
     """``news.scored`` -> repartition topic, one record per trend key of each story, plus the
     upstream partitions' progress (headers on each record, markers to every partition)."""
 
-    def __init__(self, settings: Settings, bus: Bus, metrics: AggregateMetrics,
-                 items: ItemStore | None = None, name: str = "aggregate-rekey",
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        bus: Bus,
+        metrics: AggregateMetrics,
+        items: ItemStore | None = None,
+        name: str = "aggregate-rekey",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.name = name
         self.settings = settings
         self.bus = bus
@@ -277,9 +337,12 @@ class RekeyStage:
         reader = RecordReader(ScoredItem, DeadLetterSink(producer, self.settings.topics.dlq, stage=self.name))
         consumer = self.bus.consumer(
             [scored_topic],
-            ConsumerOptions(group_id=f"{cfg.group_id}.rekey", on_assign=self._on_assign,
-                            on_revoke=self._on_revoke,
-                            client_id=f"{self.settings.kafka.client_id}-{self.name}"),
+            ConsumerOptions(
+                group_id=f"{cfg.group_id}.rekey",
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                client_id=f"{self.settings.kafka.client_id}-{self.name}",
+            ),
         )
         upstream = self.bus.backlog_probe(self.settings.classify.group_id, self.settings.topics.raw)
         own_group = self.bus.backlog_probe(f"{cfg.group_id}.rekey", scored_topic)
@@ -314,8 +377,11 @@ class RekeyStage:
                 self.metrics.dead_letters.labels(self.name).inc(len(rejected))
                 for msg, scored in good:
                     progress = self.tracker.read(msg.partition, ts_of(scored.item.published_at), now)
-                    headers = [("kind", ScoredItem.KIND.encode()), (SOURCE_HEADER, str(msg.partition).encode()),
-                               (PROGRESS_HEADER, repr(progress).encode())]
+                    headers = [
+                        ("kind", ScoredItem.KIND.encode()),
+                        (SOURCE_HEADER, str(msg.partition).encode()),
+                        (PROGRESS_HEADER, repr(progress).encode()),
+                    ]
                     for key in trend_keys(scored, cfg.ticker_relevance_floor):
                         deliveries.append(producer.send(self.topic, msg.value or b"", key=key, headers=headers))
                     if self.items is not None:
@@ -328,8 +394,7 @@ class RekeyStage:
                 if not messages:
                     continue
                 try:
-                    consumer.commit({tp: o for tp, o in next_offsets(messages).items()
-                                     if tp in consumer.assignment()})
+                    consumer.commit({tp: o for tp, o in next_offsets(messages).items() if tp in consumer.assignment()})
                 except BusError as err:
                     log.warning("commit failed; batch will be redelivered", error=str(err))
         finally:
@@ -346,17 +411,18 @@ class RekeyStage:
         for p, value in self.tracker.progress.items():
             if value is not None:
                 self.metrics.upstream_progress.labels(str(p)).set(value)
-        return [producer.send(self.topic, marker, headers=[("kind", b"watermark")], partition=p)
-                for p in out_partitions]
+        return [
+            producer.send(self.topic, marker, headers=[("kind", b"watermark")], partition=p) for p in out_partitions
+        ]
 
     def _refresh_idle(self, consumer: Consumer, upstream, now: float, busy: set[int]) -> bool:
         try:
             lag = {tp.partition: n for tp, n in consumer.lag().items()}
-        except Exception as err:  # noqa: BLE001 - unknown lag: nobody is idle
+        except Exception as err:
             log.debug("lag unavailable", error=str(err))
             lag = None
         if lag is not None:
-            lag.update({p: 1 for p in busy})  # records in hand: not idle, whatever the lag says now
+            lag.update(dict.fromkeys(busy, 1))  # records in hand: not idle, whatever the lag says now
         changed = self.tracker.refresh_idle(lag, upstream.backlog() if lag is not None else None, now)
         if changed:
             log.info("upstream idleness changed", idle=sorted(self.tracker.idle))
@@ -383,8 +449,9 @@ class TrendStage:
         self.trends = trends
         self.topic = repartition_topic(settings)
         self.checkpoint_path = checkpoint_path
-        self.changelog = (changelog_topic(self.topic)
-                          if checkpoint_path is not None and settings.aggregator.changelog else None)
+        self.changelog = (
+            changelog_topic(self.topic) if checkpoint_path is not None and settings.aggregator.changelog else None
+        )
         self._clock = clock
         self._cfg = settings.aggregator
         self._parts: dict[int, PartitionWindows] = {}
@@ -413,7 +480,8 @@ class TrendStage:
         # Opening writes (schema, WAL files): on a full disk wait here, not ready, until it can.
         try:
             self._store = self._persister.write(
-                lambda: CheckpointStore(self.checkpoint_path, group=self._cfg.group_id), stop)
+                lambda: CheckpointStore(self.checkpoint_path, group=self._cfg.group_id), stop
+            )
         except StateNotPersisted:
             log.warning("stopped before the checkpoint could be opened; nothing was read", stage=self.name)
             return
@@ -423,19 +491,28 @@ class TrendStage:
         reader = RecordReader(ScoredItem, dlq)
         self._consumer = self.bus.consumer(
             [self.topic],
-            ConsumerOptions(group_id=self._cfg.group_id, on_assign=self._on_assign, on_revoke=self._on_revoke,
-                            client_id=f"{self.settings.kafka.client_id}-{self.name}"),
+            ConsumerOptions(
+                group_id=self._cfg.group_id,
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                client_id=f"{self.settings.kafka.client_id}-{self.name}",
+            ),
         )
         lag = _LagReporter(self.metrics.lag, self._cfg.lag_interval)
         next_flush = self._clock() + self._cfg.flush_interval
-        log.info("aggregate started", topic=self.topic, group=self._cfg.group_id,
-                 checkpoint=str(self.checkpoint_path or ":memory:"))
+        log.info(
+            "aggregate started",
+            topic=self.topic,
+            group=self._cfg.group_id,
+            checkpoint=str(self.checkpoint_path or ":memory:"),
+        )
         try:
             while not stop.is_set():
                 now = self._clock()
                 lag.maybe_report(self._consumer, now)
-                messages = self._consumer.poll(max(0.0, min(0.5, next_flush - now)),
-                                               max_records=self._cfg.poll_max_records)
+                messages = self._consumer.poll(
+                    max(0.0, min(0.5, next_flush - now)), max_records=self._cfg.poll_max_records
+                )
                 self._polled_once = True
                 if messages:
                     # The rekey stage wrote the same bytes once per trend key: decode each once.
@@ -452,8 +529,9 @@ class TrendStage:
                                 self.metrics.dead_letters.labels(self.name).inc()
                                 continue
                             scored = memo[msg.value or b""] = good[0][1]
-                        self._add(msg.partition, (msg.key or b"all").decode("utf-8", "replace"), scored,
-                                  *_source_of(msg))
+                        self._add(
+                            msg.partition, (msg.key or b"all").decode("utf-8", "replace"), scored, *_source_of(msg)
+                        )
                     for tp, o in next_offsets(messages).items():
                         if tp.partition in self._parts:
                             self._offsets[tp.partition] = o
@@ -478,8 +556,9 @@ class TrendStage:
         try:
             marker = decode(WatermarkMarker, msg.value)
         except ValueError as err:  # RecordDecodeError: a foreign record; skip it, it carries no story
-            log.warning("undecodable watermark marker skipped", partition=msg.partition, offset=msg.offset,
-                        error=str(err))
+            log.warning(
+                "undecodable watermark marker skipped", partition=msg.partition, offset=msg.offset, error=str(err)
+            )
             return
         if marker.topic != self.settings.topics.scored:
             return
@@ -492,8 +571,9 @@ class TrendStage:
         for source, progress in marker.progress.items():
             part.observe_source(source, progress, source in idle)
 
-    def _add(self, partition: int, key: str, scored: ScoredItem, source: int | None = None,
-             progress: float | None = None) -> None:
+    def _add(
+        self, partition: int, key: str, scored: ScoredItem, source: int | None = None, progress: float | None = None
+    ) -> None:
         part = self._parts.get(partition)
         if part is None:  # not ours any more (revoked inside this poll batch): redelivered elsewhere
             return
@@ -507,8 +587,14 @@ class TrendStage:
             self.metrics.late_dropped.labels(result.late_reason or "late").inc()
             if self.metrics.exported(key):
                 self.metrics.key_late_dropped.labels(key).inc()
-            log.debug("late story dropped", key=key, story=scored.id, reason=result.late_reason,
-                      published_at=scored.item.published_at.isoformat(), source=source)
+            log.debug(
+                "late story dropped",
+                key=key,
+                story=scored.id,
+                reason=result.late_reason,
+                published_at=scored.item.published_at.isoformat(),
+                source=source,
+            )
         if result.late_windows:
             self.metrics.late_windows.inc(result.late_windows)
         if result.revised_windows:
@@ -540,8 +626,11 @@ class TrendStage:
             if offset is not None and (changed or self._saved.get(pid) != offset):
                 deltas[pid] = PartitionDelta(offset, part.watermark, changed, dict(part.sources))
         if self.changelog is not None and deltas:
-            logged = [self._producer.send(self.changelog, value, key=key, partition=pid)
-                      for pid, d in deltas.items() for key, value in rows_of(d)]
+            logged = [
+                self._producer.send(self.changelog, value, key=key, partition=pid)
+                for pid, d in deltas.items()
+                for key, value in rows_of(d)
+            ]
             for d in logged:
                 d.get(timeout=self._cfg.produce_timeout)
         store = self._store
@@ -601,8 +690,16 @@ class TrendStage:
                 part = PartitionWindows(self._cfg, sources=self._upstream_partitions)
                 offset = 0
             else:
-                part = PartitionWindows.restore(self._cfg, cp.watermark, cp.windows, cp.anchors, cp.first_ts,
-                                                cp.seen, sources=self._upstream_partitions, source_states=cp.sources)
+                part = PartitionWindows.restore(
+                    self._cfg,
+                    cp.watermark,
+                    cp.windows,
+                    cp.anchors,
+                    cp.first_ts,
+                    cp.seen,
+                    sources=self._upstream_partitions,
+                    source_states=cp.sources,
+                )
                 offset = cp.next_offset
             self._parts[tp.partition] = part
             self._offsets[tp.partition] = offset
@@ -611,8 +708,15 @@ class TrendStage:
             for point in part.all_points():
                 self.trends.put(point, notify=False)
             self.metrics.restores.labels(source).inc()
-            log.info("partition restored", partition=tp.partition, offset=offset, keys=len(part.keys),
-                     from_checkpoint=cp is not None, restored_from=source, watermark=part.watermark)
+            log.info(
+                "partition restored",
+                partition=tp.partition,
+                offset=offset,
+                keys=len(part.keys),
+                from_checkpoint=cp is not None,
+                restored_from=source,
+                watermark=part.watermark,
+            )
 
 
 def _source_of(msg: Message) -> tuple[int | None, float | None]:

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from monitor.bus.base import Message
-from monitor.stages.checkpoint import PartitionCheckpoint, PartitionDelta, _sources_of, _sources_json
+from monitor.stages.checkpoint import PartitionCheckpoint, PartitionDelta, _sources_json, _sources_of
 
 
 def changelog_topic(repartition: str) -> str:
@@ -45,8 +45,18 @@ def rows_of(delta: PartitionDelta) -> list[tuple[bytes, bytes | None]]:
     rows.extend((_key("f", k), _value(ts)) for k, ts in s.first_ts.items())
     rows.extend((_key("s", k, i), _value(ts)) for k, i, ts in s.seen_added)
     rows.extend((_key("s", k, i), None) for k, i in s.seen_removed)
-    rows.append((_key("p"), _value({"next_offset": delta.next_offset, "watermark": delta.watermark,
-                                    "sources": _sources_json(delta.sources)})))
+    rows.append(
+        (
+            _key("p"),
+            _value(
+                {
+                    "next_offset": delta.next_offset,
+                    "watermark": delta.watermark,
+                    "sources": _sources_json(delta.sources),
+                }
+            ),
+        )
+    )
     return rows
 
 
@@ -82,5 +92,6 @@ def restore(messages: Iterable[Message]) -> PartitionCheckpoint | None:
             first.append((key[1], value))
         elif kind == "s":
             seen.append((key[1], key[2], value))
-    return PartitionCheckpoint(meta["next_offset"], meta["watermark"], windows, anchors, first, seen,
-                               _sources_of(meta["sources"]))
+    return PartitionCheckpoint(
+        meta["next_offset"], meta["watermark"], windows, anchors, first, seen, _sources_of(meta["sources"])
+    )

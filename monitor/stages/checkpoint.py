@@ -101,8 +101,9 @@ class CheckpointStore:
         self.group = group
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False,
-                                   isolation_level=None, timeout=30.0)
+        self._db = sqlite3.connect(
+            str(path) if path else ":memory:", check_same_thread=False, isolation_level=None, timeout=30.0
+        )
         self._lock = threading.Lock()
         try:
             if path is not None:
@@ -124,8 +125,9 @@ class CheckpointStore:
             row = db.execute(f"SELECT next_offset, watermark, sources FROM partitions {q}", where).fetchone()
             if row is None:
                 return None
-            windows = [(k, w, json.loads(s)) for k, w, s in db.execute(
-                f"SELECT key, window, state FROM windows {q}", where)]
+            windows = [
+                (k, w, json.loads(s)) for k, w, s in db.execute(f"SELECT key, window, state FROM windows {q}", where)
+            ]
             anchors = db.execute(f"SELECT key, window, ewma FROM anchors {q}", where).fetchall()
             first = db.execute(f"SELECT key, ts FROM first_seen {q}", where).fetchall()
             seen = db.execute(f"SELECT key, id, ts FROM seen {q}", where).fetchall()
@@ -148,24 +150,40 @@ class CheckpointStore:
                         "sources=excluded.sources",
                         (g, topic, part, d.next_offset, d.watermark, _sources_json(d.sources)),
                     )
-                    upserts = [(g, topic, part, k, w, start, json.dumps(agg.to_json(), separators=(",", ":")))
-                               for (k, w, start), agg in s.windows.items() if agg is not None]
+                    upserts = [
+                        (g, topic, part, k, w, start, json.dumps(agg.to_json(), separators=(",", ":")))
+                        for (k, w, start), agg in s.windows.items()
+                        if agg is not None
+                    ]
                     deletes = [(g, topic, part, k, w, start) for (k, w, start), agg in s.windows.items() if agg is None]
-                    db.executemany("INSERT INTO windows VALUES (?,?,?,?,?,?,?) ON CONFLICT "
-                                   "(grp, topic, part, key, window, start) DO UPDATE SET state=excluded.state", upserts)
-                    db.executemany("DELETE FROM windows WHERE grp=? AND topic=? AND part=? AND key=? AND window=? "
-                                   "AND start=?", deletes)
-                    db.executemany("INSERT INTO anchors VALUES (?,?,?,?,?,?) ON CONFLICT "
-                                   "(grp, topic, part, key, window) DO UPDATE SET ewma=excluded.ewma",
-                                   [(g, topic, part, k, w, e) for (k, w), e in s.anchors.items()])
-                    db.executemany("INSERT INTO first_seen VALUES (?,?,?,?,?) ON CONFLICT "
-                                   "(grp, topic, part, key) DO UPDATE SET ts=excluded.ts",
-                                   [(g, topic, part, k, ts) for k, ts in s.first_ts.items()])
-                    db.executemany("INSERT OR IGNORE INTO seen VALUES (?,?,?,?,?,?)",
-                                   [(g, topic, part, k, i, ts) for k, i, ts in s.seen_added])
+                    db.executemany(
+                        "INSERT INTO windows VALUES (?,?,?,?,?,?,?) ON CONFLICT "
+                        "(grp, topic, part, key, window, start) DO UPDATE SET state=excluded.state",
+                        upserts,
+                    )
+                    db.executemany(
+                        "DELETE FROM windows WHERE grp=? AND topic=? AND part=? AND key=? AND window=? AND start=?",
+                        deletes,
+                    )
+                    db.executemany(
+                        "INSERT INTO anchors VALUES (?,?,?,?,?,?) ON CONFLICT "
+                        "(grp, topic, part, key, window) DO UPDATE SET ewma=excluded.ewma",
+                        [(g, topic, part, k, w, e) for (k, w), e in s.anchors.items()],
+                    )
+                    db.executemany(
+                        "INSERT INTO first_seen VALUES (?,?,?,?,?) ON CONFLICT "
+                        "(grp, topic, part, key) DO UPDATE SET ts=excluded.ts",
+                        [(g, topic, part, k, ts) for k, ts in s.first_ts.items()],
+                    )
+                    db.executemany(
+                        "INSERT OR IGNORE INTO seen VALUES (?,?,?,?,?,?)",
+                        [(g, topic, part, k, i, ts) for k, i, ts in s.seen_added],
+                    )
                     if s.seen_cutoff is not None:
-                        db.execute("DELETE FROM seen WHERE grp=? AND topic=? AND part=? AND ts < ?",
-                                   (g, topic, part, s.seen_cutoff))
+                        db.execute(
+                            "DELETE FROM seen WHERE grp=? AND topic=? AND part=? AND ts < ?",
+                            (g, topic, part, s.seen_cutoff),
+                        )
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:  # SQLite may have rolled back itself (e.g. SQLITE_FULL)

@@ -54,34 +54,50 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 class ClassifyMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.scored = Counter("finsent_classify_scored", "Stories scored and produced to news.scored",
-                              registry=registry)
-        self.dead_letters = Counter("finsent_classify_dead_letters", "Stories sent to the DLQ", ["reason"],
-                                    registry=registry)
-        self.batch_size = Histogram("finsent_classify_batch_size", "Stories per micro-batch",
-                                    buckets=BATCH_SIZE_BUCKETS, registry=registry)
-        self.batch_seconds = Histogram("finsent_classify_batch_seconds", "Model time per micro-batch",
-                                       buckets=LATENCY_BUCKETS, registry=registry)
-        self.commit_seconds = Histogram("finsent_classify_cycle_seconds",
-                                        "Score + produce + acknowledge + commit per micro-batch",
-                                        buckets=LATENCY_BUCKETS, registry=registry)
-        self.lag = Gauge("finsent_classify_lag", "Consumer lag on news.raw", ["topic", "partition"],
-                         registry=registry)
-        self.in_flight = Gauge("finsent_classify_in_flight", "Stories read but not yet committed",
-                               registry=registry)
-        self.paused = Gauge("finsent_classify_paused", "1 while fetching is paused by back-pressure",
-                            registry=registry)
-        self.backend = Gauge("finsent_classifier_backend_info",
-                             "1 for the backend/precision serving the model (ONNX Runtime or torch)",
-                             ["backend", "precision", "version"], registry=registry)
-        self.onnx_fallback = Gauge("finsent_classifier_onnx_fallback",
-                                   "1 while torch serves because the version's ONNX files are missing, failed "
-                                   "their accuracy check or do not verify", registry=registry)
-        self.redelivered = Counter("finsent_classify_rebalance_dropped",
-                                   "Buffered stories released on rebalance (redelivered to the new owner)",
-                                   registry=registry)
-        self.predictions = Counter("finsent_classify_predictions", "Predicted labels (the prediction mix), per "
-                                   "task (sentiment, topic)", ["task", "label"], registry=registry)
+        self.scored = Counter(
+            "finsent_classify_scored", "Stories scored and produced to news.scored", registry=registry
+        )
+        self.dead_letters = Counter(
+            "finsent_classify_dead_letters", "Stories sent to the DLQ", ["reason"], registry=registry
+        )
+        self.batch_size = Histogram(
+            "finsent_classify_batch_size", "Stories per micro-batch", buckets=BATCH_SIZE_BUCKETS, registry=registry
+        )
+        self.batch_seconds = Histogram(
+            "finsent_classify_batch_seconds", "Model time per micro-batch", buckets=LATENCY_BUCKETS, registry=registry
+        )
+        self.commit_seconds = Histogram(
+            "finsent_classify_cycle_seconds",
+            "Score + produce + acknowledge + commit per micro-batch",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.lag = Gauge("finsent_classify_lag", "Consumer lag on news.raw", ["topic", "partition"], registry=registry)
+        self.in_flight = Gauge("finsent_classify_in_flight", "Stories read but not yet committed", registry=registry)
+        self.paused = Gauge("finsent_classify_paused", "1 while fetching is paused by back-pressure", registry=registry)
+        self.backend = Gauge(
+            "finsent_classifier_backend_info",
+            "1 for the backend/precision serving the model (ONNX Runtime or torch)",
+            ["backend", "precision", "version"],
+            registry=registry,
+        )
+        self.onnx_fallback = Gauge(
+            "finsent_classifier_onnx_fallback",
+            "1 while torch serves because the version's ONNX files are missing, failed "
+            "their accuracy check or do not verify",
+            registry=registry,
+        )
+        self.redelivered = Counter(
+            "finsent_classify_rebalance_dropped",
+            "Buffered stories released on rebalance (redelivered to the new owner)",
+            registry=registry,
+        )
+        self.predictions = Counter(
+            "finsent_classify_predictions",
+            "Predicted labels (the prediction mix), per task (sentiment, topic)",
+            ["task", "label"],
+            registry=registry,
+        )
 
     def observe_predictions(self, scored: Iterable[ScoredItem]) -> None:
         sentiment: Tally[str] = Tally()
@@ -148,8 +164,12 @@ class ClassifyStage:
         reader = RecordReader(NewsItem, self._dlq)
         self._consumer = self.bus.consumer(
             [topics.raw],
-            ConsumerOptions(group_id=self._cfg.group_id, on_assign=self._on_assign, on_revoke=self._on_revoke,
-                            client_id=f"{self.settings.kafka.client_id}-{self.name}"),
+            ConsumerOptions(
+                group_id=self._cfg.group_id,
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                client_id=f"{self.settings.kafka.client_id}-{self.name}",
+            ),
         )
         try:
             self._scored_partitions = self.bus.partitions_for(topics.scored)
@@ -230,8 +250,15 @@ class ClassifyStage:
             self.metrics.batch_size.observe(len(live))
             topic = self.settings.topics.scored
             for idx, scored in outcome.scored:
-                deliveries.append(send_record(self._producer, topic, scored, key=scored.item.primary_key,
-                                              partition=self._scored_partition(live[idx].msg.partition)))
+                deliveries.append(
+                    send_record(
+                        self._producer,
+                        topic,
+                        scored,
+                        key=scored.item.primary_key,
+                        partition=self._scored_partition(live[idx].msg.partition),
+                    )
+                )
             for idx, reason in outcome.rejected:
                 deliveries.append(self._dlq.reject_message(live[idx].msg, reason))
             for d in deliveries:
@@ -240,8 +267,12 @@ class ClassifyStage:
             self.metrics.observe_predictions(scored for _, scored in outcome.scored)
             if outcome.rejected:
                 self.metrics.dead_letters.labels("classifier").inc(len(outcome.rejected))
-                log.warning("poison stories isolated", count=len(outcome.rejected), batch=len(live),
-                            engine_calls=outcome.engine_calls)
+                log.warning(
+                    "poison stories isolated",
+                    count=len(outcome.rejected),
+                    batch=len(live),
+                    engine_calls=outcome.engine_calls,
+                )
             if self.items is not None:
                 for _, scored in outcome.scored:
                     self.items.put(scored)
@@ -291,7 +322,7 @@ class ClassifyStage:
                 if self.engine.reload_if_changed():
                     log.info("model reloaded", version=self.engine.version)
                     self._report_backend()
-            except Exception:  # noqa: BLE001 - keep serving the model we have
+            except Exception:
                 log.exception("model reload failed; keeping the current model")
             if self.shadow is not None:
                 self.shadow.refresh()
@@ -308,7 +339,7 @@ class ClassifyStage:
         assert self._consumer is not None
         try:
             lag = self._consumer.lag()
-        except Exception as err:  # noqa: BLE001 - a metric must not kill the worker
+        except Exception as err:
             log.debug("lag unavailable", error=str(err))
             return
         for tp, value in lag.items():

@@ -45,14 +45,14 @@ def build_classify(ctx: Context) -> Component:
     return Component(name="classify", stages=[stage], routers=routers)
 
 
-def _shadow(ctx: Context):  # noqa: ANN202
+def _shadow(ctx: Context):
     """A shadow scorer when ``retrain.shadow_share`` > 0 (see monitor.shadow)."""
     settings = ctx.settings
     if settings.retrain.shadow_share <= 0:
         return None
     from monitor.shadow import ShadowScorer
 
-    def load(version: str):  # noqa: ANN202
+    def load(version: str):
         from models.engine import InferenceEngine
 
         return InferenceEngine.from_settings(settings, version=version)
@@ -66,14 +66,18 @@ def build_aggregate(ctx: Context) -> Component:
 
     settings = ctx.settings
     cfg = settings.aggregator
-    ctx.bus.ensure_topics([settings.topics.scored, settings.topics.trends, settings.topics.dlq,
-                           repartition_topic(settings)])
+    ctx.bus.ensure_topics(
+        [settings.topics.scored, settings.topics.trends, settings.topics.dlq, repartition_topic(settings)]
+    )
     durable = ctx.bus.name != "memory"
     if durable and cfg.changelog:
         from monitor.stages.changelog import changelog_topic
 
-        ctx.bus.ensure_topics([changelog_topic(repartition_topic(settings))],
-                              partitions=ctx.bus.partitions_for(repartition_topic(settings)), compacted=True)
+        ctx.bus.ensure_topics(
+            [changelog_topic(repartition_topic(settings))],
+            partitions=ctx.bus.partitions_for(repartition_topic(settings)),
+            compacted=True,
+        )
     items, routers = _item_store(ctx)
     trends = ctx.shared.get("trends")
     if trends is None:

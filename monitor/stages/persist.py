@@ -54,8 +54,13 @@ def disk_fault_in(err: BaseException) -> BaseException | None:
 class Persister:
     """Runs a stage's state writes; ``blocked`` (for readiness) says why the last one is waiting."""
 
-    def __init__(self, stage: str, on_error: Callable[[], None] | None = None,
-                 initial_backoff_s: float = 0.5, max_backoff_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        stage: str,
+        on_error: Callable[[], None] | None = None,
+        initial_backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+    ) -> None:
         self.stage = stage
         self.on_error = on_error
         self.initial_backoff_s = initial_backoff_s
@@ -76,11 +81,18 @@ class Persister:
                 self.blocked = f"state not persisted: {err}"
                 if self.on_error is not None:
                     self.on_error()
-                log.error("state write failed (disk full or failing); holding offsets and retrying",
-                          stage=self.stage, error=str(err), attempt=attempts, retry_in_s=round(backoff, 2))
+                log.error(
+                    "state write failed (disk full or failing); holding offsets and retrying",
+                    stage=self.stage,
+                    error=str(err),
+                    attempt=attempts,
+                    retry_in_s=round(backoff, 2),
+                )
                 if stop.wait(backoff):
-                    raise StateNotPersisted(f"{self.stage}: stopped while its state could not be written "
-                                            f"({err}); offsets were not committed") from err
+                    raise StateNotPersisted(
+                        f"{self.stage}: stopped while its state could not be written "
+                        f"({err}); offsets were not committed"
+                    ) from err
                 backoff = min(self.max_backoff_s, backoff * 2)
                 continue
             if attempts:

@@ -78,14 +78,16 @@ def to_scored(item: NewsItem, p: PredictionLike) -> ScoredItem:
     entities = []
     for ticker, rel in relevance(item).items():
         e = own.get(ticker)
-        entities.append(EntitySentiment(
-            ticker=ticker,
-            sentiment=(e.sentiment if e else p.sentiment),  # type: ignore[arg-type]
-            sentiment_probs=dict(e.sentiment_probs if e else p.sentiment_probs),
-            sentiment_score=e.sentiment_score if e else p.sentiment_score,
-            relevance=rel,
-            method=e.method if e else "story",
-        ))
+        entities.append(
+            EntitySentiment(
+                ticker=ticker,
+                sentiment=(e.sentiment if e else p.sentiment),  # type: ignore[arg-type]
+                sentiment_probs=dict(e.sentiment_probs if e else p.sentiment_probs),
+                sentiment_score=e.sentiment_score if e else p.sentiment_score,
+                relevance=rel,
+                method=e.method if e else "story",
+            )
+        )
     return ScoredItem(
         item=item,
         sentiment=p.sentiment,  # type: ignore[arg-type]  # validated by pydantic
@@ -98,9 +100,7 @@ def to_scored(item: NewsItem, p: PredictionLike) -> ScoredItem:
     )
 
 
-def score_isolating_poison(
-    predict: Callable[..., Sequence[PredictionLike]], items: Sequence[NewsItem]
-) -> BatchOutcome:
+def score_isolating_poison(predict: Callable[..., Sequence[PredictionLike]], items: Sequence[NewsItem]) -> BatchOutcome:
     """Score ``items``; a batch that makes ``predict`` raise is bisected down to the culprit(s).
 
     A story whose prediction cannot be turned into a valid :class:`ScoredItem` is rejected too.
@@ -116,7 +116,7 @@ def score_isolating_poison(
             preds = list(predict([items[i].text for i in indices], [targets_of(items[i]) for i in indices]))
             if len(preds) != len(indices):
                 raise RuntimeError(f"engine returned {len(preds)} predictions for {len(indices)} texts")
-        except Exception as err:  # noqa: BLE001 - any model error is a candidate poison story
+        except Exception as err:
             if len(indices) == 1:
                 out.rejected.append((indices[0], f"classifier failed: {type(err).__name__}: {err}"))
                 return

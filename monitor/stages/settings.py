@@ -12,7 +12,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 
 from monitor.durations import parse_duration
 
-
 Seconds = Annotated[float, BeforeValidator(lambda v: parse_duration(v).total_seconds())]
 """A duration in seconds, written as in :mod:`monitor.durations` (``90s``, ``15m``, ``1h30m``)."""
 
@@ -46,7 +45,7 @@ class WindowSpec(BaseModel):
     hop: Seconds | None = Field(default=None, gt=0, description="sliding step; unset = tumbling")
 
     @model_validator(mode="after")
-    def _aligned(self) -> "WindowSpec":
+    def _aligned(self) -> WindowSpec:
         hop = self.hop_s
         if hop > self.size:
             raise ValueError(f"window {self.name}: hop ({hop:g}s) must not exceed size ({self.size:g}s)")
@@ -88,9 +87,11 @@ class AggregatorSettings(BaseModel):
     windows: list[WindowSpec] = Field(default_factory=_default_windows, min_length=1)
     grace: Seconds = Field(default=120.0, ge=0, description="how long after a window's end late stories count")
     idle_timeout: Seconds = Field(
-        default=30.0, ge=0,
+        default=30.0,
+        ge=0,
         description="an upstream partition read to its end, with classify caught up on the raw topic and "
-                    "silent this long (wall time), stops holding the watermark back")
+        "silent this long (wall time), stops holding the watermark back",
+    )
     baseline_windows: int = Field(default=12, ge=1, description="previous windows behind the volume baseline")
     min_baseline_windows: int = Field(default=3, ge=1, description="fewer than this: no volume_z")
     ewma_alpha: float = Field(default=0.3, gt=0.0, le=1.0)
@@ -107,20 +108,26 @@ class AggregatorSettings(BaseModel):
     lag_interval: Seconds = Field(default=5.0, gt=0)
     state_file: str = Field(default="aggregate.db", description="SQLite checkpoint under home/state")
     metric_tickers: list[str] = Field(
-        default_factory=list, max_length=200,
-        description="tickers whose latest trends are also Prometheus gauges (finsent_trend_*{key=\"ticker:X\"}); "
-                    "bounded by this list - every other ticker is in GET /trends only",
+        default_factory=list,
+        max_length=200,
+        description='tickers whose latest trends are also Prometheus gauges (finsent_trend_*{key="ticker:X"}); '
+        "bounded by this list - every other ticker is in GET /trends only",
     )
     ticker_relevance_floor: float = Field(
-        default=DEFAULT_TICKER_RELEVANCE_FLOOR, ge=0.0, le=1.0,
+        default=DEFAULT_TICKER_RELEVANCE_FLOOR,
+        ge=0.0,
+        le=1.0,
         description="a story feeds 'ticker:SYM' only when its relevance to SYM is at least this; above it the "
-                    "story counts weighted by relevance (docs/STREAMING.md, 'Per-ticker sentiment and relevance')")
+        "story counts weighted by relevance (docs/STREAMING.md, 'Per-ticker sentiment and relevance')",
+    )
     changelog: bool = Field(
-        default=True, description="back the checkpoint with the compacted topic '<repartition topic>.changelog' "
-                                  "(Kafka only), so a partition moving to another host is restored from it")
+        default=True,
+        description="back the checkpoint with the compacted topic '<repartition topic>.changelog' "
+        "(Kafka only), so a partition moving to another host is restored from it",
+    )
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "AggregatorSettings":
+    def _unique_names(self) -> AggregatorSettings:
         names = [w.name for w in self.windows]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

@@ -52,7 +52,7 @@ TICKER_PREFIX = "ticker:"
 
 
 def units(x: float) -> int:
-    return int(round(x * SCALE))
+    return round(x * SCALE)
 
 
 def ts_of(dt: datetime) -> float:
@@ -64,7 +64,7 @@ def dt_of(ts: float) -> datetime:
 
 
 def _ticker_of(key: str) -> str | None:
-    return key[len(TICKER_PREFIX):] if key.startswith(TICKER_PREFIX) else None
+    return key[len(TICKER_PREFIX) :] if key.startswith(TICKER_PREFIX) else None
 
 
 def trend_keys(scored: ScoredItem, floor: float = DEFAULT_TICKER_RELEVANCE_FLOOR) -> list[str]:
@@ -98,7 +98,7 @@ def window_starts(spec: WindowSpec, ts: float) -> list[float]:
     """Starts of every window of ``spec`` that contains event time ``ts`` (oldest first)."""
     hop = spec.hop_s
     last = math.floor(ts / hop) * hop
-    n = int(round(spec.size / hop))
+    n = round(spec.size / hop)
     starts = [last - i * hop for i in range(n)]
     return sorted(s for s in starts if s <= ts < s + spec.size)
 
@@ -167,8 +167,18 @@ class WindowAgg:
             order = (rank, -ts, s.id)
             if len(self.top) < top_k or order < _top_order(self.top[-1]):
                 ticker = _ticker_of(key)
-                row = [rank, -ts, s.id, s.item.title, s.item.source, s.item.url, ts, score,
-                       ticker, r if ticker is not None else None]
+                row = [
+                    rank,
+                    -ts,
+                    s.id,
+                    s.item.title,
+                    s.item.source,
+                    s.item.url,
+                    ts,
+                    score,
+                    ticker,
+                    r if ticker is not None else None,
+                ]
                 bisect.insort(self.top, row, key=_top_order)
                 del self.top[top_k:]
         if self.version_ts is None or (ts, s.id) > (self.version_ts, self.version_id):
@@ -192,12 +202,26 @@ class WindowAgg:
         return self.wscore_u / self.weight_u if self.weight_u else self.mean
 
     def to_json(self) -> list[Any]:
-        return [self.start, self.count, self.score_u, self.weight_u, self.wscore_u, self.negative, self.positive,
-                self.top, self.version_ts, self.version_id, self.model_version,
-                self.rel_u, self.rscore_u, self.rneg_u, self.rpos_u]
+        return [
+            self.start,
+            self.count,
+            self.score_u,
+            self.weight_u,
+            self.wscore_u,
+            self.negative,
+            self.positive,
+            self.top,
+            self.version_ts,
+            self.version_id,
+            self.model_version,
+            self.rel_u,
+            self.rscore_u,
+            self.rneg_u,
+            self.rpos_u,
+        ]
 
     @classmethod
-    def from_json(cls, row: list[Any]) -> "WindowAgg":
+    def from_json(cls, row: list[Any]) -> WindowAgg:
         """Also reads rows written before relevance weighting (11 fields: every weight was 1)."""
         w = cls(*row)
         if len(row) == OLD_ROW_FIELDS:
@@ -270,9 +294,14 @@ LATE_REASONS = ("late_in_source", "source_idle", "late")
 class PartitionWindows:
     """All window state of one input partition (each trend key lives in exactly one partition)."""
 
-    def __init__(self, config: AggregatorSettings, watermark: float | None = None,
-                 keys: dict[str, KeyState] | None = None, sources: int | None = None,
-                 source_states: dict[int, SourceState] | None = None) -> None:
+    def __init__(
+        self,
+        config: AggregatorSettings,
+        watermark: float | None = None,
+        keys: dict[str, KeyState] | None = None,
+        sources: int | None = None,
+        source_states: dict[int, SourceState] | None = None,
+    ) -> None:
         self.config = config
         self.specs = {w.name: w for w in config.windows}
         self.watermark = watermark
@@ -298,7 +327,7 @@ class PartitionWindows:
         seen: Iterable[tuple[str, str, float]],
         sources: int | None = None,
         source_states: dict[int, SourceState] | None = None,
-    ) -> "PartitionWindows":
+    ) -> PartitionWindows:
         """Rebuild a partition from checkpoint rows (see :mod:`monitor.stages.checkpoint`)."""
         keys: dict[str, KeyState] = {}
         for key, ts in first_ts:
@@ -364,8 +393,9 @@ class PartitionWindows:
         return max(known) - min(known) if known else None
 
     # -- input ------------------------------------------------------------------------------
-    def add(self, key: str, scored: ScoredItem, source: int | None = None,
-            source_progress: float | None = None) -> AddResult:
+    def add(
+        self, key: str, scored: ScoredItem, source: int | None = None, source_progress: float | None = None
+    ) -> AddResult:
         """Count one story for ``key``; ``source``/``source_progress``: its upstream partition and
         that partition's progress including this story (from the re-keyed record's headers)."""
         ts = ts_of(scored.item.published_at)
@@ -515,8 +545,16 @@ class PartitionWindows:
             volume_z=volume_z,
             baseline_mean=baseline_mean,
             top_items=tuple(
-                Evidence(id=r[2], title=r[3], source=r[4], url=r[5], published_at=dt_of(r[6]), score=r[7],
-                         ticker=r[8], relevance=r[9])
+                Evidence(
+                    id=r[2],
+                    title=r[3],
+                    source=r[4],
+                    url=r[5],
+                    published_at=dt_of(r[6]),
+                    score=r[7],
+                    ticker=r[8],
+                    relevance=r[9],
+                )
                 for r in window.top
             ),
             revised=revised,
@@ -540,8 +578,13 @@ class PartitionWindows:
         return out
 
     def all_points(self) -> list[TrendPoint]:
-        return [p for key, state in sorted(self.keys.items()) for name, series in state.series.items()
-                for start in sorted(series.windows) if (p := self.point(key, name, start)) is not None]
+        return [
+            p
+            for key, state in sorted(self.keys.items())
+            for name, series in state.series.items()
+            for start in sorted(series.windows)
+            if (p := self.point(key, name, start)) is not None
+        ]
 
     def take_delta(self) -> StateDelta:
         """Changes since the previous call, for an incremental checkpoint."""

@@ -14,9 +14,16 @@ def build_ui(ctx: Context) -> Component:
 
     def build_overview(*, window: str | None, pinned: list[str], points: int):
         return overview(
-            window=window, windows=windows, pinned=pinned, points=points,
-            trends=ctx.shared.get("trends"), items=ctx.shared.get("items"), store=ctx.shared.get("alerts.store"),
-            health=ctx.health, registry=ctx.registry, meter=meter,
+            window=window,
+            windows=windows,
+            pinned=pinned,
+            points=points,
+            trends=ctx.shared.get("trends"),
+            items=ctx.shared.get("items"),
+            store=ctx.shared.get("alerts.store"),
+            health=ctx.health,
+            registry=ctx.registry,
+            meter=meter,
             relevance_floor=ctx.settings.aggregator.ticker_relevance_floor,
         )
 
@@ -34,8 +41,9 @@ def build_ui(ctx: Context) -> Component:
             raise UiError("this process keeps no scored stories (it runs neither classify nor aggregate)", status=404)
         found = items.get(story_id)
         if found is None:
-            raise UiError(f"no scored item {story_id!r} seen by this process (it keeps the latest "
-                          f"{items.capacity})", status=404)
+            raise UiError(
+                f"no scored item {story_id!r} seen by this process (it keeps the latest {items.capacity})", status=404
+            )
         return found
 
     return Component(name="ui", routers=[page_router(build_overview, match, item, windows=windows)])

@@ -142,12 +142,13 @@ class KeyMatches(BaseModel):
 
 # -- trends ---------------------------------------------------------------------------------------
 
+
 def busyness(trends: TrendStore, key: str, window: str) -> int:
     return sum(p.count for p in trends.query(key, window, limit=BUSY_WINDOWS))
 
 
 def busiest(trends: TrendStore, window: str, prefix: str, n: int) -> list[str]:
-    scored = [(busyness(trends, k, window), k) for k in trends.keys() if k.startswith(prefix)]
+    scored = [(busyness(trends, k, window), k) for k in trends.keys() if k.startswith(prefix)]  # noqa: SIM118 - a TrendStore, not a dict
     return [k for c, k in sorted(scored, key=lambda ck: (-ck[0], ck[1])) if c > 0][:n]
 
 
@@ -155,15 +156,23 @@ def match_keys(trends: TrendStore, query: str, window: str, limit: int = 20) -> 
     q = query.strip().lower().lstrip("$")
     if not q:
         raise UiError("type part of a ticker, topic or source, e.g. AAPL or energy")
-    found = [k for k in trends.keys() if q in k.lower()]
+    found = [k for k in trends.keys() if q in k.lower()]  # noqa: SIM118 - a TrendStore, not a dict
     found.sort(key=lambda k: (not k.lower().endswith(":" + q), -busyness(trends, k, window), k))
     return KeyMatches(query=query, keys=found[:limit], total=len(found))
 
 
 def _points(points: Iterable[TrendPoint]) -> list[SeriesPoint]:
-    return [SeriesPoint(start=p.window_start.timestamp(), end=p.window_end.timestamp(), count=p.count,
-                        mean=p.mean_score, negative_share=p.negative_share, positive_share=p.positive_share)
-            for p in points]
+    return [
+        SeriesPoint(
+            start=p.window_start.timestamp(),
+            end=p.window_end.timestamp(),
+            count=p.count,
+            mean=p.mean_score,
+            negative_share=p.negative_share,
+            positive_share=p.positive_share,
+        )
+        for p in points
+    ]
 
 
 def _markers(key: str, alerts: list[AlertView]) -> list[Marker]:
@@ -171,16 +180,25 @@ def _markers(key: str, alerts: list[AlertView]) -> list[Marker]:
     for a in alerts:
         if a.starts_at is None or a.state == "pending":
             continue
-        about = a.labels.get("key") or (f"ticker:{a.labels['ticker']}" if "," not in a.labels.get("ticker", ",")
-                                        else None)
+        about = a.labels.get("key") or (
+            f"ticker:{a.labels['ticker']}" if "," not in a.labels.get("ticker", ",") else None
+        )
         if key != "all" and about != key:
             continue
-        out.append(Marker(fingerprint=a.fingerprint, rule=a.rule, state=a.state, at=a.starts_at.timestamp(),
-                          ended=a.ends_at.timestamp() if a.ends_at else None))
+        out.append(
+            Marker(
+                fingerprint=a.fingerprint,
+                rule=a.rule,
+                state=a.state,
+                at=a.starts_at.timestamp(),
+                ended=a.ends_at.timestamp() if a.ends_at else None,
+            )
+        )
     return out
 
 
 # -- stories --------------------------------------------------------------------------------------
+
 
 def ticker_chips(scored: ScoredItem, floor: float = RELEVANCE_FLOOR) -> list[TickerChip]:
     """A chip per ticker: its own entity sentiment and relevance when the record has them, else the
@@ -190,12 +208,24 @@ def ticker_chips(scored: ScoredItem, floor: float = RELEVANCE_FLOOR) -> list[Tic
     for t in names:
         e = scored.entity(t)
         if e is None:
-            chips.append(TickerChip(ticker=t, sentiment=scored.sentiment, score=scored.sentiment_score,
-                                    confidence=scored.confidence))
+            chips.append(
+                TickerChip(
+                    ticker=t, sentiment=scored.sentiment, score=scored.sentiment_score, confidence=scored.confidence
+                )
+            )
         else:
-            chips.append(TickerChip(ticker=t, sentiment=e.sentiment, score=e.sentiment_score, confidence=e.confidence,
-                                    relevance=e.relevance, own=e.method == "entity", method=e.method,
-                                    dim=e.relevance < floor))
+            chips.append(
+                TickerChip(
+                    ticker=t,
+                    sentiment=e.sentiment,
+                    score=e.sentiment_score,
+                    confidence=e.confidence,
+                    relevance=e.relevance,
+                    own=e.method == "entity",
+                    method=e.method,
+                    dim=e.relevance < floor,
+                )
+            )
     return chips
 
 
@@ -212,13 +242,24 @@ def fold_stories(items: Iterable[ScoredItem], limit: int, floor: float = RELEVAN
     for head, members in groups.items():
         first = next((m for m in members if m.id == head), members[-1])
         others = [m for m in members if m is not first]
-        out.append(StoryView(
-            id=first.id, title=first.item.title, source=first.item.source, url=first.item.url,
-            tickers=list(first.item.tickers), chips=ticker_chips(first, floor), topic=first.topic, sentiment=first.sentiment,
-            score=first.sentiment_score, confidence=first.confidence, model_version=first.model_version,
-            published_at=first.item.published_at, copies=len(others),
-            copy_sources=list(dict.fromkeys(m.item.source for m in others)),
-        ))
+        out.append(
+            StoryView(
+                id=first.id,
+                title=first.item.title,
+                source=first.item.source,
+                url=first.item.url,
+                tickers=list(first.item.tickers),
+                chips=ticker_chips(first, floor),
+                topic=first.topic,
+                sentiment=first.sentiment,
+                score=first.sentiment_score,
+                confidence=first.confidence,
+                model_version=first.model_version,
+                published_at=first.item.published_at,
+                copies=len(others),
+                copy_sources=list(dict.fromkeys(m.item.source for m in others)),
+            )
+        )
     return out
 
 
@@ -284,6 +325,7 @@ def pipeline(health: Health, registry: CollectorRegistry, meter: RateMeter, stor
 
 # -- the overview ---------------------------------------------------------------------------------
 
+
 def overview(
     *,
     window: str | None,
@@ -324,8 +366,10 @@ def overview(
             if key in keys:
                 chosen.setdefault(key, "pinned")
             else:
-                messages.append(f"no trend key {key!r} (yet): keys look like all, topic:<name>, "
-                                f"ticker:<SYMBOL> or source:<name>; use the search box to find one")
+                messages.append(
+                    f"no trend key {key!r} (yet): keys look like all, topic:<name>, "
+                    f"ticker:<SYMBOL> or source:<name>; use the search box to find one"
+                )
         chosen.setdefault("all", "all")
         for a in alerts:
             key = a.labels.get("key")
@@ -336,8 +380,14 @@ def overview(
         for key in busiest(trends, window, "ticker:", tickers):
             chosen.setdefault(key, "busiest ticker")
         for key, why in chosen.items():
-            series.append(Series(key=key, why=why, points=_points(trends.query(key, window, limit=points)),
-                                 markers=_markers(key, alerts)))
+            series.append(
+                Series(
+                    key=key,
+                    why=why,
+                    points=_points(trends.query(key, window, limit=points)),
+                    markers=_markers(key, alerts),
+                )
+            )
     else:
         missing.append("trends")
     story_views: list[StoryView] = []
@@ -346,6 +396,13 @@ def overview(
     else:
         missing.append("stories")
     return Overview(
-        window=window, windows=windows, keys_total=keys_total, series=series, stories=story_views, alerts=alerts,
-        pipeline=pipeline(health, registry, meter, store), messages=messages, missing=missing,
+        window=window,
+        windows=windows,
+        keys_total=keys_total,
+        series=series,
+        stories=story_views,
+        alerts=alerts,
+        pipeline=pipeline(health, registry, meter, store),
+        messages=messages,
+        missing=missing,
     )

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse, JSONResponse
@@ -21,8 +21,13 @@ from monitor.api.errors import BAD_QUERY, NOT_FOUND
 from monitor.ui.overview import KeyMatches, Overview, UiError
 
 STATIC = Path(__file__).resolve().parent / "static"
-MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-               ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
+MEDIA_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+}
 POLL_HEADERS = {"Cache-Control": "no-store"}
 SEARCHABLE = r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000$]"
 """What ``q`` of ``/ui/keys`` must contain: a character that is neither white space (``str.isspace``,
@@ -32,8 +37,9 @@ _SEARCHABLE = re.compile(SEARCHABLE)
 
 def assets(root: Path = STATIC) -> dict[str, Path]:
     """The page's assets by their path under ``root`` (``"app.js"``, ``"img/logo.svg"``)."""
-    return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*"))
-            if p.is_file() and p.suffix in MEDIA_TYPES}
+    return {
+        p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file() and p.suffix in MEDIA_TYPES
+    }
 
 
 def _error(err: UiError) -> JSONResponse:
@@ -68,11 +74,16 @@ def page_router(
             raise HTTPException(status_code=404, detail=f"no page asset {shown!r}")
         return FileResponse(path, media_type=MEDIA_TYPES[path.suffix])
 
-    @router.get("/ui/overview", response_model=Overview, responses={**BAD_QUERY, **NOT_FOUND},
-                summary="everything the page at / shows, in one poll")
+    @router.get(
+        "/ui/overview",
+        response_model=Overview,
+        responses={**BAD_QUERY, **NOT_FOUND},
+        summary="everything the page at / shows, in one poll",
+    )
     def get_overview(
-        window: str | None = Query(default=None, description="window name; default 5m",
-                                   json_schema_extra=window_schema),
+        window: str | None = Query(
+            default=None, description="window name; default 5m", json_schema_extra=window_schema
+        ),
         key: list[str] = Query(default=[], description="trend keys to chart besides the busiest ones"),
         points: int = Query(default=96, ge=1, le=1000, description="windows per series"),
     ):
@@ -81,11 +92,16 @@ def page_router(
         except UiError as err:
             return _error(err)
 
-    @router.get("/ui/keys", response_model=KeyMatches, responses={**BAD_QUERY, **NOT_FOUND},
-                summary="trend keys containing q, busiest first")
-    def get_keys(q: str = Query(description="part of a ticker, topic or source",
-                                json_schema_extra={"pattern": SEARCHABLE}),
-                 window: str | None = Query(default=None, json_schema_extra=window_schema)):
+    @router.get(
+        "/ui/keys",
+        response_model=KeyMatches,
+        responses={**BAD_QUERY, **NOT_FOUND},
+        summary="trend keys containing q, busiest first",
+    )
+    def get_keys(
+        q: str = Query(description="part of a ticker, topic or source", json_schema_extra={"pattern": SEARCHABLE}),
+        window: str | None = Query(default=None, json_schema_extra=window_schema),
+    ):
         if not _SEARCHABLE.search(q):
             q = ""  # nothing to search for ("$ $" included): refused below with the page's own 400 message
         try:
@@ -103,4 +119,4 @@ def page_router(
     return router
 
 
-__all__ = ["page_router", "STATIC"]
+__all__ = ["STATIC", "page_router"]
