@@ -35,7 +35,9 @@ def _enough(rule: TrendRule, point: TrendPoint, closed: bool) -> bool | None:
     return False if closed else None
 
 
-def _base_variables(rule: TrendRule, point: TrendPoint, metric: str, value: float) -> dict[str, object]:
+def _base_variables(
+    rule: ThresholdRule | SpikeRule | ChangeRule, point: TrendPoint, metric: str, value: float
+) -> dict[str, object]:
     return {
         "rule": rule.name,
         "severity": rule.severity,

@@ -42,6 +42,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Literal
 
 import structlog
 
@@ -56,7 +57,7 @@ from alerts.payload import (
     build_message,
     slack_text,
 )
-from alerts.ruleset import ChangeRule, Rule, RuleSet, StoryRule, TrendRule
+from alerts.ruleset import ChangeRule, Rule, RuleBase, RuleSet, StoryRule, TrendRule
 from alerts.settings import ReceiverSettings
 from alerts.state import AlertInstance, OutboxEntry
 from alerts.store import AlertStore, Changes
@@ -191,6 +192,8 @@ class AlertEngine:
         self._changes.latest[slot] = point
         for rule in rules:
             if isinstance(rule, ChangeRule):
+                current: TrendPoint | None
+                baseline: TrendPoint | None
                 if point.window == rule.window:
                     current, baseline = point, self._latest.get((point.key, rule.baseline_window))
                 else:
@@ -412,7 +415,7 @@ class AlertEngine:
         )
         return self._target(rule, labels)
 
-    def _target(self, rule: Rule, labels: dict[str, str]) -> _Target:
+    def _target(self, rule: RuleBase, labels: dict[str, str]) -> _Target:
         receiver = rule.receiver or self.options.default_receiver
         if "..." in rule.group_by:
             group_labels = dict(labels)
@@ -426,7 +429,7 @@ class AlertEngine:
             group_labels=group_labels,
         )
 
-    def _new(self, rule: Rule, subject: str, target: _Target, t: datetime) -> AlertInstance:
+    def _new(self, rule: TrendRule | StoryRule, subject: str, target: _Target, t: datetime) -> AlertInstance:
         inst = AlertInstance(
             fingerprint=target.fingerprint,
             rule=rule.name,
@@ -466,7 +469,7 @@ class AlertEngine:
         self._changes.deletes.discard(inst.fingerprint)
         self._changes.upserts[inst.fingerprint] = inst
 
-    def _update(self, inst: AlertInstance, rule: Rule, m: Measurement, t: datetime) -> None:
+    def _update(self, inst: AlertInstance, rule: TrendRule | StoryRule, m: Measurement, t: datetime) -> None:
         inst.values = m.values
         inst.evidence = m.evidence
         inst.model_version = m.model_version
@@ -481,7 +484,7 @@ class AlertEngine:
             inst.last_notified_at = max(inst.last_notified_at or self.watermark, self.watermark)
         self._dirty(inst)
         generator = f"{self.options.external_url.rstrip('/')}/alerts/{inst.fingerprint}"
-        status = "resolved" if inst.state == "resolved" else "firing"
+        status: Literal["firing", "resolved"] = "resolved" if inst.state == "resolved" else "firing"
         record = Alert(
             fingerprint=inst.fingerprint,
             rule=inst.rule,
@@ -489,7 +492,7 @@ class AlertEngine:
             severity=inst.labels.get("severity", "warning"),
             labels=inst.labels,
             annotations=inst.annotations,
-            starts_at=inst.starts_at,
+            starts_at=_started(inst),
             ends_at=inst.ends_at,
             values=inst.values,
             evidence=inst.evidence,
@@ -633,12 +636,19 @@ def _rounds(events: list[_Event]) -> list[list[_Event]]:
     return rounds
 
 
+def _started(inst: AlertInstance) -> datetime:
+    """When the episode started: it fired then (a pending instance is never sent)."""
+    started = inst.starts_at or inst.active_since or inst.last_seen_at
+    assert started is not None, "an alert instance always has a first-seen time"
+    return started
+
+
 def webhook_alert(inst: AlertInstance, generator_url: str) -> WebhookAlert:
     return WebhookAlert(
         status="resolved" if inst.state == "resolved" else "firing",
         labels=inst.labels,
         annotations=inst.annotations,
-        startsAt=inst.starts_at or inst.active_since or inst.last_seen_at,
+        startsAt=_started(inst),
         **({"endsAt": inst.ends_at} if inst.ends_at and inst.state == "resolved" else {}),
         generatorURL=generator_url,
         fingerprint=inst.fingerprint,

@@ -25,12 +25,12 @@ class RuleIndex:
         self._cache: dict[tuple[str, str], tuple[TrendRule, ...]] = {}
         self._story_by_ticker: dict[str, list[StoryRule]] = {}
         self._story_any: list[StoryRule] = []
-        for rule in rules.story_rules:
-            if rule.any_ticker:
-                self._story_any.append(rule)
+        for story in rules.story_rules:
+            if story.any_ticker:
+                self._story_any.append(story)
             else:
-                for t in rule.tickers:
-                    self._story_by_ticker.setdefault(t, []).append(rule)
+                for t in story.tickers:
+                    self._story_by_ticker.setdefault(t, []).append(story)
         self.windows = frozenset(w for r in rules.trend_rules for w in r.windows)
 
     def for_point(self, key: str, window: str) -> tuple[TrendRule, ...]:

@@ -9,6 +9,7 @@ at once, so alerts that expired while finsent was down come back without waiting
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 
@@ -51,7 +52,7 @@ class AlertmanagerKeepalive:
             if last is not None and now - last < every:
                 continue
             self._last[name] = now
-            queued += self.store.refresh_firing(name, lambda key, members, n=name: self._entry(n, key, members, now))
+            queued += self.store.refresh_firing(name, functools.partial(self._entry, name, now=now))
         if queued:
             log.debug("alertmanager re-send queued", rows=queued)
         return queued

@@ -66,11 +66,12 @@ class OutboxDeliverer:
         attempts = 0
         for entry in self.store.due_entries(now, self.batch_size):
             assert entry.id is not None
+            row_id: int = entry.id
             sender = self.senders.get(entry.receiver)
             if sender is None:
                 record(
                     lambda: self.store.mark_dead(
-                        entry.id, f"no receiver named {entry.receiver!r} is configured", None, False
+                        row_id, f"no receiver named {entry.receiver!r} is configured", None, False
                     )
                 )
                 self._count(entry.receiver, "dead")
@@ -87,7 +88,7 @@ class OutboxDeliverer:
             attempts += 1
             after = self.clock.time()
             if result.ok:
-                record(lambda: self.store.mark_delivered(entry.id, after, result.status))
+                record(lambda: self.store.mark_delivered(row_id, after, result.status))
                 self._count(entry.receiver, "delivered")
                 log.info(
                     "notification delivered",
@@ -101,7 +102,7 @@ class OutboxDeliverer:
                 and after + (delay := self.policy.delay(attempt, self.rng, result.retry_after))
                 < entry.created_at + self.dead_letter_after_s
             ):
-                record(lambda: self.store.reschedule(entry.id, after + delay, result.error or "failed", result.status))
+                record(lambda: self.store.reschedule(row_id, after + delay, result.error or "failed", result.status))
                 self._count(entry.receiver, "retry")
                 log.warning(
                     "delivery failed; will retry",
@@ -114,7 +115,7 @@ class OutboxDeliverer:
                 reason = result.error or "failed"
                 if result.retryable:
                     reason += " [dead letter: retries exhausted]"
-                record(lambda: self.store.mark_dead(entry.id, reason, result.status))
+                record(lambda: self.store.mark_dead(row_id, reason, result.status))
                 self._count(entry.receiver, "dead")
                 log.error("notification dead-lettered", receiver=entry.receiver, error=reason, attempt=attempt)
         if self.metrics:

@@ -326,7 +326,7 @@ def _clean_msg(msg: str) -> str:
 
 
 def _rule_errors(name: str, err: ValidationError, tag: object) -> list[str]:
-    out = []
+    out: list[str] = []
     for e in err.errors():
         loc = [str(p) for p in e["loc"]]
         if loc and loc[0] == tag:

@@ -11,7 +11,7 @@ from alerts.engine import AlertEngine
 from alerts.keepalive import AlertmanagerKeepalive
 from alerts.metrics import AlertMetrics
 from alerts.outbox import OutboxDeliverer
-from monitor.bus.base import Bus, ConsumerOptions, TopicPartition
+from monitor.bus.base import Bus, Consumer, ConsumerOptions, TopicPartition
 from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets
 from monitor.records import Record, ScoredItem, TrendPoint
 from monitor.stages.persist import Persister
@@ -60,7 +60,7 @@ class EvaluatorStage:
         self.poll_timeout_s = poll_timeout_s
         self.max_records = max_records
         self._ready = False
-        self._consumer = None
+        self._consumer: Consumer | None = None
         self._persister = Persister(self.name, on_error=metrics.state_write_errors.inc if metrics else None)
 
     def ready(self) -> tuple[bool, str]:

@@ -106,9 +106,9 @@ def canonical_url(url: str) -> str:
     netloc = host
     if parts.port is not None and str(parts.port) != _DEFAULT_PORTS.get(scheme):
         netloc = f"{host}:{parts.port}"
-    query = sorted((k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _is_tracking(k))
+    kept = sorted((k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _is_tracking(k))
     path = parts.path or "/"
-    return urlunsplit((scheme, netloc, path, urlencode(query), ""))
+    return urlunsplit((scheme, netloc, path, urlencode(kept), ""))
 
 
 _URL_START = re.compile(r"https?://[^\s/]+", re.IGNORECASE)

@@ -134,7 +134,8 @@ def row_to_draft(rec: dict[str, Any], default_source: str) -> tuple[datetime, Dr
     if when is None:
         raise ValueError(f"missing or unparseable 'published_at': {raw_time!r}")
     source = _str(rec.get("source")) or default_source
-    meta = rec.get("meta") if isinstance(rec.get("meta"), dict) else {}
+    given_meta = rec.get("meta")
+    meta: dict = given_meta if isinstance(given_meta, dict) else {}
     draft = Draft(
         source=source,
         title=title,

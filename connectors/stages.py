@@ -20,7 +20,8 @@ log = structlog.get_logger(__name__)
 
 
 class Poller(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def poll_once(self) -> PublishResult: ...
 

@@ -86,7 +86,7 @@ def compare(
         rows = [(text, label) for t, text, label in holdout if t == task]
         if not rows:
             continue
-        entry = {
+        entry: dict[str, Any] = {
             "n": len(rows),
             **{role: _scores(e, task, [r[0] for r in rows], [r[1] for r in rows]) for role, e in engines.items()},
         }

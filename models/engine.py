@@ -118,7 +118,7 @@ def _load_torch(
     autocast: torch.dtype | None = None
     if device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        model = model.to(device=device, dtype=dtype)
+        model = model.to(device=device, dtype=dtype)  # type: ignore[call-arg]  # transformers wraps .to in a decorator mypy reads wrongly
         return _torch_runner(model, device, None), str(dtype).replace("torch.", "")
     q = manifest.get("quantization") or {}
     if quantize and q.get("ok"):

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from sklearn.metrics import accuracy_score, f1_score
 
 from models.batching import pad_batch, plan_batches
 from models.data import Task, labels_for, model_text
+
+if TYPE_CHECKING:
+    from models.network import FinsentModel
 
 
 def classification_metrics(task: Task, y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, Any]:
@@ -30,7 +33,7 @@ def classification_metrics(task: Task, y_true: Sequence[int], y_pred: Sequence[i
 
 @torch.inference_mode()
 def compute_logits(
-    model: torch.nn.Module,
+    model: FinsentModel,
     tokenizer: Any,
     texts: Sequence[str],
     *,
@@ -62,7 +65,7 @@ def compute_logits(
 
 @torch.inference_mode()
 def compute_entity_logits(
-    model: torch.nn.Module,
+    model: FinsentModel,
     tokenizer: Any,
     examples: Sequence[Any],
     *,

@@ -9,6 +9,7 @@ the sentiment head's, so the model also works as a plain sentiment classifier, e
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -36,7 +37,11 @@ ENTITY_OUTPUT = "states"
 
 
 def entity_logits(
-    head: nn.Module, hidden: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor, owner: torch.Tensor
+    head: Callable[[torch.Tensor], torch.Tensor],
+    hidden: torch.Tensor,
+    mask: torch.Tensor,
+    targets: torch.Tensor,
+    owner: torch.Tensor,
 ) -> torch.Tensor:
     """Target-aware sentiment logits, one row per target.
 
@@ -61,7 +66,7 @@ class FinsentModel(BertPreTrainedModel):
         super().__init__(config)
         labels = getattr(config, "finsent_labels", None) or {t: list(labels_for(t)) for t in TASKS}
         config.finsent_labels = labels
-        self.bert = BertModel(config, add_pooling_layer=False)
+        self.bert: BertModel = BertModel(config, add_pooling_layer=False)
         dropout = getattr(config, "classifier_dropout", None)
         self.dropout = nn.Dropout(config.hidden_dropout_prob if dropout is None else dropout)
         self.heads = nn.ModuleDict({t: nn.Linear(config.hidden_size, len(labels[t])) for t in labels})
@@ -101,9 +106,10 @@ class FinsentModel(BertPreTrainedModel):
         self, hidden: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor, owner: torch.Tensor
     ) -> torch.Tensor:
         """Sentiment logits per target (see :func:`entity_logits`) from the last token states."""
-        if self.entity_head is None:
+        head = self.entity_head
+        if head is None:
             raise ValueError("this model has no entity head")
-        return entity_logits(lambda x: self.entity_head(self.dropout(x)), hidden, attention_mask, targets, owner)
+        return entity_logits(lambda x: head(self.dropout(x)), hidden, attention_mask, targets, owner)
 
     def task_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, task: Task) -> torch.Tensor:
         return self.heads[task](self.dropout(self.encode(input_ids, attention_mask)))
@@ -114,7 +120,7 @@ class FinsentModel(BertPreTrainedModel):
         try:
             from transformers.masking_utils import create_bidirectional_mask
         except ImportError:  # transformers < 4.56
-            return self.bert.get_extended_attention_mask(attention_mask, attention_mask.shape, dtype=hidden.dtype)
+            return self.bert.get_extended_attention_mask(attention_mask, attention_mask.shape, dtype=hidden.dtype)  # type: ignore[operator]  # old transformers, untyped there
         return create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask)
 
     def _run_layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor, layers: slice) -> torch.Tensor:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -254,7 +254,7 @@ def batched_logits(
 def check_variants(
     paths: dict[str, Path],
     enc: dict[str, list[list[int]]],
-    labels: dict[str, Sequence[int]],
+    labels: Mapping[str, Sequence[int]],
     reference: dict[str, np.ndarray],
     mix: Callable[[str, np.ndarray], np.ndarray],
 ) -> dict[str, Any]:
@@ -307,7 +307,7 @@ def build(
     model: Any,
     tokenizer: Any,
     out_dir: Path,
-    valid: dict[str, tuple[list[str], list[int]]],
+    valid: Mapping[str, tuple[list[str], list[int]]],
     *,
     max_length: int,
     mix: Callable[[str, np.ndarray], np.ndarray],
@@ -354,7 +354,7 @@ def _int8_with_fp32_parts(
     paths: dict[str, Path],
     first: dict[str, Any],
     enc: dict[str, list[list[int]]],
-    labels: dict[str, Sequence[int]],
+    labels: Mapping[str, Sequence[int]],
     reference: dict[str, np.ndarray],
     mix: Callable[[str, np.ndarray], np.ndarray],
 ) -> dict[str, Any]:

@@ -5,13 +5,16 @@ quantised on the fly). Whether a version may be served this way is decided at tr
 from __future__ import annotations
 
 import warnings
+from typing import TypeVar
 
 import torch
 from torch import nn
 
+M = TypeVar("M", bound=nn.Module)
 
-def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
-    """A quantised copy-in-place of ``model`` (CPU only; call on a CPU model in eval mode)."""
+
+def quantize_dynamic_int8(model: M) -> M:
+    """A quantised copy of ``model``, of the same class (CPU only; call on a CPU model in eval mode)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
         from torch.ao.quantization import quantize_dynamic

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import structlog
 import torch
@@ -186,9 +186,13 @@ class TrainResult:
     promoted: bool
 
 
+R = TypeVar("R")
+"""Rows of any kind (story or entity examples) for :func:`_subsample`."""
+
+
 @dataclass
 class _Batch:
-    task: Task
+    task: Task | Literal["entity"]
     ids: torch.Tensor
     mask: torch.Tensor
     labels: torch.Tensor
@@ -280,11 +284,11 @@ def git_revision(root: Path = REPO_ROOT) -> str:
         return "unknown"
 
 
-def _subsample(rows: Sequence[Example], n: int | None, rng: random.Random) -> list[Example]:
-    rows = list(rows)
-    if n is None or n >= len(rows):
-        return rows
-    return rng.sample(rows, n)
+def _subsample(rows: Sequence[R], n: int | None, rng: random.Random) -> list[R]:
+    kept = list(rows)
+    if n is None or n >= len(kept):
+        return kept
+    return rng.sample(kept, n)
 
 
 def _coerce_extra(extra: Iterable[LabelledExample | tuple[str, str, str | int]]) -> list[tuple[Task, Example]]:
@@ -521,7 +525,7 @@ def train(
     if frozen:
         for p in [*model.bert.embeddings.parameters(), *model.bert.encoder.layer[:frozen].parameters()]:
             p.requires_grad_(False)
-    model.to(dev)
+    model.to(dev)  # type: ignore[arg-type]  # transformers wraps .to in a decorator mypy reads wrongly
     batch_size = prof.cuda_batch_size if dev.type == "cuda" else prof.batch_size
     for td in tasks.values():
         td.enc = tokenizer([model_text(r.text) for r in td.train], truncation=True, max_length=prof.max_length)[
@@ -722,8 +726,8 @@ def train(
     assert best_state is not None and best_logits is not None
     model.load_state_dict(best_state)
     model.eval()
-    for task, more in evaluate(report=True)[0].items():  # the best epoch's network on the report-only sets
-        best_logits[task].update(more)
+    for head, report_only in evaluate(report=True)[0].items():  # the best epoch's network on the report-only sets
+        best_logits[head].update(report_only)
     entity_logits_valid = best_logits.pop("entity", {}).get("sentfin")
 
     # -- the lexical expert, mixed with the network into the served logits (weight chosen per head)
@@ -768,7 +772,7 @@ def train(
                 }
             if name == "tweets":
                 per_set["tweets_dedup"] = classification_metrics(
-                    task, [y[i].item() for i in keep], [pred[i] for i in keep]
+                    task, [int(y[i].item()) for i in keep], [pred[i] for i in keep]
                 )
         full = per_set["tweets"]
         metrics[task] = {
@@ -846,7 +850,7 @@ def train(
     }
 
     def build(tmp: Path) -> dict[str, Any]:
-        model.to("cpu").save_pretrained(str(tmp), safe_serialization=True)
+        model.to("cpu").save_pretrained(str(tmp), safe_serialization=True)  # type: ignore[arg-type]  # as above
         tokenizer.save_pretrained(str(tmp))
         if expert is not None:
             expert.save(tmp / LEXICAL_DIR)
@@ -1026,7 +1030,9 @@ def _export_onnx(
         weight = float(weights.get(task, lexical_info.get("weight", 0.0)))
         return mix_log_probs(logits, lex.numpy() if lex is not None else None, weight)
 
-    valid = {t: ([r.text for r in td.valid], [r.label for r in td.valid]) for t, td in tasks.items()}
+    valid: dict[str, tuple[list[str], list[int]]] = {
+        t: ([r.text for r in td.valid], [r.label for r in td.valid]) for t, td in tasks.items()
+    }
     return onnx_backend.build(model, tokenizer, out_dir, valid, max_length=prof.max_length, mix=mix)
 
 

@@ -28,8 +28,9 @@ import hmac
 import ipaddress
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NoReturn
 from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
@@ -59,7 +60,7 @@ class TokenSettings(BaseModel):
     value: SecretStr | None = None
     env: str | None = None
     file: Path | None = None
-    scopes: list[Scope] = Field(default_factory=lambda: ["read"], min_length=1)
+    scopes: list[Scope] = Field(default_factory=lambda: list[Scope](["read"]), min_length=1)
 
     @model_validator(mode="after")
     def _one_source(self) -> TokenSettings:
@@ -230,11 +231,11 @@ class Authenticator:
             self._fail(403, "scope", f"token {name!r} lacks scope {needed!r}")
         request.state.token_name = name
 
-    def _fail(self, status: int, reason: str, detail: str) -> None:
+    def _fail(self, status: int, reason: str, detail: str) -> NoReturn:
         self.failures.labels(reason).inc()
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         raise HTTPException(status, detail, headers=headers)
 
 
-def implied_scopes(scopes: list[str]) -> frozenset[str]:
+def implied_scopes(scopes: Sequence[str]) -> frozenset[str]:
     return frozenset().union(*(IMPLIED[s] for s in scopes))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import structlog
 import uvicorn
@@ -80,7 +82,7 @@ class BodyCap:
 
 
 def build_app(
-    health: Health, registry: CollectorRegistry, routers: list[APIRouter] = (), http: HttpSettings | None = None
+    health: Health, registry: CollectorRegistry, routers: Sequence[APIRouter] = (), http: HttpSettings | None = None
 ) -> FastAPI:
     http = http or HttpSettings()
     auth = Authenticator(http.auth, http.host, registry)
@@ -92,7 +94,9 @@ def build_app(
     if hosts == ["*"]:
         log.info("http: any Host header accepted (bound to every interface, no http.allowed_hosts)")
 
-    unhealthy = {503: {"model": HealthReport, "description": "not live (or not ready): the report says which check"}}
+    unhealthy: dict[int | str, dict[str, Any]] = {
+        503: {"model": HealthReport, "description": "not live (or not ready): the report says which check"}
+    }
 
     @app.get("/healthz", response_model=HealthReport, responses=unhealthy)
     def healthz() -> JSONResponse:

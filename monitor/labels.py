@@ -344,11 +344,11 @@ def read_label_file(path: Path) -> list[tuple[int | str, Any]]:
                 rows.append((line, {k: v for k, v in row.items() if k and v not in (None, "")}))
         elif suffix in (".jsonl", ".ndjson"):
             with path.open(encoding="utf-8") as fh:
-                for i, line in enumerate(fh, start=1):
-                    if not line.strip():
+                for i, text in enumerate(fh, start=1):
+                    if not text.strip():
                         continue
                     try:
-                        rows.append((i, json.loads(line)))
+                        rows.append((i, json.loads(text)))
                     except ValueError as err:
                         rows.append((i, Unreadable(f"not JSON: {err}")))
         else:

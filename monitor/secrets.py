@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -210,6 +210,6 @@ class Redactor:
             return self(f"{type(value).__name__}: {value}")
         return value
 
-    def processor(self, _logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    def processor(self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
         """A structlog processor: every value of every log line redacted."""
         return {k: self.scrub(v) for k, v in event_dict.items()}

@@ -132,10 +132,9 @@ class ShadowScorer:
                 return
             self.version = wanted
             previous = read_json(self._stats_path)
-            same = previous is not None and previous.get("version") == wanted
             self._stats = (
                 previous
-                if same
+                if previous is not None and previous.get("version") == wanted
                 else {"version": wanted, "n": 0, "agree": 0, "added_s": 0.0, "mix": {"champion": {}, "challenger": {}}}
             )
             log.info("shadow scoring started", version=wanted, share=self.share)

@@ -40,8 +40,11 @@ def error(description: str, model: type[BaseModel] = ErrorDetail) -> dict[str, A
     return {"model": model, "description": description}
 
 
-BAD_QUERY = {400: error("a query parameter names something unknown (the detail says what)")}
-NOT_FOUND = {404: error("nothing with that id or key here")}
+Responses = dict[int | str, dict[str, Any]]
+"""FastAPI's ``responses=`` mapping: status code -> the documented reply."""
+
+BAD_QUERY: Responses = {400: error("a query parameter names something unknown (the detail says what)")}
+NOT_FOUND: Responses = {404: error("nothing with that id or key here")}
 UNREADABLE_BODY = error("the body is not JSON text (FastAPI's answer to a JSON body that is not UTF-8)")
 NOT_JSON = error("the body is not sent as JSON (Content-Type must be application/json)")
 

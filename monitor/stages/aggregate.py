@@ -638,10 +638,10 @@ class TrendStage:
         self._persister.write(lambda: store.save(self.topic, deltas), self._stop)
         self._saved.update({p: d.next_offset for p, d in deltas.items()})
         if commit and self._consumer is not None and deltas:
-            commit = {TopicPartition(self.topic, p): d.next_offset for p, d in deltas.items()}
+            offsets = {TopicPartition(self.topic, p): d.next_offset for p, d in deltas.items()}
             owned = self._consumer.assignment()
             try:
-                self._consumer.commit({tp: o for tp, o in commit.items() if tp in owned})
+                self._consumer.commit({tp: o for tp, o in offsets.items() if tp in owned})
             except BusError as err:  # informational only: the checkpoint is the source of truth
                 log.debug("kafka commit failed", error=str(err))
         self.metrics.observe_points(points)

@@ -9,10 +9,15 @@ Both work the same on the in-process bus and on Kafka. What they publish in ``ct
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import structlog
 from fastapi import APIRouter
 
 from monitor.component import Component, Context
+
+if TYPE_CHECKING:
+    from monitor.daemon import Stage
 from monitor.stages.stores import ItemStore, TrendStore
 
 log = structlog.get_logger(__name__)
@@ -87,7 +92,7 @@ def build_aggregate(ctx: Context) -> Component:
     # point past the end of the new, empty log).
     checkpoint = settings.state_dir / cfg.state_file if durable else None
     metrics = AggregateMetrics(ctx.registry, cfg.metric_tickers)
-    stages = [
+    stages: list[Stage] = [
         RekeyStage(settings, ctx.bus, metrics, items=items),
         TrendStage(settings, ctx.bus, metrics, trends, checkpoint),
     ]

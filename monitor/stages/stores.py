@@ -88,7 +88,7 @@ class ItemStore:
     def latest(self, n: int) -> list[ScoredItem]:
         """The ``n`` most recently stored items, newest first."""
         with self._lock:
-            out = []
+            out: list[ScoredItem] = []
             for item in reversed(self._items.values()):
                 if len(out) >= n:
                     break

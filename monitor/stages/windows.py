@@ -374,11 +374,13 @@ class PartitionWindows:
         if any(i not in self.sources for i in range(n)):
             return  # someone has not spoken yet: wait for it
         states = list(self.sources.values())
-        active = [s for s in states if not s.idle]
+        active = [s.progress for s in states if not s.idle]
+        wm: float
         if active:
-            if any(s.progress is None for s in active):
+            progress = [p for p in active if p is not None]
+            if len(progress) < len(active):
                 return  # an active source with a backlog it has not read yet
-            wm = min(s.progress for s in active)  # type: ignore[type-var]
+            wm = min(progress)
         else:  # everyone idle (caught up): everything read so far is final
             known = [s.progress for s in states if s.progress is not None]
             if not known:

@@ -372,9 +372,9 @@ def overview(
                 )
         chosen.setdefault("all", "all")
         for a in alerts:
-            key = a.labels.get("key")
-            if a.state == "firing" and key in keys:
-                chosen.setdefault(key, "alerting")
+            alert_key = a.labels.get("key")
+            if a.state == "firing" and alert_key in keys:
+                chosen.setdefault(alert_key, "alerting")
         for key in busiest(trends, window, "topic:", topics):
             chosen.setdefault(key, "busiest topic")
         for key in busiest(trends, window, "ticker:", tickers):

@@ -1,52 +1,62 @@
 """tests/waiting.py: wait_until returns the first truthy value or fails naming what it waited for;
-settled watches a settle period after the first arrival, so a late duplicate is counted."""
+settled watches a settle period after the first arrival, so a late duplicate is counted.
+
+The helpers read ``time.monotonic`` and call ``time.sleep``; these tests replace both with a fake
+clock whose ``sleep`` moves time forward, and events (a delivery, a duplicate) happen at given
+fake times. So the checks hold on a loaded machine, and take no real time."""
 
 from __future__ import annotations
 
-import threading
-import time
-
 import pytest
 
+import tests.waiting
 from tests.waiting import settled, wait_until
 
 
-class Counter:
-    """A count bumped by a thread after given delays (seconds from start())."""
+class FakeTime:
+    """``monotonic`` and ``sleep`` for tests/waiting.py; ``sleep`` advances the clock."""
 
-    def __init__(self, *delays: float) -> None:
-        self.n = 0
-        self._thread = threading.Thread(target=self._bump, args=(delays,), daemon=True)
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
 
-    def _bump(self, delays: tuple[float, ...]) -> None:
-        started = time.monotonic()
-        for d in delays:
-            time.sleep(max(0.0, started + d - time.monotonic()))
-            self.n += 1
+    def monotonic(self) -> float:
+        return self.now
 
-    def start(self) -> Counter:
-        self._thread.start()
-        return self
-
-    def join(self) -> None:
-        self._thread.join(5)
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.slept.append(seconds)
+        self.now += seconds
 
 
-def test_wait_until_returns_the_first_truthy_value() -> None:
-    counter = Counter(0.05, 0.1).start()
-    got = wait_until(lambda: counter.n and ["seen", counter.n], 5, "the first bump", every_s=0.01)
-    assert got[0] == "seen" and got[1] >= 1
-    counter.join()
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
+    fake = FakeTime()
+    monkeypatch.setattr(tests.waiting, "time", fake)
+    return fake
 
 
-def test_wait_until_times_out_naming_what_it_waited_for() -> None:
-    started = time.monotonic()
+def arrivals(clock: FakeTime, *at: float):
+    """A reader of how many events have arrived by now: the events come ``at`` seconds (fake
+    time) after the reader is made."""
+    start = clock.now
+    return lambda: sum(1 for a in at if clock.now - start >= a)
+
+
+def test_wait_until_returns_the_first_truthy_value(clock: FakeTime) -> None:
+    n = arrivals(clock, 0.5, 0.9)
+    got = wait_until(lambda: n() and ["seen", n()], 5, "the first", every_s=0.1)
+    assert got == ["seen", 1]
+    assert clock.now - 1000.0 == pytest.approx(0.5)
+
+
+def test_wait_until_times_out_naming_what_it_waited_for(clock: FakeTime) -> None:
     with pytest.raises(AssertionError, match=r"^timed out after 0\.2s waiting for the impossible$"):
         wait_until(lambda: 0, 0.2, "the impossible", every_s=0.05)
-    assert 0.2 <= time.monotonic() - started < 2
+    assert clock.now - 1000.0 == pytest.approx(0.2)  # it waited the whole timeout, no more
 
 
-def test_wait_until_retries_through_ignored_errors_only() -> None:
+def test_wait_until_retries_through_ignored_errors_only(clock: FakeTime) -> None:
     calls = []
 
     def flaky():
@@ -62,32 +72,32 @@ def test_wait_until_retries_through_ignored_errors_only() -> None:
         wait_until(lambda: {}["missing"], 5, "a key", every_s=0.02)
 
 
-def test_settled_sees_a_late_duplicate_inside_the_settle_period() -> None:
-    counter = Counter(0.05, 0.35).start()  # the duplicate comes 0.3 s after the first arrival
-    started = time.monotonic()
-    assert settled(lambda: counter.n, 0.6, 5, "the delivery", every_s=0.02) == 2
-    assert time.monotonic() - started >= 0.05 + 0.6
-    counter.join()
+def test_settled_sees_a_late_duplicate_inside_the_settle_period(clock: FakeTime) -> None:
+    n = arrivals(clock, 0.05, 0.35)  # the duplicate comes 0.3 s after the first arrival
+    assert settled(n, 0.6, 5, "the delivery", every_s=0.02) == 2
+    assert clock.now - 1000.0 == pytest.approx(0.06 + 0.6)  # first seen at the 0.06 s poll, then 0.6 s
 
 
-def test_settled_returns_the_value_at_the_end_of_the_settle_period() -> None:
-    counter = Counter(0.05).start()
-    started = time.monotonic()
-    got = settled(lambda: list(range(counter.n)), 0.3, 5, "the delivery", every_s=0.02)
-    elapsed = time.monotonic() - started
+def test_settled_returns_the_value_at_the_end_of_the_settle_period(clock: FakeTime) -> None:
+    n = arrivals(clock, 0.05)
+    got = settled(lambda: list(range(n())), 0.3, 5, "the delivery", every_s=0.02)
     assert got == [0]  # exactly once: nothing more came during the settle period
-    assert elapsed >= 0.05 + 0.3  # it did keep watching after the first arrival
-    counter.join()
+    assert clock.now - 1000.0 >= 0.05 + 0.3  # it did keep watching after the first arrival
 
 
-def test_settled_times_out_when_nothing_arrives() -> None:
+def test_settled_does_not_watch_past_its_settle_period(clock: FakeTime) -> None:
+    n = arrivals(clock, 0.05, 2.0)  # a duplicate later than the settle period is not waited for
+    assert settled(n, 0.5, 5, "the delivery", every_s=0.1) == 1
+
+
+def test_settled_times_out_when_nothing_arrives(clock: FakeTime) -> None:
     with pytest.raises(AssertionError, match="timed out after 0.1s waiting for the delivery"):
         settled(lambda: [], 1, 0.1, "the delivery", every_s=0.02)
 
 
-def test_waiting_for_the_first_arrival_alone_would_miss_the_duplicate() -> None:
+def test_waiting_for_the_first_arrival_alone_would_miss_the_duplicate(clock: FakeTime) -> None:
     """Why settled exists: the count right at the first arrival is 1, the true count is 2."""
-    counter = Counter(0.05, 0.25).start()
-    assert wait_until(lambda: counter.n, 5, "the first", every_s=0.01) == 1
-    assert settled(lambda: counter.n, 0.5, 5, "the delivery", every_s=0.02) == 2
-    counter.join()
+    first = arrivals(clock, 0.05, 0.25)
+    assert wait_until(first, 5, "the first", every_s=0.01) == 1
+    again = arrivals(clock, 0.05, 0.25)
+    assert settled(again, 0.5, 5, "the delivery", every_s=0.02) == 2
