@@ -45,6 +45,12 @@ kafka-start: bootstrap
 kafka-stop:
 	@deploy/kafka/kafka-local stop
 
+lint: bootstrap       ## ruff (lint + format check) and mypy, configured in pyproject.toml; zero findings
+	@$(VENV)/bin/ruff check --quiet monitor models connectors alerts tests
+	@$(VENV)/bin/ruff format --check --quiet monitor models connectors alerts tests
+	@$(VENV)/bin/mypy --no-error-summary
+	@echo "lint: clean"
+
 lock:                 ## refresh deploy/requirements.lock from pyproject.toml (keeps pins; UPGRADE=1 takes the newest)
 	@test -x .cache/uv/bin/uv || { python3 -m venv .cache/uv && .cache/uv/bin/pip install -q uv; }
 	@.cache/uv/bin/uv pip compile pyproject.toml --extra test --generate-hashes --universal --quiet \

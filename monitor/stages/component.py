@@ -86,7 +86,8 @@ def build_aggregate(ctx: Context) -> Component:
     items, routers = _item_store(ctx)
     trends = ctx.shared.get("trends")
     if trends is None:
-        trends = ctx.shared["trends"] = TrendStore(keep_per_series=cfg.history_windows)
+        horizons = {w.name: w.hop_s * cfg.history_windows for w in cfg.windows}
+        trends = ctx.shared["trends"] = TrendStore(keep_per_series=cfg.history_windows, horizons=horizons)
     routers.append(trends_router(trends, [w.name for w in cfg.windows]))
     # The in-process bus forgets everything on exit, so must the checkpoint (its offsets would
     # point past the end of the new, empty log).

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 
 from monitor.records import ScoredItem, TrendPoint, as_utc
 
@@ -19,9 +19,22 @@ TrendListener = Callable[[TrendPoint], None]
 
 
 class TrendStore:
-    def __init__(self, keep_per_series: int = 96) -> None:
+    """The last ``keep_per_series`` windows of each (key, window) series, and, where ``horizons``
+    gives a window's span of event time (``history_windows`` hops, as the aggregator keeps its own
+    state), only windows that end within that span of the newest window of that size seen: a
+    ticker that appears once a day keeps a day of 1-minute windows, not 96 of them reaching back
+    months. So memory is bounded by the number of windows a span of event time holds, however
+    many sparse keys there are."""
+
+    SWEEP_EVERY = 4096
+    """Puts between sweeps of series that stopped receiving points (each put trims its own)."""
+
+    def __init__(self, keep_per_series: int = 96, horizons: Mapping[str, float] | None = None) -> None:
         self.keep_per_series = keep_per_series
+        self.horizons = dict(horizons or {})
         self._series: dict[tuple[str, str], dict[datetime, TrendPoint]] = {}
+        self._newest: dict[str, datetime] = {}
+        self._puts = 0
         self._lock = threading.Lock()
         self._listeners: list[TrendListener] = []
 
@@ -38,9 +51,33 @@ class TrendStore:
             if len(series) > self.keep_per_series:
                 for start in sorted(series)[: len(series) - self.keep_per_series]:
                     del series[start]
+            horizon = self.horizons.get(point.window)
+            if horizon is not None:
+                newest = self._newest.get(point.window)
+                if newest is None or point.window_end > newest:
+                    newest = self._newest[point.window] = point.window_end
+                cutoff = newest - timedelta(seconds=horizon)
+                for start in [s for s, p in series.items() if p.window_end < cutoff]:
+                    del series[start]
+                self._puts += 1
+                if self._puts % self.SWEEP_EVERY == 0:
+                    self._sweep()
             listeners = list(self._listeners) if notify else []
         for listener in listeners:
             listener(point)
+
+    def _sweep(self) -> None:
+        """Drop the windows past their horizon in every series (the lock is held)."""
+        cutoffs = {w: n - timedelta(seconds=self.horizons[w]) for w, n in self._newest.items() if w in self.horizons}
+        for sk in list(self._series):
+            cutoff = cutoffs.get(sk[1])
+            if cutoff is None:
+                continue
+            series = self._series[sk]
+            for start in [s for s, p in series.items() if p.window_end < cutoff]:
+                del series[start]
+            if not series:
+                del self._series[sk]
 
     def query(self, key: str, window: str, since: datetime | None = None, limit: int | None = None) -> list[TrendPoint]:
         """Points of one series, oldest first; ``since`` keeps windows ending after it."""

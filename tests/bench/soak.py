@@ -132,7 +132,11 @@ def main() -> int:
     receiver = Receiver()
     embedded = args.mode == "embedded"
     roles = ("all",) if embedded else ROLES
-    kenv = {**os.environ, "KAFKA_LOCAL_STATE": str(args.state), "KAFKA_LOCAL_PORT": str(free_port())}
+    # The broker's heap is resident from the start (-Xms = -Xmx, pre-touched; Kafka's own advice is
+    # Xms = Xmx): a JVM's RSS otherwise climbs for hours towards its fixed -Xmx as it touches
+    # pages, which reads like growth but is a bound. What could still grow then is off-heap.
+    kenv = {**os.environ, "KAFKA_LOCAL_STATE": str(args.state), "KAFKA_LOCAL_PORT": str(free_port()),
+            "KAFKA_LOCAL_JVM_OPTS": "-Xms512m -XX:+AlwaysPreTouch"}
     broker_pid: int | None = None
     bootstrap = ""
     if not embedded:
