@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -19,16 +18,7 @@ from monitor.cli import main
 from monitor.component import Context
 from monitor.records import Alert, decode
 from tests.alerts.helpers import OIL, Receiver, point
-
-
-def wait_for(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not met before the deadline")
+from tests.waiting import settled, wait_until
 
 
 def write_rules(tmp_path: Path, *specs: dict) -> Path:
@@ -76,10 +66,16 @@ def test_stages_deliver_a_signed_alert_and_serve_it(make_settings, tmp_path: Pat
             t.start()
         producer = bus.producer()
         send_record(producer, settings.topics.trends, point(emitted=12), key="topic:Energy | Oil")
-        (got,) = wait_for(lambda: receiver.accepted)
+
+        def delivered():  # the webhook's delivery and the alert record on the bus, once both are there
+            accepted, records = list(receiver.accepted), bus.read_all(settings.topics.alerts)
+            return (accepted, records) if accepted and records else None
+
+        # exactly one of each: keep watching a settle period (40 outbox polls) after both arrived
+        accepted, records = settled(delivered, 2, 10, "the webhook delivery and the alert record")
+        (got,) = accepted
         signing.verify("k", got.headers[signing.SIGNATURE_HEADER], got.body)
         fp = got.json()["alerts"][0]["fingerprint"]
-        records = wait_for(lambda: bus.read_all(settings.topics.alerts))
         assert [(decode(Alert, m.value).fingerprint, decode(Alert, m.value).status) for m in records] == [(fp, "firing")]
         assert all(s.ready()[0] for s in component.stages)
 
@@ -97,7 +93,7 @@ def test_stages_deliver_a_signed_alert_and_serve_it(make_settings, tmp_path: Pat
         assert client.get(f"/alerts/{fp}").json()["acked_by"] == "alice"
         # a dead-lettered story payload goes to the DLQ, the stage keeps going
         producer.send(settings.topics.trends, b"not json", key="x")
-        wait_for(lambda: bus.read_all(settings.topics.dlq))
+        wait_until(lambda: bus.read_all(settings.topics.dlq), 10, "the bad payload on the DLQ")
         stop.set()
         for t in threads:
             t.join(5)
@@ -188,8 +184,8 @@ def test_a_new_in_process_bus_restarts_evaluation_at_offset_zero(make_settings, 
         for t in threads:
             t.start()
         send_record(bus.producer(), settings.topics.trends, point(emitted=12), key="topic:Energy | Oil")
-        wait_for(lambda: (settings.home / "alerts.jsonl").exists()
-                 and "oil-gloom" in (settings.home / "alerts.jsonl").read_text())
+        wait_until(lambda: (settings.home / "alerts.jsonl").exists()
+                   and "oil-gloom" in (settings.home / "alerts.jsonl").read_text(), 10, "the alert in alerts.jsonl")
         stop.set()
         for t in threads:
             t.join(5)

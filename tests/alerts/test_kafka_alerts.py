@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -56,8 +55,8 @@ def test_trends_on_kafka_fire_then_resolve_one_signed_alert(kafka_settings, tmp_
         firing = wait_until(lambda: receiver.accepted, 60, "the firing delivery")
         publish(point(start=1, emitted=1.5, mean_score=0.1, **one_minute))       # clears: resolved
         wait_until(lambda: len(receiver.accepted) >= 2, 60, "the resolved delivery")
-        # exactly two: keep watching a settle period after the second arrived, then count
-        accepted = settled(lambda: list(receiver.accepted), 0.5, 60, "the deliveries", every_s=0.05)
+        # exactly two: keep watching a settle period (20 outbox polls) after the second arrived, then count
+        accepted = settled(lambda: list(receiver.accepted), 2, 60, "the deliveries", every_s=0.05)
         assert len(accepted) == 2, [r.json() for r in accepted]
         first, second = (r.json() for r in receiver.accepted)
         assert (first["status"], first["reason"], second["status"], second["reason"]) == \
@@ -73,11 +72,16 @@ def test_trends_on_kafka_fire_then_resolve_one_signed_alert(kafka_settings, tmp_
         # the same transitions were published as Alert records on the alerts topic
         consumer = bus.consumer([settings.topics.alerts], ConsumerOptions(group_id=f"check-{settings.topics.alerts}"))
         seen: list[Alert] = []
-        deadline = time.monotonic() + 60
-        while len(seen) < 2 and time.monotonic() < deadline:
-            seen += [decode(Alert, m.value) for m in consumer.poll(timeout_s=1.0)]
-        consumer.close()
-        assert [(a.rule, a.status) for a in seen] == [("market-gloom", "firing"), ("market-gloom", "resolved")]
+
+        def records() -> list[Alert]:  # what the topic held so far, once both transitions are there
+            seen.extend(decode(Alert, m.value) for m in consumer.poll(timeout_s=0.2))
+            return list(seen) if len(seen) >= 2 else []
+
+        try:  # exactly two: keep reading a settle period after the second, then compare
+            published = settled(records, 2, 60, "two Alert records on the alerts topic")
+        finally:
+            consumer.close()
+        assert [(a.rule, a.status) for a in published] == [("market-gloom", "firing"), ("market-gloom", "resolved")]
     finally:
         stop.set()
         for t in threads:

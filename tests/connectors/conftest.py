@@ -12,6 +12,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from tests.waiting import wait_until
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
@@ -149,13 +151,10 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list:
     c = KafkaConsumer(bootstrap_servers=[bootstrap], enable_auto_commit=False, group_id=None)
     try:
         deadline = time.monotonic() + timeout_s
-        parts = None
-        while not parts:
-            parts = c.partitions_for_topic(topic)
-            if not parts:
-                if time.monotonic() > deadline:
-                    return []
-                time.sleep(0.1)
+        try:
+            parts = wait_until(lambda: c.partitions_for_topic(topic), timeout_s, f"the partitions of {topic}")
+        except AssertionError:
+            return []  # no such topic (yet): nothing on it
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         c.assign(tps)
         c.seek_to_beginning(*tps)
@@ -209,9 +208,7 @@ def ingest_factory():
         bus.close()
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 30.0, interval_s: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(interval_s)
+def wait_for(predicate: Callable[[], object], timeout_s: float = 30.0, interval_s: float = 0.1,
+             what: str = "the condition"):
+    """:func:`tests.waiting.wait_until` under the name the connector tests import."""
+    return wait_until(predicate, timeout_s, what, interval_s)

@@ -65,12 +65,13 @@ def test_ingest_daemon_runs_pollers_replays_and_webhook(kafka_settings, kafka_bo
     daemon, ctx = build_daemon(settings, ["ingest"])
     daemon.start()
     try:
-        wait_for(lambda: len(news_on(kafka_bootstrap, settings.topics.raw)) >= 3)
+        wait_for(lambda: len(news_on(kafka_bootstrap, settings.topics.raw)) >= 3, what="3 stories on the raw topic")
         body = json.dumps({"title": "Pushed story", "id": "push-1"}).encode()
         r = httpx.post(f"{daemon.http.url}/ingest/hook", content=body, headers={"X-Finsent-Signature": sign("s", body)})
         assert r.status_code == 202, r.text
         wait_for(lambda: (ctx.registry.get_sample_value("finsent_ingest_errors_total",
-                                                        {"source": "slow", "kind": "timeout"}) or 0) == 1)
+                                                        {"source": "slow", "kind": "timeout"}) or 0) == 1,
+                 what="the slow source's timeout counted")
         assert httpx.get(f"{daemon.http.url}/readyz").status_code == 200
         metrics = httpx.get(f"{daemon.http.url}/metrics", follow_redirects=True).text
         assert 'finsent_ingest_new_total{source="wire-a"} 2.0' in metrics

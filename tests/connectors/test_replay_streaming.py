@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import tracemalloc
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 from connectors.publisher import PublishResult
 from connectors.replay import BadRow, Replayer, in_event_time_order
 from connectors.settings import FileSource
+from tests.waiting import wait_until
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
 
@@ -127,9 +127,7 @@ def test_replay_file_removed_after_start_up_is_a_clear_not_ready_not_a_traceback
     worker = threading.Thread(target=stage.run, args=(stop,))
     worker.start()
     try:
-        deadline = time.monotonic() + 10
-        while stage.ready()[0] and time.monotonic() < deadline:
-            stop.wait(0.02)
+        wait_until(lambda: not stage.ready()[0], 10, "the stage to report not ready", every_s=0.02)
         ok, detail = stage.ready()
         assert not ok and f"cannot read {path}" in detail and "No such file" in detail
         assert worker.is_alive()  # the stage idles until stop; the daemon goes on

@@ -9,13 +9,14 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.waiting import wait_until
 
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
@@ -35,18 +36,11 @@ def free_port() -> int:
 
 
 def wait_for(check: Callable[[], object], timeout_s: float = 60.0, what: str = "condition", every: float = 0.2):
-    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    last_err: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            got = check()
-            if got:
-                return got
-        except (httpx.HTTPError, OSError, ValueError, KeyError) as err:
-            last_err = err
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}" + (f" (last error: {last_err})" if last_err else ""))
+    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout_s``.
+
+    :func:`tests.waiting.wait_until`, with a process's "not up yet" errors (connection refused, a
+    half-written answer) taken as "not yet"; kept under this name for the tests that import it."""
+    return wait_until(check, timeout_s, what, every, ignoring=(httpx.HTTPError, OSError, ValueError, KeyError))
 
 
 @dataclass

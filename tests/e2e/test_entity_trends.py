@@ -9,7 +9,6 @@ the trend floor: it feeds no ticker trend at all).
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 from tests.alerts.helpers import Receiver
 from tests.connectors.conftest import Resp
 from tests.e2e.test_feed_to_webhook import alerts_in, rss, start, stop, stories, wait_for, window_start
+from tests.waiting import settled
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
 
@@ -100,12 +100,9 @@ def test_conflicting_headlines_move_tickers_apart_and_lists_barely_move(
         wait_for(lambda: _counted(url, "ticker:NTCH") == len(CONFLICT)
                  and _counted(url, "ticker:GLBX") == len(CONFLICT)
                  and _counted(url, "all") == len(CONFLICT) + 1, 180, "every story in the trends")
-        wait_for(lambda: alerts_in(receiver, "firing"), 60, "the loser's alert")
         # settle: the winner's rule must stay quiet with every story counted and the loser's alert in
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline:
-            assert all(a["labels"]["alertname"] != "glbx-gloom" for a in alerts_in(receiver, "firing"))
-            time.sleep(0.2)
+        firing = settled(lambda: alerts_in(receiver, "firing"), 5.0, 60, "the loser's alert", every_s=0.2)
+        assert all(a["labels"]["alertname"] != "glbx-gloom" for a in firing), firing
         glbx, ntch = _points(url, "ticker:GLBX"), _points(url, "ticker:NTCH")
         listed = {t: _points(url, f"ticker:{t}") for t in LISTED}
         item = httpx.get(f"{url}/items/list-0", timeout=10)

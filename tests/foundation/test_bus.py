@@ -13,6 +13,7 @@ from monitor.bus.base import Bus, BusError, ConsumerOptions, Message, TopicParti
 from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets, send_record
 from monitor.bus.memory import MemoryBus
 from monitor.records import DeadLetter, NewsItem, decode
+from tests.waiting import wait_until
 
 
 @pytest.fixture(params=["memory", pytest.param("kafka", marks=pytest.mark.kafka)])
@@ -88,17 +89,19 @@ def test_two_group_members_share_three_partitions(bus):
     threads = [threading.Thread(target=member, args=(n,)) for n in seen]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        total = {m.value for msgs in seen.values() for m in msgs}
-        if len(total) == 600 and len(assignments) == 2 and not (assignments["a"] & assignments["b"]):
-            break
-        time.sleep(0.2)
-    stop.set()
-    for t in threads:
-        t.join()
-    for c in consumers.values():
-        c.close()
+
+    def shared() -> bool:  # every record read, and each member holding partitions of its own
+        total = {m.value for msgs in seen.values() for m in list(msgs)}
+        return len(total) == 600 and len(assignments) == 2 and not (assignments["a"] & assignments["b"])
+
+    try:
+        wait_until(shared, 60, "600 records read by two members on disjoint partitions", every_s=0.2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        for c in consumers.values():
+            c.close()
     assert {int(m.value) for msgs in seen.values() for m in msgs} == set(range(600))
     assert assignments["a"] and assignments["b"], assignments
     assert not (assignments["a"] & assignments["b"])

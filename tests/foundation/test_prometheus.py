@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -14,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from monitor.bus.memory import MemoryBus
 from monitor.daemon import Daemon
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,19 +47,15 @@ def test_real_prometheus_scrapes_the_daemon(tmp_path):
          f"--web.listen-address=127.0.0.1:{prom_port}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+
+    def scraped() -> list:
+        r = httpx.get(f"http://127.0.0.1:{prom_port}/api/v1/query", params={"query": "finsent_scrape_probe_total"})
+        return r.json()["data"]["result"]
+
     try:
-        value = None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and value is None:
-            try:
-                r = httpx.get(f"http://127.0.0.1:{prom_port}/api/v1/query", params={"query": "finsent_scrape_probe_total"})
-                result = r.json()["data"]["result"]
-                if result:
-                    value = float(result[0]["value"][1])
-            except (httpx.HTTPError, KeyError, ValueError):
-                pass
-            time.sleep(0.5)
-        assert value == 7.0
+        result = wait_until(scraped, 60, "the probe counter scraped by Prometheus", every_s=0.5,
+                            ignoring=(httpx.HTTPError, KeyError, ValueError))
+        assert float(result[0]["value"][1]) == 7.0
         up = httpx.get(f"http://127.0.0.1:{prom_port}/api/v1/query", params={"query": "up{job='finsent'}"}).json()
         assert up["data"]["result"][0]["value"][1] == "1"
     finally:

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from monitor.bus.memory import MemoryBus
 from monitor.component import Context
 from monitor.labels import LabelCollector, LabelStore, Vote, labels_router, resolve
 from monitor.records import LabelRecord, utcnow
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "s3cret-token-for-labels"
@@ -176,11 +176,12 @@ def test_collector_stores_labels_from_the_topic_and_dead_letters_garbage(make_se
     stop = threading.Event()
     t = threading.Thread(target=collector.run, args=(stop,))
     t.start()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and len(bus.read_all(settings.topics.dlq)) < 2:
-        time.sleep(0.05)
-    stop.set()
-    t.join(5)
+    try:
+        wait_until(lambda: len(bus.read_all(settings.topics.dlq)) >= 2, 10, "the two bad labels on the DLQ",
+                   every_s=0.05)
+    finally:
+        stop.set()
+        t.join(5)
     assert [(v["text"], v["label"], v["labeller"], v["source"]) for v in store.votes()] == [
         ("Shares sink", "negative", "ann", "topic")]
     assert len(bus.read_all(settings.topics.dlq)) == 2

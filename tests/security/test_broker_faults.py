@@ -32,11 +32,15 @@ from tests.conftest import KAFKA_LOCAL
 from tests.connectors.conftest import FeedServer, Resp, read_topic
 from tests.e2e.test_feed_to_webhook import NEGATIVE, POSITIVE, RULES, alerts_in, rss, stories, window_start
 from tests.e2e.test_feed_to_webhook import SECRET as HOOK_SECRET
-from tests.waiting import wait_until
+from tests.waiting import settled, wait_until
 
 pytestmark = [pytest.mark.kafka]  # a core promise (no story lost, one alert): default tier
 
 SECRET = "fault-push-secret"
+# Watched after the resolved alert and readiness came back, before counting deliveries: over the
+# outbox's 1 s poll plus the 2 s max_backoff of a retried delivery, and the stages' re-reads of what
+# they had not committed before the kill are done by then (readiness is back).
+SETTLE_S = 5.0
 
 
 def free_port() -> int:
@@ -214,6 +218,9 @@ def test_alert_path_sends_no_alert_twice_across_a_broker_kill(tmp_path: Path, ma
                    180, "the resolved alert after the outage")
         assert not daemon.stop_event.is_set(), "a stage died during the outage"
         wait_until(lambda: daemon.health.readiness().status == "ok", 60, "readiness after the outage")
+        # exactly once each: keep watching a settle period before counting (a late duplicate shows)
+        settled(lambda: len(receiver.accepted), SETTLE_S, 10, "the deliveries")
+        assert not daemon.stop_event.is_set(), "a stage died after the outage"
     finally:
         daemon.stop_event.set()
         code = daemon.wait()

@@ -11,12 +11,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
+
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
@@ -82,20 +83,21 @@ def test_no_secret_is_ever_printed(quick_model_home: Path, tmp_path: Path, kafka
         proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "run", "--config", str(cfg)], env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
+
+    def failed_fetches_logged_and_ready() -> bool:
+        assert proc.poll() is None, f"daemon exited early:\n{log_path.read_text()[-3000:]}"
+        text = log_path.read_text()
+        return ("API fetch failed" in text and "feed fetch failed" in text
+                and httpx.get(f"{base}/readyz", timeout=2).status_code == 200)
+
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, f"daemon exited early:\n{log_path.read_text()[-3000:]}"
-            text = log_path.read_text()
-            if "API fetch failed" in text and "feed fetch failed" in text:
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-            time.sleep(0.5)
-        else:
-            raise AssertionError(f"no fetch failures logged or never ready:\n{log_path.read_text()[-3000:]}")
+        try:
+            wait_until(failed_fetches_logged_and_ready, 180, "both fetch failures logged and /readyz ok",
+                       every_s=0.5, ignoring=(httpx.HTTPError,))
+        except AssertionError as err:
+            if not str(err).startswith("timed out"):
+                raise  # the daemon exited: its log is in the message already
+            raise AssertionError(f"{err}:\n{log_path.read_text()[-3000:]}") from None
         # answers that could echo a secret
         body = b'{"title": "x"}'
         seen.append(httpx.post(f"{base}/ingest/partner", content=body,

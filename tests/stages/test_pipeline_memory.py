@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
@@ -15,16 +13,13 @@ from monitor.records import DeadLetter, ScoredItem, TrendPoint, decode
 from monitor.stages.component import build_aggregate, build_classify
 from monitor.stages.keyword_engine import KeywordEngine
 from tests.stages.helpers import news
+from tests.waiting import wait_until
 
 
 def wait_for(predicate, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    pytest.fail(f"timed out waiting for {what}")
+    """:func:`tests.waiting.wait_until` under the name the stage tests import (the in-process bus is
+    quick: polled every 20 ms)."""
+    return wait_until(predicate, timeout, what, every_s=0.02)
 
 
 @pytest.fixture
