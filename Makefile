@@ -18,6 +18,7 @@ run: bootstrap        ## the daemon on its embedded defaults with the demo feed 
 
 test: ## the default suite (everything but @slow), real Kafka broker, Prometheus and Alertmanager included
 	@deploy/bootstrap.sh --with-test-tools
+	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory check-deploy
 	@$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 

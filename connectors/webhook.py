@@ -197,11 +197,6 @@ def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
     return signing.sign(secret, body, timestamp)
 
 
-def sign_legacy(secret: str, body: bytes) -> str:
-    """The old body-only ``sha256=<hex>`` value (accepted only with ``legacy_body_hmac``)."""
-    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
-
-
 def parse_stories(data: Any) -> list[WebhookStory]:
     """One story, a list, or ``{"items": [...]}``; raises ValidationError (or ValueError)."""
     if isinstance(data, list):

@@ -36,7 +36,7 @@ class _NoTritonWithoutCuda(importlib.abc.MetaPathFinder):
         torch = sys.modules.get("torch")
         if torch is None or torch.cuda.is_available():
             return None
-        sys.modules["triton"] = None  # type: ignore[assignment]  # later imports and find_spec: absent
+        sys.modules["triton"] = None  # later imports and find_spec: absent
         raise ModuleNotFoundError("triton is not used without a GPU (see models.hf)", name="triton")
 
 

@@ -160,7 +160,7 @@ class FinsentModel(BertPreTrainedModel):
             out[ENTITY_OUTPUT] = hidden
         return out
 
-    def forward(  # type: ignore[override]
+    def forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,

@@ -201,6 +201,8 @@ class Registry:
         final = self.path(version)
         if final.exists():
             raise RegistryError(f"model version {version!r} already exists")
+        if removed := self.clean_staging():
+            log.info("removed leftovers of crashed publishes", staging=str(self.staging_dir), removed=removed)
         self.staging_dir.mkdir(parents=True, exist_ok=True)
         self.versions_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.staging_dir / f"{version}.{secrets.token_hex(4)}"
@@ -318,7 +320,9 @@ class Registry:
         raise RegistryError("nothing to roll back to (no earlier valid version in the history)")
 
     def clean_staging(self, older_than_s: float = 3600) -> int:
-        """Remove leftovers of crashed publishes; returns how many were removed."""
+        """Remove leftovers of crashed publishes (staging directories untouched for
+        ``older_than_s``: an hour, so a publish in progress elsewhere is never one); returns how
+        many were removed. Every :meth:`publish` calls it first."""
         if not self.staging_dir.is_dir():
             return 0
         removed = 0

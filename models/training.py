@@ -298,7 +298,7 @@ def _coerce_extra(extra: Iterable[LabelledExample | tuple[str, str, str | int]])
         if task not in TASKS:
             raise ValueError(f"extra example {i}: unknown task {task!r}")
         try:
-            out.append((task, Example(text=str(text), label=parse_label(task, label))))  # type: ignore[arg-type]
+            out.append((task, Example(text=str(text), label=parse_label(task, label))))
         except ValueError as err:
             raise ValueError(f"extra example {i}: {err}") from None
     return out
@@ -363,7 +363,7 @@ def _make_entity_batches(ed: _EntityData, indices: Sequence[int], batch_size: in
                     ids,
                     mask,
                     torch.tensor(labels),
-                    states,  # type: ignore[arg-type]
+                    states,
                     torch.tensor(targets),
                     torch.tensor(owner),
                 )

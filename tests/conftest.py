@@ -29,9 +29,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     state = tmp_path_factory.mktemp("kafka")
     env = {**os.environ, "KAFKA_LOCAL_STATE": str(state)}
-    proc = subprocess.run(
-        [str(KAFKA_LOCAL), "start"], env=env, capture_output=True, text=True, timeout=600
-    )
+    proc = subprocess.run([str(KAFKA_LOCAL), "start"], env=env, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         pytest.fail(f"kafka-local start failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     last = proc.stdout.strip().splitlines()[-1]
@@ -52,9 +50,9 @@ def topics(topic_suffix: str):
     """Topic names unique to one test, so tests sharing the session broker never see each other."""
     from monitor.config import TopicSettings
 
-    return TopicSettings(**{
-        name: f"{default}.{topic_suffix}" for name, default in TopicSettings().model_dump().items()
-    })
+    return TopicSettings(
+        **{name: f"{default}.{topic_suffix}" for name, default in TopicSettings().model_dump().items()}
+    )
 
 
 @pytest.fixture

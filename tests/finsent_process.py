@@ -27,8 +27,13 @@ class FinsentProcess:
         env.update(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         self.starts += 1
         with self.log.open("a") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", *self.args, "--config", str(self.config)],
-                                         cwd=ROOT, env=env, stdout=out, stderr=out)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "monitor.cli", *self.args, "--config", str(self.config)],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=out,
+            )
 
     def tail(self, n: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""

@@ -20,8 +20,14 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], T], timeout_s: float, what: str, every_s: float = 0.1, *,
-               ignoring: tuple[type[BaseException], ...] = ()) -> T:
+def wait_until(
+    predicate: Callable[[], T],
+    timeout_s: float,
+    what: str,
+    every_s: float = 0.1,
+    *,
+    ignoring: tuple[type[BaseException], ...] = (),
+) -> T:
     """Poll ``predicate`` every ``every_s`` seconds until it returns something truthy, and return
     that first truthy value (so ``(alert,) = wait_until(lambda: receiver.accepted, ...)`` works).
 
@@ -44,8 +50,10 @@ def wait_until(predicate: Callable[[], T], timeout_s: float, what: str, every_s:
         if remaining <= 0:
             break
         time.sleep(min(every_s, remaining))
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}"
-                         + (f" (last error: {last_error!r})" if last_error is not None else ""))
+    raise AssertionError(
+        f"timed out after {timeout_s}s waiting for {what}"
+        + (f" (last error: {last_error!r})" if last_error is not None else "")
+    )
 
 
 def settled(read: Callable[[], T], settle_s: float, timeout_s: float, what: str, every_s: float = 0.1) -> T:

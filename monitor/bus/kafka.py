@@ -261,10 +261,6 @@ class KafkaBusProducer:
         self._buffered = 0
         self._lock = threading.Lock()
 
-    @property
-    def buffered_bytes(self) -> int:
-        return self._buffered
-
     def _release(self, size: int) -> None:
         with self._lock:
             self._buffered -= size

@@ -148,5 +148,5 @@ def load_engine(settings: object) -> ScoringEngine:
     for name in ("from_settings", "load", "from_registry"):
         factory = getattr(cls, name, None)
         if callable(factory):
-            return factory(settings)  # type: ignore[no-any-return]
+            return factory(settings)
     raise RuntimeError("models.engine.InferenceEngine has no from_settings/load/from_registry constructor")

@@ -37,29 +37,64 @@ def point(
     """A point of window [start, start+size) minutes, emitted at ``emitted`` minutes (default: mid-window)."""
     emitted = start + size / 2 if emitted is None else emitted
     return TrendPoint(
-        key=key, window=window, window_start=at(start), window_end=at(start + size), count=count,
-        mean_score=mean_score, negative_share=negative_share, positive_share=max(0.0, 1 - negative_share - 0.1),
-        ewma=ewma, weighted_mean=mean_score, volume_z=volume_z, baseline_mean=0.0,
+        key=key,
+        window=window,
+        window_start=at(start),
+        window_end=at(start + size),
+        count=count,
+        mean_score=mean_score,
+        negative_share=negative_share,
+        positive_share=max(0.0, 1 - negative_share - 0.1),
+        ewma=ewma,
+        weighted_mean=mean_score,
+        volume_z=volume_z,
+        baseline_mean=0.0,
         top_items=tuple(
-            Evidence(id=f"s{i}", title=f"Headline {i}", source="wire", url=f"https://news.example/{i}",
-                     published_at=at(start), score=-0.9)
+            Evidence(
+                id=f"s{i}",
+                title=f"Headline {i}",
+                source="wire",
+                url=f"https://news.example/{i}",
+                published_at=at(start),
+                score=-0.9,
+            )
             for i in range(top)
         ),
-        revised=revised, model_version="m-1", emitted_at=at(emitted),
+        revised=revised,
+        model_version="m-1",
+        emitted_at=at(emitted),
     )
 
 
 def story(
-    id: str = "story-1", tickers: tuple[str, ...] = ("AAPL",), score: float = -0.9, minutes: float = 1,
-    novelty: float = 1.0, topic: str = "Company | Product News",
+    id: str = "story-1",
+    tickers: tuple[str, ...] = ("AAPL",),
+    score: float = -0.9,
+    minutes: float = 1,
+    novelty: float = 1.0,
+    topic: str = "Company | Product News",
 ) -> ScoredItem:
-    item = NewsItem(id=id, source="wire", url=f"https://news.example/{id}", title=f"Bad news {id}",
-                    published_at=at(minutes), fetched_at=at(minutes), tickers=tickers, novelty=novelty)
+    item = NewsItem(
+        id=id,
+        source="wire",
+        url=f"https://news.example/{id}",
+        title=f"Bad news {id}",
+        published_at=at(minutes),
+        fetched_at=at(minutes),
+        tickers=tickers,
+        novelty=novelty,
+    )
     neg = (1 - score) / 2
-    return ScoredItem(item=item, sentiment="negative" if score < 0 else "positive",
-                      sentiment_probs={"negative": neg, "neutral": 0.0, "positive": 1 - neg},
-                      sentiment_score=score, topic=topic, topic_probs={topic: 1.0}, model_version="m-1",
-                      scored_at=at(minutes))
+    return ScoredItem(
+        item=item,
+        sentiment="negative" if score < 0 else "positive",
+        sentiment_probs={"negative": neg, "neutral": 0.0, "positive": 1 - neg},
+        sentiment_score=score,
+        topic=topic,
+        topic_probs={topic: 1.0},
+        model_version="m-1",
+        scored_at=at(minutes),
+    )
 
 
 def rules(*specs: dict) -> RuleSet:
@@ -67,8 +102,15 @@ def rules(*specs: dict) -> RuleSet:
 
 
 OIL = {
-    "name": "oil-gloom", "type": "threshold", "key": "topic:Energy | Oil", "window": "15m",
-    "metric": "negative_share", "op": ">", "value": 0.6, "min_count": 20, "for": "5m",
+    "name": "oil-gloom",
+    "type": "threshold",
+    "key": "topic:Energy | Oil",
+    "window": "15m",
+    "metric": "negative_share",
+    "op": ">",
+    "value": 0.6,
+    "min_count": 20,
+    "for": "5m",
     "annotations": {"summary": "{{ value | pct }} negative on {{ key }}"},
 }
 
@@ -95,9 +137,9 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                got = Received(self.path, {k: v for k, v in self.headers.items()}, body)
+                got = Received(self.path, dict(self.headers.items()), body)
                 receiver.requests.append(got)
                 status, headers = receiver.respond(len(receiver.requests))
                 if 200 <= status < 300:

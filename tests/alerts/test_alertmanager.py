@@ -36,11 +36,21 @@ def setup(tmp_path: Path, url: str):
     clock = ManualClock()
     store = AlertStore(tmp_path / "alerts.db")
     receivers = {"am": am_receiver(url)}
-    engine = AlertEngine(rules({**OIL, "for": 0, "receiver": "am"}), store,
-                         EngineOptions(receivers=receivers, external_url="http://finsent.test"), clock)
+    engine = AlertEngine(
+        rules({**OIL, "for": 0, "receiver": "am"}),
+        store,
+        EngineOptions(receivers=receivers, external_url="http://finsent.test"),
+        clock,
+    )
     metrics = AlertMetrics(CollectorRegistry())
-    deliverer = OutboxDeliverer(store, {"am": AlertmanagerSender("am", receivers["am"])}, policy=POLICY,
-                                clock=clock, rng=random.Random(3), metrics=metrics)
+    deliverer = OutboxDeliverer(
+        store,
+        {"am": AlertmanagerSender("am", receivers["am"])},
+        policy=POLICY,
+        clock=clock,
+        rng=random.Random(3),
+        metrics=metrics,
+    )
     return clock, store, engine, deliverer, metrics, receivers
 
 
@@ -82,11 +92,11 @@ def test_firing_alerts_are_resent_before_the_resolve_timeout(tmp_path: Path):
     clock, store, engine, deliverer, _, receivers = setup(tmp_path, "http://127.0.0.1:9")
     keepalive = AlertmanagerKeepalive(store, receivers, "http://finsent.test", clock)
     engine.process([point(emitted=1)])
-    assert keepalive.tick() == 0            # the firing notification is still pending: nothing added
+    assert keepalive.tick() == 0  # the firing notification is still pending: nothing added
     (pending,) = store.outbox_entries(("pending",))
     store.mark_delivered(pending.id, clock.time(), 200)
     clock.advance(30)
-    assert keepalive.tick() == 0            # not yet due (every 60 s)
+    assert keepalive.tick() == 0  # not yet due (every 60 s)
     clock.advance(31)
     assert keepalive.tick() == 1
     (again,) = store.outbox_entries(("pending",))
@@ -96,7 +106,7 @@ def test_firing_alerts_are_resent_before_the_resolve_timeout(tmp_path: Path):
     engine.process([point(start=15, emitted=16, negative_share=0.1)])  # resolved
     store.mark_delivered(store.outbox_entries(("pending",))[0].id, clock.time(), 200)
     clock.advance(61)
-    assert keepalive.tick() == 0            # nothing firing any more
+    assert keepalive.tick() == 0  # nothing firing any more
 
 
 def _garbage_server(reply: bytes) -> tuple[socket.socket, str, threading.Thread]:
@@ -121,10 +131,14 @@ def _garbage_server(reply: bytes) -> tuple[socket.socket, str, threading.Thread]
     return srv, f"http://127.0.0.1:{srv.getsockname()[1]}", thread
 
 
-@pytest.mark.parametrize("reply", [
-    b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 21\r\n\r\n<html>captive</html>\n",
-    b"this is not HTTP at all\r\n\r\n",
-], ids=["html-200", "not-http"])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 21\r\n\r\n<html>captive</html>\n",
+        b"this is not HTTP at all\r\n\r\n",
+    ],
+    ids=["html-200", "not-http"],
+)
 def test_malformed_response_keeps_the_alert_until_alertmanager_answers(tmp_path: Path, reply: bytes, caplog):
     need(ALERTMANAGER)
     srv, url, serving = _garbage_server(reply)

@@ -51,11 +51,13 @@ def test_stages_deliver_a_signed_alert_and_serve_it(make_settings, tmp_path: Pat
     bus = MemoryBus()
     try:
         path = write_rules(tmp_path, {**OIL, "for": 0, "receiver": "hook"})
-        settings = make_settings(alerts={
-            "rules_file": str(path),
-            "receivers": {"hook": {"type": "webhook", "url": receiver.url, "secret": "k"}},
-            "outbox": {"poll_interval": "50ms"},
-        })
+        settings = make_settings(
+            alerts={
+                "rules_file": str(path),
+                "receivers": {"hook": {"type": "webhook", "url": receiver.url, "secret": "k"}},
+                "outbox": {"poll_interval": "50ms"},
+            }
+        )
         bus.ensure_topics(settings.topics.all())
         ctx = Context(settings=settings, bus=bus)
         component = build_alerts(ctx)
@@ -76,7 +78,9 @@ def test_stages_deliver_a_signed_alert_and_serve_it(make_settings, tmp_path: Pat
         (got,) = accepted
         signing.verify("k", got.headers[signing.SIGNATURE_HEADER], got.body)
         fp = got.json()["alerts"][0]["fingerprint"]
-        assert [(decode(Alert, m.value).fingerprint, decode(Alert, m.value).status) for m in records] == [(fp, "firing")]
+        assert [(decode(Alert, m.value).fingerprint, decode(Alert, m.value).status) for m in records] == [
+            (fp, "firing")
+        ]
         assert all(s.ready()[0] for s in component.stages)
 
         app = FastAPI()
@@ -116,7 +120,8 @@ def test_alerts_cli_lists_shows_and_acks(make_settings, tmp_path: Path, capsys, 
     settings.ensure_dirs()
     store = AlertStore(store_path(settings))
     AlertEngine(settings.alerts.load_rules(), store, engine_options(settings), ManualClock()).process(
-        [point("all", emitted=12, mean_score=-0.6, count=40)])
+        [point("all", emitted=12, mean_score=-0.6, count=40)]
+    )
     fp = store.list_alerts()[0].fingerprint
     store.close()
     assert main(["alerts", "list"]) == 0
@@ -143,8 +148,13 @@ def test_rules_check_and_test_cli(tmp_path: Path, capsys):
 
     replay = tmp_path / "trends.jsonl"
     # default aggregator config: 15m windows hop by 5m, so [10:00,10:15) leads from 10:10, [10:05,10:20) from 10:15
-    lines = [point(emitted=10), point(emitted=13), point(start=5, emitted=16),
-             point(start=5, emitted=19, negative_share=0.2), point(start=10, emitted=12, negative_share=0.9)]
+    lines = [
+        point(emitted=10),
+        point(emitted=13),
+        point(start=5, emitted=16),
+        point(start=5, emitted=19, negative_share=0.2),
+        point(start=10, emitted=12, negative_share=0.9),
+    ]
     replay.write_text("\n".join(p.model_dump_json() for p in lines) + "\n")
     assert main(["rules", "test", str(good), "--replay", str(replay)]) == 0
     captured = capsys.readouterr()
@@ -184,8 +194,14 @@ def test_a_new_in_process_bus_restarts_evaluation_at_offset_zero(make_settings, 
         for t in threads:
             t.start()
         send_record(bus.producer(), settings.topics.trends, point(emitted=12), key="topic:Energy | Oil")
-        wait_until(lambda: (settings.home / "alerts.jsonl").exists()
-                   and "oil-gloom" in (settings.home / "alerts.jsonl").read_text(), 10, "the alert in alerts.jsonl")
+        wait_until(
+            lambda: (
+                (settings.home / "alerts.jsonl").exists()
+                and "oil-gloom" in (settings.home / "alerts.jsonl").read_text()
+            ),
+            10,
+            "the alert in alerts.jsonl",
+        )
         stop.set()
         for t in threads:
             t.join(5)

@@ -27,10 +27,15 @@ def hook(url: str, **kw) -> ReceiverSettings:
     return ReceiverSettings(type="webhook", url=url, secret=SECRET, **kw)
 
 
-def enqueue_firing(store: AlertStore, receivers: dict[str, ReceiverSettings], clock: ManualClock,
-                   receiver: str = "hook") -> AlertEngine:
-    engine = AlertEngine(rules({**OIL, "for": 0, "receiver": receiver}), store,
-                         EngineOptions(receivers=receivers, external_url="http://finsent.test"), clock)
+def enqueue_firing(
+    store: AlertStore, receivers: dict[str, ReceiverSettings], clock: ManualClock, receiver: str = "hook"
+) -> AlertEngine:
+    engine = AlertEngine(
+        rules({**OIL, "for": 0, "receiver": receiver}),
+        store,
+        EngineOptions(receivers=receivers, external_url="http://finsent.test"),
+        clock,
+    )
     changes = engine.process([point(emitted=1, top=2)])
     assert [e.receiver for e in changes.outbox] == [receiver]
     return engine
@@ -49,24 +54,39 @@ def test_payload_is_alertmanager_v4_with_finsent_extensions(tmp_path: Path, rece
     assert deliverer(store, receivers, clock).deliver_due() == 1
     (got,) = receiver.accepted
     msg = got.json()
-    assert set(msg) == {"version", "groupKey", "truncatedAlerts", "status", "receiver", "groupLabels", "commonLabels",
-                        "commonAnnotations", "externalURL", "alerts", "reason"}
+    assert set(msg) == {
+        "version",
+        "groupKey",
+        "truncatedAlerts",
+        "status",
+        "receiver",
+        "groupLabels",
+        "commonLabels",
+        "commonAnnotations",
+        "externalURL",
+        "alerts",
+        "reason",
+    }
     assert msg["version"] == "4" and msg["status"] == "firing" and msg["receiver"] == "hook"
     assert msg["truncatedAlerts"] == 0 and msg["externalURL"] == "http://finsent.test"
     assert msg["groupKey"] == '{}/{receiver="hook"}:{alertname="oil-gloom"}'
     assert msg["groupLabels"] == {"alertname": "oil-gloom"}
     (alert,) = msg["alerts"]
     assert {"status", "labels", "annotations", "startsAt", "endsAt", "generatorURL", "fingerprint"} <= set(alert)
-    assert alert["endsAt"] == "0001-01-01T00:00:00Z"                # Alertmanager's "still firing"
+    assert alert["endsAt"] == "0001-01-01T00:00:00Z"  # Alertmanager's "still firing"
     assert alert["generatorURL"] == f"http://finsent.test/alerts/{alert['fingerprint']}"
     assert alert["values"] == {"negative_share": 0.7, "count": 30.0, "threshold": 0.6}
     assert alert["model_version"] == "m-1"
     assert [(e["title"], e["source"], e["url"], e["score"]) for e in alert["evidence"]] == [
-        ("Headline 0", "wire", "https://news.example/0", -0.9), ("Headline 1", "wire", "https://news.example/1", -0.9)]
+        ("Headline 0", "wire", "https://news.example/0", -0.9),
+        ("Headline 1", "wire", "https://news.example/1", -0.9),
+    ]
     assert alert["evidence"][0]["published_at"] == "2026-11-23T10:00:00Z"
-    WebhookMessage.model_validate(msg)                                # our own model reads it back
+    WebhookMessage.model_validate(msg)  # our own model reads it back
     # signed over the raw body, verifiable by the receiver
-    assert signing.verify(SECRET, got.headers[signing.SIGNATURE_HEADER], got.body, now=clock.time()) == int(clock.time())
+    assert signing.verify(SECRET, got.headers[signing.SIGNATURE_HEADER], got.body, now=clock.time()) == int(
+        clock.time()
+    )
     assert got.headers["Content-Type"] == "application/json"
     assert got.headers[signing.IDEMPOTENCY_HEADER]
 
@@ -89,6 +109,7 @@ def test_signature_round_trip_and_rejections():
     # the documented receiver recipe computes the same thing with the stdlib only
     import hashlib
     import hmac
+
     t, v1 = (p.split("=", 1)[1] for p in header.split(","))
     assert hmac.new(SECRET.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest() == v1
 
@@ -105,9 +126,19 @@ def test_unsigned_receiver_sends_no_signature(tmp_path: Path, receiver: Receiver
 
 @pytest.mark.parametrize(
     ("status", "headers", "retryable", "retry_after"),
-    [(500, {}, True, None), (502, {}, True, None), (503, {"Retry-After": "7"}, True, 7.0), (429, {}, True, None),
-     (429, {"Retry-After": "120"}, True, 120.0), (400, {}, False, None), (401, {}, False, None),
-     (404, {}, False, None), (410, {}, False, None), (302, {}, False, None), (204, {}, False, None)],
+    [
+        (500, {}, True, None),
+        (502, {}, True, None),
+        (503, {"Retry-After": "7"}, True, 7.0),
+        (429, {}, True, None),
+        (429, {"Retry-After": "120"}, True, 120.0),
+        (400, {}, False, None),
+        (401, {}, False, None),
+        (404, {}, False, None),
+        (410, {}, False, None),
+        (302, {}, False, None),
+        (204, {}, False, None),
+    ],
 )
 def test_classify_response(status, headers, retryable, retry_after):
     result = classify_response(httpx.Response(status, headers=headers), now=0.0)
@@ -139,7 +170,7 @@ def test_5xx_and_connection_errors_are_retried_with_backoff(tmp_path: Path):
         enqueue_firing(store, receivers, clock)
         d = deliverer(store, receivers, clock)
         assert d.run_until_idle() == 3
-        assert clock.slept == [1.0, 2.0]                               # 1s then 2s (jitter off)
+        assert clock.slept == [1.0, 2.0]  # 1s then 2s (jitter off)
         assert len(r.requests) == 3 and len(r.accepted) == 1
         assert [q.headers[signing.ATTEMPT_HEADER] for q in r.requests] == ["1", "2", "3"]
     finally:
@@ -197,22 +228,21 @@ def test_outbox_survives_restart_and_delivers_exactly_once(tmp_path: Path):
             first.deliver_due()
             clock.advance(first.seconds_until_due() or 0)
         assert len(r.requests) == 3 and not r.accepted
-        store.close()                                                 # "crash"
+        store.close()  # "crash"
 
-        store = AlertStore(tmp_path / "a.db")                         # restart: a new store and deliverer
+        store = AlertStore(tmp_path / "a.db")  # restart: a new store and deliverer
         assert store.outbox_counts()["pending"] == 1
         second = deliverer(store, receivers, clock)
         second.deliver_due()
         clock.advance(second.seconds_until_due() or 0)
-        failing["on"] = False                                         # the receiver recovers
+        failing["on"] = False  # the receiver recovers
         second.run_until_idle()
-        assert len(r.accepted) == 1                                   # arrives exactly once
+        assert len(r.accepted) == 1  # arrives exactly once
         assert len({q.headers[signing.IDEMPOTENCY_HEADER] for q in r.requests}) == 1
-        assert len({q.body for q in r.requests}) == 1                 # same body on every attempt
+        assert len({q.body for q in r.requests}) == 1  # same body on every attempt
         assert store.outbox_counts() == {"pending": 0, "delivered": 1, "dead": 0}
-        assert second.run_until_idle() == 0                           # and never again
-        signing.verify(SECRET, r.accepted[0].headers[signing.SIGNATURE_HEADER], r.accepted[0].body,
-                       now=clock.time())
+        assert second.run_until_idle() == 0  # and never again
+        signing.verify(SECRET, r.accepted[0].headers[signing.SIGNATURE_HEADER], r.accepted[0].body, now=clock.time())
     finally:
         r.close()
 
@@ -228,7 +258,7 @@ def test_dead_letter_after_max_age(tmp_path: Path):
         d.run_until_idle()
         (dead,) = store.outbox_entries(("dead",))
         assert "dead letter" in dead.last_error and dead.last_status == 500
-        assert len(r.requests) == 5                                    # 1+2+4+8 = 15s, next would pass 30s
+        assert len(r.requests) == 5  # 1+2+4+8 = 15s, next would pass 30s
     finally:
         r.close()
 
@@ -240,7 +270,7 @@ def test_notifications_of_a_group_are_delivered_in_order(tmp_path: Path):
         receivers = {"hook": hook(r.url)}
         store = AlertStore(tmp_path / "a.db")
         engine = enqueue_firing(store, receivers, clock)
-        engine.process([point(emitted=2, negative_share=0.1)])        # resolved, queued behind firing
+        engine.process([point(emitted=2, negative_share=0.1)])  # resolved, queued behind firing
         d = deliverer(store, receivers, clock)
         d.run_until_idle()
         assert [q.json()["status"] for q in r.accepted] == ["firing", "resolved"]

@@ -24,9 +24,13 @@ class Harness:
         self.path = path
         self.ruleset = ruleset
         self.options = EngineOptions(
-            receivers={"local": ReceiverSettings(type="file"),
-                       "hook": ReceiverSettings(type="webhook", url="http://127.0.0.1:9/hook")},
-            publish_topic="news.alerts", external_url="http://finsent.test", **options,
+            receivers={
+                "local": ReceiverSettings(type="file"),
+                "hook": ReceiverSettings(type="webhook", url="http://127.0.0.1:9/hook"),
+            },
+            publish_topic="news.alerts",
+            external_url="http://finsent.test",
+            **options,
         )
         self.start()
 
@@ -64,23 +68,28 @@ def oil(tmp_path: Path) -> Harness:
 
 
 def test_threshold_waits_for_then_fires_once_then_resolves(oil: Harness):
-    assert oil.feed(point(emitted=1)) == []                      # condition holds: pending
+    assert oil.feed(point(emitted=1)) == []  # condition holds: pending
     assert oil.state().state == "pending"
     assert oil.feed(point(emitted=4, negative_share=0.8)) == []  # 3m < for=5m
-    sent = oil.feed(point(emitted=6, negative_share=0.75))       # 5m held: fires
+    sent = oil.feed(point(emitted=6, negative_share=0.75))  # 5m held: fires
     assert [(e.reason, e.status, e.receiver) for e in sent] == [("firing", "firing", "local")]
     msg = body(sent[0])
     assert [a["status"] for a in msg["alerts"]] == ["firing"]
     alert = msg["alerts"][0]
-    assert alert["startsAt"] == "2026-11-23T10:01:00Z"           # when the condition started holding
+    assert alert["startsAt"] == "2026-11-23T10:01:00Z"  # when the condition started holding
     assert alert["values"] == {"negative_share": 0.75, "count": 30.0, "threshold": 0.6}
     assert alert["annotations"] == {"summary": "75.0% negative on topic:Energy | Oil"}
-    assert alert["labels"] == {"alertname": "oil-gloom", "severity": "warning", "key": "topic:Energy | Oil",
-                               "window": "15m", "topic": "Energy | Oil"}
+    assert alert["labels"] == {
+        "alertname": "oil-gloom",
+        "severity": "warning",
+        "key": "topic:Energy | Oil",
+        "window": "15m",
+        "topic": "Energy | Oil",
+    }
     assert alert["fingerprint"] == fingerprint_of(alert["labels"])
     assert oil.feed(point(emitted=7, negative_share=0.9)) == []  # still firing: silent
     assert oil.state().values["negative_share"] == 0.9
-    sent = oil.feed(point(emitted=8, negative_share=0.5))        # clears
+    sent = oil.feed(point(emitted=8, negative_share=0.5))  # clears
     assert [(e.reason, e.status) for e in sent] == [("resolved", "resolved")]
     resolved = body(sent[0])["alerts"][0]
     assert resolved["status"] == "resolved" and resolved["endsAt"] == "2026-11-23T10:08:00Z"
@@ -102,16 +111,16 @@ def test_for_zero_fires_on_the_first_point(tmp_path: Path):
 def test_min_count_open_window_is_undecided_closed_window_is_false(oil: Harness):
     oil.feed(point(emitted=1), point(emitted=6))
     assert oil.state().state == "firing"
-    assert oil.feed(point(emitted=7, count=5)) == []             # open window short of stories: no decision
+    assert oil.feed(point(emitted=7, count=5)) == []  # open window short of stories: no decision
     assert oil.state().state == "firing"
-    sent = oil.feed(point(emitted=15, count=5))                  # the window closed short of min_count
+    sent = oil.feed(point(emitted=15, count=5))  # the window closed short of min_count
     assert [e.reason for e in sent] == ["resolved"]
 
 
 def test_revised_late_story_sends_one_revised_notification_not_a_new_alert(oil: Harness):
     oil.feed(point(emitted=1), point(emitted=6))
     fp = oil.state().fingerprint
-    oil.feed(point(start=15, emitted=16, negative_share=0.8))    # next window is now the latest
+    oil.feed(point(start=15, emitted=16, negative_share=0.8))  # next window is now the latest
     # a late story revises the window that fired (closed, older than the latest)
     sent = oil.feed(point(start=0, emitted=17, negative_share=0.72, count=31, revised=True))
     assert [(e.reason, e.status) for e in sent] == [("revised", "firing")]
@@ -130,26 +139,26 @@ def test_repeat_interval_resends_while_firing_and_ack_silences(tmp_path: Path):
     h = Harness(tmp_path / "a.db", rules({**OIL, "for": 0, "repeat_interval": "30m"}))
     h.feed(point(emitted=1))
     assert h.feed(point(start=15, emitted=20)) == []
-    sent = h.feed(point(start=30, emitted=31))                   # 30m since the last notification
+    sent = h.feed(point(start=30, emitted=31))  # 30m since the last notification
     assert [(e.reason, e.status) for e in sent] == [("repeat", "firing")]
     assert h.feed(point(start=30, emitted=40)) == []
     fp = h.state().fingerprint
     assert h.store.ack(fp, "ops", at(41))
-    assert h.feed(point(start=60, emitted=75)) == []             # acked: no repeat
-    assert h.store.find_alert(fp).acked_by == "ops"              # the engine's writes keep the ack
+    assert h.feed(point(start=60, emitted=75)) == []  # acked: no repeat
+    assert h.store.find_alert(fp).acked_by == "ops"  # the engine's writes keep the ack
     sent = h.feed(point(start=60, emitted=76, negative_share=0.1))
     assert [e.reason for e in sent] == ["resolved"]
 
 
 def test_restart_neither_refires_nor_forgets(tmp_path: Path):
     h = Harness(tmp_path / "a.db", rules(OIL))
-    h.feed(point(emitted=1))                                     # pending since 10:01
+    h.feed(point(emitted=1))  # pending since 10:01
     h.restart()
     assert h.state().state == "pending"
     assert [e.reason for e in h.feed(point(emitted=6))] == ["firing"]  # `for` counted from before the restart
     h.restart()
     assert h.state().state == "firing"
-    assert h.feed(point(emitted=7)) == []                        # no re-fire after a restart
+    assert h.feed(point(emitted=7)) == []  # no re-fire after a restart
     h.restart()
     assert [e.reason for e in h.feed(point(emitted=8, negative_share=0.1))] == ["resolved"]
     h.restart()
@@ -158,30 +167,50 @@ def test_restart_neither_refires_nor_forgets(tmp_path: Path):
 
 
 def test_change_rule_compares_two_windows_of_the_same_key(tmp_path: Path):
-    h = Harness(tmp_path / "a.db", rules({
-        "name": "drop", "type": "change", "key": "ticker:*", "window": "5m", "baseline_window": "1h",
-        "metric": "ewma", "value": -0.4, "annotations": {"summary": "{{ subject }} {{ value | signed }}"},
-    }))
+    h = Harness(
+        tmp_path / "a.db",
+        rules(
+            {
+                "name": "drop",
+                "type": "change",
+                "key": "ticker:*",
+                "window": "5m",
+                "baseline_window": "1h",
+                "metric": "ewma",
+                "value": -0.4,
+                "annotations": {"summary": "{{ subject }} {{ value | signed }}"},
+            }
+        ),
+    )
     assert h.feed(point("ticker:AAPL", "5m", size=5, emitted=1, ewma=-0.5)) == []  # no baseline yet
     assert h.state() is None
-    sent = h.feed(point("ticker:AAPL", "1h", size=60, emitted=2, ewma=0.1))     # baseline arrives: -0.6
+    sent = h.feed(point("ticker:AAPL", "1h", size=60, emitted=2, ewma=0.1))  # baseline arrives: -0.6
     assert [e.reason for e in sent] == ["firing"]
     alert = body(sent[0])["alerts"][0]
-    assert alert["values"] == {"change": pytest.approx(-0.6), "ewma_5m": -0.5, "ewma_1h": 0.1, "count": 30.0,
-                               "threshold": -0.4}
+    assert alert["values"] == {
+        "change": pytest.approx(-0.6),
+        "ewma_5m": -0.5,
+        "ewma_1h": 0.1,
+        "count": 30.0,
+        "threshold": -0.4,
+    }
     assert alert["labels"]["ticker"] == "AAPL" and alert["labels"]["window"] == "5m"
     assert alert["annotations"]["summary"] == "AAPL -0.60"
     # other tickers are separate alerts; a key whose change is small stays quiet
-    h.feed(point("ticker:MSFT", "1h", size=60, emitted=3, ewma=0.1), point("ticker:MSFT", "5m", size=5, emitted=3, ewma=0.0))
+    h.feed(
+        point("ticker:MSFT", "1h", size=60, emitted=3, ewma=0.1),
+        point("ticker:MSFT", "5m", size=5, emitted=3, ewma=0.0),
+    )
     assert len(h.engine.alerts()) == 1
     sent = h.feed(point("ticker:AAPL", "5m", size=5, emitted=4, ewma=0.0))
     assert [e.reason for e in sent] == ["resolved"]
 
 
 def test_spike_rule_with_key_pattern_and_missing_z(tmp_path: Path):
-    h = Harness(tmp_path / "a.db", rules({"name": "spike", "type": "spike", "key": "ticker:*", "window": "15m",
-                                          "min_count": 5}))
-    assert h.feed(point("ticker:TSLA", volume_z=None, emitted=1)) == []   # no baseline: undecided
+    h = Harness(
+        tmp_path / "a.db", rules({"name": "spike", "type": "spike", "key": "ticker:*", "window": "15m", "min_count": 5})
+    )
+    assert h.feed(point("ticker:TSLA", volume_z=None, emitted=1)) == []  # no baseline: undecided
     assert h.feed(point("topic:Energy | Oil", volume_z=9, emitted=1)) == []  # not a ticker key
     sent = h.feed(point("ticker:TSLA", volume_z=4.2, emitted=2))
     assert [body(e)["alerts"][0]["labels"]["ticker"] for e in sent] == ["TSLA"]
@@ -189,40 +218,67 @@ def test_spike_rule_with_key_pattern_and_missing_z(tmp_path: Path):
 
 
 def test_story_rule_first_seen_watched_ticker_fires_once_and_resolves_silently(tmp_path: Path):
-    h = Harness(tmp_path / "a.db", rules({"name": "bad", "type": "story", "tickers": ["AAPL", "MSFT"],
-                                          "annotations": {"summary": "{{ ticker }}: {{ title }}"}}))
-    assert h.feed(story("s0", tickers=("XOM",))) == []                       # not watched
-    assert h.feed(story("s1", score=-0.5)) == []                             # not negative enough
-    assert h.feed(story("s2", novelty=0.4)) == []                            # a repeat, not first seen
+    h = Harness(
+        tmp_path / "a.db",
+        rules(
+            {
+                "name": "bad",
+                "type": "story",
+                "tickers": ["AAPL", "MSFT"],
+                "annotations": {"summary": "{{ ticker }}: {{ title }}"},
+            }
+        ),
+    )
+    assert h.feed(story("s0", tickers=("XOM",))) == []  # not watched
+    assert h.feed(story("s1", score=-0.5)) == []  # not negative enough
+    assert h.feed(story("s2", novelty=0.4)) == []  # a repeat, not first seen
     sent = h.feed(story("s3", tickers=("AAPL", "TSLA", "MSFT")))
     assert len(sent) == 1
     alert = body(sent[0])["alerts"][0]
     assert alert["labels"]["ticker"] == "AAPL,MSFT" and alert["labels"]["story"] == "s3"
     assert alert["annotations"]["summary"] == "AAPL,MSFT: Bad news s3"
     assert alert["evidence"][0]["url"] == "https://news.example/s3" and alert["evidence"][0]["score"] == -0.9
-    assert h.feed(story("s3", tickers=("AAPL", "TSLA", "MSFT"))) == []      # redelivered: no new alert
-    assert h.feed(point(start=60, emitted=62)) == []                         # 1h later: resolves, unsent
+    assert h.feed(story("s3", tickers=("AAPL", "TSLA", "MSFT"))) == []  # redelivered: no new alert
+    assert h.feed(point(start=60, emitted=62)) == []  # 1h later: resolves, unsent
     assert h.engine.alerts()[0].state == "resolved"
 
 
 def test_grouping_lists_the_groups_alerts_in_one_notification(tmp_path: Path):
-    h = Harness(tmp_path / "a.db", rules({"name": "spike", "type": "spike", "key": "ticker:*", "window": "15m",
-                                          "receiver": "hook", "group_by": ["alertname"]}))
+    h = Harness(
+        tmp_path / "a.db",
+        rules(
+            {
+                "name": "spike",
+                "type": "spike",
+                "key": "ticker:*",
+                "window": "15m",
+                "receiver": "hook",
+                "group_by": ["alertname"],
+            }
+        ),
+    )
     sent = h.feed(point("ticker:AAPL", volume_z=5, emitted=1), point("ticker:TSLA", volume_z=6, emitted=1))
-    assert len(sent) == 1                                                    # one batch, one group
+    assert len(sent) == 1  # one batch, one group
     msg = body(sent[0])
     assert msg["groupLabels"] == {"alertname": "spike"}
     assert sorted(a["labels"]["ticker"] for a in msg["alerts"]) == ["AAPL", "TSLA"]
     assert msg["commonLabels"] == {"alertname": "spike", "severity": "warning", "window": "15m"}
-    sent = h.feed(point("ticker:AAPL", volume_z=0.5, emitted=2))             # one resolves
+    sent = h.feed(point("ticker:AAPL", volume_z=0.5, emitted=2))  # one resolves
     msg = body(sent[0])
     assert msg["status"] == "firing" and msg["reason"] == "resolved"
-    assert sorted((a["labels"]["ticker"], a["status"]) for a in msg["alerts"]) == [("AAPL", "resolved"), ("TSLA", "firing")]
+    assert sorted((a["labels"]["ticker"], a["status"]) for a in msg["alerts"]) == [
+        ("AAPL", "resolved"),
+        ("TSLA", "firing"),
+    ]
 
 
 def test_group_by_ticker_splits_notifications(tmp_path: Path):
-    h = Harness(tmp_path / "a.db", rules({"name": "spike", "type": "spike", "key": "ticker:*", "window": "15m",
-                                          "group_by": ["alertname", "ticker"]}))
+    h = Harness(
+        tmp_path / "a.db",
+        rules(
+            {"name": "spike", "type": "spike", "key": "ticker:*", "window": "15m", "group_by": ["alertname", "ticker"]}
+        ),
+    )
     sent = h.feed(point("ticker:AAPL", volume_z=5, emitted=1), point("ticker:TSLA", volume_z=6, emitted=1))
     assert sorted(body(e)["groupLabels"]["ticker"] for e in sent) == ["AAPL", "TSLA"]
     assert len({e.idempotency_key for e in sent}) == 2
@@ -239,7 +295,7 @@ def test_alert_records_are_published_for_each_transition(oil: Harness):
 def test_sliding_windows_only_the_leading_window_is_evaluated(tmp_path: Path):
     h = Harness(tmp_path / "a.db", rules({**OIL, "for": 0}), window_hops={"15m": timedelta(minutes=5)})
     # at 10:12, windows [10:00,10:15) (leading), [10:05,10:20) and [10:10,10:25) are open
-    assert h.feed(point(start=5, emitted=12, negative_share=0.9)) == []      # younger window: skipped
+    assert h.feed(point(start=5, emitted=12, negative_share=0.9)) == []  # younger window: skipped
     assert h.feed(point(start=10, emitted=12, negative_share=0.9)) == []
     assert [e.reason for e in h.feed(point(start=0, emitted=12, negative_share=0.9))] == ["firing"]
 
@@ -247,8 +303,8 @@ def test_sliding_windows_only_the_leading_window_is_evaluated(tmp_path: Path):
 def test_stale_key_resolves_after_stale_after(tmp_path: Path):
     h = Harness(tmp_path / "a.db", rules({**OIL, "for": 0}), stale_after=timedelta(minutes=30))
     h.feed(point(emitted=1))
-    assert h.feed(point("all", start=15, emitted=20)) == []       # any point moves event time
-    sent = h.feed(point("topic:Other", start=30, emitted=31))     # the oil key has been quiet for 30m
+    assert h.feed(point("all", start=15, emitted=20)) == []  # any point moves event time
+    sent = h.feed(point("topic:Other", start=30, emitted=31))  # the oil key has been quiet for 30m
     assert [(body(e)["alerts"][0]["labels"]["alertname"], e.reason) for e in sent] == [("oil-gloom", "resolved")]
     assert body(sent[0])["alerts"][0]["endsAt"] == "2026-11-23T10:31:00Z"
 
@@ -259,7 +315,8 @@ def test_event_time_is_the_aggregators_watermark_not_the_wall_clock(tmp_path: Pa
     h = Harness(tmp_path / "a.db", rules(OIL))
     wall = at(-600)  # emitted long "before" the windows it describes
     ahead = lambda minutes, **kw: point(emitted=0, **kw).model_copy(  # noqa: E731
-        update={"emitted_at": wall, "watermark": at(minutes)})
+        update={"emitted_at": wall, "watermark": at(minutes)}
+    )
     assert h.feed(ahead(1)) == []
     assert h.state().state == "pending"
     sent = h.feed(ahead(6, negative_share=0.8))
@@ -305,7 +362,9 @@ def test_catch_up_that_fires_and_resolves_in_one_batch_sends_both(tmp_path: Path
     h.engine.clock = ManualClock(start=at(24 * 60).timestamp())
     sent = h.feed(_late(point(emitted=6, negative_share=0.8)), _late(point(start=15, emitted=20, negative_share=0.2)))
     assert [(e.reason, [a["status"] for a in body(e)["alerts"]]) for e in sent] == [
-        ("firing", ["firing"]), ("resolved", ["resolved"])]
+        ("firing", ["firing"]),
+        ("resolved", ["resolved"]),
+    ]
     assert len({e.idempotency_key for e in sent}) == 2
 
 
@@ -315,14 +374,14 @@ def test_keep_firing_for_makes_a_flapping_condition_one_episode(tmp_path: Path):
     with endsAt when that period ran out."""
     h = Harness(tmp_path / "a.db", rules({**OIL, "for": 0, "keep_firing_for": "10m"}))
     assert [e.reason for e in h.feed(point(emitted=1))] == ["firing"]
-    assert h.feed(point(emitted=2, negative_share=0.5)) == []     # dips: stays firing
+    assert h.feed(point(emitted=2, negative_share=0.5)) == []  # dips: stays firing
     assert h.state().state == "firing" and h.state().keep_firing_since == at(2)
-    assert AlertView.of(h.state()).keep_firing_since == at(2)     # GET /alerts shows it
-    assert h.feed(point(emitted=4, negative_share=0.8)) == []     # holds again: same episode, silent
+    assert AlertView.of(h.state()).keep_firing_since == at(2)  # GET /alerts shows it
+    assert h.feed(point(emitted=4, negative_share=0.8)) == []  # holds again: same episode, silent
     assert h.state().keep_firing_since is None
-    assert h.feed(point(emitted=5, negative_share=0.5)) == []     # dips again, from 10:05
-    assert h.feed(point(emitted=14, negative_share=0.4)) == []    # 9m false: still firing
-    sent = h.feed(point(emitted=15.5, negative_share=0.4))        # 10m passed at 10:15
+    assert h.feed(point(emitted=5, negative_share=0.5)) == []  # dips again, from 10:05
+    assert h.feed(point(emitted=14, negative_share=0.4)) == []  # 9m false: still firing
+    sent = h.feed(point(emitted=15.5, negative_share=0.4))  # 10m passed at 10:15
     assert [e.reason for e in sent] == ["resolved"]
     assert body(sent[0])["alerts"][0]["endsAt"] == "2026-11-23T10:15:00Z"
     assert h.state().state == "resolved" and h.state().keep_firing_since is None
@@ -331,11 +390,11 @@ def test_keep_firing_for_makes_a_flapping_condition_one_episode(tmp_path: Path):
 def test_keep_firing_for_runs_out_on_the_watermark_and_survives_a_restart(tmp_path: Path):
     h = Harness(tmp_path / "a.db", rules({**OIL, "for": 0, "keep_firing_for": "10m"}))
     h.feed(point(emitted=1))
-    h.feed(point(emitted=2, negative_share=0.5))                  # false from 10:02
+    h.feed(point(emitted=2, negative_share=0.5))  # false from 10:02
     h.restart()
     assert h.state().state == "firing" and h.state().keep_firing_since == at(2)
-    assert h.feed(point("all", emitted=11)) == []                 # other keys move event time
-    sent = h.feed(point("all", start=15, emitted=16))             # the watermark passed 10:12
+    assert h.feed(point("all", emitted=11)) == []  # other keys move event time
+    sent = h.feed(point("all", start=15, emitted=16))  # the watermark passed 10:12
     assert [(e.reason, body(e)["alerts"][0]["endsAt"]) for e in sent] == [("resolved", "2026-11-23T10:12:00Z")]
 
 

@@ -24,17 +24,35 @@ SECRET = "integration-secret"
 @pytest.mark.kafka
 def test_trends_on_kafka_fire_then_resolve_one_signed_alert(kafka_settings, tmp_path: Path):
     rules = tmp_path / "rules.yaml"
-    rules.write_text(yaml.safe_dump({"rules": [{
-        "name": "market-gloom", "type": "threshold", "key": "all", "window": "1m", "metric": "mean_score",
-        "op": "<", "value": -0.3, "min_count": 5, "for": "30s", "receiver": "hook",
-        "annotations": {"summary": "market {{ value | signed }}"},
-    }]}))
+    rules.write_text(
+        yaml.safe_dump(
+            {
+                "rules": [
+                    {
+                        "name": "market-gloom",
+                        "type": "threshold",
+                        "key": "all",
+                        "window": "1m",
+                        "metric": "mean_score",
+                        "op": "<",
+                        "value": -0.3,
+                        "min_count": 5,
+                        "for": "30s",
+                        "receiver": "hook",
+                        "annotations": {"summary": "market {{ value | signed }}"},
+                    }
+                ]
+            }
+        )
+    )
     receiver = Receiver()
-    settings = kafka_settings(alerts={
-        "rules_file": str(rules),
-        "receivers": {"hook": {"type": "webhook", "url": receiver.url, "secret": SECRET}},
-        "outbox": {"poll_interval": "100ms"},
-    })
+    settings = kafka_settings(
+        alerts={
+            "rules_file": str(rules),
+            "receivers": {"hook": {"type": "webhook", "url": receiver.url, "secret": SECRET}},
+            "outbox": {"poll_interval": "100ms"},
+        }
+    )
     bus = make_bus(settings)
     component = build_alerts(Context(settings=settings, bus=bus))
     stop = threading.Event()
@@ -49,18 +67,24 @@ def test_trends_on_kafka_fire_then_resolve_one_signed_alert(kafka_settings, tmp_
                 send_record(producer, settings.topics.trends, p, key=p.key).get(timeout=30)
 
         one_minute = dict(key="all", window="1m", size=1, count=12)
-        publish(point(start=0, emitted=0.2, mean_score=-0.5, **one_minute),      # pending
-                point(start=0, emitted=0.5, mean_score=-0.6, **one_minute),      # 18s: still pending
-                point(start=0, emitted=0.9, mean_score=-0.7, **one_minute))      # 42s >= 30s: fires
+        publish(
+            point(start=0, emitted=0.2, mean_score=-0.5, **one_minute),  # pending
+            point(start=0, emitted=0.5, mean_score=-0.6, **one_minute),  # 18s: still pending
+            point(start=0, emitted=0.9, mean_score=-0.7, **one_minute),
+        )  # 42s >= 30s: fires
         firing = wait_until(lambda: receiver.accepted, 60, "the firing delivery")
-        publish(point(start=1, emitted=1.5, mean_score=0.1, **one_minute))       # clears: resolved
+        publish(point(start=1, emitted=1.5, mean_score=0.1, **one_minute))  # clears: resolved
         wait_until(lambda: len(receiver.accepted) >= 2, 60, "the resolved delivery")
         # exactly two: keep watching a settle period (20 outbox polls) after the second arrived, then count
         accepted = settled(lambda: list(receiver.accepted), 2, 60, "the deliveries", every_s=0.05)
         assert len(accepted) == 2, [r.json() for r in accepted]
         first, second = (r.json() for r in receiver.accepted)
-        assert (first["status"], first["reason"], second["status"], second["reason"]) == \
-            ("firing", "firing", "resolved", "resolved")
+        assert (first["status"], first["reason"], second["status"], second["reason"]) == (
+            "firing",
+            "firing",
+            "resolved",
+            "resolved",
+        )
         assert first["alerts"][0]["fingerprint"] == second["alerts"][0]["fingerprint"]
         assert first["alerts"][0]["values"]["mean_score"] == -0.7
         assert first["alerts"][0]["startsAt"] == "2026-11-23T10:00:12Z"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from monitor.durations import format_duration, parse_duration
 from alerts.ruleset import ChangeRule, RulesError, SpikeRule, StoryRule, ThresholdRule, load_rules, parse_rules
 from alerts.settings import PACKAGED_RULES
 from alerts.templating import Template, TemplateError
+from monitor.durations import format_duration, parse_duration
 from tests.alerts.helpers import OIL
 
 
@@ -21,7 +21,9 @@ def problems_of(*specs: dict) -> list[str]:
 
 
 def test_invalid_duration_names_rule_and_field():
-    assert problems_of({**OIL, "for": "5x"}) == ["rule 'oil-gloom': for: invalid duration '5x' (use e.g. 30s, 5m, 1h30m, 2d)"]
+    assert problems_of({**OIL, "for": "5x"}) == [
+        "rule 'oil-gloom': for: invalid duration '5x' (use e.g. 30s, 5m, 1h30m, 2d)"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -35,8 +37,10 @@ def test_invalid_duration_names_rule_and_field():
         ({"colour": "red"}, "rule 'oil-gloom': colour: unknown field"),
         ({"type": "bogus"}, "rule 'oil-gloom': type: unknown rule type 'bogus'"),
         ({"labels": {"alertname": "x"}}, "rule 'oil-gloom': labels: label 'alertname' is set by finsent"),
-        ({"annotations": {"summary": "{{ nope }}"}},
-         "rule 'oil-gloom': annotations.summary: unknown template variable 'nope'"),
+        (
+            {"annotations": {"summary": "{{ nope }}"}},
+            "rule 'oil-gloom': annotations.summary: unknown template variable 'nope'",
+        ),
         ({"annotations": {"summary": "{{ value | shout }}"}}, "rule 'oil-gloom': annotations.summary: unknown filter"),
         ({"name": "bad name!"}, "rule 'bad name!': name: invalid rule name"),
     ],
@@ -48,8 +52,11 @@ def test_field_errors(change, expected):
 
 
 def test_missing_fields_and_several_rules_reported_together():
-    found = problems_of({"name": "a", "type": "threshold", "key": "all"}, {"name": "b", "type": "change", "key": "all",
-                        "window": "5m", "baseline_window": "5m", "value": -0.4}, {"name": "c"})
+    found = problems_of(
+        {"name": "a", "type": "threshold", "key": "all"},
+        {"name": "b", "type": "change", "key": "all", "window": "5m", "baseline_window": "5m", "value": -0.4},
+        {"name": "c"},
+    )
     assert "rule 'a': window: Field required" in found
     assert "rule 'a': metric: Field required" in found
     assert "rule 'a': value: Field required" in found
@@ -59,17 +66,30 @@ def test_missing_fields_and_several_rules_reported_together():
 
 def test_story_rule_rejects_for_and_duplicate_names():
     found = problems_of({"name": "s", "type": "story", "for": "5m"}, {**OIL}, {**OIL})
-    assert found == ["rule 's': for: a story rule fires on one story; 'for' must be 0",
-                     "rule 'oil-gloom': name: duplicate rule name"]
+    assert found == [
+        "rule 's': for: a story rule fires on one story; 'for' must be 0",
+        "rule 'oil-gloom': name: duplicate rule name",
+    ]
 
 
 def test_each_rule_type_parses_with_defaults():
-    rs = parse_rules({"rules": [
-        OIL,
-        {"name": "drop", "type": "change", "key": "ticker:*", "window": "5m", "baseline_window": "1h", "value": -0.4},
-        {"name": "spike", "type": "spike", "key": "ticker:*", "window": "15m"},
-        {"name": "bad", "type": "story", "tickers": ["aapl"]},
-    ]})
+    rs = parse_rules(
+        {
+            "rules": [
+                OIL,
+                {
+                    "name": "drop",
+                    "type": "change",
+                    "key": "ticker:*",
+                    "window": "5m",
+                    "baseline_window": "1h",
+                    "value": -0.4,
+                },
+                {"name": "spike", "type": "spike", "key": "ticker:*", "window": "15m"},
+                {"name": "bad", "type": "story", "tickers": ["aapl"]},
+            ]
+        }
+    )
     oil, drop, spike, bad = rs.rules
     assert isinstance(oil, ThresholdRule) and oil.for_ == timedelta(minutes=5) and not oil.is_pattern
     assert isinstance(drop, ChangeRule) and drop.metric == "ewma" and drop.op == "<" and drop.windows == ("5m", "1h")
@@ -96,8 +116,20 @@ def test_unreadable_and_non_yaml_files(tmp_path: Path):
         load_rules(other)
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("0", 0), (0, 0), ("30s", 30), ("5m", 300), ("1h30m", 5400),
-                                               ("2d", 172800), (90, 90), ("1.5h", 5400), ("250ms", 0.25)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("0", 0),
+        (0, 0),
+        ("30s", 30),
+        ("5m", 300),
+        ("1h30m", 5400),
+        ("2d", 172800),
+        (90, 90),
+        ("1.5h", 5400),
+        ("250ms", 0.25),
+    ],
+)
 def test_durations(text, seconds):
     assert parse_duration(text).total_seconds() == seconds
 
@@ -114,10 +146,14 @@ def test_format_duration_round_trips():
 
 
 def test_templates_are_restricted_and_format_values():
-    t = Template.parse("{{ key }}: {{ value | pct }} ({{ count }}), {{ labels.team | upper }} {{value}}",
-                       frozenset({"key", "value", "count"}))
-    assert t.render({"key": "topic:Energy | Oil", "value": 0.7333, "count": 25}, {"team": "oil"}) == \
-        "topic:Energy | Oil: 73.3% (25), OIL 0.733"
+    t = Template.parse(
+        "{{ key }}: {{ value | pct }} ({{ count }}), {{ labels.team | upper }} {{value}}",
+        frozenset({"key", "value", "count"}),
+    )
+    assert (
+        t.render({"key": "topic:Energy | Oil", "value": 0.7333, "count": 25}, {"team": "oil"})
+        == "topic:Energy | Oil: 73.3% (25), OIL 0.733"
+    )
     with pytest.raises(TemplateError, match="unknown template variable '__class__'"):
         Template.parse("{{ __class__ }}", frozenset({"key"}))
     with pytest.raises(TemplateError, match="only labels"):
@@ -130,14 +166,16 @@ def test_templates_are_restricted_and_format_values():
 
 def test_settings_problems_name_the_rule_and_field(make_settings, tmp_path: Path):
     path = tmp_path / "rules.yaml"
-    path.write_text("rules:\n  - name: oil-gloom\n    type: threshold\n    key: all\n    window: 15m\n"
-                    "    metric: negative_share\n    value: 0.6\n    for: 5x\n    receiver: pager\n")
+    path.write_text(
+        "rules:\n  - name: oil-gloom\n    type: threshold\n    key: all\n    window: 15m\n"
+        "    metric: negative_share\n    value: 0.6\n    for: 5x\n    receiver: pager\n"
+    )
     settings = make_settings(alerts={"rules_file": str(path)})
     found = settings.alerts.problems()
-    assert found == [f"alerts.rules_file ({path}): rule 'oil-gloom': for: invalid duration '5x' "
-                     "(use e.g. 30s, 5m, 1h30m, 2d)",
-                     f"alerts.rules_file ({path}): rule 'oil-gloom': receiver: unknown receiver 'pager' "
-                     "(configured: local)"]
+    assert found == [
+        (f"alerts.rules_file ({path}): rule 'oil-gloom': for: invalid duration '5x' (use e.g. 30s, 5m, 1h30m, 2d)"),
+        (f"alerts.rules_file ({path}): rule 'oil-gloom': receiver: unknown receiver 'pager' (configured: local)"),
+    ]
     path.write_text(path.read_text().replace("5x", "5m"))
     assert settings.alerts.problems() == [
         f"alerts.rules_file ({path}): rule 'oil-gloom': receiver: unknown receiver 'pager' (configured: local)"

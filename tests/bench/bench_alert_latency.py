@@ -122,7 +122,7 @@ def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     s = sorted(values)
-    return s[max(0, min(len(s) - 1, int(round(q / 100 * (len(s) - 1)))))]
+    return s[max(0, min(len(s) - 1, round(q / 100 * (len(s) - 1))))]
 
 
 def ms(v: float | None) -> float | None:
@@ -169,7 +169,7 @@ class WebhookReceiver:
         lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 at = time.time()
                 with lock:
@@ -182,8 +182,9 @@ class WebhookReceiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                       name="bench-webhook", daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, name="bench-webhook", daemon=True
+        )
         self.thread.start()
 
     @property
@@ -212,8 +213,14 @@ class ScoredWatcher(threading.Thread):
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         super().__init__(name="bench-scored-watcher", daemon=True)
-        self.consumer = KafkaConsumer(topic, bootstrap_servers=[bootstrap], group_id=f"bench-{uuid.uuid4().hex[:8]}",
-                                      auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=20)
+        self.consumer = KafkaConsumer(
+            topic,
+            bootstrap_servers=[bootstrap],
+            group_id=f"bench-{uuid.uuid4().hex[:8]}",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=20,
+        )
         self.seen: dict[str, tuple[float, float]] = {}  # ticker -> (wall time, sentiment score)
         self.stop = threading.Event()
 
@@ -248,8 +255,11 @@ def phase_settings(args: argparse.Namespace, work: Path, receiver_url: str) -> t
         connectors={"demo": False},
         aggregator={"windows": [{"name": "1m", "size": "1m"}]},
         **({"classifier": {"threads": args.classify_threads}} if args.classify_threads else {}),
-        alerts={"rules_file": str(rules), "default_receiver": "hook",
-                "receivers": {"hook": {"type": "webhook", "url": receiver_url}}},
+        alerts={
+            "rules_file": str(rules),
+            "default_receiver": "hook",
+            "receivers": {"hook": {"type": "webhook", "url": receiver_url}},
+        },
     )
     config = work / f"config-{suffix}.yaml"
     config.write_text(yaml.safe_dump(overrides))
@@ -263,8 +273,15 @@ def start_classify_workers(n: int, config: Path, work: Path) -> list[subprocess.
     procs = []
     for i in range(n):
         log = (work / f"{config.stem}-classify-{i}.log").open("w")
-        procs.append(subprocess.Popen([sys.executable, "-m", "monitor.cli", "classify", "--config", str(config)],
-                                      env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT)))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "monitor.cli", "classify", "--config", str(config)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=str(ROOT),
+            )
+        )
     return procs
 
 
@@ -305,8 +322,13 @@ def run_phase(args: argparse.Namespace, work: Path, rate: int, label: str, rng: 
         wait_for(lambda: daemon.health.readiness().status == "ok", 180, "the daemon to be ready")
         producer = ctx.bus.producer()
         # a probe story: the classify worker(s) are in the group and scoring before the clock starts
-        probe = NewsItem(id=f"{label}-probe", source="wire", title="$PLTPROBE shares plunge", tickers=("PLTPROBE",),
-                         published_at=datetime.now(timezone.utc))
+        probe = NewsItem(
+            id=f"{label}-probe",
+            source="wire",
+            title="$PLTPROBE shares plunge",
+            tickers=("PLTPROBE",),
+            published_at=datetime.now(timezone.utc),
+        )
         send_record(producer, settings.topics.raw, probe, key=probe.primary_key)
         producer.flush(30)
         wait_for(lambda: "PLTPROBE" in watcher.seen, 240, "the classify worker(s) to score a probe story")
@@ -328,8 +350,13 @@ def run_phase(args: argparse.Namespace, work: Path, rate: int, label: str, rng: 
                 ticker = rng.choice(tickers)
                 title = rng.choice(BACKGROUND).format(t=ticker)
             published = time.time()
-            item = NewsItem(id=f"{label}-{i}-{ticker}", source=rng.choice(("wire", "rss", "blog")), title=title,
-                            published_at=datetime.fromtimestamp(published, timezone.utc), tickers=(ticker,))
+            item = NewsItem(
+                id=f"{label}-{i}-{ticker}",
+                source=rng.choice(("wire", "rss", "blog")),
+                title=title,
+                published_at=datetime.fromtimestamp(published, timezone.utc),
+                tickers=(ticker,),
+            )
             send_record(producer, settings.topics.raw, item, key=item.primary_key)
             if ticker.startswith("PLT"):
                 planted[ticker] = (item.id, published)
@@ -339,8 +366,9 @@ def run_phase(args: argparse.Namespace, work: Path, rate: int, label: str, rng: 
 
         def settled() -> bool:  # every planted story alerted, or scored too high to alert
             fired = receiver.first_firing()
-            return all(f"ticker:{t}" in fired or (t in watcher.seen and watcher.seen[t][1] >= THRESHOLD)
-                       for t in planted)
+            return all(
+                f"ticker:{t}" in fired or (t in watcher.seen and watcher.seen[t][1] >= THRESHOLD) for t in planted
+            )
 
         try:
             wait_for(settled, args.drain, "alerts for every planted story")
@@ -354,20 +382,31 @@ def run_phase(args: argparse.Namespace, work: Path, rate: int, label: str, rng: 
                 latencies.append(hit[0] - published)
                 alert_to_story_ok += story_id in {e.get("id") for e in hit[1].get("evidence", [])}
         scored_lat = [watcher.seen[t][0] - p for t, (_, p) in planted.items() if t in watcher.seen]
-        not_negative = sorted((t, round(watcher.seen[t][1], 3)) for t in planted
-                              if t in watcher.seen and watcher.seen[t][1] >= THRESHOLD)
+        not_negative = sorted(
+            (t, round(watcher.seen[t][1], 3)) for t in planted if t in watcher.seen and watcher.seen[t][1] >= THRESHOLD
+        )
         unexplained = sorted(t for t in planted if f"ticker:{t}" not in fired and t not in dict(not_negative))
         result = {
-            "phase": label, "rate": rate, "achieved_rate": round(achieved, 1), "stories": total,
-            "measured_s": args.duration, "planted": len(planted), "alerted": len(latencies),
+            "phase": label,
+            "rate": rate,
+            "achieved_rate": round(achieved, 1),
+            "stories": total,
+            "measured_s": args.duration,
+            "planted": len(planted),
+            "alerted": len(latencies),
             "evidence_matches": alert_to_story_ok,
-            "scored_above_threshold": not_negative, "missing_unexplained": unexplained,
-            "p50_ms": ms(percentile(latencies, 50)), "p95_ms": ms(percentile(latencies, 95)),
-            "p99_ms": ms(percentile(latencies, 99)), "max_ms": ms(max(latencies) if latencies else None),
-            "scored_p50_ms": ms(percentile(scored_lat, 50)), "scored_p99_ms": ms(percentile(scored_lat, 99)),
+            "scored_above_threshold": not_negative,
+            "missing_unexplained": unexplained,
+            "p50_ms": ms(percentile(latencies, 50)),
+            "p95_ms": ms(percentile(latencies, 95)),
+            "p99_ms": ms(percentile(latencies, 99)),
+            "max_ms": ms(max(latencies) if latencies else None),
+            "scored_p50_ms": ms(percentile(scored_lat, 50)),
+            "scored_p99_ms": ms(percentile(scored_lat, 99)),
             "latencies_ms": [ms(x) for x in latencies],  # in publish order: growth = queueing
             "notifications": len(receiver.arrivals),
-            "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in load_after],
+            "loadavg_before": [round(x, 2) for x in load_before],
+            "loadavg_after": [round(x, 2) for x in load_after],
         }
         print(f"  {label}: {json.dumps(result)}", file=sys.stderr, flush=True)
         return result
@@ -387,13 +426,25 @@ def run_phase(args: argparse.Namespace, work: Path, rate: int, label: str, rng: 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kafka", default=None, help="bootstrap HOST:PORT; unset = start a private kafka-local broker")
-    ap.add_argument("--home", type=Path, default=None,
-                    help="FINSENT_HOME holding a trained model (HOME/models); unset = the cached 'quick' test model")
+    ap.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="FINSENT_HOME holding a trained model (HOME/models); unset = the cached 'quick' test model",
+    )
     ap.add_argument("--rates", default="100", help="stories/s offered in the measured phases, comma-separated")
-    ap.add_argument("--classify-workers", type=int, default=1,
-                    help="finsent classify processes (one consumer group); 0 = classify inside the bench process")
-    ap.add_argument("--classify-threads", type=int, default=None,
-                    help="classifier.threads of each classify worker (unset: all cores)")
+    ap.add_argument(
+        "--classify-workers",
+        type=int,
+        default=1,
+        help="finsent classify processes (one consumer group); 0 = classify inside the bench process",
+    )
+    ap.add_argument(
+        "--classify-threads",
+        type=int,
+        default=None,
+        help="classifier.threads of each classify worker (unset: all cores)",
+    )
     ap.add_argument("--baseline-rate", type=int, default=10, help="stories/s offered in the baseline phase (0 = skip)")
     ap.add_argument("--duration", type=float, default=30.0, help="measured seconds per phase (one planted story/s)")
     ap.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds of background stream per phase")
@@ -416,8 +467,11 @@ def main() -> int:
         if not args.kafka:
             broker = LocalBroker()
             args.kafka = broker.start()
-        print(f"broker={args.kafka} home={args.home} cpus={os.cpu_count()} loadavg={os.getloadavg()}",
-              file=sys.stderr, flush=True)
+        print(
+            f"broker={args.kafka} home={args.home} cpus={os.cpu_count()} loadavg={os.getloadavg()}",
+            file=sys.stderr,
+            flush=True,
+        )
         phases = []
         if args.baseline_rate:
             phases.append(run_phase(args, work, args.baseline_rate, f"baseline-{args.baseline_rate}", rng))
@@ -427,16 +481,25 @@ def main() -> int:
         if broker is not None:
             broker.stop()
         shutil.rmtree(work, ignore_errors=True)
-    print("\n| phase | offered/s | achieved/s | planted | alerted | publish->alert p50 / p95 / p99 / max ms "
-          "| planted publish->scored p50 / p99 ms | load avg (1m) before / after |")
+    print(
+        "\n| phase | offered/s | achieved/s | planted | alerted | publish->alert p50 / p95 / p99 / max ms "
+        "| planted publish->scored p50 / p99 ms | load avg (1m) before / after |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in phases:
-        print(f"| {r['phase']} | {r['rate']} | {r['achieved_rate']} | {r['planted']} | {r['alerted']} | "
-              f"{r['p50_ms']} / {r['p95_ms']} / {r['p99_ms']} / {r['max_ms']} | "
-              f"{r['scored_p50_ms']} / {r['scored_p99_ms']} | {r['loadavg_before'][0]} / {r['loadavg_after'][0]} |")
-    report = {"benchmark": "publish_to_alert_latency", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "machine": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-              "phases": phases}
+        print(
+            f"| {r['phase']} | {r['rate']} | {r['achieved_rate']} | {r['planted']} | {r['alerted']} | "
+            f"{r['p50_ms']} / {r['p95_ms']} / {r['p99_ms']} / {r['max_ms']} | "
+            f"{r['scored_p50_ms']} / {r['scored_p99_ms']} | {r['loadavg_before'][0]} / {r['loadavg_after'][0]} |"
+        )
+    report = {
+        "benchmark": "publish_to_alert_latency",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "phases": phases,
+    }
     report["classify_workers"] = args.classify_workers
     if args.baseline_rate and phases[0]["p99_ms"]:
         for r in phases[1:]:

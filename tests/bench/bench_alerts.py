@@ -28,48 +28,121 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from alerts.clock import ManualClock  # noqa: E402
-from alerts.conditions import measure_change, measure_level  # noqa: E402
-from alerts.engine import AlertEngine, EngineOptions, fingerprint_of, trend_labels  # noqa: E402
-from alerts.ruleset import ChangeRule, RuleSet, parse_rules  # noqa: E402
-from alerts.store import AlertStore  # noqa: E402
-from monitor.logs import configure_logging  # noqa: E402
-from monitor.records import TrendPoint  # noqa: E402
+from alerts.clock import ManualClock
+from alerts.conditions import measure_change, measure_level
+from alerts.engine import AlertEngine, EngineOptions, fingerprint_of, trend_labels
+from alerts.ruleset import ChangeRule, RuleSet, parse_rules
+from alerts.store import AlertStore
+from monitor.logs import configure_logging
+from monitor.records import TrendPoint
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
 WINDOWS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600}
-TOPICS = ["Energy | Oil", "Earnings", "Macro", "M&A | Investments", "Fed | Central Banks", "Markets",
-          "Currencies", "Gold | Metals | Materials", "IPO", "Legal | Regulation"]
+TOPICS = [
+    "Energy | Oil",
+    "Earnings",
+    "Macro",
+    "M&A | Investments",
+    "Fed | Central Banks",
+    "Markets",
+    "Currencies",
+    "Gold | Metals | Materials",
+    "IPO",
+    "Legal | Regulation",
+]
 
 
 def make_rules() -> RuleSet:
     specs: list[dict] = []
     for topic in TOPICS:
-        specs.append({"name": f"topic-gloom-{len(specs)}", "type": "threshold", "key": f"topic:{topic}",
-                      "window": "15m", "metric": "negative_share", "value": 0.6, "min_count": 5, "for": "5m"})
+        specs.append(
+            {
+                "name": f"topic-gloom-{len(specs)}",
+                "type": "threshold",
+                "key": f"topic:{topic}",
+                "window": "15m",
+                "metric": "negative_share",
+                "value": 0.6,
+                "min_count": 5,
+                "for": "5m",
+            }
+        )
     for i, w in enumerate(("5m", "15m", "1h")):
-        specs.append({"name": f"ticker-neg-{i}", "type": "threshold", "key": "ticker:*", "window": w,
-                      "metric": "mean_score", "op": "<", "value": -0.5, "min_count": 3, "for": "2m"})
+        specs.append(
+            {
+                "name": f"ticker-neg-{i}",
+                "type": "threshold",
+                "key": "ticker:*",
+                "window": w,
+                "metric": "mean_score",
+                "op": "<",
+                "value": -0.5,
+                "min_count": 3,
+                "for": "2m",
+            }
+        )
         specs.append({"name": f"ticker-spike-{i}", "type": "spike", "key": "ticker:*", "window": w, "min_count": 3})
-    specs.append({"name": "ticker-drop", "type": "change", "key": "ticker:*", "window": "5m",
-                  "baseline_window": "1h", "value": -0.4, "min_count": 3})
-    specs.append({"name": "ticker-drop-15m", "type": "change", "key": "ticker:*", "window": "15m",
-                  "baseline_window": "1h", "value": -0.5, "min_count": 3})
+    specs.append(
+        {
+            "name": "ticker-drop",
+            "type": "change",
+            "key": "ticker:*",
+            "window": "5m",
+            "baseline_window": "1h",
+            "value": -0.4,
+            "min_count": 3,
+        }
+    )
+    specs.append(
+        {
+            "name": "ticker-drop-15m",
+            "type": "change",
+            "key": "ticker:*",
+            "window": "15m",
+            "baseline_window": "1h",
+            "value": -0.5,
+            "min_count": 3,
+        }
+    )
     for i, w in enumerate(WINDOWS):
-        specs.append({"name": f"market-{i}", "type": "threshold", "key": "all", "window": w,
-                      "metric": "mean_score", "op": "<", "value": -0.3, "min_count": 10})
-    specs.append({"name": "source-gloom", "type": "threshold", "key": "source:*", "window": "15m",
-                  "metric": "negative_share", "value": 0.7, "min_count": 5})
-    specs.append({"name": "odd-tickers", "type": "threshold", "key": "ticker:Z*", "window": "1m",
-                  "metric": "count", "value": 50})
+        specs.append(
+            {
+                "name": f"market-{i}",
+                "type": "threshold",
+                "key": "all",
+                "window": w,
+                "metric": "mean_score",
+                "op": "<",
+                "value": -0.3,
+                "min_count": 10,
+            }
+        )
+    specs.append(
+        {
+            "name": "source-gloom",
+            "type": "threshold",
+            "key": "source:*",
+            "window": "15m",
+            "metric": "negative_share",
+            "value": 0.7,
+            "min_count": 5,
+        }
+    )
+    specs.append(
+        {"name": "odd-tickers", "type": "threshold", "key": "ticker:Z*", "window": "1m", "metric": "count", "value": 50}
+    )
     return parse_rules({"rules": specs})
 
 
 def make_points(n: int, seed: int = 7) -> list[TrendPoint]:
     rng = random.Random(seed)
-    keys = (["all"] + [f"topic:{t}" for t in TOPICS] + [f"source:src{i}" for i in range(40)]
-            + [f"ticker:T{i:03d}" for i in range(550)])
-    mood = {k: 0.0 for k in keys}
+    keys = (
+        ["all"]
+        + [f"topic:{t}" for t in TOPICS]
+        + [f"source:src{i}" for i in range(40)]
+        + [f"ticker:T{i:03d}" for i in range(550)]
+    )
+    mood = dict.fromkeys(keys, 0.0)
     points = []
     for i in range(n):
         t = T0 + timedelta(seconds=i * 0.2)
@@ -79,12 +152,24 @@ def make_points(n: int, seed: int = 7) -> list[TrendPoint]:
         start = T0 + timedelta(seconds=((t - T0).total_seconds() // size) * size)
         mood[key] = max(-1.0, min(1.0, 0.98 * mood[key] + rng.gauss(0, 0.08)))
         neg = min(1.0, max(0.0, 0.35 - mood[key] * 0.5))
-        points.append(TrendPoint(
-            key=key, window=window, window_start=start, window_end=start + timedelta(seconds=size),
-            count=rng.randint(0, 40), mean_score=mood[key], negative_share=neg,
-            positive_share=max(0.0, 1.0 - neg - 0.2), ewma=mood[key], weighted_mean=mood[key],
-            volume_z=rng.gauss(0, 1.5), baseline_mean=0.0, model_version="bench", emitted_at=t,
-        ))
+        points.append(
+            TrendPoint(
+                key=key,
+                window=window,
+                window_start=start,
+                window_end=start + timedelta(seconds=size),
+                count=rng.randint(0, 40),
+                mean_score=mood[key],
+                negative_share=neg,
+                positive_share=max(0.0, 1.0 - neg - 0.2),
+                ewma=mood[key],
+                weighted_mean=mood[key],
+                volume_z=rng.gauss(0, 1.5),
+                baseline_mean=0.0,
+                model_version="bench",
+                emitted_at=t,
+            )
+        )
     return points
 
 
@@ -94,7 +179,7 @@ def run_engine(rules: RuleSet, points: list[TrendPoint], batch: int, db: Path) -
     sent = 0
     started = time.perf_counter()
     for i in range(0, len(points), batch):
-        sent += len(engine.process(points[i:i + batch]).outbox)
+        sent += len(engine.process(points[i : i + batch]).outbox)
     elapsed = time.perf_counter() - started
     store.close()
     return elapsed, sent

@@ -30,61 +30,196 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-SYLLABLES = ["ac", "me", "glo", "bex", "ini", "tech", "um", "brel", "stark", "way", "os", "corp", "soy", "lent",
-             "hoo", "li", "cy", "ber", "dyne", "ty", "rell", "won", "ka", "van", "de", "lay", "mas", "sive", "hal",
-             "vor", "sen", "zen", "tra", "nex", "vio", "quan", "tum", "lum", "ora", "pex"]
-VERBS = ["beats", "misses", "raises", "cuts", "reaffirms", "delays", "announces", "completes", "expands", "halts",
-         "wins", "loses", "files", "settles", "launches", "recalls", "acquires", "sells", "restructures", "upgrades",
-         "downgrades", "suspends", "resumes", "doubles", "trims", "boosts", "scraps", "revives", "probes", "secures"]
-OBJECTS = ["quarterly estimates", "full-year guidance", "dividend", "buyback plan", "plant opening", "job cuts",
-           "merger talks", "product launch", "debt offering", "price target", "chip order", "drug trial",
-           "cloud contract", "defence deal", "battery venture", "mining permit", "store expansion", "pension plan",
-           "credit line", "patent case", "ad campaign", "fleet order", "lithium supply", "data-centre build",
-           "bond sale", "rights issue", "spin-off", "licence deal", "tax dispute", "safety review"]
-QUALIFIERS = ["in Europe", "in Asia", "after strike", "on strong demand", "amid probe", "as costs rise",
-              "ahead of results", "despite tariffs", "for second time", "on AI boom", "in Brazil", "in Texas",
-              "after hack", "amid CEO exit", "on weak yen", "as rates fall", "after court ruling", "in India",
-              "on holiday sales", "amid drought", "after storm", "on port delays", "in Canada", "as oil slides"]
+SYLLABLES = [
+    "ac",
+    "me",
+    "glo",
+    "bex",
+    "ini",
+    "tech",
+    "um",
+    "brel",
+    "stark",
+    "way",
+    "os",
+    "corp",
+    "soy",
+    "lent",
+    "hoo",
+    "li",
+    "cy",
+    "ber",
+    "dyne",
+    "ty",
+    "rell",
+    "won",
+    "ka",
+    "van",
+    "de",
+    "lay",
+    "mas",
+    "sive",
+    "hal",
+    "vor",
+    "sen",
+    "zen",
+    "tra",
+    "nex",
+    "vio",
+    "quan",
+    "tum",
+    "lum",
+    "ora",
+    "pex",
+]
+VERBS = [
+    "beats",
+    "misses",
+    "raises",
+    "cuts",
+    "reaffirms",
+    "delays",
+    "announces",
+    "completes",
+    "expands",
+    "halts",
+    "wins",
+    "loses",
+    "files",
+    "settles",
+    "launches",
+    "recalls",
+    "acquires",
+    "sells",
+    "restructures",
+    "upgrades",
+    "downgrades",
+    "suspends",
+    "resumes",
+    "doubles",
+    "trims",
+    "boosts",
+    "scraps",
+    "revives",
+    "probes",
+    "secures",
+]
+OBJECTS = [
+    "quarterly estimates",
+    "full-year guidance",
+    "dividend",
+    "buyback plan",
+    "plant opening",
+    "job cuts",
+    "merger talks",
+    "product launch",
+    "debt offering",
+    "price target",
+    "chip order",
+    "drug trial",
+    "cloud contract",
+    "defence deal",
+    "battery venture",
+    "mining permit",
+    "store expansion",
+    "pension plan",
+    "credit line",
+    "patent case",
+    "ad campaign",
+    "fleet order",
+    "lithium supply",
+    "data-centre build",
+    "bond sale",
+    "rights issue",
+    "spin-off",
+    "licence deal",
+    "tax dispute",
+    "safety review",
+]
+QUALIFIERS = [
+    "in Europe",
+    "in Asia",
+    "after strike",
+    "on strong demand",
+    "amid probe",
+    "as costs rise",
+    "ahead of results",
+    "despite tariffs",
+    "for second time",
+    "on AI boom",
+    "in Brazil",
+    "in Texas",
+    "after hack",
+    "amid CEO exit",
+    "on weak yen",
+    "as rates fall",
+    "after court ruling",
+    "in India",
+    "on holiday sales",
+    "amid drought",
+    "after storm",
+    "on port delays",
+    "in Canada",
+    "as oil slides",
+]
 
 
 def make_file(path: Path, n: int, seed: int = 7) -> None:
     """``n`` synthetic, distinct stories (about 1,500 invented companies, varied wording)."""
     rng = random.Random(seed)
     t0 = datetime(2026, 11, 20, 9, 30, tzinfo=timezone.utc)
-    companies = sorted({"".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize()
-                        for _ in range(2000)})
+    companies = sorted(
+        {"".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize() for _ in range(2000)}
+    )
     with path.open("w", encoding="utf-8") as fh:
         for i in range(n):
             name = rng.choice(companies)
             ticker = name[:4].upper()
-            title = (f"{name} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(QUALIFIERS)}; "
-                     f"${rng.randint(1, 999)} million at stake")
-            row = {"title": title, "published_at": (t0 + timedelta(seconds=i * 0.5)).isoformat(),
-                   "url": f"https://news.example.com/{ticker.lower()}/{i}?utm_source=bench",
-                   "tickers": [ticker], "body": f"{name} said on Friday that it {title.lower()}."}
+            title = (
+                f"{name} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(QUALIFIERS)}; "
+                f"${rng.randint(1, 999)} million at stake"
+            )
+            row = {
+                "title": title,
+                "published_at": (t0 + timedelta(seconds=i * 0.5)).isoformat(),
+                "url": f"https://news.example.com/{ticker.lower()}/{i}?utm_source=bench",
+                "tickers": [ticker],
+                "body": f"{name} said on Friday that it {title.lower()}.",
+            }
             fh.write(json.dumps(row) + "\n")
 
 
 def start_broker(state: Path) -> str:
     env = {**os.environ, "KAFKA_LOCAL_STATE": str(state)}
-    proc = subprocess.run([str(ROOT / "deploy/kafka/kafka-local"), "start"], env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [str(ROOT / "deploy/kafka/kafka-local"), "start"], env=env, capture_output=True, text=True, timeout=600
+    )
     if proc.returncode != 0:
         raise SystemExit(f"kafka-local start failed:\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout.strip().splitlines()[-1].split("=", 1)[1]
 
 
 def stop_broker(state: Path) -> None:
-    subprocess.run([str(ROOT / "deploy/kafka/kafka-local"), "stop"],
-                   env={**os.environ, "KAFKA_LOCAL_STATE": str(state)}, capture_output=True, timeout=120)
+    subprocess.run(
+        [str(ROOT / "deploy/kafka/kafka-local"), "stop"],
+        env={**os.environ, "KAFKA_LOCAL_STATE": str(state)},
+        capture_output=True,
+        timeout=120,
+    )
 
 
 def settings_for(bootstrap: str, home: Path, suffix: str):
     from monitor.config import TopicSettings, load_settings
 
     topics = {k: f"{v}.bench.{suffix}" for k, v in TopicSettings().model_dump().items()}
-    return load_settings(None, home=str(home), kafka={"bootstrap": bootstrap}, topics=topics,
-                         connectors={"demo": False}, logging={"level": "WARNING"})
+    return load_settings(
+        None,
+        home=str(home),
+        kafka={"bootstrap": bootstrap},
+        topics=topics,
+        connectors={"demo": False},
+        logging={"level": "WARNING"},
+    )
 
 
 def run_real(bootstrap: str, path: Path, work: Path) -> dict:
@@ -93,7 +228,6 @@ def run_real(bootstrap: str, path: Path, work: Path) -> dict:
     from connectors.settings import FileSource
     from monitor.bus.factory import make_bus
     from monitor.component import Context
-
     from monitor.runtime import tune_gc
 
     settings = settings_for(bootstrap, work / "home-real", uuid.uuid4().hex[:8])
@@ -121,8 +255,17 @@ def run_baseline(bootstrap: str, path: Path, limit: int, work: Path) -> dict:
             if i >= limit:
                 break
             row = json.loads(line)
-            items.append(NewsItem(id=f"bench-{i}", source="bench", title=row["title"], body=row["body"],
-                                  url=row["url"], published_at=row["published_at"], tickers=tuple(row["tickers"])))
+            items.append(
+                NewsItem(
+                    id=f"bench-{i}",
+                    source="bench",
+                    title=row["title"],
+                    body=row["body"],
+                    url=row["url"],
+                    published_at=row["published_at"],
+                    tickers=tuple(row["tickers"]),
+                )
+            )
     try:
         producer.send(settings.topics.raw, b"warm-up").get(timeout=30)
         started = time.perf_counter()
@@ -194,19 +337,23 @@ def main() -> int:
                 stop_broker(broker_state)
     real_rate = real["produced"] / real["seconds"] if real["seconds"] else 0.0
     base_rate = base["produced"] / base["seconds"] if base["seconds"] else 0.0
-    print(json.dumps({
-        "bench": "ingest",
-        "stories": args.stories,
-        "repeat": args.repeat,
-        "all_real_seconds": [r["seconds"] for r in reals],
-        "all_baseline_seconds": [b["seconds"] for b in bases],
-        "real": {**real, "stories_per_s": round(real_rate)},
-        "baseline_send_get_per_story": {**base, "stories_per_s": round(base_rate)},
-        "transport_only_ceiling": {**ceiling, "stories_per_s": round(ceiling["produced"] / ceiling["seconds"])},
-        "speedup_vs_baseline": round(real_rate / base_rate, 1) if base_rate else None,
-        "target_stories_per_s": 5000,
-        "meets_target": real_rate >= 5000,
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "ingest",
+                "stories": args.stories,
+                "repeat": args.repeat,
+                "all_real_seconds": [r["seconds"] for r in reals],
+                "all_baseline_seconds": [b["seconds"] for b in bases],
+                "real": {**real, "stories_per_s": round(real_rate)},
+                "baseline_send_get_per_story": {**base, "stories_per_s": round(base_rate)},
+                "transport_only_ceiling": {**ceiling, "stories_per_s": round(ceiling["produced"] / ceiling["seconds"])},
+                "speedup_vs_baseline": round(real_rate / base_rate, 1) if base_rate else None,
+                "target_stories_per_s": 5000,
+                "meets_target": real_rate >= 5000,
+            }
+        )
+    )
     return 0
 
 

@@ -36,7 +36,7 @@ def score_for(engine, texts, batch: int, until) -> tuple[int, float]:
     """Score batches until ``until()`` is true; (texts scored, seconds)."""
     n, i, started = 0, 0, time.perf_counter()
     while not until():
-        chunk = texts[i:i + batch] or texts[:batch]
+        chunk = texts[i : i + batch] or texts[:batch]
         i = (i + batch) % len(texts)
         engine.predict(chunk)
         n += len(chunk)
@@ -61,9 +61,19 @@ def main() -> int:
     from tests.models.fixtures import trained_tiny_home
 
     home = trained_tiny_home(Path(tempfile.mkdtemp(prefix="bench-retrain-")))
-    settings = load_settings(None, home=str(home), classifier={"device": "cpu"}, retrain={
-        "profile": args.profile, "threads": args.threads, "nice": args.nice, "min_new_labels": 10,
-        "min_holdout": 5, "validation_limit": 400})
+    settings = load_settings(
+        None,
+        home=str(home),
+        classifier={"device": "cpu"},
+        retrain={
+            "profile": args.profile,
+            "threads": args.threads,
+            "nice": args.nice,
+            "min_new_labels": 10,
+            "min_holdout": 5,
+            "validation_limit": 400,
+        },
+    )
     engine = InferenceEngine.from_settings(settings)
     texts = [r.text for r in load_split("sentiment", "valid")][:1024]
     engine.predict(texts[: args.batch])  # warm-up
@@ -75,11 +85,30 @@ def main() -> int:
     idle1 = score_for(engine, texts, args.batch, for_seconds(args.idle_s))
 
     store = LabelStore(settings.state_dir / "labels.db")
-    companies = ["ACME", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay", "Stark", "Wayne", "Wonka", "Tyrell",
-                 "Soylent", "Oscorp", "Nakatomi", "Cyberdyne", "Gringotts"]
-    store.add([Vote("sentiment", t.format(c=c), "negative", "bench", "bench", None, utcnow())
-               for c in companies for t in ("{c} glorped", "{c} shares glorped", "{c} just glorped",
-                                            "{c} stock glorped today")])
+    companies = [
+        "ACME",
+        "Globex",
+        "Initech",
+        "Umbrella",
+        "Hooli",
+        "Vandelay",
+        "Stark",
+        "Wayne",
+        "Wonka",
+        "Tyrell",
+        "Soylent",
+        "Oscorp",
+        "Nakatomi",
+        "Cyberdyne",
+        "Gringotts",
+    ]
+    store.add(
+        [
+            Vote("sentiment", t.format(c=c), "negative", "bench", "bench", None, utcnow())
+            for c in companies
+            for t in ("{c} glorped", "{c} shares glorped", "{c} just glorped", "{c} stock glorped today")
+        ]
+    )
     result: dict = {}
 
     def retrain() -> None:
@@ -96,16 +125,29 @@ def main() -> int:
     idle2 = score_for(engine, texts, args.batch, for_seconds(args.idle_s))
     store.close()
 
-    rate = {name: round(n / s, 1) for name, (n, s) in (("idle_before", idle1), ("retrain", during),
-                                                         ("idle_after", idle2))}
+    rate = {
+        name: round(n / s, 1) for name, (n, s) in (("idle_before", idle1), ("retrain", during), ("idle_after", idle2))
+    }
     idle = (rate["idle_before"] + rate["idle_after"]) / 2
-    print(json.dumps({
-        "texts_per_s": rate, "ratio": round(rate["retrain"] / idle, 3), "retrain_seconds": round(during[1], 1),
-        "retrain_result": result.get("result"), "retrain_reason": result.get("reason"),
-        "profile": args.profile, "threads": args.threads, "nice": args.nice, "batch": args.batch,
-        "engine_precision": engine.precision, "engine_threads": __import__("torch").get_num_threads(),
-        "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
-    }))
+    print(
+        json.dumps(
+            {
+                "texts_per_s": rate,
+                "ratio": round(rate["retrain"] / idle, 3),
+                "retrain_seconds": round(during[1], 1),
+                "retrain_result": result.get("result"),
+                "retrain_reason": result.get("reason"),
+                "profile": args.profile,
+                "threads": args.threads,
+                "nice": args.nice,
+                "batch": args.batch,
+                "engine_precision": engine.precision,
+                "engine_threads": __import__("torch").get_num_threads(),
+                "cpus": os.cpu_count(),
+                "load_avg": os.getloadavg(),
+            }
+        )
+    )
     return 0
 
 

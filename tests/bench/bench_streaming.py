@@ -55,7 +55,7 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     s = sorted(values)
-    k = max(0, min(len(s) - 1, int(round(q / 100 * (len(s) - 1)))))
+    k = max(0, min(len(s) - 1, round(q / 100 * (len(s) - 1))))
     return s[k]
 
 
@@ -75,7 +75,7 @@ def make_settings(args: argparse.Namespace, suffix: str, **sections) -> Settings
 
 def make_engine(args: argparse.Namespace, settings: Settings):
     if args.engine == "fake":
-        from monitor.stages.keyword_engine import KeywordEngine
+        from tests.stages.keyword_engine import KeywordEngine
 
         return KeywordEngine()
     from monitor.stages.scoring import load_engine
@@ -84,24 +84,33 @@ def make_engine(args: argparse.Namespace, settings: Settings):
 
 
 def story(i: int, ticker: str, published: datetime | None = None) -> NewsItem:
-    return NewsItem(id=f"bench-{ticker}-{i}", source=("wire", "rss", "blog")[i % 3],
-                    title=HEADLINES[i % len(HEADLINES)].format(t=ticker),
-                    published_at=published or datetime.now(timezone.utc), tickers=(ticker,))
+    return NewsItem(
+        id=f"bench-{ticker}-{i}",
+        source=("wire", "rss", "blog")[i % 3],
+        title=HEADLINES[i % len(HEADLINES)].format(t=ticker),
+        published_at=published or datetime.now(timezone.utc),
+        tickers=(ticker,),
+    )
 
 
 # -- part 1: throughput --------------------------------------------------------------------------
 def throughput(args: argparse.Namespace, engine, batch_size: int, label: str) -> dict:
     from monitor.stages.classify import ClassifyStage
 
-    settings = make_settings(args, f"tp{batch_size}-{uuid.uuid4().hex[:6]}",
-                             classifier={"max_batch_size": batch_size, "max_delay_ms": 20},
-                             classify={"max_in_flight": 4096, "poll_max_records": 500})
+    settings = make_settings(
+        args,
+        f"tp{batch_size}-{uuid.uuid4().hex[:6]}",
+        classifier={"max_batch_size": batch_size, "max_delay_ms": 20},
+        classify={"max_in_flight": 4096, "poll_max_records": 500},
+    )
     bus = KafkaBus(settings.kafka)
     bus.ensure_topics(settings.topics.all())
     p = bus.producer()
     tickers = ["AAPL", "MSFT", "NVDA", "TSLA", "AMZN", "META", "GOOG", "JPM"]
-    ds = [send_record(p, settings.topics.raw, s, key=s.primary_key)
-          for s in (story(i, tickers[i % len(tickers)]) for i in range(args.n))]
+    ds = [
+        send_record(p, settings.topics.raw, s, key=s.primary_key)
+        for s in (story(i, tickers[i % len(tickers)]) for i in range(args.n))
+    ]
     for d in ds:
         d.get(60)
     p.close()
@@ -118,9 +127,15 @@ def throughput(args: argparse.Namespace, engine, batch_size: int, label: str) ->
     stop.set()
     t.join(60)
     batches = stage.batches
-    return {"label": label, "max_batch_size": batch_size, "stories": args.n, "seconds": round(elapsed, 3),
-            "stories_per_s": round(args.n / elapsed, 1), "batches": batches,
-            "mean_batch": round(args.n / max(1, batches), 1)}
+    return {
+        "label": label,
+        "max_batch_size": batch_size,
+        "stories": args.n,
+        "seconds": round(elapsed, 3),
+        "stories_per_s": round(args.n / elapsed, 1),
+        "batches": batches,
+        "mean_batch": round(args.n / max(1, batches), 1),
+    }
 
 
 # -- part 2: latency -----------------------------------------------------------------------------
@@ -129,8 +144,14 @@ class TopicWatcher(threading.Thread):
 
     def __init__(self, bootstrap: str, topic: str, key_of) -> None:
         super().__init__(daemon=True)
-        self.c = KafkaConsumer(topic, bootstrap_servers=[bootstrap], group_id=f"bench-watch-{uuid.uuid4().hex[:6]}",
-                               auto_offset_reset="latest", enable_auto_commit=False, fetch_max_wait_ms=10)
+        self.c = KafkaConsumer(
+            topic,
+            bootstrap_servers=[bootstrap],
+            group_id=f"bench-watch-{uuid.uuid4().hex[:6]}",
+            auto_offset_reset="latest",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=10,
+        )
         self.key_of = key_of
         self.first_seen: dict[str, float] = {}
         self.stop = threading.Event()
@@ -154,9 +175,11 @@ def latency(args: argparse.Namespace, engine) -> list[dict]:
     from monitor.component import Context
     from monitor.stages.component import build_aggregate, build_classify
 
-    settings = make_settings(args, f"lat-{uuid.uuid4().hex[:6]}",
-                             aggregator={"windows": [{"name": "1m", "size": "1m"},
-                                                     {"name": "5m", "size": "5m", "hop": "1m"}]})
+    settings = make_settings(
+        args,
+        f"lat-{uuid.uuid4().hex[:6]}",
+        aggregator={"windows": [{"name": "1m", "size": "1m"}, {"name": "5m", "size": "5m", "hop": "1m"}]},
+    )
     bus = KafkaBus(settings.kafka)
     bus.ensure_topics(settings.topics.all())
     settings.ensure_dirs()
@@ -168,7 +191,7 @@ def latency(args: argparse.Namespace, engine) -> list[dict]:
 
     def trend_key(v: bytes) -> str | None:
         p = decode(TrendPoint, v)
-        return p.key[len("ticker:"):] if p.key.startswith("ticker:L") else None
+        return p.key[len("ticker:") :] if p.key.startswith("ticker:L") else None
 
     def scored_key(v: bytes) -> str | None:
         s = decode(ScoredItem, v)
@@ -213,16 +236,20 @@ def latency(args: argparse.Namespace, engine) -> list[dict]:
                 time.sleep(0.1)
             lat_trend = [trends.first_seen[k] - t for k, t in sent.items() if k in trends.first_seen]
             lat_scored = [scored.first_seen[k] - t for k, t in sent.items() if k in scored.first_seen]
-            results.append({
-                "rate": rate, "achieved_rate": round(achieved, 1), "stories": n,
-                "missing": n - len(lat_trend),
-                "scored_p50_ms": round(1000 * percentile(lat_scored, 50), 1),
-                "scored_p99_ms": round(1000 * percentile(lat_scored, 99), 1),
-                "trend_p50_ms": round(1000 * percentile(lat_trend, 50), 1),
-                "trend_p99_ms": round(1000 * percentile(lat_trend, 99), 1),
-                "trend_mean_ms": round(1000 * statistics.fmean(lat_trend), 1) if lat_trend else None,
-                "wall_start": wall0,
-            })
+            results.append(
+                {
+                    "rate": rate,
+                    "achieved_rate": round(achieved, 1),
+                    "stories": n,
+                    "missing": n - len(lat_trend),
+                    "scored_p50_ms": round(1000 * percentile(lat_scored, 50), 1),
+                    "scored_p99_ms": round(1000 * percentile(lat_scored, 99), 1),
+                    "trend_p50_ms": round(1000 * percentile(lat_trend, 50), 1),
+                    "trend_p99_ms": round(1000 * percentile(lat_trend, 99), 1),
+                    "trend_mean_ms": round(1000 * statistics.fmean(lat_trend), 1) if lat_trend else None,
+                    "wall_start": wall0,
+                }
+            )
             print(f"  rate {rate}/s: {results[-1]}", file=sys.stderr, flush=True)
     finally:
         producer.close()
@@ -239,8 +266,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kafka", default=os.environ.get("FINSENT_TEST_KAFKA"), help="bootstrap host:port")
     ap.add_argument("--engine", choices=["fake", "real"], default="real")
-    ap.add_argument("--home", type=Path, default=Path("/tmp/finsent-bench-home"),
-                    help="finsent home (the real engine loads the registry under HOME/models)")
+    ap.add_argument(
+        "--home",
+        type=Path,
+        default=Path("/tmp/finsent-bench-home"),
+        help="finsent home (the real engine loads the registry under HOME/models)",
+    )
     ap.add_argument("--n", type=int, default=2000, help="stories for the throughput part")
     ap.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[50, 100, 200])
     ap.add_argument("--duration", type=float, default=20.0, help="measured seconds per rate")
@@ -255,10 +286,17 @@ def main() -> int:
     args.home.mkdir(parents=True, exist_ok=True)
     engine = make_engine(args, make_settings(args, "engine"))
     version = engine.version
-    print(f"engine={args.engine} version={version} cpus={os.cpu_count()} python={platform.python_version()}",
-          file=sys.stderr)
-    report: dict = {"engine": args.engine, "model_version": version, "machine": platform.platform(),
-                    "cpus": os.cpu_count(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    print(
+        f"engine={args.engine} version={version} cpus={os.cpu_count()} python={platform.python_version()}",
+        file=sys.stderr,
+    )
+    report: dict = {
+        "engine": args.engine,
+        "model_version": version,
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     if not args.skip_throughput:
         engine.predict([story(0, "WARM").text] * 8)
         base = throughput(args, engine, 1, "one story at a time")
@@ -267,16 +305,22 @@ def main() -> int:
         report["speedup"] = round(batched["stories_per_s"] / base["stories_per_s"], 2)
         print("\n| classify | max_batch_size | stories/s | mean batch | seconds |\n|---|---:|---:|---:|---:|")
         for r in (base, batched):
-            print(f"| {r['label']} | {r['max_batch_size']} | {r['stories_per_s']} | {r['mean_batch']} | {r['seconds']} |")
+            print(
+                f"| {r['label']} | {r['max_batch_size']} | {r['stories_per_s']} | {r['mean_batch']} | {r['seconds']} |"
+            )
         print(f"\nspeed-up micro-batched vs one at a time: x{report['speedup']}")
     if not args.skip_latency:
         lat = latency(args, engine)
         report["latency"] = lat
-        print("\n| offered rate/s | achieved/s | publish->scored p50 / p99 ms | publish->trend p50 / p99 ms | missing |")
+        print(
+            "\n| offered rate/s | achieved/s | publish->scored p50 / p99 ms | publish->trend p50 / p99 ms | missing |"
+        )
         print("|---:|---:|---:|---:|---:|")
         for r in lat:
-            print(f"| {r['rate']} | {r['achieved_rate']} | {r['scored_p50_ms']} / {r['scored_p99_ms']} | "
-                  f"{r['trend_p50_ms']} / {r['trend_p99_ms']} | {r['missing']} |")
+            print(
+                f"| {r['rate']} | {r['achieved_rate']} | {r['scored_p50_ms']} / {r['scored_p99_ms']} | "
+                f"{r['trend_p50_ms']} / {r['trend_p99_ms']} | {r['missing']} |"
+            )
     print(json.dumps(report))
     return 0
 

@@ -41,13 +41,22 @@ def main(home: str, version: str | None = None, limit: str | None = None) -> dic
     amp = torch.bfloat16 if manifest["training"].get("autocast") == "bfloat16" and cpu_has_bf16() else None
     out: dict = {"version": version, "served_weight": manifest["lexical"].get("weight"), "tasks": {}}
     for task in TASKS:
-        sets = {n: random.Random(0).sample(rows, int(limit)) if limit and int(limit) < len(rows) else rows
-                for n, rows in validation_sets(task).items()}
+        sets = {
+            n: random.Random(0).sample(rows, int(limit)) if limit and int(limit) < len(rows) else rows
+            for n, rows in validation_sets(task).items()
+        }
         net, lex = {}, {}
         for name, rows in sets.items():
             texts = [r.text for r in rows]
-            net[name] = compute_logits(loaded.model, loaded.tokenizer, texts, max_length=manifest["max_length"],
-                                       device=torch.device("cpu"), autocast_dtype=amp, max_batch_tokens=1024)[task]
+            net[name] = compute_logits(
+                loaded.model,
+                loaded.tokenizer,
+                texts,
+                max_length=manifest["max_length"],
+                device=torch.device("cpu"),
+                autocast_dtype=amp,
+                max_batch_tokens=1024,
+            )[task]
             lex[name] = lexical.log_probs(texts)[task]
         ys = {n: [r.label for r in rows] for n, rows in sets.items()}
         sel = selection_sets(task)
@@ -58,19 +67,30 @@ def main(home: str, version: str | None = None, limit: str | None = None) -> dic
                 z = torch.from_numpy(mix_log_probs(net[name].numpy(), lex[name], w))
                 m = classification_metrics(task, ys[name], z.argmax(-1).tolist())
                 per[name] = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "per_class": m["per_class"]}
-            grid[str(w)] = {"sets": per, "selection_score": round(sum(per[n]["macro_f1"] for n in sel) / len(sel), 4),
-                            "tweets_score": per["tweets"]["macro_f1"]}
+            grid[str(w)] = {
+                "sets": per,
+                "selection_score": round(sum(per[n]["macro_f1"] for n in sel) / len(sel), 4),
+                "tweets_score": per["tweets"]["macro_f1"],
+            }
         chosen = max(GRID, key=lambda w: (grid[str(w)]["selection_score"], -w))
         calib = {}
         for label, w in (("served", float(manifest["lexical"].get("weight", 0.0))), ("chosen", chosen)):
             zs = {n: torch.from_numpy(mix_log_probs(net[n].numpy(), lex[n], w)) for n in sets}
             t_tweets = fit_temperature(zs["tweets"], torch.tensor(ys["tweets"]))
             t_pool = fit_temperature(torch.cat([zs[n] for n in sel]), torch.tensor([y for n in sel for y in ys[n]]))
-            calib[label] = {"weight": w, "T_tweets": round(t_tweets, 4), "T_pooled": round(t_pool, 4),
-                            "ece": {n: {"uncalibrated": round(expected_calibration_error(zs[n], torch.tensor(ys[n])), 4),
-                                        "T_tweets": round(expected_calibration_error(zs[n], torch.tensor(ys[n]), t_tweets), 4),
-                                        "T_pooled": round(expected_calibration_error(zs[n], torch.tensor(ys[n]), t_pool), 4)}
-                                    for n in sets}}
+            calib[label] = {
+                "weight": w,
+                "T_tweets": round(t_tweets, 4),
+                "T_pooled": round(t_pool, 4),
+                "ece": {
+                    n: {
+                        "uncalibrated": round(expected_calibration_error(zs[n], torch.tensor(ys[n])), 4),
+                        "T_tweets": round(expected_calibration_error(zs[n], torch.tensor(ys[n]), t_tweets), 4),
+                        "T_pooled": round(expected_calibration_error(zs[n], torch.tensor(ys[n]), t_pool), 4),
+                    }
+                    for n in sets
+                },
+            }
         out["tasks"][task] = {"grid": grid, "chosen_weight": chosen, "calibration": calib}
     return out
 

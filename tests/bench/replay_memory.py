@@ -29,8 +29,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA_LOCAL = ROOT / "deploy" / "kafka" / "kafka-local"
-WORDS = ("beat miss rise fall profit loss deal merger upgrade downgrade guidance outlook dividend recall "
-         "shares").split()
+WORDS = (
+    "beat miss rise fall profit loss deal merger upgrade downgrade guidance outlook dividend recall shares"
+).split()
 
 
 def write_file(path: Path, size_mb: float) -> int:
@@ -42,13 +43,18 @@ def write_file(path: Path, size_mb: float) -> int:
         while written < limit:
             i = rows
             at = base + timedelta(seconds=max(0, 2 * i + rng.randint(-30, 30)))
-            line = json.dumps({
-                "title": f"Company{i % 5000} {' '.join(rng.choices(WORDS, k=8))} #{i}",
-                "body": " ".join(rng.choices(WORDS, k=30)),
-                "published_at": at.isoformat(),
-                "source": f"wire{i % 7}",
-                "tickers": [f"C{i % 5000}"],
-            }) + "\n"
+            line = (
+                json.dumps(
+                    {
+                        "title": f"Company{i % 5000} {' '.join(rng.choices(WORDS, k=8))} #{i}",
+                        "body": " ".join(rng.choices(WORDS, k=30)),
+                        "published_at": at.isoformat(),
+                        "source": f"wire{i % 7}",
+                        "tickers": [f"C{i % 5000}"],
+                    }
+                )
+                + "\n"
+            )
             out.write(line)
             written += len(line.encode())
             rows += 1
@@ -65,8 +71,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mb", type=float, default=200.0)
     ap.add_argument("--file", type=Path, default=Path(tempfile.gettempdir()) / "replay200.jsonl")
-    ap.add_argument("--dedup-max-entries", type=int, default=None,
-                    help="connectors.dedup.max_entries (unset: the default)")
+    ap.add_argument(
+        "--dedup-max-entries", type=int, default=None, help="connectors.dedup.max_entries (unset: the default)"
+    )
     ap.add_argument("--state", type=Path, default=Path(tempfile.gettempdir()) / "finsent-replay-kafka")
     args = ap.parse_args()
     if not args.file.exists():
@@ -85,19 +92,27 @@ def main() -> int:
         env["FINSENT_CONNECTORS__DEDUP__MAX_ENTRIES"] = str(args.dedup_max_entries)
     finsent = Path(sys.executable).with_name("finsent")
     try:
-        run = subprocess.run(["/usr/bin/time", "-v", str(finsent), "replay", str(args.file), "--speed", "0",
-                              "--kafka", bootstrap], env=env, capture_output=True, text=True)
+        run = subprocess.run(
+            ["/usr/bin/time", "-v", str(finsent), "replay", str(args.file), "--speed", "0", "--kafka", bootstrap],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
     finally:
         subprocess.run([str(KAFKA_LOCAL), "stop"], env=kenv, capture_output=True, text=True, timeout=120)
         shutil.rmtree(home, ignore_errors=True)
     peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", run.stderr)
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", run.stderr)
     summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else "(no summary)"
-    print(f"file={args.file} ({args.file.stat().st_size / 1e6:.0f} MB) dedup_max_entries="
-          f"{args.dedup_max_entries or 'default'} exit={run.returncode}")
+    print(
+        f"file={args.file} ({args.file.stat().st_size / 1e6:.0f} MB) dedup_max_entries="
+        f"{args.dedup_max_entries or 'default'} exit={run.returncode}"
+    )
     print(f"summary: {summary}")
     if peak and wall:
-        print(f"peak RSS {int(peak.group(1)) / 1024:.0f} MiB ({int(peak.group(1)) / 1000:.0f} MB), wall {wall.group(1)}")
+        print(
+            f"peak RSS {int(peak.group(1)) / 1024:.0f} MiB ({int(peak.group(1)) / 1000:.0f} MB), wall {wall.group(1)}"
+        )
     else:
         print(run.stderr[-2000:], file=sys.stderr)
     return run.returncode

@@ -109,10 +109,18 @@ def metric(url: str, name: str) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", required=True, type=Path,
-                    help="a model registry with a current version ($FINSENT_HOME/models, or .cache/test-model/quick-*)")
-    ap.add_argument("--mode", choices=("roles", "embedded"), default="roles",
-                    help="roles: four processes over a broker of its own; embedded: one `finsent run` (in-process bus, demo on)")
+    ap.add_argument(
+        "--models",
+        required=True,
+        type=Path,
+        help="a model registry with a current version ($FINSENT_HOME/models, or .cache/test-model/quick-*)",
+    )
+    ap.add_argument(
+        "--mode",
+        choices=("roles", "embedded"),
+        default="roles",
+        help="roles: four processes over a broker of its own; embedded: one `finsent run` (in-process bus, demo on)",
+    )
     ap.add_argument("--minutes", type=float, default=3.0)
     ap.add_argument("--tail-min", type=float, default=10.0, help="report growth over the last N minutes")
     ap.add_argument("--rate", type=float, default=100.0, help="stories per second")
@@ -121,8 +129,12 @@ def main() -> int:
     ap.add_argument("--warmup-s", type=float, default=30.0)
     ap.add_argument("--state", type=Path, default=Path(tempfile.gettempdir()) / "finsent-soak-kafka")
     ap.add_argument("--out", type=Path, default=Path("soak.json"))
-    ap.add_argument("--dedup-max-entries", type=int, default=None,
-                    help="connectors.dedup.max_entries for the ingest role (unset: the default)")
+    ap.add_argument(
+        "--dedup-max-entries",
+        type=int,
+        default=None,
+        help="connectors.dedup.max_entries for the ingest role (unset: the default)",
+    )
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="finsent-soak-"))
@@ -135,8 +147,12 @@ def main() -> int:
     # The broker's heap is resident from the start (-Xms = -Xmx, pre-touched; Kafka's own advice is
     # Xms = Xmx): a JVM's RSS otherwise climbs for hours towards its fixed -Xmx as it touches
     # pages, which reads like growth but is a bound. What could still grow then is off-heap.
-    kenv = {**os.environ, "KAFKA_LOCAL_STATE": str(args.state), "KAFKA_LOCAL_PORT": str(free_port()),
-            "KAFKA_LOCAL_JVM_OPTS": "-Xms512m -XX:+AlwaysPreTouch"}
+    kenv = {
+        **os.environ,
+        "KAFKA_LOCAL_STATE": str(args.state),
+        "KAFKA_LOCAL_PORT": str(free_port()),
+        "KAFKA_LOCAL_JVM_OPTS": "-Xms512m -XX:+AlwaysPreTouch",
+    }
     broker_pid: int | None = None
     bootstrap = ""
     if not embedded:
@@ -154,23 +170,44 @@ def main() -> int:
             port = free_port()
             urls[role] = f"http://127.0.0.1:{port}"
             cfg = work / f"{role}.yaml"
-            cfg.write_text(yaml.safe_dump({
-                "home": str(home),
-                "logging": {"level": "WARNING", "format": "json"},
-                **({} if embedded else {"kafka": {"bootstrap": bootstrap}}),
-                "http": {"port": port},
-                "connectors": {"demo": embedded, "sources": [
-                    {"type": "webhook", "name": "wire", "secret": {"value": SECRET}, "max_items": 100}],
-                    **({"dedup": {"max_entries": args.dedup_max_entries}} if args.dedup_max_entries else {})},
-                "alerts": {"rules_file": str(work / "rules.yaml"), "default_receiver": "hook",
-                           "receivers": {"hook": {"type": "webhook", "url": receiver.url, "secret": "soak-hook"}}},
-            }))
+            cfg.write_text(
+                yaml.safe_dump(
+                    {
+                        "home": str(home),
+                        "logging": {"level": "WARNING", "format": "json"},
+                        **({} if embedded else {"kafka": {"bootstrap": bootstrap}}),
+                        "http": {"port": port},
+                        "connectors": {
+                            "demo": embedded,
+                            "sources": [
+                                {"type": "webhook", "name": "wire", "secret": {"value": SECRET}, "max_items": 100}
+                            ],
+                            **({"dedup": {"max_entries": args.dedup_max_entries}} if args.dedup_max_entries else {}),
+                        },
+                        "alerts": {
+                            "rules_file": str(work / "rules.yaml"),
+                            "default_receiver": "hook",
+                            "receivers": {"hook": {"type": "webhook", "url": receiver.url, "secret": "soak-hook"}},
+                        },
+                    }
+                )
+            )
             env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
             env.update(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
             procs[role] = subprocess.Popen(
-                [sys.executable, "-m", "monitor.cli", "run", *(() if embedded else ("--stages", role)),
-                 "--config", str(cfg)],
-                env=env, stdout=(work / f"{role}.log").open("w"), stderr=subprocess.STDOUT)
+                [
+                    sys.executable,
+                    "-m",
+                    "monitor.cli",
+                    "run",
+                    *(() if embedded else ("--stages", role)),
+                    "--config",
+                    str(cfg),
+                ],
+                env=env,
+                stdout=(work / f"{role}.log").open("w"),
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 300
         for role, url in urls.items():
             while True:
@@ -185,9 +222,11 @@ def main() -> int:
                     raise SystemExit(f"{role} never became ready")
                 time.sleep(0.5)
 
-        pids = {**({"broker (JVM)": broker_pid} if broker_pid else {}),
-                **{("finsent run (embedded)" if r == "all" else r): p.pid for r, p in procs.items()},
-                "driver": os.getpid()}
+        pids = {
+            **({"broker (JVM)": broker_pid} if broker_pid else {}),
+            **{("finsent run (embedded)" if r == "all" else r): p.pid for r, p in procs.items()},
+            "driver": os.getpid(),
+        }
         series: list[dict] = []
         stop = threading.Event()
         t0 = time.monotonic()
@@ -219,8 +258,13 @@ def main() -> int:
                 items = []
                 for i in range(first, min(total, first + per_request)):
                     tick = f"T{rng.randrange(400):03d}"
-                    items.append({"id": f"soak-{i}", "title": rng.choice(HEADLINES).format(t=f"${tick}", n=i),
-                                  "published_at": (event_start + timedelta(seconds=i * event_span / total)).isoformat()})
+                    items.append(
+                        {
+                            "id": f"soak-{i}",
+                            "title": rng.choice(HEADLINES).format(t=f"${tick}", n=i),
+                            "published_at": (event_start + timedelta(seconds=i * event_span / total)).isoformat(),
+                        }
+                    )
                 body = json.dumps({"items": items}).encode()
                 r = client.post(push_url, content=body, headers={"X-Finsent-Signature": sign(SECRET, body)})
                 if r.status_code == 202:
@@ -259,15 +303,23 @@ def main() -> int:
     tail_end = pushing[-1]
     tail_start = next((row for row in pushing if row["t"] >= tail_end["t"] - args.tail_min * 60), pushing[0])
     tail_span_min = max(1e-9, (tail_end["t"] - tail_start["t"]) / 60)
-    print(f"machine={platform.platform()} cpus={os.cpu_count()} python={platform.python_version()} "
-          f"date={datetime.now(timezone.utc):%Y-%m-%dT%H:%MZ}")
-    print(f"pushed {sent} stories ({refused} refused) in {push_s:.0f}s = {sent / push_s:.1f}/s; event time "
-          f"{args.event_hours:g} h; classified {classified:.0f}; alerts delivered {len(receiver.accepted)}; "
-          f"roles alive at the end: {alive}")
-    print(f"mode={args.mode}; growth over the last {tail_span_min:.1f} min of pushing: "
-          f"{tail_start['t']:.0f}s to {tail_end['t']:.0f}s")
-    print(f"\n| process | RSS at {warm['t']:.0f}s (MiB) | RSS at end | peak | growth | last {args.tail_min:g} min (MiB/min) "
-          f"| fds at {warm['t']:.0f}s | fds at end | peak fds |")
+    print(
+        f"machine={platform.platform()} cpus={os.cpu_count()} python={platform.python_version()} "
+        f"date={datetime.now(timezone.utc):%Y-%m-%dT%H:%MZ}"
+    )
+    print(
+        f"pushed {sent} stories ({refused} refused) in {push_s:.0f}s = {sent / push_s:.1f}/s; event time "
+        f"{args.event_hours:g} h; classified {classified:.0f}; alerts delivered {len(receiver.accepted)}; "
+        f"roles alive at the end: {alive}"
+    )
+    print(
+        f"mode={args.mode}; growth over the last {tail_span_min:.1f} min of pushing: "
+        f"{tail_start['t']:.0f}s to {tail_end['t']:.0f}s"
+    )
+    print(
+        f"\n| process | RSS at {warm['t']:.0f}s (MiB) | RSS at end | peak | growth | last {args.tail_min:g} min (MiB/min) "
+        f"| fds at {warm['t']:.0f}s | fds at end | peak fds |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in pids:
         vals = [row[name] for row in series if row.get(name)]
@@ -277,11 +329,25 @@ def main() -> int:
             print(f"| {name} | n/a |")
             continue
         slope = (te["rss_mib"] - ts["rss_mib"]) / tail_span_min
-        print(f"| {name} | {w['rss_mib']:.0f} | {e['rss_mib']:.0f} | {max(v['rss_mib'] for v in vals):.0f} | "
-              f"{e['rss_mib'] - w['rss_mib']:+.0f} | {slope:+.2f} | {w['fds']} | {e['fds']} | "
-              f"{max(v['fds'] for v in vals)} |")
-    args.out.write_text(json.dumps({"mode": args.mode, "sent": sent, "refused": refused, "classified": classified,
-                                    "alerts": len(receiver.accepted), "alive": alive, "series": series}, indent=1))
+        print(
+            f"| {name} | {w['rss_mib']:.0f} | {e['rss_mib']:.0f} | {max(v['rss_mib'] for v in vals):.0f} | "
+            f"{e['rss_mib'] - w['rss_mib']:+.0f} | {slope:+.2f} | {w['fds']} | {e['fds']} | "
+            f"{max(v['fds'] for v in vals)} |"
+        )
+    args.out.write_text(
+        json.dumps(
+            {
+                "mode": args.mode,
+                "sent": sent,
+                "refused": refused,
+                "classified": classified,
+                "alerts": len(receiver.accepted),
+                "alive": alive,
+                "series": series,
+            },
+            indent=1,
+        )
+    )
     shutil.rmtree(work, ignore_errors=True)
     return 0 if all(alive.values()) else 1
 

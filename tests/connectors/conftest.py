@@ -52,10 +52,14 @@ class FeedServer:
             def log_message(self, *args: object) -> None:
                 return None
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 parts = urlsplit(self.path)
-                req = Req("GET", parts.path, {k: v[-1] for k, v in parse_qs(parts.query).items()},
-                          {k.lower(): v for k, v in self.headers.items()})
+                req = Req(
+                    "GET",
+                    parts.path,
+                    {k: v[-1] for k, v in parse_qs(parts.query).items()},
+                    {k.lower(): v for k, v in self.headers.items()},
+                )
                 server.hits.setdefault(parts.path, []).append(req)
                 handler = server.routes.get(parts.path)
                 resp = handler(req) if handler else Resp(404, b"not found")
@@ -114,8 +118,9 @@ def fixture_bytes(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
 
 
-def static(body: bytes, content_type: str = "application/rss+xml", etag: str | None = None,
-           last_modified: str | None = None) -> Handler:
+def static(
+    body: bytes, content_type: str = "application/rss+xml", etag: str | None = None, last_modified: str | None = None
+) -> Handler:
     """A resource that honours If-None-Match / If-Modified-Since with 304."""
 
     def handler(req: Req) -> Resp:
@@ -203,12 +208,13 @@ def ingest_factory():
     for core, bus in made:
         try:
             core.close()
-        except Exception:  # noqa: BLE001 - already closed by the test
+        except Exception:
             pass
         bus.close()
 
 
-def wait_for(predicate: Callable[[], object], timeout_s: float = 30.0, interval_s: float = 0.1,
-             what: str = "the condition"):
+def wait_for(
+    predicate: Callable[[], object], timeout_s: float = 30.0, interval_s: float = 0.1, what: str = "the condition"
+):
     """:func:`tests.waiting.wait_until` under the name the connector tests import."""
     return wait_until(predicate, timeout_s, what, interval_s)

@@ -37,20 +37,31 @@ def page_handler(req):
     if req.headers.get("x-api-key") != f"Token {TOKEN}":
         return Resp(401, b'{"error": "unauthorised"}', {"Content-Type": "application/json"})
     page = req.query.get("page", "1")
-    return Resp(200, json.dumps({"data": {"items": PAGES.get(page, [])}}).encode(),
-                {"Content-Type": "application/json"})
+    return Resp(
+        200, json.dumps({"data": {"items": PAGES.get(page, [])}}).encode(), {"Content-Type": "application/json"}
+    )
 
 
 def cursor_handler(req):
     cursor = req.query.get("after")
-    body = ({"results": [_story(10), _story(11)], "meta": {"next": "abc"}} if cursor is None
-            else {"results": [_story(12)], "meta": {"next": None}} if cursor == "abc"
-            else {"results": []})
+    body = (
+        {"results": [_story(10), _story(11)], "meta": {"next": "abc"}}
+        if cursor is None
+        else {"results": [_story(12)], "meta": {"next": None}}
+        if cursor == "abc"
+        else {"results": []}
+    )
     return Resp(200, json.dumps(body).encode(), {"Content-Type": "application/json"})
 
 
-FIELDS = {"id": "uuid", "title": "headline", "body": "summary", "url": "links.web",
-          "published_at": "time", "tickers": "symbols.*.ticker"}
+FIELDS = {
+    "id": "uuid",
+    "title": "headline",
+    "body": "summary",
+    "url": "links.web",
+    "published_at": "time",
+    "tickers": "symbols.*.ticker",
+}
 
 
 def test_get_path() -> None:
@@ -63,13 +74,22 @@ def test_get_path() -> None:
 
 
 @pytest.mark.kafka
-def test_page_pagination_mapping_and_auth(kafka_settings, kafka_bootstrap, feed_server, ingest_factory,
-                                          monkeypatch) -> None:
+def test_page_pagination_mapping_and_auth(
+    kafka_settings, kafka_bootstrap, feed_server, ingest_factory, monkeypatch
+) -> None:
     feed_server.routes["/api/news"] = page_handler
     monkeypatch.setenv("ACME_NEWS_TOKEN", TOKEN)
-    api = {"type": "json_api", "name": "acme-api", "url": feed_server.url("/api/news"), "items_path": "data.items",
-           "fields": FIELDS, "pagination": {"type": "page", "param": "page", "start": 1, "max_pages": 5},
-           "auth_header": "X-Api-Key", "auth_scheme": "Token", "auth": {"env": "ACME_NEWS_TOKEN"}}
+    api = {
+        "type": "json_api",
+        "name": "acme-api",
+        "url": feed_server.url("/api/news"),
+        "items_path": "data.items",
+        "fields": FIELDS,
+        "pagination": {"type": "page", "param": "page", "start": 1, "max_pages": 5},
+        "auth_header": "X-Api-Key",
+        "auth_scheme": "Token",
+        "auth": {"env": "ACME_NEWS_TOKEN"},
+    }
     bad = {**api, "name": "acme-bad-key", "auth": {"value": "wrong"}}
     settings = settings_with(kafka_settings, api, bad)
     core, ctx = ingest_factory(settings)
@@ -100,8 +120,14 @@ def test_page_pagination_mapping_and_auth(kafka_settings, kafka_bootstrap, feed_
 @pytest.mark.kafka
 def test_cursor_pagination(kafka_settings, kafka_bootstrap, feed_server, ingest_factory) -> None:
     feed_server.routes["/api/cursor"] = cursor_handler
-    api = {"type": "json_api", "name": "cursor-api", "url": feed_server.url("/api/cursor"), "items_path": "results",
-           "fields": FIELDS, "pagination": {"type": "cursor", "param": "after", "next_cursor_path": "meta.next"}}
+    api = {
+        "type": "json_api",
+        "name": "cursor-api",
+        "url": feed_server.url("/api/cursor"),
+        "items_path": "results",
+        "fields": FIELDS,
+        "pagination": {"type": "cursor", "param": "after", "next_cursor_path": "meta.next"},
+    }
     settings = settings_with(kafka_settings, api)
     core, ctx = ingest_factory(settings)
     assert poller_for(core, settings, "cursor-api").poll_once().produced == 3

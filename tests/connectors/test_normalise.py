@@ -49,19 +49,25 @@ def test_canonical_url() -> None:
     )
     assert canonical_url("http://example.com") == "http://example.com/"
     assert canonical_url("http://example.com:8080/x?ref=home") == "http://example.com:8080/x"
-    assert resolve_url("/news/a?x=1", "https://feeds.example.com/rss/markets.xml") == "https://feeds.example.com/news/a?x=1"
+    assert (
+        resolve_url("/news/a?x=1", "https://feeds.example.com/rss/markets.xml")
+        == "https://feeds.example.com/news/a?x=1"
+    )
     assert resolve_url("javascript:alert(1)", "https://x.example.com/") is None
     assert resolve_url("  ", "https://x.example.com/") is None
 
 
-@pytest.mark.parametrize("url", [
-    "https://news.example.com/a/1?utm_source=x&b=2&a=1&a=",  # fast path: plain pairs
-    "https://news.example.com/a?z=1&y&a-b=2&a=1&fbclid=3",  # a bare name, keys that prefix each other
-    "https://news.example.com/a?q=%7Efoo&b=c+d",  # escapes and '+': the general path re-encodes them
-    "https://news.example.com/a?name=caf%C3%A9&x=1;y=2",
-    "https://news.example.com/?#top",
-    "https://news.example.com.:443/x?A=1&a=0",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://news.example.com/a/1?utm_source=x&b=2&a=1&a=",  # fast path: plain pairs
+        "https://news.example.com/a?z=1&y&a-b=2&a=1&fbclid=3",  # a bare name, keys that prefix each other
+        "https://news.example.com/a?q=%7Efoo&b=c+d",  # escapes and '+': the general path re-encodes them
+        "https://news.example.com/a?name=caf%C3%A9&x=1;y=2",
+        "https://news.example.com/?#top",
+        "https://news.example.com.:443/x?A=1&a=0",
+    ],
+)
 def test_canonical_url_fast_path_matches_the_general_one(url: str) -> None:
     """Ids are derived from canonical URLs, so the fast path must never change one."""
     from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -108,7 +114,13 @@ def test_tickers_cashtags_exchanges_and_aliases() -> None:
     text = "Apple Inc. and $GOOGL rise; IBM (NYSE: IBM) and Nasdaq:NVDA gain, $5 coupon, BRK.B via $BRK.B"
     assert finder.find(text) == ["AAPL", "GOOGL", "IBM", "NVDA", "BRK.B"]
     assert finder.mentions(["nasdaq:tsla", "$ibm", "not a ticker!"], text, "Microsoft too")[0] == (
-        "TSLA", "IBM", "AAPL", "GOOGL", "NVDA", "BRK.B", "MSFT"
+        "TSLA",
+        "IBM",
+        "AAPL",
+        "GOOGL",
+        "NVDA",
+        "BRK.B",
+        "MSFT",
     )
     assert finder.find("apple inc. pie, microsoftware") == []  # aliases are whole-word, case-sensitive
     assert clean_ticker("NYSE:ibm") == "IBM" and clean_ticker("toolongname") is None
@@ -146,14 +158,22 @@ def test_normaliser_builds_clean_items_and_rejects_bad_ones() -> None:
     n = Normaliser(TickerExtractor({"Acme Corp": "ACME"}), source_tickers={"wire": ["IDX"]})
     fetched = datetime(2026, 11, 20, 12, tzinfo=UTC)
     item = n.build(
-        Draft(source="wire", title=" <b>Acme Corp</b>  beats ", body="<p>Acme Corp beats</p>", html=True,
-              url="https://x.example.com/a", published_at=None, language="en-GB"),
+        Draft(
+            source="wire",
+            title=" <b>Acme Corp</b>  beats ",
+            body="<p>Acme Corp beats</p>",
+            html=True,
+            url="https://x.example.com/a",
+            published_at=None,
+            language="en-GB",
+        ),
         fetched,
     )
     assert item.title == "Acme Corp beats" and item.body == ""  # a body equal to the title is dropped
     assert item.tickers == ("IDX", "ACME")
     assert [(m.ticker, m.how, m.part, m.start, m.end, m.surface) for m in item.mentions] == [
-        ("ACME", "alias", "title", 0, 9, "Acme Corp"), ("IDX", "feed", None, None, None, None)
+        ("ACME", "alias", "title", 0, 9, "Acme Corp"),
+        ("IDX", "feed", None, None, None, None),
     ]
     assert item.published_at == fetched and item.meta == {"published_at": "missing"}
     assert item.language == "en" and item.novelty == 1.0

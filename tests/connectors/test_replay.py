@@ -55,14 +55,17 @@ class FakeStop(threading.Event):
 
 
 def test_read_file_sorts_by_event_time_and_reports_bad_rows(tmp_path) -> None:
-    path = write_jsonl(tmp_path / "f.jsonl", [
-        {"title": "later", "published_at": iso(T0 + timedelta(minutes=5)), "tickers": "AAPL; MSFT"},
-        {"text": "earlier", "published_at": iso(T0), "source": "wire-x"},
-        "{broken json",
-        {"title": "no time"},
-        ["not", "an", "object"],
-        {"title": "bad time", "published_at": "next tuesday"},
-    ])
+    path = write_jsonl(
+        tmp_path / "f.jsonl",
+        [
+            {"title": "later", "published_at": iso(T0 + timedelta(minutes=5)), "tickers": "AAPL; MSFT"},
+            {"text": "earlier", "published_at": iso(T0), "source": "wire-x"},
+            "{broken json",
+            {"title": "no time"},
+            ["not", "an", "object"],
+            {"title": "bad time", "published_at": "next tuesday"},
+        ],
+    )
     rows, bad = read_file(path, "auto", "default-src")
     assert [r.draft.title for r in rows] == ["earlier", "later"]
     assert rows[0].draft.source == "wire-x" and rows[1].draft.source == "default-src"
@@ -71,20 +74,26 @@ def test_read_file_sorts_by_event_time_and_reports_bad_rows(tmp_path) -> None:
     assert "published_at" in bad[1].reason and bad[0].payload == b"{broken json"
 
     csv_path = tmp_path / "f.csv"
-    csv_path.write_text("Title,published_at,url,tickers\n"
-                        "Acme rises,2026-11-20T10:01:00Z,https://x.example.com/1,ACME\n"
-                        "Globex falls,2026-11-20T10:00:00Z,,GBX IDX\n", encoding="utf-8")
+    csv_path.write_text(
+        "Title,published_at,url,tickers\n"
+        "Acme rises,2026-11-20T10:01:00Z,https://x.example.com/1,ACME\n"
+        "Globex falls,2026-11-20T10:00:00Z,,GBX IDX\n",
+        encoding="utf-8",
+    )
     rows, bad = read_file(csv_path, "auto", "csv-src")
     assert [(r.draft.title, list(r.draft.tickers), r.draft.url) for r in rows] == [
-        ("Globex falls", ["GBX", "IDX"], None), ("Acme rises", ["ACME"], "https://x.example.com/1")]
+        ("Globex falls", ["GBX", "IDX"], None),
+        ("Acme rises", ["ACME"], "https://x.example.com/1"),
+    ]
     assert bad == []
 
 
 def test_speed_factor_paces_by_event_time(make_settings, ingest_factory, tmp_path) -> None:
     offsets_s = [0, 60, 120, 3600]
-    path = write_jsonl(tmp_path / "f.jsonl", [
-        {"title": f"story {i}", "published_at": iso(T0 + timedelta(seconds=s))} for i, s in enumerate(offsets_s)
-    ])
+    path = write_jsonl(
+        tmp_path / "f.jsonl",
+        [{"title": f"story {i}", "published_at": iso(T0 + timedelta(seconds=s))} for i, s in enumerate(offsets_s)],
+    )
     core, ctx = ingest_factory(make_settings(connectors={"demo": False}))
     clock = FakeTime()
     sent_at: list[tuple[float, list[str]]] = []
@@ -103,10 +112,13 @@ def test_speed_factor_paces_by_event_time(make_settings, ingest_factory, tmp_pat
 
 
 def test_loop_with_shifted_clock_gives_each_pass_fresh_ids(make_settings, ingest_factory, tmp_path) -> None:
-    path = write_jsonl(tmp_path / "f.jsonl", [
-        {"title": "Acme wins big order from carmaker", "published_at": iso(T0), "url": "https://x.example.com/a"},
-        {"title": "Globex cuts guidance for the year", "published_at": iso(T0 + timedelta(minutes=10))},
-    ])
+    path = write_jsonl(
+        tmp_path / "f.jsonl",
+        [
+            {"title": "Acme wins big order from carmaker", "published_at": iso(T0), "url": "https://x.example.com/a"},
+            {"title": "Globex cuts guidance for the year", "published_at": iso(T0 + timedelta(minutes=10))},
+        ],
+    )
     settings = make_settings(connectors={"demo": False})
     core, ctx = ingest_factory(settings)
     now = datetime(2030, 1, 1, tzinfo=UTC)
@@ -128,9 +140,12 @@ def test_loop_with_shifted_clock_gives_each_pass_fresh_ids(make_settings, ingest
     items = [decode(NewsItem, m.value) for m in ctx.bus.read_all(settings.topics.raw)]
     items.sort(key=lambda i: i.published_at)
     assert [i.published_at for i in items] == [
-        now, now + timedelta(minutes=10),
-        now + timedelta(minutes=10) + LOOP_GAP, now + timedelta(minutes=20) + LOOP_GAP,
-        now + timedelta(minutes=20) + 2 * LOOP_GAP, now + timedelta(minutes=30) + 2 * LOOP_GAP,
+        now,
+        now + timedelta(minutes=10),
+        now + timedelta(minutes=10) + LOOP_GAP,
+        now + timedelta(minutes=20) + LOOP_GAP,
+        now + timedelta(minutes=20) + 2 * LOOP_GAP,
+        now + timedelta(minutes=30) + 2 * LOOP_GAP,
     ]
     assert len({i.id for i in items}) == 6 and all(i.novelty == 1.0 for i in items)
     assert items[0].id.startswith("url:") and items[0].id.endswith(f"~{int(now.timestamp())}")
@@ -142,8 +157,9 @@ def test_loop_with_shifted_clock_gives_each_pass_fresh_ids(make_settings, ingest
     produced.clear()
     Replayer(src, core.publisher, now=lambda: now).run(stop)
     first_ids = {i.id for i in items}
-    later = [i for i in (decode(NewsItem, m.value) for m in ctx.bus.read_all(settings.topics.raw))
-             if i.id not in first_ids]
+    later = [
+        i for i in (decode(NewsItem, m.value) for m in ctx.bus.read_all(settings.topics.raw)) if i.id not in first_ids
+    ]
     assert len(later) == 6
     assert min(i.published_at for i in later) == now + timedelta(minutes=30) + 3 * LOOP_GAP
 
@@ -160,13 +176,18 @@ def test_demo_feed_is_valid_and_has_the_planted_burst() -> None:
 
 def _config(tmp_path: Path, bootstrap: str, topics) -> Path:
     cfg = tmp_path / "finsent.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "home": str(tmp_path / "home"),
-        "kafka": {"bootstrap": bootstrap},
-        "topics": topics.model_dump(),
-        "connectors": {"demo": False},
-        "logging": {"level": "WARNING"},
-    }), encoding="utf-8")
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "home": str(tmp_path / "home"),
+                "kafka": {"bootstrap": bootstrap},
+                "topics": topics.model_dump(),
+                "connectors": {"demo": False},
+                "logging": {"level": "WARNING"},
+            }
+        ),
+        encoding="utf-8",
+    )
     return cfg
 
 
@@ -182,13 +203,26 @@ def test_replay_cli_to_kafka_and_restart(tmp_path, kafka_bootstrap, topics, caps
     for var in [v for v in list(os.environ) if v.startswith("FINSENT_") and v != "FINSENT_TEST_KAFKA"]:
         monkeypatch.delenv(var)
     rows = [
-        {"title": f"Acme story {i} about widgets and gadgets", "published_at": iso(T0 + timedelta(minutes=9 - i)),
-         "tickers": ["ACME"], "url": f"https://x.example.com/acme/{i}"} for i in range(10)
+        {
+            "title": f"Acme story {i} about widgets and gadgets",
+            "published_at": iso(T0 + timedelta(minutes=9 - i)),
+            "tickers": ["ACME"],
+            "url": f"https://x.example.com/acme/{i}",
+        }
+        for i in range(10)
     ]
     rows += [
-        {"title": "Acme story 3 about widgets and gadgets", "published_at": iso(T0), "url": "https://x.example.com/acme/3?utm_source=t"},
-        {"title": "UPDATE 1-Acme story 4 about widgets and gadgets - Reuters", "published_at": iso(T0 + timedelta(hours=1)),
-         "tickers": ["ACME"], "url": "https://y.example.com/copy"},
+        {
+            "title": "Acme story 3 about widgets and gadgets",
+            "published_at": iso(T0),
+            "url": "https://x.example.com/acme/3?utm_source=t",
+        },
+        {
+            "title": "UPDATE 1-Acme story 4 about widgets and gadgets - Reuters",
+            "published_at": iso(T0 + timedelta(hours=1)),
+            "tickers": ["ACME"],
+            "url": "https://y.example.com/copy",
+        },
         {"title": "", "published_at": iso(T0)},
         "not json",
     ]
@@ -197,7 +231,11 @@ def test_replay_cli_to_kafka_and_restart(tmp_path, kafka_bootstrap, topics, caps
 
     first = _run_cli(capsys, str(path), "--config", str(cfg), "--source", "bulk", "--speed", "0")
     assert {k: first[k] for k in ("read", "produced", "duplicates", "rejected")} == {
-        "read": 14, "produced": 11, "duplicates": 1, "rejected": 2}
+        "read": 14,
+        "produced": 11,
+        "duplicates": 1,
+        "rejected": 2,
+    }
     assert first["seconds"] >= 0
 
     records = read_topic(kafka_bootstrap, topics.raw)
@@ -210,12 +248,18 @@ def test_replay_cli_to_kafka_and_restart(tmp_path, kafka_bootstrap, topics, caps
     assert copy.novelty == 0.5
 
     dead = dead_letters_on(kafka_bootstrap, topics.dlq)
-    assert sorted(d.reason for d in dead) == ["bulk: line 13: missing 'title' (or 'text')",
-                                              "bulk: line 14: not JSON: Expecting value: line 1 column 1 (char 0)"]
+    assert sorted(d.reason for d in dead) == [
+        "bulk: line 13: missing 'title' (or 'text')",
+        "bulk: line 14: not JSON: Expecting value: line 1 column 1 (char 0)",
+    ]
     assert {d.stage for d in dead} == {"ingest"}
 
     # A second run (a restart: new process objects, same home) re-emits nothing.
     second = _run_cli(capsys, str(path), "--kafka", kafka_bootstrap, "--config", str(cfg), "--source", "bulk")
     assert {k: second[k] for k in ("read", "produced", "duplicates", "rejected")} == {
-        "read": 14, "produced": 0, "duplicates": 12, "rejected": 2}
+        "read": 14,
+        "produced": 0,
+        "duplicates": 12,
+        "rejected": 2,
+    }
     assert len(news_on(kafka_bootstrap, topics.raw)) == 11

@@ -12,15 +12,22 @@ from connectors.settings import FileSource
 from monitor.records import NewsItem, decode
 
 
-def test_replay_rejects_400_digit_epoch_and_lone_surrogate_but_keeps_good_rows(make_settings, ingest_factory,
-                                                                                tmp_path: Path) -> None:
+def test_replay_rejects_400_digit_epoch_and_lone_surrogate_but_keeps_good_rows(
+    make_settings, ingest_factory, tmp_path: Path
+) -> None:
     path = tmp_path / "hostile.jsonl"
-    path.write_text("\n".join([
-        '{"title": "Acme wins a big order", "published_at": "2026-11-20T10:00:00Z"}',
-        '{"title": "epoch from the far future", "published_at": ' + "9" * 400 + '}',
-        '{"title": "lone \\ud800 surrogate", "published_at": "2026-11-20T10:01:00Z"}',
-        '{"title": "Globex cuts guidance", "published_at": "2026-11-20T10:02:00Z"}',
-    ]) + "\n", encoding="utf-8")
+    path.write_text(
+        "\n".join(
+            [
+                '{"title": "Acme wins a big order", "published_at": "2026-11-20T10:00:00Z"}',
+                '{"title": "epoch from the far future", "published_at": ' + "9" * 400 + "}",
+                '{"title": "lone \\ud800 surrogate", "published_at": "2026-11-20T10:01:00Z"}',
+                '{"title": "Globex cuts guidance", "published_at": "2026-11-20T10:02:00Z"}',
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     settings = make_settings(connectors={"demo": False})
     core, ctx = ingest_factory(settings)
     stats = Replayer(FileSource(name="hostile", path=path, speed=0), core.publisher).run(threading.Event())

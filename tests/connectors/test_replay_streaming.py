@@ -72,8 +72,8 @@ def test_replay_streams_a_large_file_in_flat_memory(tmp_path: Path) -> None:
 
 
 def test_rows_out_of_place_beyond_the_window_are_sent_and_counted() -> None:
-    from connectors.replay import Row
     from connectors.normalise import Draft
+    from connectors.replay import Row
 
     def row(minutes: int) -> Row:
         t = T0 + timedelta(minutes=minutes)

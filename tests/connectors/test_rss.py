@@ -96,8 +96,9 @@ def test_rss2_and_atom_to_kafka(kafka_settings, kafka_bootstrap, feed_server, in
     assert sample(ctx, "finsent_ingest_delay_seconds_count", source="markets") == 2  # the dated ones
 
 
-def test_conditional_get_gzip_and_restart_without_reemitting(kafka_settings, kafka_bootstrap, feed_server,
-                                                               ingest_factory) -> None:
+def test_conditional_get_gzip_and_restart_without_reemitting(
+    kafka_settings, kafka_bootstrap, feed_server, ingest_factory
+) -> None:
     body = fixture_bytes("feed_a.xml")
     etag = '"v1"'
 
@@ -105,14 +106,18 @@ def test_conditional_get_gzip_and_restart_without_reemitting(kafka_settings, kaf
         if req.headers.get("if-none-match") == etag:
             return Resp(304, b"", {"ETag": etag})
         if "gzip" in req.headers.get("accept-encoding", ""):
-            return Resp(200, gzip.compress(body), {"Content-Encoding": "gzip", "ETag": etag,
-                                                   "Content-Type": "application/rss+xml"})
+            return Resp(
+                200,
+                gzip.compress(body),
+                {"Content-Encoding": "gzip", "ETag": etag, "Content-Type": "application/rss+xml"},
+            )
         return Resp(200, body, {"ETag": etag})
 
     feed_server.routes["/a.xml"] = handler
     feed_server.routes["/a-no-etag.xml"] = static(body)
-    settings = settings_with(kafka_settings, rss("wire-a", feed_server.url("/a.xml")),
-                             rss("wire-a2", feed_server.url("/a-no-etag.xml")))
+    settings = settings_with(
+        kafka_settings, rss("wire-a", feed_server.url("/a.xml")), rss("wire-a2", feed_server.url("/a-no-etag.xml"))
+    )
     core, ctx = ingest_factory(settings)
     poller = poller_for(core, settings, "wire-a")
     assert poller.poll_once().produced == 2
@@ -131,11 +136,13 @@ def test_conditional_get_gzip_and_restart_without_reemitting(kafka_settings, kaf
     assert len(news_on(kafka_bootstrap, settings.topics.raw)) == 2
 
 
-def test_500_then_recovery_and_broken_feeds_are_counted(kafka_settings, kafka_bootstrap, feed_server,
-                                                          ingest_factory) -> None:
+def test_500_then_recovery_and_broken_feeds_are_counted(
+    kafka_settings, kafka_bootstrap, feed_server, ingest_factory
+) -> None:
     good = fixture_bytes("feed_b.xml")
-    feed_server.routes["/flaky.xml"] = sequence(Resp(500, b"oops"), Resp(503, b"busy", {"Retry-After": "0"}),
-                                                Resp(200, good))
+    feed_server.routes["/flaky.xml"] = sequence(
+        Resp(500, b"oops"), Resp(503, b"busy", {"Retry-After": "0"}), Resp(200, good)
+    )
     feed_server.routes["/down.xml"] = sequence(Resp(500, b"down"))
     feed_server.routes["/slow.xml"] = lambda req: Resp(200, good, delay_s=1.0)
     feed_server.routes["/malformed.xml"] = static(fixture_bytes("malformed.xml"))
@@ -170,14 +177,28 @@ def test_500_then_recovery_and_broken_feeds_are_counted(kafka_settings, kafka_bo
         assert results[name].produced == 0, name
     errors = {
         (name, kind): sample(ctx, "finsent_ingest_errors_total", source=name, kind=kind)
-        for name, kind in [("flaky", "http_5xx"), ("down", "http_5xx"), ("slow", "timeout"),
-                           ("malformed", "malformed"), ("garbage", "malformed"), ("huge", "too_large"),
-                           ("huge-declared", "too_large"), ("loop", "redirects"), ("gone", "http_4xx")]
+        for name, kind in [
+            ("flaky", "http_5xx"),
+            ("down", "http_5xx"),
+            ("slow", "timeout"),
+            ("malformed", "malformed"),
+            ("garbage", "malformed"),
+            ("huge", "too_large"),
+            ("huge-declared", "too_large"),
+            ("loop", "redirects"),
+            ("gone", "http_4xx"),
+        ]
     }
     assert errors == {
-        ("flaky", "http_5xx"): 0, ("down", "http_5xx"): 1, ("slow", "timeout"): 1,
-        ("malformed", "malformed"): 1, ("garbage", "malformed"): 1, ("huge", "too_large"): 1,
-        ("huge-declared", "too_large"): 1, ("loop", "redirects"): 1, ("gone", "http_4xx"): 1,
+        ("flaky", "http_5xx"): 0,
+        ("down", "http_5xx"): 1,
+        ("slow", "timeout"): 1,
+        ("malformed", "malformed"): 1,
+        ("garbage", "malformed"): 1,
+        ("huge", "too_large"): 1,
+        ("huge-declared", "too_large"): 1,
+        ("loop", "redirects"): 1,
+        ("gone", "http_4xx"): 1,
     }
 
     items = news_on(kafka_bootstrap, settings.topics.raw)
@@ -187,14 +208,16 @@ def test_500_then_recovery_and_broken_feeds_are_counted(kafka_settings, kafka_bo
     assert dated["Wonka Industries unveils new chocolate factory"].meta["published_at"] == "missing"
     assert dated["Cyberdyne Systems announces robotics partnership"].meta["published_at"] == "future-clamped"
     assert dated["Tyrell Corp guidance in line with expectations"].published_at == datetime(
-        2026, 11, 20, 4, 30, tzinfo=UTC)
+        2026, 11, 20, 4, 30, tzinfo=UTC
+    )
 
 
 def test_duplicates_across_two_feeds(kafka_settings, kafka_bootstrap, feed_server, ingest_factory) -> None:
     feed_server.routes["/a.xml"] = static(fixture_bytes("feed_a.xml"))
     feed_server.routes["/b.xml"] = static(fixture_bytes("feed_b.xml"))
-    settings = settings_with(kafka_settings, rss("wire-a", feed_server.url("/a.xml")),
-                             rss("wire-b", feed_server.url("/b.xml")))
+    settings = settings_with(
+        kafka_settings, rss("wire-a", feed_server.url("/a.xml")), rss("wire-b", feed_server.url("/b.xml"))
+    )
     core, ctx = ingest_factory(settings)
     a = poller_for(core, settings, "wire-a").poll_once()
     b = poller_for(core, settings, "wire-b").poll_once()

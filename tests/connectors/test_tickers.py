@@ -36,7 +36,7 @@ def check_surfaces(title: str, body: str, mentions: tuple[TickerMention, ...]) -
             assert m.how == "feed" and m.start is None and m.end is None and m.surface is None
         else:
             text = title if m.part == "title" else body
-            assert text[m.start:m.end] == m.surface, m
+            assert text[m.start : m.end] == m.surface, m
 
 
 def test_cashtag_span_includes_the_dollar() -> None:
@@ -77,20 +77,23 @@ def test_aliases_are_whole_words_and_case_sensitive() -> None:
     finder = TickerExtractor({"Apple": "AAPL", "Ford": "F"})
     assert finder.mentions([], "apple pie at Applebee's; Fordham and FORD") == ((), ())
     assert spans(finder.mentions([], "Ford's Apple-like plan")[1]) == [
-        ("F", "alias", "title", 0, 4, "Ford"), ("AAPL", "alias", "title", 7, 12, "Apple"),
+        ("F", "alias", "title", 0, 4, "Ford"),
+        ("AAPL", "alias", "title", 7, 12, "Apple"),
     ]
 
 
 def test_overlapping_matches_keep_the_first_and_longest() -> None:
-    finder = TickerExtractor({"AAPL": "AAPL", "Apple": "AAPL", "Apple Inc.": "AAPL", "IBM": "IBM",
-                              "Coca-Cola": "KO", "Coca-Cola HBC": "CCH"})
+    finder = TickerExtractor(
+        {"AAPL": "AAPL", "Apple": "AAPL", "Apple Inc.": "AAPL", "IBM": "IBM", "Coca-Cola": "KO", "Coca-Cola HBC": "CCH"}
+    )
     assert spans(finder.mentions([], "$AAPL up")[1]) == [("AAPL", "cashtag", "title", 0, 5, "$AAPL")]
     assert spans(finder.mentions([], "Apple Inc. beats")[1]) == [("AAPL", "alias", "title", 0, 10, "Apple Inc.")]
     assert spans(finder.mentions([], "NYSE: IBM")[1]) == [("IBM", "exchange", "title", 0, 9, "NYSE: IBM")]
     tickers, mentions = finder.mentions([], "Coca-Cola HBC and Coca-Cola")
     assert tickers == ("CCH", "KO")
     assert spans(mentions) == [
-        ("CCH", "alias", "title", 0, 13, "Coca-Cola HBC"), ("KO", "alias", "title", 18, 27, "Coca-Cola"),
+        ("CCH", "alias", "title", 0, 13, "Coca-Cola HBC"),
+        ("KO", "alias", "title", 18, 27, "Coca-Cola"),
     ]
 
 
@@ -112,8 +115,32 @@ def test_find_lists_tickers_in_order() -> None:
 
 def test_exchange_fast_path_matches_the_plain_pattern() -> None:
     rng = random.Random(7)
-    parts = ["NYSE", "nyse", "Nasdaq", "NYSE AMERICAN", "NYSE Arca", "LSE", "XLSE", ":", ": ", " :", " ",
-             "IBM", "AAPL", "BRK.B", "vod", "AMERICAN", "ARCA", "10", "NASDAQ:", "ETR:SAP", "x:", "$", "é", "_"]
+    parts = [
+        "NYSE",
+        "nyse",
+        "Nasdaq",
+        "NYSE AMERICAN",
+        "NYSE Arca",
+        "LSE",
+        "XLSE",
+        ":",
+        ": ",
+        " :",
+        " ",
+        "IBM",
+        "AAPL",
+        "BRK.B",
+        "vod",
+        "AMERICAN",
+        "ARCA",
+        "10",
+        "NASDAQ:",
+        "ETR:SAP",
+        "x:",
+        "$",
+        "é",
+        "_",
+    ]
     for _ in range(3000):
         text = "".join(rng.choice(parts) for _ in range(rng.randint(1, 10)))
         plain = [(m.start(), m.end(), m.group(1), "exchange") for m in _EXCHANGE.finditer(text)]
@@ -121,6 +148,7 @@ def test_exchange_fast_path_matches_the_plain_pattern() -> None:
 
 
 # -- the shipped table ---------------------------------------------------------------------------
+
 
 def default_finder(**settings) -> TickerExtractor:
     cs = ConnectorsSettings(**settings)
@@ -133,7 +161,8 @@ def test_default_table_finds_large_us_and_european_companies() -> None:
     tickers, mentions = finder.mentions([], title)
     assert tickers == ("MSFT", "VOW3")
     assert spans(mentions) == [
-        ("MSFT", "alias", "title", 0, 9, "Microsoft"), ("VOW3", "alias", "title", 14, 24, "Volkswagen"),
+        ("MSFT", "alias", "title", 0, 9, "Microsoft"),
+        ("VOW3", "alias", "title", 14, 24, "Volkswagen"),
     ]
     for text, expected in [
         ("Apple, Alphabet and Google", ("AAPL", "GOOGL")),
@@ -167,6 +196,7 @@ def test_every_alias_of_the_shipped_table_matches_itself() -> None:
 
 # -- configuration --------------------------------------------------------------------------------
 
+
 def test_user_aliases_extend_and_override_the_table() -> None:
     cs = ConnectorsSettings(aliases={"Acme Corp": "acme", "Apple": "AAPL.O", "Ford": None})
     table = cs.alias_map()
@@ -191,7 +221,7 @@ def test_bad_user_alias_is_refused() -> None:
 
 def test_user_alias_table_file(tmp_path: Path) -> None:
     path = tmp_path / "aliases.csv"
-    path.write_text("# my names\nalias,ticker,comment\nAcme Corp,acme,ours\n\n\"Globex, Inc.\",GBX\n", encoding="utf-8")
+    path.write_text('# my names\nalias,ticker,comment\nAcme Corp,acme,ours\n\n"Globex, Inc.",GBX\n', encoding="utf-8")
     cs = ConnectorsSettings(alias_table=str(path), aliases={"Initech": "INTK"})
     assert cs.alias_map() == {"Acme Corp": "ACME", "Globex, Inc.": "GBX", "Initech": "INTK"}
 
@@ -226,12 +256,18 @@ def test_missing_alias_table_file(tmp_path: Path) -> None:
 
 # -- end to end through the normaliser -----------------------------------------------------------
 
+
 def test_normaliser_mentions_index_the_stored_title_and_body() -> None:
     n = Normaliser(default_finder(), source_tickers={"wire": ["IDX"]})
     fetched = datetime(2026, 12, 1, 12, tzinfo=timezone.utc)
     item = n.build(
-        Draft(source="wire", title=" <b>Apple</b> &amp;  Microsoft   rise ",
-              body="<p>Ｍicrosoft said (NASDAQ: MSFT) that $AAPL ...</p>", html=True, tickers=["$aapl"]),
+        Draft(
+            source="wire",
+            title=" <b>Apple</b> &amp;  Microsoft   rise ",
+            body="<p>Ｍicrosoft said (NASDAQ: MSFT) that $AAPL ...</p>",
+            html=True,
+            tickers=["$aapl"],
+        ),
         fetched,
     )
     assert item.title == "Apple & Microsoft rise"

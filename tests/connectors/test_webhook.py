@@ -31,9 +31,11 @@ def client_for(core, settings) -> TestClient:
 
 def post(client: TestClient, source: str, payload, secret: str = SECRET, **headers):
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    return client.post(f"/ingest/{source}", content=body,
-                       headers={"X-Finsent-Signature": sign(secret, body), "Content-Type": "application/json",
-                                **headers})
+    return client.post(
+        f"/ingest/{source}",
+        content=body,
+        headers={"X-Finsent-Signature": sign(secret, body), "Content-Type": "application/json", **headers},
+    )
 
 
 @pytest.mark.kafka
@@ -42,12 +44,23 @@ def test_webhook_to_kafka(kafka_settings, kafka_bootstrap, ingest_factory) -> No
     core, ctx = ingest_factory(settings)
     client = client_for(core, settings)
 
-    one = {"id": "p-1", "title": "Acme (NASDAQ: ACME) wins $1bn order", "published_at": "2026-11-20T10:00:00Z",
-           "url": "https://partner.example.com/1", "meta": {"desk": "equities"}}
+    one = {
+        "id": "p-1",
+        "title": "Acme (NASDAQ: ACME) wins $1bn order",
+        "published_at": "2026-11-20T10:00:00Z",
+        "url": "https://partner.example.com/1",
+        "meta": {"desk": "equities"},
+    }
     r = post(client, "partner", one)
     assert r.status_code == 202, r.text
-    assert r.json() == {"source": "partner", "received": 1, "produced": 1, "duplicates": 0, "rejected": 0,
-                        "ids": [r.json()["ids"][0]]}
+    assert r.json() == {
+        "source": "partner",
+        "received": 1,
+        "produced": 1,
+        "duplicates": 0,
+        "rejected": 0,
+        "ids": [r.json()["ids"][0]],
+    }
     on_topic = news_on(kafka_bootstrap, settings.topics.raw)  # durable by the time 202 came back
     assert [i.title for i in on_topic] == ["Acme (NASDAQ: ACME) wins $1bn order"]
     assert on_topic[0].tickers == ("ACME",) and on_topic[0].meta == {"desk": "equities", "via": "webhook"}
@@ -55,8 +68,7 @@ def test_webhook_to_kafka(kafka_settings, kafka_bootstrap, ingest_factory) -> No
     batch = {"items": [one, {"text": "Globex cuts guidance", "tickers": ["GBX"]}]}
     r = post(client, "partner", batch)
     assert r.status_code == 202 and (r.json()["produced"], r.json()["duplicates"]) == (1, 1)
-    r = client.post("/ingest/bearer", json=[{"title": "Initech beats"}],
-                    headers={"Authorization": f"Bearer {SECRET}"})
+    r = client.post("/ingest/bearer", json=[{"title": "Initech beats"}], headers={"Authorization": f"Bearer {SECRET}"})
     assert r.status_code == 202 and r.json()["produced"] == 1
     assert len(news_on(kafka_bootstrap, settings.topics.raw)) == 3
 
@@ -121,7 +133,8 @@ def test_202_only_after_ack_and_503_when_not_acknowledged(make_settings, ingest_
         assert gated.waiting.wait(30)
         assert not pending.done()  # the handler is blocked on the broker's ack
         story_id = core.publisher.normaliser.build(
-            story_to_draft(WebhookStory(**story), settings.connectors.sources[0])).id
+            story_to_draft(WebhookStory(**story), settings.connectors.sources[0])
+        ).id
         assert not core.state.seen(story_id)  # not remembered before the ack either
         gated.gate.set()
         assert pending.result(30).status_code == 202

@@ -87,9 +87,15 @@ def start_alertmanager(config: Path, workdir: Path, port: int | None = None) -> 
     data = workdir / f"am-data-{port}"
     data.mkdir(parents=True, exist_ok=True)
     url = f"http://127.0.0.1:{port}"
-    argv = [ALERTMANAGER or "alertmanager", f"--config.file={config}", f"--storage.path={data}",
-            f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", f"--web.external-url={url}",
-            "--log.level=warn"]
+    argv = [
+        ALERTMANAGER or "alertmanager",
+        f"--config.file={config}",
+        f"--storage.path={data}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",
+        f"--web.external-url={url}",
+        "--log.level=warn",
+    ]
     return _start("alertmanager", argv, url, "/-/ready", workdir / f"alertmanager-{port}.log")
 
 
@@ -98,6 +104,12 @@ def start_prometheus(config: Path, workdir: Path, port: int | None = None) -> Pr
     data = workdir / f"prom-data-{port}"
     data.mkdir(parents=True, exist_ok=True)
     url = f"http://127.0.0.1:{port}"
-    argv = [PROMETHEUS or "prometheus", f"--config.file={config}", f"--storage.tsdb.path={data}",
-            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn", "--web.enable-lifecycle"]
+    argv = [
+        PROMETHEUS or "prometheus",
+        f"--config.file={config}",
+        f"--storage.tsdb.path={data}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=warn",
+        "--web.enable-lifecycle",
+    ]
     return _start("prometheus", argv, url, "/-/ready", workdir / f"prometheus-{port}.log")

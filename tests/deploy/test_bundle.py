@@ -13,7 +13,15 @@ import yaml
 
 from monitor.wiring import BUILDERS
 from tests.deploy.bundle import (
-    DEPLOY, ROLES, compose, mounts, prometheus_config, role_of, role_services, scrape_targets, service_port,
+    DEPLOY,
+    ROLES,
+    compose,
+    mounts,
+    prometheus_config,
+    role_of,
+    role_services,
+    scrape_targets,
+    service_port,
 )
 from tests.deploy.procs import AMTOOL, PROMTOOL, need
 
@@ -80,7 +88,7 @@ def test_prometheus_scrapes_every_role_service_on_its_port_and_alerts_alertmanag
     am_targets = [t for a in config["alerting"]["alertmanagers"] for sc in a["static_configs"] for t in sc["targets"]]
     assert am_targets == ["alertmanager:9093"] and "alertmanager" in services
     # the mounted files are what prometheus.yml refers to
-    prom_mounts = dict((Path(c).name, s) for s, c in mounts(services["prometheus"]))
+    prom_mounts = {Path(c).name: s for s, c in mounts(services["prometheus"])}
     for rule_file in config["rule_files"]:
         assert rule_file in prom_mounts
     # finsent's alertmanager receiver in the compose config points at the same service
@@ -106,11 +114,14 @@ def test_grafana_datasource_uids_match_the_dashboards():
     uids = {d["uid"] for d in ds}
     assert [d["url"] for d in ds] == ["http://prometheus:9090"]
     provider = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/finsent.yml").read_text())["providers"][0]
-    grafana_mounts = dict((c, s) for s, c in mounts(compose()["services"]["grafana"]))
+    grafana_mounts = {c: s for s, c in mounts(compose()["services"]["grafana"])}
     assert provider["options"]["path"] in grafana_mounts
     dashboards = sorted((DEPLOY / "grafana/dashboards").glob("*.json"))
-    assert {json.loads(p.read_text())["title"] for p in dashboards} >= {"finsent Overview", "finsent Sentiment",
-                                                                        "finsent Model"}
+    assert {json.loads(p.read_text())["title"] for p in dashboards} >= {
+        "finsent Overview",
+        "finsent Sentiment",
+        "finsent Model",
+    }
     for path in dashboards:
         text = path.read_text()
         for panel_uid in {p["datasource"]["uid"] for p in json.loads(text)["panels"] if "datasource" in p}:
@@ -141,8 +152,12 @@ def test_every_alerting_rule_has_a_promtool_unit_test():
     rules = yaml.safe_load((DEPLOY / "prometheus" / "rules.yml").read_text())
     names = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
     tests = yaml.safe_load((DEPLOY / "prometheus" / "rules.test.yml").read_text())
-    tested = {t["alertname"] for case in tests["tests"] for t in case.get("alert_rule_test", [])
-              if any(t.get("exp_alerts") or [])}
+    tested = {
+        t["alertname"]
+        for case in tests["tests"]
+        for t in case.get("alert_rule_test", [])
+        if any(t.get("exp_alerts") or [])
+    }
     assert names == tested, f"rules without a firing unit test: {sorted(names - tested)}"
 
 
@@ -155,8 +170,10 @@ def test_systemd_template_runs_any_role_as_notify_with_a_watchdog(tmp_path: Path
     if analyze is None:
         pytest.skip("systemd-analyze not available")
     finsent = shutil.which("finsent") or str(Path(__import__("sys").executable).parent / "finsent")
-    for name, text in (("finsent@classify.service", unit),
-                       ("finsent.service", (DEPLOY / "systemd" / "finsent.service").read_text())):
+    for name, text in (
+        ("finsent@classify.service", unit),
+        ("finsent.service", (DEPLOY / "systemd" / "finsent.service").read_text()),
+    ):
         path = tmp_path / name
         path.write_text(text.replace("/opt/finsent/.venv/bin/finsent", finsent))
         out = subprocess.run([analyze, "verify", str(path)], capture_output=True, text=True)

@@ -22,8 +22,9 @@ VARIABLES = {"$window": "15m", "$topic": "topic:x", "$ticker": "ticker:X", "$rol
 
 
 def test_metrics_doc_is_generated_from_the_code():
-    assert (ROOT / "docs" / "METRICS.md").read_text() == render(), \
+    assert (ROOT / "docs" / "METRICS.md").read_text() == render(), (
         "docs/METRICS.md is stale: python -m monitor.metric_catalogue > docs/METRICS.md"
+    )
 
 
 def test_every_label_has_a_documented_bound():
@@ -31,11 +32,18 @@ def test_every_label_has_a_documented_bound():
     missing = sorted({label for d in docs for label in d.labels} - set(LABEL_BOUNDS))
     assert not missing, f"labels without a bound in LABEL_BOUNDS: {missing}"
     names = {d.name for d in docs}
-    for required in ("finsent_model_info", "finsent_model_validation", "finsent_retrain_runs_total",
-                     "finsent_retrain_duration_seconds", "finsent_http_requests_total",
-                     "finsent_alerts_outbox", "finsent_alerts_outbox_oldest_pending_seconds",
-                     "finsent_alerts_publish_to_alert_seconds", "finsent_role_info",
-                     "finsent_classify_predictions_total"):
+    for required in (
+        "finsent_model_info",
+        "finsent_model_validation",
+        "finsent_retrain_runs_total",
+        "finsent_retrain_duration_seconds",
+        "finsent_http_requests_total",
+        "finsent_alerts_outbox",
+        "finsent_alerts_outbox_oldest_pending_seconds",
+        "finsent_alerts_publish_to_alert_seconds",
+        "finsent_role_info",
+        "finsent_classify_predictions_total",
+    ):
         assert required in names
 
 
@@ -52,7 +60,7 @@ def _dashboard_exprs() -> list[tuple[str, str]]:
         for var in dash.get("templating", {}).get("list", []):
             q = var.get("query")
             if isinstance(q, dict) and q.get("query", "").startswith("label_values("):
-                inner = q["query"][len("label_values("):].rsplit(",", 1)[0]
+                inner = q["query"][len("label_values(") :].rsplit(",", 1)[0]
                 out.append((f"{path.name}: variable {var['name']}", inner))
     return out
 
@@ -100,8 +108,11 @@ def test_every_panel_and_rule_uses_catalogued_metrics_and_labels():
 def test_every_panel_expression_is_valid_promql(tmp_path: Path):
     need(PROMTOOL)
     exprs = [_substitute(e) for _, e in _dashboard_exprs()]
-    rules = {"groups": [{"name": "dashboards", "rules": [
-        {"record": f"finsent:panel_{i}", "expr": e} for i, e in enumerate(exprs)]}]}
+    rules = {
+        "groups": [
+            {"name": "dashboards", "rules": [{"record": f"finsent:panel_{i}", "expr": e} for i, e in enumerate(exprs)]}
+        ]
+    }
     path = tmp_path / "panels.yml"
     path.write_text(yaml.safe_dump(rules))
     out = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True)

@@ -30,11 +30,22 @@ def test_alerts_role_runs_alone_notifies_systemd_and_serves_its_metrics(tmp_path
     sock.bind(str(sock_path))
     sock.settimeout(0.5)
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "FINSENT_HOME": str(tmp_path / "home"),
-           "FINSENT_HTTP__PORT": str(port), "NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "1000000",
-           "FINSENT_KAFKA__BOOTSTRAP": ""}
-    proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "run", "--stages", "alerts"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "FINSENT_HOME": str(tmp_path / "home"),
+        "FINSENT_HTTP__PORT": str(port),
+        "NOTIFY_SOCKET": str(sock_path),
+        "WATCHDOG_USEC": "1000000",
+        "FINSENT_KAFKA__BOOTSTRAP": "",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monitor.cli", "run", "--stages", "alerts"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+    )
     got: list[str] = []
 
     def heard(what: str, alive: bool = True):
@@ -46,6 +57,7 @@ def test_alerts_role_runs_alone_notifies_systemd_and_serves_its_metrics(tmp_path
             except TimeoutError:
                 pass
             return any(what in m for m in got)
+
         return check
 
     try:
@@ -88,8 +100,9 @@ def test_http_requests_are_counted_by_route_template_and_status():
     assert client.get("/nowhere").status_code == 404
 
     def count(route: str, status: str) -> float | None:
-        return registry.get_sample_value("finsent_http_requests_total",
-                                         {"route": route, "method": "GET", "status": status})
+        return registry.get_sample_value(
+            "finsent_http_requests_total", {"route": route, "method": "GET", "status": status}
+        )
 
-    assert count("/things/{name}", "200") == 3      # one series per template, not per path
+    assert count("/things/{name}", "200") == 3  # one series per template, not per path
     assert count("other", "404") == 1

@@ -25,7 +25,14 @@ import yaml
 from tests.alerts.helpers import Receiver
 from tests.deploy.bundle import DEPLOY, ROLES, ROOT, compose, for_duration_zero, role_services, service_port
 from tests.deploy.procs import (
-    ALERTMANAGER, PROMETHEUS, Proc, free_port, need, start_alertmanager, start_prometheus, wait_for,
+    ALERTMANAGER,
+    PROMETHEUS,
+    Proc,
+    free_port,
+    need,
+    start_alertmanager,
+    start_prometheus,
+    wait_for,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
@@ -54,13 +61,41 @@ def replay_file(path: Path) -> None:
     now = datetime.now(timezone.utc)
     start = now.replace(minute=now.minute - now.minute % 5, second=0, microsecond=0)
     at = min(start + timedelta(seconds=1), now).isoformat()
-    words = ["fraud probe", "profit warning", "CEO resigns", "downgrade", "default fears", "layoffs", "guidance cut",
-             "auditor quits", "contract lost", "credit lines cut", "sales slump", "halted trading"]
-    lines = [{"id": f"zzz-{i}", "title": f"$ZZZ shares plunge after {w} (#{i})", "published_at": at,
-              "tickers": ["ZZZ"], "source": "wire", "url": f"https://news.example/zzz/{i}"}
-             for i, w in enumerate(words[:BURST])]
-    lines += [{"id": f"other-{i}", "title": f"Utility {i} files routine quarterly report number {i}",
-               "published_at": at, "tickers": [f"U{i}"], "source": "wire"} for i in range(OTHER)]
+    words = [
+        "fraud probe",
+        "profit warning",
+        "CEO resigns",
+        "downgrade",
+        "default fears",
+        "layoffs",
+        "guidance cut",
+        "auditor quits",
+        "contract lost",
+        "credit lines cut",
+        "sales slump",
+        "halted trading",
+    ]
+    lines = [
+        {
+            "id": f"zzz-{i}",
+            "title": f"$ZZZ shares plunge after {w} (#{i})",
+            "published_at": at,
+            "tickers": ["ZZZ"],
+            "source": "wire",
+            "url": f"https://news.example/zzz/{i}",
+        }
+        for i, w in enumerate(words[:BURST])
+    ]
+    lines += [
+        {
+            "id": f"other-{i}",
+            "title": f"Utility {i} files routine quarterly report number {i}",
+            "published_at": at,
+            "tickers": [f"U{i}"],
+            "source": "wire",
+        }
+        for i in range(OTHER)
+    ]
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
 
 
@@ -76,8 +111,12 @@ class Topology:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
         for key, value in (service.get("environment") or {}).items():
             value = str(value)
-            value = {"/etc/finsent/finsent.yaml": str(config), "/var/lib/finsent": str(self.home),
-                     "kafka:9092": self.kafka, "0.0.0.0": "127.0.0.1"}.get(value, value)
+            value = {
+                "/etc/finsent/finsent.yaml": str(config),
+                "/var/lib/finsent": str(self.home),
+                "kafka:9092": self.kafka,
+                "0.0.0.0": "127.0.0.1",
+            }.get(value, value)
             env[key] = value
         env["PYTHONPATH"] = str(ROOT)
         return env
@@ -149,14 +188,19 @@ def test_compose_topology_with_real_prometheus_and_alertmanager(tmp_path: Path, 
             classifier={"max_delay_ms": 20},
             aggregator={"group_id": f"aggregate-{suffix}", "flush_interval": 0.2, "metric_tickers": ["ZZZ"]},
         )
-        config["alerts"].update(rules_file=str(tmp_path / "rules.yaml"),
-                                evaluation={"group_id": f"alerts-{suffix}"})
+        config["alerts"].update(rules_file=str(tmp_path / "rules.yaml"), evaluation={"group_id": f"alerts-{suffix}"})
         (tmp_path / "finsent.yaml").write_text(yaml.safe_dump(config))
 
         # model-init, as compose runs it before classify and retrain
         init = services["model-init"]
-        out = subprocess.run([sys.executable, "-m", "monitor.cli", *init["command"][1:]], capture_output=True,
-                             text=True, env=topo.env_for(init, tmp_path / "finsent.yaml"), cwd=tmp_path, timeout=300)
+        out = subprocess.run(
+            [sys.executable, "-m", "monitor.cli", *init["command"][1:]],
+            capture_output=True,
+            text=True,
+            env=topo.env_for(init, tmp_path / "finsent.yaml"),
+            cwd=tmp_path,
+            timeout=300,
+        )
         assert out.returncode == 0, out.stdout + out.stderr
         current = json.loads((home / "models" / "current.json").read_text())["current"]
 
@@ -193,8 +237,11 @@ def test_compose_topology_with_real_prometheus_and_alertmanager(tmp_path: Path, 
             return float(result[0]["value"][1]) if result else None
 
         # every role is scraped and up, each under its own role label
-        wait_for(lambda: {r["metric"]["role"] for r in query('up{job=~"finsent-.+"} == 1')} == set(ROLES),
-                 60, "up == 1 for every role")
+        wait_for(
+            lambda: {r["metric"]["role"] for r in query('up{job=~"finsent-.+"} == 1')} == set(ROLES),
+            60,
+            "up == 1 for every role",
+        )
         assert {r["metric"]["role"] for r in query("finsent_role_info")} == set(ROLES)
         total = BURST + OTHER
         # the core series: every story ingested once, scored once, counted once, alerted on
@@ -203,16 +250,23 @@ def test_compose_topology_with_real_prometheus_and_alertmanager(tmp_path: Path, 
         assert value('sum(finsent_classify_predictions_total{task="sentiment"})') == total
         wait_for(lambda: value('finsent_trend_count{key="all", window="5m"}') == total, 120, "the 'all' trend")
         wait_for(lambda: value('finsent_trend_count{key="ticker:ZZZ", window="5m"}') == BURST, 60, "ZZZ's trend")
-        wait_for(lambda: value('sum(finsent_alerts_notifications_total{reason="firing", receiver="%s"})'
-                               % receiver_name) == 1, 120, "finsent's alert fired")
+        wait_for(
+            lambda: (
+                value(f'sum(finsent_alerts_notifications_total{{reason="firing", receiver="{receiver_name}"}})') == 1
+            ),
+            120,
+            "finsent's alert fired",
+        )
         assert value(f'finsent_model_info{{version="{current}"}}') == 1
         assert value('count(finsent_model_validation{metric="accuracy"})') == 2
         # each series is served by its own role's process only: nothing counted twice
-        for metric, job in (("finsent_ingest_new_total", "finsent-ingest"),
-                            ("finsent_classify_scored_total", "finsent-classify"),
-                            ("finsent_trend_count", "finsent-aggregate"),
-                            ("finsent_alerts_notifications_total", "finsent-alerts"),
-                            ("finsent_model_info", "finsent-classify")):
+        for metric, job in (
+            ("finsent_ingest_new_total", "finsent-ingest"),
+            ("finsent_classify_scored_total", "finsent-classify"),
+            ("finsent_trend_count", "finsent-aggregate"),
+            ("finsent_alerts_notifications_total", "finsent-alerts"),
+            ("finsent_model_info", "finsent-classify"),
+        ):
             assert {r["metric"]["job"] for r in query(f"count by (job) ({metric})")} == {job}, metric
 
         # finsent's alert in Alertmanager, and delivered by Alertmanager's webhook
@@ -228,22 +282,40 @@ def test_compose_topology_with_real_prometheus_and_alertmanager(tmp_path: Path, 
         assert alert["generatorURL"].startswith("http://localhost:9104/alerts/")
 
         def notified(name: str, path: str = "/news") -> int:
-            return sum(1 for r in sink.accepted if r.path == path
-                       for a in r.json()["alerts"] if a["labels"].get("alertname") == name)
+            return sum(
+                1
+                for r in sink.accepted
+                if r.path == path
+                for a in r.json()["alerts"]
+                if a["labels"].get("alertname") == name
+            )
 
         wait_for(lambda: notified("zzz-news-burst") >= 1, 60, "Alertmanager's webhook delivery of finsent's alert")
 
         # a silence through Alertmanager's API stops its next notification (a sentinel alert keeps repeating)
         ends = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
-        httpx.post(f"{am.url}/api/v2/alerts", json=[{"labels": {"alertname": "Sentinel", "key": "s"},
-                                                     "endsAt": ends}], timeout=5).raise_for_status()
-        silence = httpx.post(f"{am.url}/api/v2/silences", timeout=5, json={
-            "matchers": [{"name": "alertname", "value": "zzz-news-burst", "isRegex": False, "isEqual": True}],
-            "startsAt": datetime.now(timezone.utc).isoformat(), "endsAt": ends, "createdBy": "test",
-            "comment": "silenced by the topology test"})
+        httpx.post(
+            f"{am.url}/api/v2/alerts",
+            json=[{"labels": {"alertname": "Sentinel", "key": "s"}, "endsAt": ends}],
+            timeout=5,
+        ).raise_for_status()
+        silence = httpx.post(
+            f"{am.url}/api/v2/silences",
+            timeout=5,
+            json={
+                "matchers": [{"name": "alertname", "value": "zzz-news-burst", "isRegex": False, "isEqual": True}],
+                "startsAt": datetime.now(timezone.utc).isoformat(),
+                "endsAt": ends,
+                "createdBy": "test",
+                "comment": "silenced by the topology test",
+            },
+        )
         silence.raise_for_status()
-        wait_for(lambda: [a for a in am_alerts() if ours(a) and a["status"]["state"] == "suppressed"], 30,
-                 "the alert silenced")
+        wait_for(
+            lambda: [a for a in am_alerts() if ours(a) and a["status"]["state"] == "suppressed"],
+            30,
+            "the alert silenced",
+        )
         before = notified("zzz-news-burst")
         wait_for(lambda: notified("Sentinel") >= 1, 30, "the sentinel notified")
         sentinel_seen = notified("Sentinel")
@@ -259,8 +331,9 @@ def test_compose_topology_with_real_prometheus_and_alertmanager(tmp_path: Path, 
 
         wait_for(lambda: [a for a in am_alerts() if down(a)], 60, "FinsentDown{role=aggregate} in Alertmanager")
         wait_for(lambda: notified("FinsentDown", "/ops") >= 1, 60, "FinsentDown delivered to the ops webhook")
-        assert {r["metric"]["role"] for r in query('ALERTS{alertname="FinsentDown", alertstate="firing"}')} \
-            == {"aggregate"}
+        assert {r["metric"]["role"] for r in query('ALERTS{alertname="FinsentDown", alertstate="firing"}')} == {
+            "aggregate"
+        }
     finally:
         topo.stop()
         sink.close()

@@ -25,15 +25,22 @@ needs_browser = pytest.mark.skipif(
 
 
 @contextmanager
-def chromium(width: int = 1500, height: int = 1400) -> Iterator["object"]:
+def chromium(width: int = 1500, height: int = 1400) -> Iterator[object]:
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
 
     options = Options()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                f"--window-size={width},{height}", "--disable-extensions", "--no-first-run"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--window-size={width},{height}",
+        "--disable-extensions",
+        "--no-first-run",
+    ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -43,7 +50,7 @@ def chromium(width: int = 1500, height: int = 1400) -> Iterator["object"]:
         driver.quit()
 
 
-def console_errors(driver) -> list[dict]:  # noqa: ANN001
+def console_errors(driver) -> list[dict]:
     return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
 

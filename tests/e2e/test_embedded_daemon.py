@@ -26,8 +26,12 @@ def free_port() -> int:
 def test_finsent_run_on_embedded_defaults_serves_trends_and_stops_on_sigterm(quick_model_home: Path, tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
-    env.update(FINSENT_HOME=str(quick_model_home), FINSENT_HTTP__PORT=str(port), HF_HUB_OFFLINE="1",
-               FINSENT_LOGGING__FORMAT="json")
+    env.update(
+        FINSENT_HOME=str(quick_model_home),
+        FINSENT_HTTP__PORT=str(port),
+        HF_HUB_OFFLINE="1",
+        FINSENT_LOGGING__FORMAT="json",
+    )
     log = (tmp_path / "daemon.log").open("w+")
     proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"

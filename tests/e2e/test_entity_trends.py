@@ -77,7 +77,8 @@ def _counted(url: str, key: str) -> int:
 
 
 def test_conflicting_headlines_move_tickers_apart_and_lists_barely_move(
-        kafka_settings, quick_model_home: Path, tmp_path: Path, feed) -> None:
+    kafka_settings, quick_model_home: Path, tmp_path: Path, feed
+) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
     receiver = Receiver()
@@ -86,20 +87,32 @@ def test_conflicting_headlines_move_tickers_apart_and_lists_barely_move(
     feed.routes["/feed.xml"] = lambda req: Resp(200, rss(items), {"Content-Type": "application/rss+xml"})
     settings = kafka_settings(
         home=str(quick_model_home),
-        connectors={"demo": False, "aliases": ALIASES, "sources": [
-            {"type": "rss", "name": "wire", "url": feed.url("/feed.xml"), "interval_s": 1.0, "retries": 0}]},
+        connectors={
+            "demo": False,
+            "aliases": ALIASES,
+            "sources": [{"type": "rss", "name": "wire", "url": feed.url("/feed.xml"), "interval_s": 1.0, "retries": 0}],
+        },
         classifier={"max_delay_ms": 20},
         aggregator={"windows": [{"name": "5m", "size": "5m"}], "flush_interval": "0.2s"},
-        alerts={"rules_file": str(rules), "default_receiver": "hook",
-                "receivers": {"hook": {"type": "webhook", "url": receiver.url, "secret": "entity-secret"}}},
+        alerts={
+            "rules_file": str(rules),
+            "default_receiver": "hook",
+            "receivers": {"hook": {"type": "webhook", "url": receiver.url, "secret": "entity-secret"}},
+        },
     )
     daemon = start(settings)
     url = daemon.http.url
     try:
         # every conflicting story counted on both tickers, and the list story on 'all'
-        wait_for(lambda: _counted(url, "ticker:NTCH") == len(CONFLICT)
-                 and _counted(url, "ticker:GLBX") == len(CONFLICT)
-                 and _counted(url, "all") == len(CONFLICT) + 1, 180, "every story in the trends")
+        wait_for(
+            lambda: (
+                _counted(url, "ticker:NTCH") == len(CONFLICT)
+                and _counted(url, "ticker:GLBX") == len(CONFLICT)
+                and _counted(url, "all") == len(CONFLICT) + 1
+            ),
+            180,
+            "every story in the trends",
+        )
         # settle: the winner's rule must stay quiet with every story counted and the loser's alert in
         firing = settled(lambda: alerts_in(receiver, "firing"), 5.0, 60, "the loser's alert", every_s=0.2)
         assert all(a["labels"]["alertname"] != "glbx-gloom" for a in firing), firing
@@ -128,4 +141,3 @@ def test_conflicting_headlines_move_tickers_apart_and_lists_barely_move(
     if item.status_code == 200:  # the item store of this process saw it: its relevances say why
         rel = {e["ticker"]: e["relevance"] for e in item.json()["entities"]}
         assert set(rel) >= set(LISTED[:8]) and max(rel.values()) < 0.1, rel
-

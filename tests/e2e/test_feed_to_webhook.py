@@ -8,7 +8,6 @@ A receiver that fails for a minute while the daemon is restarted still gets the 
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -19,7 +18,6 @@ import httpx
 import pytest
 
 from alerts import signing
-from monitor.component import Context
 from monitor.wiring import PIPELINE, build_daemon
 from tests.alerts.helpers import Receiver
 from tests.connectors.conftest import Resp
@@ -78,8 +76,10 @@ def rss(items: list[tuple[str, str, datetime]]) -> bytes:
         f"<guid>{guid}</guid><pubDate>{format_datetime(when)}</pubDate></item>"
         for guid, title, when in items
     )
-    return (f'<?xml version="1.0"?><rss version="2.0"><channel><title>wire</title>'
-            f"<link>https://news.example/</link>{entries}</channel></rss>").encode()
+    return (
+        f'<?xml version="1.0"?><rss version="2.0"><channel><title>wire</title>'
+        f"<link>https://news.example/</link>{entries}</channel></rss>"
+    ).encode()
 
 
 def window_start(now: datetime, minutes_back: int) -> datetime:
@@ -96,7 +96,6 @@ def alerts_in(receiver: Receiver, status: str) -> list[dict]:
     return [a for r in receiver.accepted for a in r.json()["alerts"] if a["status"] == status]
 
 
-
 @pytest.fixture
 def pipeline_settings(kafka_settings, quick_model_home: Path, tmp_path: Path, feed):
     rules = tmp_path / "rules.yaml"
@@ -105,13 +104,20 @@ def pipeline_settings(kafka_settings, quick_model_home: Path, tmp_path: Path, fe
     def factory(receiver: Receiver, **overrides):
         return kafka_settings(
             home=str(quick_model_home),
-            connectors={"demo": False, "sources": [
-                {"type": "rss", "name": "wire", "url": feed.url("/feed.xml"), "interval_s": 1.0, "retries": 0}]},
+            connectors={
+                "demo": False,
+                "sources": [
+                    {"type": "rss", "name": "wire", "url": feed.url("/feed.xml"), "interval_s": 1.0, "retries": 0}
+                ],
+            },
             classifier={"max_delay_ms": 20},
             aggregator={"windows": [{"name": "5m", "size": "5m"}], "flush_interval": "0.2s"},
-            alerts={"rules_file": str(rules), "default_receiver": "hook",
-                    "receivers": {"hook": {"type": "webhook", "url": receiver.url, "secret": SECRET}},
-                    "retry": {"initial_backoff": "0.5s", "max_backoff": "2s", "jitter": 0.0}},
+            alerts={
+                "rules_file": str(rules),
+                "default_receiver": "hook",
+                "receivers": {"hook": {"type": "webhook", "url": receiver.url, "secret": SECRET}},
+                "retry": {"initial_backoff": "0.5s", "max_backoff": "2s", "jitter": 0.0},
+            },
             **overrides,
         )
 

@@ -88,19 +88,30 @@ class Run:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
-        env.update(FINSENT_HOME=str(self.home), FINSENT_HTTP__PORT=str(self.port), HF_HUB_OFFLINE="1",
-                   TRANSFORMERS_OFFLINE="1", FINSENT_LOGGING__FORMAT="json",
-                   FINSENT_HTTP__AUTH__TOKENS=json.dumps([{"name": "ops", "value": WRITE_TOKEN, "scopes": ["write"]}]))
+        env.update(
+            FINSENT_HOME=str(self.home),
+            FINSENT_HTTP__PORT=str(self.port),
+            HF_HUB_OFFLINE="1",
+            TRANSFORMERS_OFFLINE="1",
+            FINSENT_LOGGING__FORMAT="json",
+            FINSENT_HTTP__AUTH__TOKENS=json.dumps([{"name": "ops", "value": WRITE_TOKEN, "scopes": ["write"]}]),
+        )
         return env
 
     def start(self) -> None:
-        ensure = subprocess.run(finsent("models", "ensure", "--profile", "quick"), env=self.env(),
-                                capture_output=True, text=True, timeout=1800)
+        ensure = subprocess.run(
+            finsent("models", "ensure", "--profile", "quick"),
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
         assert ensure.returncode == 0, ensure.stdout + ensure.stderr
         log_path = self.log_path.with_name(f"{self.log_path.stem}-{len(self.logs) + 1}.log")
         self.logs.append(log_path)
-        self.proc = subprocess.Popen(finsent("run"), env=self.env(), stdout=log_path.open("w"),
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            finsent("run"), env=self.env(), stdout=log_path.open("w"), stderr=subprocess.STDOUT
+        )
 
         def ready() -> bool:
             assert self.proc.poll() is None, f"daemon exited early:\n{log_path.read_text()[-3000:]}"
@@ -127,6 +138,7 @@ class Run:
 def within_the_first_minute(run: Run, predicate, what: str):
     """``predicate``'s first truthy value, awaited until ``FIRST_MINUTE_S`` after readiness; the
     daemon must stay up meanwhile. The daemon's log tail is in either failure."""
+
     def alive_and(predicate=predicate):
         assert run.proc is not None and run.proc.poll() is None, f"daemon exited:\n{run.logs[-1].read_text()[-3000:]}"
         return predicate()
@@ -155,8 +167,9 @@ def first_run(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_the_demo_alert_reaches_the_receiver_within_a_minute_of_readiness(first_run: Run):
-    alert = within_the_first_minute(first_run, lambda: burst_notifications(first_run.home),
-                                    f"a {RULE} notification for HLVB")[0]
+    alert = within_the_first_minute(
+        first_run, lambda: burst_notifications(first_run.home), f"a {RULE} notification for HLVB"
+    )[0]
     assert alert["evidence"] and any("Halvorsen" in e["title"] for e in alert["evidence"])
     listed = httpx.get(f"{first_run.base}/alerts").json()["alerts"]
     assert any(a["rule"] == RULE and a["labels"].get("ticker") == "HLVB" for a in listed)
@@ -166,10 +179,18 @@ def test_the_demo_alert_reaches_the_receiver_within_a_minute_of_readiness(first_
 def test_the_page_shows_trends_and_the_alert(first_run: Run, tmp_path: Path):
     with chromium() as driver:
         driver.get(f"{first_run.base}/")
-        wait_until(lambda: int(driver.find_element("css selector", ".chart[data-key='all']").get_attribute(
-            "data-points") or 0) > 0, 60, "points on the chart of 'all'")
-        card = wait_until(lambda: driver.find_elements(
-            "css selector", f".alert-card[data-rule='{RULE}'][data-subject='HLVB']"), 90, "the HLVB alert card")[0]
+        wait_until(
+            lambda: (
+                int(driver.find_element("css selector", ".chart[data-key='all']").get_attribute("data-points") or 0) > 0
+            ),
+            60,
+            "points on the chart of 'all'",
+        )
+        card = wait_until(
+            lambda: driver.find_elements("css selector", f".alert-card[data-rule='{RULE}'][data-subject='HLVB']"),
+            90,
+            "the HLVB alert card",
+        )[0]
         assert "HLVB" in card.text and "Halvorsen" in card.text  # the evidence headlines
         selector = f".alert-card[data-rule='{RULE}'][data-subject='HLVB']"
 
@@ -210,6 +231,7 @@ def test_the_page_shows_trends_and_the_alert(first_run: Run, tmp_path: Path):
 def test_the_demo_burst_is_one_episode_fired_once_and_resolved_once(first_run: Run):
     """The burst's mean dips above its threshold for a story or two while the window fills; the
     rule's keep_firing_for keeps that one episode (no firing / resolved / firing)."""
+
     def episode():  # the firing and resolved notifications, once the burst has resolved
         resolved = burst_notifications(first_run.home, "resolved")
         return (burst_notifications(first_run.home), resolved) if resolved else None
@@ -237,8 +259,11 @@ def test_sigterm_then_a_second_run_on_the_same_home_alerts_again(first_run: Run)
     before = len(burst_notifications(first_run.home))
     assert before >= 1
     first_run.start()  # the same home: alerts.db holds the first run's offsets and alerts
-    within_the_first_minute(first_run, lambda: len(burst_notifications(first_run.home)) > before,
-                            f"a new {RULE} notification from the second run")
+    within_the_first_minute(
+        first_run,
+        lambda: len(burst_notifications(first_run.home)) > before,
+        f"a new {RULE} notification from the second run",
+    )
     log = first_run.logs[-1].read_text()
     assert "alert evaluation starts over at offset 0" in log
     assert "resuming from the alert store's offset" not in log

@@ -33,8 +33,14 @@ def page_url(make_settings) -> Iterator[str]:
 def test_headlines_render_as_text_and_bad_queries_as_messages(page_url: str):
     with chromium() as driver:
         driver.get(f"{page_url}/?window=9x&key=ticker:NOPE&item=nope")
-        messages = wait_until(lambda: driver.find_element("id", "messages").text.count("\n") >= 1
-                              and driver.find_element("id", "messages").text, 30, "the messages")
+        messages = wait_until(
+            lambda: (
+                driver.find_element("id", "messages").text.count("\n") >= 1
+                and driver.find_element("id", "messages").text
+            ),
+            30,
+            "the messages",
+        )
         assert "unknown window '9x'; choose one of: 1m, 5m, 15m, 1h" in messages
         assert "no trend key 'ticker:NOPE'" in messages
         item = wait_until(lambda: driver.find_element("id", "item").text, 10, "the story lookup")

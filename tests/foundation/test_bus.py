@@ -131,7 +131,9 @@ def test_uncommitted_work_is_read_again_after_a_restart(bus):
 def test_malformed_records_go_to_the_dlq_and_the_consumer_keeps_going(bus):
     topic, dlq_topic = new_topic(bus), new_topic(bus, partitions=1)
     producer = bus.producer()
-    good = [NewsItem(id=f"id{i}", source="wire", title=f"headline {i}", published_at=datetime(2024, 1, 1)) for i in range(3)]
+    good = [
+        NewsItem(id=f"id{i}", source="wire", title=f"headline {i}", published_at=datetime(2024, 1, 1)) for i in range(3)
+    ]
     send_record(producer, topic, good[0], key="A")
     producer.send(topic, b"{definitely not json", key="A")
     send_record(producer, topic, good[1], key="A")
@@ -154,7 +156,9 @@ def test_malformed_records_go_to_the_dlq_and_the_consumer_keeps_going(bus):
     assert letters[0].payload == b"{definitely not json" and "Invalid JSON" in letters[0].reason
     assert "id: String should have at least 1 character" in letters[1].reason
     assert {ltr.source_topic for ltr in letters} == {topic}
-    assert sorted(ltr.source_offset for ltr in letters) == sorted(m.offset for m in messages if m.value.startswith(b"{d") or b'"id": ""' in m.value)
+    assert sorted(ltr.source_offset for ltr in letters) == sorted(
+        m.offset for m in messages if m.value.startswith(b"{d") or b'"id": ""' in m.value
+    )
 
 
 def test_unknown_topic_is_a_clear_error():

@@ -55,7 +55,10 @@ def test_unreadable_and_non_mapping_files(tmp_path):
 
 
 def test_check_config_prints_resolved_config_with_secrets_masked(tmp_path, capsys):
-    f = write(tmp_path, f"home: {tmp_path}\nkafka:\n  bootstrap: 127.0.0.1:9092\n  sasl_mechanism: PLAIN\n  sasl_username: u\n  sasl_password: hunter2\n")
+    f = write(
+        tmp_path,
+        f"home: {tmp_path}\nkafka:\n  bootstrap: 127.0.0.1:9092\n  sasl_mechanism: PLAIN\n  sasl_username: u\n  sasl_password: hunter2\n",
+    )
     assert main(["check-config", str(f)]) == 0
     out = capsys.readouterr().out
     assert "hunter2" not in out

@@ -37,16 +37,25 @@ def check_config(path: Path, capsys) -> tuple[int, str]:
 
 def finsent(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
-    return subprocess.run([sys.executable, "-m", "monitor.cli", *args], env={**base, "PYTHONPATH": str(ROOT),
-                          **(env or {})}, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "monitor.cli", *args],
+        env={**base, "PYTHONPATH": str(ROOT), **(env or {})},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # -- 15: a FINSENT_* variable that is not JSON -------------------------------------------------
-@pytest.mark.parametrize("name, value", [
-    ("FINSENT_HTTP", "notjson"),
-    ("FINSENT_CONNECTORS__SOURCES", '[{"type": "rss", "name": "x"'),
-    ("FINSENT_HTTP__AUTH__TOKENS", '[{"name": "ci", "value": "tok-9f8e7d6c5b4a39281706"'),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("FINSENT_HTTP", "notjson"),
+        ("FINSENT_CONNECTORS__SOURCES", '[{"type": "rss", "name": "x"'),
+        ("FINSENT_HTTP__AUTH__TOKENS", '[{"name": "ci", "value": "tok-9f8e7d6c5b4a39281706"'),
+    ],
+)
 def test_a_bad_finsent_json_variable_is_one_line_naming_it(tmp_path, capsys, monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     code, err = check_config(write(tmp_path / "c.yaml", "{}\n"), capsys)
@@ -59,8 +68,12 @@ def test_a_bad_finsent_json_variable_is_one_line_naming_it(tmp_path, capsys, mon
 
 
 def test_a_bad_finsent_json_variable_through_the_real_cli_has_no_traceback(tmp_path):
-    got = finsent("check-config", str(write(tmp_path / "c.yaml", "{}\n")),
-                  env={"FINSENT_HTTP": "notjson", "FINSENT_HOME": str(tmp_path)}, timeout=120)
+    got = finsent(
+        "check-config",
+        str(write(tmp_path / "c.yaml", "{}\n")),
+        env={"FINSENT_HTTP": "notjson", "FINSENT_HOME": str(tmp_path)},
+        timeout=120,
+    )
     assert got.returncode == 2, got.stderr
     assert "FINSENT_HTTP: not valid JSON" in got.stderr and "Traceback" not in got.stderr
 
@@ -83,8 +96,7 @@ def test_duplicate_yaml_keys_are_refused_naming_both_lines(tmp_path, capsys):
     code, err = check_config(config, capsys)
     assert code == 2 and "duplicate key 'partitions' on line 4 (first on line 2)" in err, err
 
-    rules = write(tmp_path / "rules.yaml", "rules:\n  - name: a\n    type: story\n    value: -0.5\n"
-                                           "    value: -0.9\n")
+    rules = write(tmp_path / "rules.yaml", "rules:\n  - name: a\n    type: story\n    value: -0.5\n    value: -0.9\n")
     with pytest.raises(RulesError, match=r"duplicate key 'value' on line 5 \(first on line 4\)"):
         load_rules(rules)
     code, err = check_config(write(tmp_path / "c2.yaml", f"alerts:\n  rules_file: {rules}\n"), capsys)
@@ -96,7 +108,9 @@ def test_merge_keys_and_flow_mappings_still_load(tmp_path):
     from monitor.yamlfile import YamlFileError, load_yaml
 
     assert load_yaml(write(tmp_path / "m.yaml", "base: &b {a: 1}\nx:\n  <<: *b\n  a: 2\n")) == {
-        "base": {"a": 1}, "x": {"a": 2}}
+        "base": {"a": 1},
+        "x": {"a": 2},
+    }
     with pytest.raises(YamlFileError, match="duplicate key 'a' on line 1"):
         load_yaml(write(tmp_path / "f.yaml", "x: {a: 1, a: 2}\n"))
 
@@ -117,17 +131,29 @@ def test_an_empty_bootstrap_variable_over_a_file_broker_is_refused(tmp_path, cap
 
 
 # -- 22: URLs that are not http(s) with a host -------------------------------------------------
-@pytest.mark.parametrize("field, yaml_text, reason", [
-    ("alerts.receivers.hook.url", 'alerts: {receivers: {hook: {type: webhook, url: "https://"}}}', "no host"),
-    ("alerts.receivers.hook.url", 'alerts: {receivers: {hook: {type: webhook, url: "https://h.example/a b"}}}',
-     "must not contain spaces"),
-    ("alerts.receivers.hook.url", 'alerts: {receivers: {hook: {type: webhook, url: "https://h.example/a\\nb"}}}',
-     "line breaks"),
-    ("alerts.receivers.hook.url", 'alerts: {receivers: {hook: {type: slack, url: "http://[::1/hook"}}}',
-     "not a valid URL"),
-    ("http.public_url", 'http: {public_url: "javascript:alert(1)"}', "expected an http:// or https:// URL"),
-    ("connectors.sources.0.rss.url", 'connectors: {sources: [{type: rss, name: s, url: "https://"}]}', "no host"),
-])
+@pytest.mark.parametrize(
+    "field, yaml_text, reason",
+    [
+        ("alerts.receivers.hook.url", 'alerts: {receivers: {hook: {type: webhook, url: "https://"}}}', "no host"),
+        (
+            "alerts.receivers.hook.url",
+            'alerts: {receivers: {hook: {type: webhook, url: "https://h.example/a b"}}}',
+            "must not contain spaces",
+        ),
+        (
+            "alerts.receivers.hook.url",
+            'alerts: {receivers: {hook: {type: webhook, url: "https://h.example/a\\nb"}}}',
+            "line breaks",
+        ),
+        (
+            "alerts.receivers.hook.url",
+            'alerts: {receivers: {hook: {type: slack, url: "http://[::1/hook"}}}',
+            "not a valid URL",
+        ),
+        ("http.public_url", 'http: {public_url: "javascript:alert(1)"}', "expected an http:// or https:// URL"),
+        ("connectors.sources.0.rss.url", 'connectors: {sources: [{type: rss, name: s, url: "https://"}]}', "no host"),
+    ],
+)
 def test_receiver_and_public_urls_without_an_http_host_are_refused(tmp_path, capsys, field, yaml_text, reason):
     code, err = check_config(write(tmp_path / "c.yaml", yaml_text + "\n"), capsys)
     assert code == 2, err
@@ -138,17 +164,32 @@ def test_receiver_and_public_urls_without_an_http_host_are_refused(tmp_path, cap
 
 # -- 23: rules that can never fire -------------------------------------------------------------
 RULE_CASES = [
-    ("low", "{name: low, type: threshold, key: all, window: 15m, metric: mean_score, op: '<', value: -7}",
-     "rule 'low': value: mean_score < -7 can never hold"),
-    ("share", "{name: share, type: threshold, key: all, window: 15m, metric: negative_share, value: 1.5}",
-     "rule 'share': value: negative_share > 1.5 can never hold"),
+    (
+        "low",
+        "{name: low, type: threshold, key: all, window: 15m, metric: mean_score, op: '<', value: -7}",
+        "rule 'low': value: mean_score < -7 can never hold",
+    ),
+    (
+        "share",
+        "{name: share, type: threshold, key: all, window: 15m, metric: negative_share, value: 1.5}",
+        "rule 'share': value: negative_share > 1.5 can never hold",
+    ),
     ("story", "{name: story, type: story, value: -3}", "rule 'story': value: a story's score < -3 can never hold"),
-    ("gone", "{name: gone, type: threshold, key: all, window: 2h, metric: mean_score, op: '<', value: -0.3}",
-     "rule 'gone': window: no aggregator window is named '2h'"),
-    ("base", "{name: base, type: change, key: all, window: 5m, baseline_window: 6h, value: -0.4}",
-     "rule 'base': baseline_window: no aggregator window is named '6h'"),
-    ("drop", "{name: drop, type: change, key: all, window: 5m, baseline_window: 1h, value: -2.5}",
-     "rule 'drop': value: the change of ewma < -2.5 can never hold"),
+    (
+        "gone",
+        "{name: gone, type: threshold, key: all, window: 2h, metric: mean_score, op: '<', value: -0.3}",
+        "rule 'gone': window: no aggregator window is named '2h'",
+    ),
+    (
+        "base",
+        "{name: base, type: change, key: all, window: 5m, baseline_window: 6h, value: -0.4}",
+        "rule 'base': baseline_window: no aggregator window is named '6h'",
+    ),
+    (
+        "drop",
+        "{name: drop, type: change, key: all, window: 5m, baseline_window: 1h, value: -2.5}",
+        "rule 'drop': value: the change of ewma < -2.5 can never hold",
+    ),
 ]
 
 
@@ -163,13 +204,17 @@ def test_rules_that_can_never_fire_are_refused_naming_the_rule(tmp_path, capsys,
 
 
 def test_rules_on_configured_windows_and_in_range_values_still_load(tmp_path, capsys):
-    rules = write(tmp_path / "rules.yaml", "rules:\n"
-                  "  - {name: hourly, type: threshold, key: all, window: 2h, metric: mean_score, op: '<', value: -1}\n"
-                  "  - {name: edge, type: threshold, key: all, window: 2h, metric: negative_share, op: '>=',"
-                  " value: 1}\n"
-                  "  - {name: story, type: story, value: -0.9}\n")
-    config = write(tmp_path / "c.yaml", f"alerts:\n  rules_file: {rules}\n"
-                   "aggregator:\n  windows: [{name: 2h, size: 2h}]\n")
+    rules = write(
+        tmp_path / "rules.yaml",
+        "rules:\n"
+        "  - {name: hourly, type: threshold, key: all, window: 2h, metric: mean_score, op: '<', value: -1}\n"
+        "  - {name: edge, type: threshold, key: all, window: 2h, metric: negative_share, op: '>=',"
+        " value: 1}\n"
+        "  - {name: story, type: story, value: -0.9}\n",
+    )
+    config = write(
+        tmp_path / "c.yaml", f"alerts:\n  rules_file: {rules}\naggregator:\n  windows: [{{name: 2h, size: 2h}}]\n"
+    )
     code, err = check_config(config, capsys)
     assert code == 2 and "rule 'hourly': value: mean_score < -1 can never hold" in err, err
     assert "'edge'" not in err and "'story'" not in err

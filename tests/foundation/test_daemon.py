@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx
-import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from monitor.bus.memory import MemoryBus
@@ -38,8 +36,9 @@ def test_health_metrics_and_clean_stop():
     Counter("finsent_test_events", "test counter", registry=registry).inc(3)
     stage = LoopStage()
     closed: list[str] = []
-    daemon = Daemon(bus=MemoryBus(), stages=[stage], registry=registry, http_port=0,
-                    closers=[lambda: closed.append("store")])
+    daemon = Daemon(
+        bus=MemoryBus(), stages=[stage], registry=registry, http_port=0, closers=[lambda: closed.append("store")]
+    )
     daemon.start()
     try:
         base = daemon.http.url

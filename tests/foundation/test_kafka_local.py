@@ -42,8 +42,9 @@ def test_start_round_trip_1000_messages_and_stop_leaves_no_java(tmp_path):
             producer.send(topic, str(i).encode())
         producer.flush()
         producer.close()
-        consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                 group_id="rt", consumer_timeout_ms=15000)
+        consumer = KafkaConsumer(
+            topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id="rt", consumer_timeout_ms=15000
+        )
         values = set()
         deadline = time.monotonic() + 60
         for record in consumer:

@@ -5,9 +5,9 @@ declared range allows, and every pin carries hashes (pip's --require-hashes mode
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -56,10 +56,7 @@ def test_every_declared_dependency_is_pinned_within_its_range_with_hashes():
 
 
 def test_the_checker_finds_a_missing_pin_an_out_of_range_pin_and_a_pin_without_hash():
-    text = (
-        "torch==2.4.0 \\\n    --hash=sha256:" + "a" * 64 + "\n    # via finsent\n"
-        "httpx==0.20.0\n"
-    )
+    text = "torch==2.4.0 \\\n    --hash=sha256:" + "a" * 64 + "\n    # via finsent\nhttpx==0.20.0\n"
     locked = pins(text)
     assert locked == {"torch": ("2.4.0", 1), "httpx": ("0.20.0", 0)}
     assert not Requirement("httpx>=0.27").specifier.contains(locked["httpx"][0])
@@ -68,7 +65,7 @@ def test_the_checker_finds_a_missing_pin_an_out_of_range_pin_and_a_pin_without_h
 
 def test_bootstrap_installs_from_the_lock_with_hashes_required():
     script = (ROOT / "deploy" / "bootstrap.sh").read_text()
-    assert "--require-hashes -r \"$lock\"" in script
+    assert '--require-hashes -r "$lock"' in script
     assert 'lock="$ROOT/deploy/requirements.lock"' in script
     # the project itself goes in without resolving anything again
-    assert "--no-deps -e \"$ROOT\"" in script
+    assert '--no-deps -e "$ROOT"' in script

@@ -7,9 +7,9 @@ from __future__ import annotations
 import tracemalloc
 
 from monitor.bus.base import ConsumerOptions, TopicPartition
+from monitor.bus.factory import make_bus
 from monitor.bus.memory import TRIM_CHUNK, MemoryBus
 from monitor.config import load_settings
-from monitor.bus.factory import make_bus
 
 
 def _drain(consumer, commit: bool = True) -> list:

@@ -55,12 +55,14 @@ def test_no_test_asserts_right_after_a_fixed_sleep() -> None:
         if any(path == ex or ex in path.parents for ex in EXCLUDED):
             continue
         found += sleep_then_assert(path.read_text(), str(path.relative_to(TESTS.parent)))
-    assert not found, ("time.sleep(...) directly followed by an assert (count after a fixed sleep); wait on "
-                       "the condition with tests.waiting.wait_until, or for 'exactly N' use "
-                       "tests.waiting.settled:\n  " + "\n  ".join(found))
+    assert not found, (
+        "time.sleep(...) directly followed by an assert (count after a fixed sleep); wait on "
+        "the condition with tests.waiting.wait_until, or for 'exactly N' use "
+        "tests.waiting.settled:\n  " + "\n  ".join(found)
+    )
 
 
-BAD = '''
+BAD = """
 import time
 
 def test_one_alert(receiver):
@@ -75,9 +77,9 @@ def test_one_alert(receiver):
     finally:
         sleep(0.5)
         assert receiver.count >= 2
-'''
+"""
 
-GOOD = '''
+GOOD = """
 import time
 
 def test_one_alert(receiver):
@@ -89,7 +91,7 @@ def test_one_alert(receiver):
     while receiver.busy():
         time.sleep(0.05)
     asyncio.sleep(1)
-'''
+"""
 
 
 def test_the_check_finds_a_sleep_followed_by_an_assert_in_any_block() -> None:

@@ -43,9 +43,14 @@ def test_real_prometheus_scrapes_the_daemon(tmp_path):
         f"  - job_name: finsent\n    metrics_path: /metrics\n    static_configs: [{{targets: ['127.0.0.1:{daemon.http.port}']}}]\n"
     )
     prom = subprocess.Popen(
-        ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{prom_port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "prometheus",
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
     def scraped() -> list:
@@ -53,8 +58,13 @@ def test_real_prometheus_scrapes_the_daemon(tmp_path):
         return r.json()["data"]["result"]
 
     try:
-        result = wait_until(scraped, 60, "the probe counter scraped by Prometheus", every_s=0.5,
-                            ignoring=(httpx.HTTPError, KeyError, ValueError))
+        result = wait_until(
+            scraped,
+            60,
+            "the probe counter scraped by Prometheus",
+            every_s=0.5,
+            ignoring=(httpx.HTTPError, KeyError, ValueError),
+        )
         assert float(result[0]["value"][1]) == 7.0
         up = httpx.get(f"http://127.0.0.1:{prom_port}/api/v1/query", params={"query": "up{job='finsent'}"}).json()
         assert up["data"]["result"][0]["value"][1] == "1"

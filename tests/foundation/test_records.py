@@ -48,7 +48,10 @@ def test_text_and_partition_key():
         (b'{"id": "x"}', "title: Field required"),
         (b'{"id": "x", "source": "s", "title": "t", "published_at": "yesterday"}', "published_at"),
         (b'{"kind": "alert", "id": "x", "source": "s", "title": "t", "published_at": "2024-01-01T00:00:00Z"}', "kind"),
-        (b'{"schema_version": 99, "id": "x", "source": "s", "title": "t", "published_at": "2024-01-01T00:00:00Z"}', "newer"),
+        (
+            b'{"schema_version": 99, "id": "x", "source": "s", "title": "t", "published_at": "2024-01-01T00:00:00Z"}',
+            "newer",
+        ),
         (b"[1, 2]", "news_item"),
         (None, "tombstone"),
     ],
@@ -80,15 +83,28 @@ def test_scored_item_bounds_and_nesting():
 def test_trend_point_and_alert_round_trip():
     ev = Evidence(id="a", title="Oil falls", source="reuters", published_at=datetime(2024, 5, 1), score=-0.9)
     t = TrendPoint(
-        key="topic:Energy | Oil", window="15m", window_start=datetime(2024, 5, 1, 12), window_end=datetime(2024, 5, 1, 12, 15),
-        count=3, mean_score=-0.5, negative_share=0.66, positive_share=0.0, ewma=-0.4, weighted_mean=-0.55, top_items=(ev,),
+        key="topic:Energy | Oil",
+        window="15m",
+        window_start=datetime(2024, 5, 1, 12),
+        window_end=datetime(2024, 5, 1, 12, 15),
+        count=3,
+        mean_score=-0.5,
+        negative_share=0.66,
+        positive_share=0.0,
+        ewma=-0.4,
+        weighted_mean=-0.55,
+        top_items=(ev,),
     )
     assert decode(TrendPoint, t.encode()) == t
-    a = Alert(fingerprint="f", rule="oil", status="firing", starts_at=datetime(2024, 5, 1), evidence=(ev,), values={"x": 1.0})
+    a = Alert(
+        fingerprint="f", rule="oil", status="firing", starts_at=datetime(2024, 5, 1), evidence=(ev,), values={"x": 1.0}
+    )
     assert decode(Alert, a.encode()) == a
 
 
 def test_dead_letter_keeps_the_original_bytes():
-    d = DeadLetter.wrap(stage="classify", reason="bad", payload=b"\x00\xffraw", source_topic="news.raw", source_offset=7)
+    d = DeadLetter.wrap(
+        stage="classify", reason="bad", payload=b"\x00\xffraw", source_topic="news.raw", source_offset=7
+    )
     back = decode(DeadLetter, d.encode())
     assert back.payload == b"\x00\xffraw" and back.reason == "bad" and back.source_offset == 7

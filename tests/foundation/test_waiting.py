@@ -92,7 +92,7 @@ def test_settled_does_not_watch_past_its_settle_period(clock: FakeTime) -> None:
 
 def test_settled_times_out_when_nothing_arrives(clock: FakeTime) -> None:
     with pytest.raises(AssertionError, match="timed out after 0.1s waiting for the delivery"):
-        settled(lambda: [], 1, 0.1, "the delivery", every_s=0.02)
+        settled(list, 1, 0.1, "the delivery", every_s=0.02)
 
 
 def test_waiting_for_the_first_arrival_alone_would_miss_the_duplicate(clock: FakeTime) -> None:

@@ -30,8 +30,18 @@ CACHE_ROOT = ROOT / ".cache" / "test-model"
 PROFILE = "tiny"
 # modules that cannot change what training produces
 _NOT_IN_KEY = {
-    "cli.py", "__main__.py", "bench.py", "engine.py", "settings.py", "__init__.py",
-    "challenger.py", "gate.py", "runs.py", "hf.py", "relevance.py", "prediction.py",
+    "cli.py",
+    "__main__.py",
+    "bench.py",
+    "engine.py",
+    "settings.py",
+    "__init__.py",
+    "challenger.py",
+    "gate.py",
+    "runs.py",
+    "hf.py",
+    "relevance.py",
+    "prediction.py",
 }
 
 
@@ -66,7 +76,7 @@ def _library_versions() -> dict[str, str]:
     return out
 
 
-def _settings(home: Path):  # noqa: ANN202
+def _settings(home: Path):
     from monitor.config import load_settings
 
     # model_copy: FINSENT_HOME in the environment must not redirect the test's registry

@@ -14,17 +14,23 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_cli(home: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FINSENT_HOME": str(home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {
+        **os.environ,
+        "FINSENT_HOME": str(home),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
     env.pop("FINSENT_CONFIG", None)
-    return subprocess.run([sys.executable, "-m", "models", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "models", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_eval_prints_a_table_and_a_json_last_line(tiny_home: Path, tmp_path: Path) -> None:
     data = tmp_path / "eval.csv"
     data.write_text(
-        'text,label\n'
+        "text,label\n"
         '"$XYZ - Acme downgraded to Sell at Goldman",negative\n'
         '"Acme shares surge after record quarter",positive\n'
         '"Acme to present at conference\nnext week",neutral\n'
@@ -95,7 +101,9 @@ def test_models_list_show_promote_rollback(tiny_home_copy: Path) -> None:
 
 
 def test_bench_json_report(tiny_home: Path) -> None:
-    proc = run_cli(tiny_home, "bench", "--json", "--device", "cpu", "--n", "48", "--request-size", "16", "--repeat", "1")
+    proc = run_cli(
+        tiny_home, "bench", "--json", "--device", "cpu", "--n", "48", "--request-size", "16", "--repeat", "1"
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert {"texts_per_s", "baseline_texts_per_s", "ratio", "device"} <= set(report)
@@ -109,7 +117,9 @@ def test_bench_json_report(tiny_home: Path) -> None:
     assert {"onnx", "torch"} <= {b for b, _ in tried}
 
 
-def test_models_ensure_keeps_a_current_model_and_trains_when_there_is_none(tiny_home_copy: Path, tmp_path: Path) -> None:
+def test_models_ensure_keeps_a_current_model_and_trains_when_there_is_none(
+    tiny_home_copy: Path, tmp_path: Path
+) -> None:
     from models.registry import Registry
 
     reg = Registry(tiny_home_copy / "models")

@@ -6,8 +6,8 @@ import pytest
 
 from models.data import (
     DATA_DIR,
-    DataError,
     TOPIC_LABELS,
+    DataError,
     data_hashes,
     labels_for,
     load_split,
@@ -46,7 +46,9 @@ def test_parse_label(task, raw, expected) -> None:
     assert labels_for(task)[parse_label(task, raw)] == expected
 
 
-@pytest.mark.parametrize(("task", "raw"), [("sentiment", "3"), ("sentiment", "great"), ("topic", "20"), ("topic", "-1")])
+@pytest.mark.parametrize(
+    ("task", "raw"), [("sentiment", "3"), ("sentiment", "great"), ("topic", "20"), ("topic", "-1")]
+)
 def test_parse_label_rejects_unknown(task, raw) -> None:
     with pytest.raises(ValueError, match="unknown"):
         parse_label(task, raw)
@@ -72,12 +74,15 @@ def test_normalise_strips_urls() -> None:
     assert normalise_for_dedup("$AAPL up https://t.co/abc ") == normalise_for_dedup("$aapl UP https://t.co/xyz")
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("Apple &amp; Google beat  estimates https://t.co/XKcPDilIuU", "Apple & Google beat estimates http"),
-    ("$TSLA falls\n\t8% http://x.co/a?b=1 and https://y.com/z", "$TSLA falls 8% http and http"),
-    ("   ", " "),
-    ("", " "),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Apple &amp; Google beat  estimates https://t.co/XKcPDilIuU", "Apple & Google beat estimates http"),
+        ("$TSLA falls\n\t8% http://x.co/a?b=1 and https://y.com/z", "$TSLA falls 8% http and http"),
+        ("   ", " "),
+        ("", " "),
+    ],
+)
 def test_model_text_reduces_links_and_entities(raw: str, expected: str) -> None:
     assert model_text(raw) == expected
 

@@ -45,9 +45,18 @@ def test_sentfin_drops_headlines_with_conflicting_entities() -> None:
     assert [r.text for r in load_sentfin("all")] == agree
 
 
-@pytest.mark.parametrize(("score", "label"), [(-0.8, "negative"), (-0.11, "negative"), (-0.1, "neutral"),
-                                              (0.0, "neutral"), (0.1, "neutral"), (0.101, "positive"),
-                                              (0.9, "positive")])
+@pytest.mark.parametrize(
+    ("score", "label"),
+    [
+        (-0.8, "negative"),
+        (-0.11, "negative"),
+        (-0.1, "neutral"),
+        (0.0, "neutral"),
+        (0.1, "neutral"),
+        (0.101, "positive"),
+        (0.9, "positive"),
+    ],
+)
 def test_semeval_scores_map_to_three_classes(score: float, label: str) -> None:
     assert SENTIMENT_LABELS[semeval_label(score)] == label
 

@@ -46,8 +46,11 @@ def test_predictions_are_complete_and_calibrated(tiny_engine: InferenceEngine) -
 
 def test_order_is_preserved_across_sorted_micro_batches(tiny_home: Path, settings_for) -> None:
     texts = [e.text for e in load_split("sentiment", "valid")[:60]]
-    small = InferenceEngine(Registry(tiny_home / "models"),
-                            ClassifierSettings(max_batch_tokens=64, max_batch_size=4, quantize=False, cpu_bf16=False), device="cpu")
+    small = InferenceEngine(
+        Registry(tiny_home / "models"),
+        ClassifierSettings(max_batch_tokens=64, max_batch_size=4, quantize=False, cpu_bf16=False),
+        device="cpu",
+    )
     batched = small.predict(texts)
     one_by_one = [small.predict([t])[0] for t in texts[:12]]
     for a, b in zip(batched[:12], one_by_one):
@@ -62,7 +65,8 @@ def _batch_shapes(engine: InferenceEngine, texts: list[str]) -> list[tuple[int, 
     shapes: list[tuple[int, int]] = []
     loaded = engine._loaded
     engine._loaded = dataclasses.replace(
-        loaded, runner=lambda ids, mask: shapes.append(tuple(ids.shape)) or loaded.runner(ids, mask))
+        loaded, runner=lambda ids, mask: shapes.append(tuple(ids.shape)) or loaded.runner(ids, mask)
+    )
     try:
         engine.predict(texts)
     finally:
@@ -178,8 +182,9 @@ def test_onnx_parallel_micro_batches_equal_one_at_a_time(tiny_home: Path) -> Non
     texts = [e.text for e in load_split("sentiment", "valid")[:40]]
     fp = dict(quantize=False, cpu_bf16=False)  # fp32: int8 activation scales depend on the batch
     one = InferenceEngine(reg, ClassifierSettings(backend="onnx", onnx_workers=1, threads=2, **fp), device="cpu")
-    two = InferenceEngine(reg, ClassifierSettings(backend="onnx", onnx_workers=2, threads=2, **fp,
-                                                  cpu_max_batch_tokens=128), device="cpu")
+    two = InferenceEngine(
+        reg, ClassifierSettings(backend="onnx", onnx_workers=2, threads=2, **fp, cpu_max_batch_tokens=128), device="cpu"
+    )
     assert one.backend == two.backend == "onnx"
     assert one._loaded.runner.workers == 1 and two._loaded.runner.workers == 2
     for batch in (texts, texts[:3], texts[:1]):
@@ -258,8 +263,9 @@ def test_export_adds_onnx_to_an_existing_version(tiny_home_copy: Path, settings_
     section = onnx_backend.export_version(reg, version)
     after = reg.verify(version)  # covered by the checksums again
     assert section["exported"] and after["onnx"] == section
-    assert {k: v for k, v in after["files"].items() if not k.startswith("onnx/")} == \
-        {k: v for k, v in before["files"].items() if not k.startswith("onnx/")}  # nothing else changed
+    assert {k: v for k, v in after["files"].items() if not k.startswith("onnx/")} == {
+        k: v for k, v in before["files"].items() if not k.startswith("onnx/")
+    }  # nothing else changed
     assert section["fp32_accuracy"] == before["onnx"]["fp32_accuracy"]  # the same validation rows
     engine = InferenceEngine.from_settings(settings_for(tiny_home_copy), device="cpu")
     assert engine.backend == "onnx"
@@ -271,7 +277,8 @@ def test_count_tokens_then_predict_tokenises_once(tiny_home: Path) -> None:
     calls: list[list[str]] = []
     tok = engine._loaded.tokenizer
     engine._loaded = dataclasses.replace(
-        engine._loaded, tokenizer=lambda texts, **kw: calls.append(list(texts)) or tok(texts, **kw))
+        engine._loaded, tokenizer=lambda texts, **kw: calls.append(list(texts)) or tok(texts, **kw)
+    )
     texts = ["Fed hikes rates again", "Stock soars to a record"]
     counts = engine.count_tokens(texts)
     preds = engine.predict(texts)
@@ -281,8 +288,9 @@ def test_count_tokens_then_predict_tokenises_once(tiny_home: Path) -> None:
     assert len(calls) == 2
 
 
-def test_int8_that_loses_too_much_is_requantised_with_parts_left_in_fp32(tiny_home: Path, tmp_path: Path,
-                                                                          monkeypatch) -> None:
+def test_int8_that_loses_too_much_is_requantised_with_parts_left_in_fp32(
+    tiny_home: Path, tmp_path: Path, monkeypatch
+) -> None:
     """Quantising every MatMul failed the accuracy check: the export tries again with the mildest
     set of fp32 parts that passes, and records what stayed fp32 and what was tried."""
     import onnx
@@ -295,8 +303,11 @@ def test_int8_that_loses_too_much_is_requantised_with_parts_left_in_fp32(tiny_ho
     shutil.copy(src / "model.onnx", paths["fp32"])
     plans = onnx_backend._int8_fallbacks(paths["fp32"])
     last = max(int(n.split("layer.")[1].split("/")[0]) for _, nodes in plans for n in nodes)
-    assert [label for label, _ in plans] == ["feed-forward down-projections", f"encoder layer {last}",
-                                             f"feed-forward down-projections and encoder layer {last}"]
+    assert [label for label, _ in plans] == [
+        "feed-forward down-projections",
+        f"encoder layer {last}",
+        f"feed-forward down-projections and encoder layer {last}",
+    ]
     query = f"/bert/encoder/layer.{last}/attention/self/query/MatMul"
     assert query in plans[1][1] and query not in plans[0][1]
 
@@ -309,10 +320,14 @@ def test_int8_that_loses_too_much_is_requantised_with_parts_left_in_fp32(tiny_ho
 
     monkeypatch.setattr(onnx_backend, "check_variants", check)
     first = {"ok": False, "reason": "loses more than 0.5 pt accuracy"}
-    entry = onnx_backend._int8_with_fp32_parts(paths, first, {"sentiment": [[1, 2]]}, {"sentiment": [0]}, {},
-                                               lambda t, x: x)
+    entry = onnx_backend._int8_with_fp32_parts(
+        paths, first, {"sentiment": [[1, 2]]}, {"sentiment": [0]}, {}, lambda t, x: x
+    )
     assert entry["ok"] and entry["fp32_nodes"] == f"encoder layer {last}"
-    assert [t["fp32_nodes"] for t in entry["tried"]] == ["none", "feed-forward down-projections",
-                                                          f"encoder layer {last}"]
+    assert [t["fp32_nodes"] for t in entry["tried"]] == [
+        "none",
+        "feed-forward down-projections",
+        f"encoder layer {last}",
+    ]
     kept = fp32_matmuls(paths["int8"])
     assert query in kept and "/bert/encoder/layer.0/output/dense/MatMul" not in kept  # the rest is int8

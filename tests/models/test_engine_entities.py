@@ -14,12 +14,16 @@ from models.engine import InferenceEngine
 from models.registry import Registry
 from models.settings import ClassifierSettings
 
-TEXTS = ["Globex shares soar after rival Initech recalls flagship product",
-         "$AAPL $MSFT $NVDA stocks to watch",
-         "Fed holds rates"]
-TARGETS = [[("GLBX", ["Globex"]), ("INTC", ["Initech"])],
-           [("AAPL", ["$AAPL"]), ("MSFT", ["$MSFT"]), ("NVDA", ["$NVDA"])],
-           [("ACME", ["$ACME", "Acme"])]]
+TEXTS = [
+    "Globex shares soar after rival Initech recalls flagship product",
+    "$AAPL $MSFT $NVDA stocks to watch",
+    "Fed holds rates",
+]
+TARGETS = [
+    [("GLBX", ["Globex"]), ("INTC", ["Initech"])],
+    [("AAPL", ["$AAPL"]), ("MSFT", ["$MSFT"]), ("NVDA", ["$NVDA"])],
+    [("ACME", ["$ACME", "Acme"])],
+]
 
 
 def test_every_target_gets_its_own_calibrated_verdict(tiny_engine: InferenceEngine) -> None:
@@ -79,5 +83,7 @@ def test_manifest_reports_the_entity_head_against_the_story_baseline(tiny_engine
     for subset in ("all", "multi", "disagree"):
         r = report[subset]
         assert r["n"] > 0 and 0 <= r["accuracy"] <= 1 and 0 <= r["baseline_story"]["accuracy"] <= 1
-        assert r["gain_pt"]["accuracy"] == pytest.approx(100 * (r["accuracy"] - r["baseline_story"]["accuracy"]), abs=0.11)
+        assert r["gain_pt"]["accuracy"] == pytest.approx(
+            100 * (r["accuracy"] - r["baseline_story"]["accuracy"]), abs=0.11
+        )
     assert report["all"]["n"] >= report["multi"]["n"] >= report["disagree"]["n"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from models.data import DataError
+from models.data import DataError, Example
 from models.entities import (
     EntityExample,
     Target,
@@ -18,7 +18,6 @@ from models.entities import (
     single_cashtag_examples,
     token_mask,
 )
-from models.data import Example
 
 NEG, NEU, POS = 0, 1, 2
 
@@ -53,9 +52,18 @@ def test_single_cashtag_rows_become_entity_rows() -> None:
 
 def test_entity_jsonl_reads_the_documented_format(tmp_path: Path) -> None:
     path = tmp_path / "e.jsonl"
-    path.write_text(json.dumps({"text": "Globex soars as rival Initech recalls its phone", "entities": [
-        {"ticker": "GLBX", "name": "Globex", "label": "positive"},
-        {"name": "Initech", "span": [22, 29], "label": "negative"}]}) + "\n\n")
+    path.write_text(
+        json.dumps(
+            {
+                "text": "Globex soars as rival Initech recalls its phone",
+                "entities": [
+                    {"ticker": "GLBX", "name": "Globex", "label": "positive"},
+                    {"name": "Initech", "span": [22, 29], "label": "negative"},
+                ],
+            }
+        )
+        + "\n\n"
+    )
     (row,) = load_entity_jsonl(path)
     assert [t.label for t in row.targets] == [POS, NEG] and row.disagree
     assert row.targets[1].spans == ((22, 29),) and "Globex" in row.targets[0].surfaces
@@ -63,13 +71,17 @@ def test_entity_jsonl_reads_the_documented_format(tmp_path: Path) -> None:
 
 def test_entity_jsonl_names_every_bad_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
-    path.write_text("\n".join([
-        json.dumps({"text": "ok", "entities": [{"name": "ok", "label": "neutral"}]}),
-        "not json",
-        json.dumps({"text": "x", "entities": [{"name": "x", "label": "bullish-ish"}]}),
-        json.dumps({"text": "x", "entities": [{"name": "x", "span": [5, 99], "label": "neutral"}]}),
-        json.dumps({"text": "x", "entities": []}),
-    ]))
+    path.write_text(
+        "\n".join(
+            [
+                json.dumps({"text": "ok", "entities": [{"name": "ok", "label": "neutral"}]}),
+                "not json",
+                json.dumps({"text": "x", "entities": [{"name": "x", "label": "bullish-ish"}]}),
+                json.dumps({"text": "x", "entities": [{"name": "x", "span": [5, 99], "label": "neutral"}]}),
+                json.dumps({"text": "x", "entities": []}),
+            ]
+        )
+    )
     with pytest.raises(DataError) as err:
         load_entity_jsonl(path)
     msg = str(err.value)
@@ -80,8 +92,10 @@ def test_entity_jsonl_names_every_bad_line(tmp_path: Path) -> None:
 
 
 def test_entity_report_against_hand_counts() -> None:
-    rows = [EntityExample("a", (Target("A", ("A",), POS), Target("B", ("B",), NEG))),  # disagree, multi
-            EntityExample("b", (Target("C", ("C",), NEU),))]
+    rows = [
+        EntityExample("a", (Target("A", ("A",), POS), Target("B", ("B",), NEG))),  # disagree, multi
+        EntityExample("b", (Target("C", ("C",), NEU),)),
+    ]
     # entity predictions: A right, B right, C wrong; the story says positive for text 1, neutral for 2
     report = entity_report(rows, [[POS, NEG], [POS]], [POS, NEU])
     assert report["all"]["n"] == 3 and report["all"]["accuracy"] == round(2 / 3, 4)

@@ -23,7 +23,8 @@ def test_only_the_report_of_fresh_heads_on_the_encoder_is_dropped():
     assert not expected_load_report(FRESH_HEADS.replace("heads.topic.bias ", "bert.encoder.bias"))
     assert not expected_load_report(FRESH_HEADS.replace("UNEXPECTED", "MISMATCH  ", 1))
     assert not expected_load_report("some other warning")
-    with_entity = FRESH_HEADS.replace("heads.sentiment.weight | MISSING    | ",
-                                      "heads.sentiment.weight | MISSING    | \nentity_head.weight     | MISSING    | ")
+    with_entity = FRESH_HEADS.replace(
+        "heads.sentiment.weight | MISSING    | ",
+        "heads.sentiment.weight | MISSING    | \nentity_head.weight     | MISSING    | ",
+    )
     assert "entity_head.weight" in with_entity and expected_load_report(with_entity)
-

@@ -16,8 +16,15 @@ from models.settings import ClassifierSettings
 
 TRAIN = {
     "sentiment": (
-        ["Acme shares surge after record profit", "Acme stock plunges on fraud probe", "Acme to hold annual meeting",
-         "Beta Corp soars as sales beat", "Beta Corp sinks after guidance cut", "Beta Corp names new auditor"] * 2,
+        [
+            "Acme shares surge after record profit",
+            "Acme stock plunges on fraud probe",
+            "Acme to hold annual meeting",
+            "Beta Corp soars as sales beat",
+            "Beta Corp sinks after guidance cut",
+            "Beta Corp names new auditor",
+        ]
+        * 2,
         [1, 0, 2, 1, 0, 2] * 2,
     ),
     "topic": (["Fed raises rates again", "Acme declares quarterly dividend", "Fed holds rates steady"], [1, 4, 1]),
@@ -70,14 +77,16 @@ def test_mixture_weights() -> None:
     np.testing.assert_array_equal(mix_log_probs(logits, lexical, 0.0), logits)
     np.testing.assert_array_equal(mix_log_probs(logits, None, 0.5), logits)
     only_lexical = mix_log_probs(logits, lexical, 1.0)
-    np.testing.assert_allclose(only_lexical - only_lexical.max(1, keepdims=True),
-                               lexical - lexical.max(1, keepdims=True), atol=1e-6)
+    np.testing.assert_allclose(
+        only_lexical - only_lexical.max(1, keepdims=True), lexical - lexical.max(1, keepdims=True), atol=1e-6
+    )
     # a confident network outvotes a mild lexical disagreement; a near-tie is settled by the expert
     assert list(mix_log_probs(logits, lexical, 0.35).argmax(1)) == [0, 0]
 
 
-def test_trained_version_serves_the_validated_mixture(tiny_home: Path, tiny_engine: InferenceEngine,
-                                                      settings_for) -> None:
+def test_trained_version_serves_the_validated_mixture(
+    tiny_home: Path, tiny_engine: InferenceEngine, settings_for
+) -> None:
     """The engine's predictions on the trainer's validation rows give the manifest's accuracy."""
     reg = Registry(tiny_home / "models")
     m = reg.read_manifest(reg.current())
@@ -97,7 +106,7 @@ def test_trained_version_serves_the_validated_mixture(tiny_home: Path, tiny_engi
             assert _accuracy(tiny_engine, task, rows) == pytest.approx(expected, abs=1 / len(rows) + 1e-9), task
 
 
-def _accuracy(engine: InferenceEngine, task: str, rows) -> float:  # noqa: ANN001
+def _accuracy(engine: InferenceEngine, task: str, rows) -> float:
     preds = engine.predict([r.text for r in rows])
     names = engine._loaded.labels[task]
     got = [names.index(p.sentiment if task == "sentiment" else p.topic) for p in preds]

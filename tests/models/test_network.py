@@ -19,8 +19,11 @@ def model_and_tokenizer() -> tuple[FinsentModel, object]:
 @pytest.mark.parametrize("layers", [0, 2, 5])
 def test_split_pass_gives_the_full_pass_logits(model_and_tokenizer, layers: int) -> None:
     model, tokenizer = model_and_tokenizer
-    enc = tokenizer(["Apple beats estimates", "Fed holds rates steady as inflation cools further, says Powell"],
-                    padding=True, return_tensors="pt")  # padded: the mask matters
+    enc = tokenizer(
+        ["Apple beats estimates", "Fed holds rates steady as inflation cools further, says Powell"],
+        padding=True,
+        return_tensors="pt",
+    )  # padded: the mask matters
     ids, mask = enc["input_ids"], enc["attention_mask"]
     with torch.inference_mode():
         full = model.task_logits(ids, mask, "topic")

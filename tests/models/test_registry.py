@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,21 @@ def test_publish_writes_a_complete_verified_version(tmp_path: Path) -> None:
     assert manifest["version"] == v and set(manifest["files"]) == {"model.safetensors", "config.json"}
     assert len(manifest["checksum"]) == 64
     assert list((tmp_path / "models" / ".staging").iterdir()) == []
+
+
+def test_publish_removes_what_a_crashed_publish_left_in_staging_once_it_is_an_hour_old(tmp_path: Path) -> None:
+    """MODELS.md: a crash mid-publish leaves only a staging directory, removed at a later publish."""
+    reg = Registry(tmp_path / "models")
+    reg.staging_dir.mkdir(parents=True)
+    crashed = reg.staging_dir / "v20260101-000000-abcdef.1234abcd"
+    crashed.mkdir()
+    (crashed / "model.safetensors").write_text("half written")
+    two_hours_ago = time.time() - 7200
+    os.utime(crashed, (two_hours_ago, two_hours_ago))
+    in_progress = reg.staging_dir / "v20260101-000001-abcdef.5678abcd"  # another publish, just started
+    in_progress.mkdir()
+    _publish(reg)
+    assert sorted(p.name for p in reg.staging_dir.iterdir()) == [in_progress.name]
 
 
 def test_failed_build_leaves_nothing_behind(tmp_path: Path) -> None:

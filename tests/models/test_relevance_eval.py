@@ -27,8 +27,15 @@ def test_relevance_agrees_with_hand_labels() -> None:
     for line in (DATA_DIR / "relevance" / "relevance_eval.jsonl").read_text().splitlines():
         row = json.loads(line)
         tickers, mentions = finder.mentions([], row["title"], row["body"])
-        item = NewsItem(id="x", source="s", title=row["title"], body=row["body"],
-                        published_at=datetime(2026, 12, 1, tzinfo=timezone.utc), tickers=tickers, mentions=mentions)
+        item = NewsItem(
+            id="x",
+            source="s",
+            title=row["title"],
+            body=row["body"],
+            published_at=datetime(2026, 12, 1, tzinfo=timezone.utc),
+            tickers=tickers,
+            mentions=mentions,
+        )
         rel = relevance(item)
         for ticker, about in row["relevant"].items():
             assert ticker in rel, (ticker, row["title"])  # the labelled tickers are the ones found

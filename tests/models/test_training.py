@@ -8,7 +8,7 @@ import pytest
 
 from models.data import TOPIC_LABELS
 from models.registry import Registry
-from models.training import LabelledExample, PROFILES, _coerce_extra
+from models.training import PROFILES, LabelledExample, _coerce_extra
 
 
 def test_tiny_training_publishes_a_promoted_complete_version(tiny_home: Path) -> None:
@@ -67,14 +67,21 @@ def test_quick_profile_gets_obvious_headlines_right(tmp_path: Path, settings_for
     from models.engine import InferenceEngine
     from models.training import train
 
-    result = train(settings_for(tmp_path / "home"), profile="quick", device="cpu", progress=False,
-                   extra_examples=[("sentiment", "Acme beats estimates, raises guidance", "positive")])
+    result = train(
+        settings_for(tmp_path / "home"),
+        profile="quick",
+        device="cpu",
+        progress=False,
+        extra_examples=[("sentiment", "Acme beats estimates, raises guidance", "positive")],
+    )
     assert result.promoted
     assert result.manifest["training"]["extra_examples"]["sentiment"] == 1
     engine = InferenceEngine.from_settings(settings_for(tmp_path / "home"), device="cpu")
-    preds = engine.predict([
-        "Shares plunge after company slashes outlook and misses earnings badly",
-        "Stock soars to record high after blowout quarter and raised guidance",
-    ])
+    preds = engine.predict(
+        [
+            "Shares plunge after company slashes outlook and misses earnings badly",
+            "Stock soars to record high after blowout quarter and raised guidance",
+        ]
+    )
     assert preds[0].sentiment == "negative" and preds[0].sentiment_score < 0
     assert preds[1].sentiment == "positive" and preds[1].sentiment_score > 0

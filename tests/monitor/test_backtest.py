@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 
 from monitor.backtest import backtest, read_stories_file
-from monitor.stages.keyword_engine import KeywordEngine
 from tests.stages.helpers import news
+from tests.stages.keyword_engine import KeywordEngine
 
 
 class Gloomy(KeywordEngine):
     def predict(self, texts, targets=None):
-        return [p.model_copy(update={"sentiment": "negative", "sentiment_score": -0.9}) if "beats" in t else p
-                for t, p in zip(texts, super().predict(texts))]
+        return [
+            p.model_copy(update={"sentiment": "negative", "sentiment_score": -0.9}) if "beats" in t else p
+            for t, p in zip(texts, super().predict(texts))
+        ]
 
 
 def test_backtest_reports_trend_and_alert_differences_per_rule(make_settings, tmp_path):
@@ -23,8 +25,15 @@ def test_backtest_reports_trend_and_alert_differences_per_rule(make_settings, tm
     dump.write_text("".join(s.model_dump_json() + "\n" for s in stories + stories[:5]))  # redelivered copies
     loaded = read_stories_file(dump)
     start, end = stories[0].published_at, stories[39].published_at.replace(microsecond=1)
-    report = backtest(settings, Gloomy(version="cand"), KeywordEngine(version="champ"), loaded, start, end,
-                      settings.alerts.load_rules())
+    report = backtest(
+        settings,
+        Gloomy(version="cand"),
+        KeywordEngine(version="champ"),
+        loaded,
+        start,
+        end,
+        settings.alerts.load_rules(),
+    )
     assert report["stories"] == 40
     assert report["models"]["champion"]["version"] == "champ" and report["models"]["candidate"]["version"] == "cand"
     assert report["agreement"] == 0.0

@@ -52,21 +52,28 @@ def test_store_dedups_per_labeller_and_resolves_majority_then_latest(tmp_path):
 
 
 def test_resolve_tie_goes_to_the_later_labelled_at():
-    votes = [{"task": "sentiment", "text": "t", "label": "positive", "labelled_at": "2026-01-02", "seq": 1},
-             {"task": "sentiment", "text": "t", "label": "negative", "labelled_at": "2026-01-01", "seq": 2}]
+    votes = [
+        {"task": "sentiment", "text": "t", "label": "positive", "labelled_at": "2026-01-02", "seq": 1},
+        {"task": "sentiment", "text": "t", "label": "negative", "labelled_at": "2026-01-01", "seq": 2},
+    ]
     assert resolve(votes)[0].label == "positive"
 
 
 def _app(store, stories):
     """The daemon's app: the labels router behind the daemon's authentication (monitor.auth)."""
+    from prometheus_client import CollectorRegistry
+
     from monitor.auth import HttpAuthSettings, TokenSettings
     from monitor.config import HttpSettings
     from monitor.health import Health
     from monitor.http import build_app
-    from prometheus_client import CollectorRegistry
 
-    auth = HttpAuthSettings(tokens=[TokenSettings(name="desk", value=TOKEN, scopes=["write"]),
-                                    TokenSettings(name="viewer", value=READ_TOKEN, scopes=["read"])])
+    auth = HttpAuthSettings(
+        tokens=[
+            TokenSettings(name="desk", value=TOKEN, scopes=["write"]),
+            TokenSettings(name="viewer", value=READ_TOKEN, scopes=["read"]),
+        ]
+    )
     return build_app(Health(), CollectorRegistry(), [labels_router(store, stories.get)], HttpSettings(auth=auth))
 
 
@@ -81,12 +88,20 @@ def client(tmp_path):
 def test_post_labels_single_batch_and_story_lookup(client):
     c, store = client
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    r = c.post("/labels", json={"task": "sentiment", "text": "Oil slumps", "label": "Bearish", "labeller": "ann"},
-               headers=auth)
+    r = c.post(
+        "/labels", json={"task": "sentiment", "text": "Oil slumps", "label": "Bearish", "labeller": "ann"}, headers=auth
+    )
     assert r.status_code == 200 and r.json()["inserted"] == 1
-    r = c.post("/labels", headers=auth, json={"labels": [
-        {"task": "sentiment", "story_id": "s1", "label": 1, "labeller": "ann"},  # dataset id 1 = Bullish
-        {"task": "topic", "text": "Oil slumps", "label": "energy | oil", "labeller": "bob"}]})
+    r = c.post(
+        "/labels",
+        headers=auth,
+        json={
+            "labels": [
+                {"task": "sentiment", "story_id": "s1", "label": 1, "labeller": "ann"},  # dataset id 1 = Bullish
+                {"task": "topic", "text": "Oil slumps", "label": "energy | oil", "labeller": "bob"},
+            ]
+        },
+    )
     assert r.status_code == 200, r.text
     votes = {(v["task"], v["text"]): v for v in store.votes()}
     assert votes[("sentiment", "Oil slumps")]["label"] == "negative"
@@ -99,13 +114,17 @@ def test_post_labels_single_batch_and_story_lookup(client):
 def test_post_labels_rejects_the_whole_batch_naming_every_bad_row(client):
     c, store = client
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    r = c.post("/labels", headers=auth, json=[
-        {"task": "sentiment", "text": "fine", "label": "positive", "labeller": "ann"},
-        {"task": "sentiment", "text": "bad label", "label": "meh", "labeller": "ann"},
-        {"task": "sentiment", "story_id": "nope", "label": "positive", "labeller": "ann"},
-        {"task": "colour", "text": "x", "label": "red", "labeller": "ann"},
-        {"task": "sentiment", "text": "no labeller", "label": "positive"},
-    ])
+    r = c.post(
+        "/labels",
+        headers=auth,
+        json=[
+            {"task": "sentiment", "text": "fine", "label": "positive", "labeller": "ann"},
+            {"task": "sentiment", "text": "bad label", "label": "meh", "labeller": "ann"},
+            {"task": "sentiment", "story_id": "nope", "label": "positive", "labeller": "ann"},
+            {"task": "colour", "text": "x", "label": "red", "labeller": "ann"},
+            {"task": "sentiment", "text": "no labeller", "label": "positive"},
+        ],
+    )
     assert r.status_code == 422
     body = r.json()
     assert [e["row"] for e in body["errors"]] == [1, 2, 3, 4]
@@ -126,29 +145,36 @@ def test_post_labels_needs_a_write_token(client):
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
     env = {"PYTHONPATH": str(ROOT), "FINSENT_HOME": str(home), "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-m", "monitor.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=120, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "monitor.cli", *args], capture_output=True, text=True, env=env, timeout=120, cwd=ROOT
+    )
 
 
 def test_cli_import_export_and_bad_rows(tmp_path):
     home = tmp_path / "home"
     good = tmp_path / "good.csv"
-    good.write_text('task,label,text,labeller\nsentiment,negative,"Shares sink, badly",ann\n'
-                    "topic,Dividend,ACME raises its dividend,\n")
+    good.write_text(
+        'task,label,text,labeller\nsentiment,negative,"Shares sink, badly",ann\n'
+        "topic,Dividend,ACME raises its dividend,\n"
+    )
     proc = _cli(home, "labels", "import", str(good), "--labeller", "desk")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["inserted"] == 2
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"task": "sentiment", "label": "positive", "text": "ok", "labeller": "ann"}\n'
-                   '{"task": "sentiment", "label": "great", "text": "x", "labeller": "ann"}\n'
-                   'not json\n'
-                   '{"task": "sentiment", "label": "positive", "labeller": "ann"}\n')
+    bad.write_text(
+        '{"task": "sentiment", "label": "positive", "text": "ok", "labeller": "ann"}\n'
+        '{"task": "sentiment", "label": "great", "text": "x", "labeller": "ann"}\n'
+        "not json\n"
+        '{"task": "sentiment", "label": "positive", "labeller": "ann"}\n'
+    )
     proc = _cli(home, "labels", "import", str(bad))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "row 3: not JSON" in proc.stderr
-    bad.write_text('{"task": "sentiment", "label": "positive", "text": "ok", "labeller": "ann"}\n'
-                   '{"task": "sentiment", "label": "great", "text": "x", "labeller": "ann"}\n'
-                   '{"task": "sentiment", "label": "positive", "labeller": "ann"}\n')
+    bad.write_text(
+        '{"task": "sentiment", "label": "positive", "text": "ok", "labeller": "ann"}\n'
+        '{"task": "sentiment", "label": "great", "text": "x", "labeller": "ann"}\n'
+        '{"task": "sentiment", "label": "positive", "labeller": "ann"}\n'
+    )
     proc = _cli(home, "labels", "import", str(bad))
     assert proc.returncode == 2
     assert "row 2: label: unknown sentiment label 'great'" in proc.stderr and "row 3: " in proc.stderr
@@ -156,7 +182,9 @@ def test_cli_import_export_and_bad_rows(tmp_path):
     proc = _cli(home, "labels", "export")
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [(r["text"], r["label"], r["labeller"]) for r in rows] == [
-        ("Shares sink, badly", "negative", "ann"), ("ACME raises its dividend", "Dividend", "desk")]
+        ("Shares sink, badly", "negative", "ann"),
+        ("ACME raises its dividend", "Dividend", "desk"),
+    ]
     assert rows[0]["source"] == "file:good.csv"
     proc = _cli(home, "labels", "export", "--resolved", "--format", "csv")
     assert proc.returncode == 0 and proc.stdout.splitlines()[0] == "task,text,label,votes"
@@ -168,8 +196,11 @@ def test_collector_stores_labels_from_the_topic_and_dead_letters_garbage(make_se
     bus.ensure_topics(settings.topics.all())
     store = LabelStore(settings.state_dir / "labels.db")
     producer = bus.producer()
-    send_record(producer, settings.topics.labels, LabelRecord(task="sentiment", text="Shares sink", label="Bearish",
-                                                              labeller="ann"))
+    send_record(
+        producer,
+        settings.topics.labels,
+        LabelRecord(task="sentiment", text="Shares sink", label="Bearish", labeller="ann"),
+    )
     send_record(producer, settings.topics.labels, LabelRecord(task="sentiment", text="x", label="sideways"))
     producer.send(settings.topics.labels, b"not a label")
     collector = LabelCollector(Context(settings=settings, bus=bus), store)
@@ -177,12 +208,14 @@ def test_collector_stores_labels_from_the_topic_and_dead_letters_garbage(make_se
     t = threading.Thread(target=collector.run, args=(stop,))
     t.start()
     try:
-        wait_until(lambda: len(bus.read_all(settings.topics.dlq)) >= 2, 10, "the two bad labels on the DLQ",
-                   every_s=0.05)
+        wait_until(
+            lambda: len(bus.read_all(settings.topics.dlq)) >= 2, 10, "the two bad labels on the DLQ", every_s=0.05
+        )
     finally:
         stop.set()
         t.join(5)
     assert [(v["text"], v["label"], v["labeller"], v["source"]) for v in store.votes()] == [
-        ("Shares sink", "negative", "ann", "topic")]
+        ("Shares sink", "negative", "ann", "topic")
+    ]
     assert len(bus.read_all(settings.topics.dlq)) == 2
     store.close()

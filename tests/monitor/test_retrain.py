@@ -29,10 +29,16 @@ def _comparison(spec, *, champ_fixed=(0.80, 0.70), chall_fixed=(0.80, 0.70), cha
     return {
         "challenger": "v-challenger",
         "champion": spec["champion"],
-        "fixed": {s["name"]: {"task": s["task"], "n": 100, "champion": m(*champ_fixed),
-                              "challenger": m(*chall_fixed)} for s in spec["validation_sets"]},
-        "holdout": {"n": len(spec["holdout"]), "champion": {"accuracy": champ_hold},
-                    "challenger": {"accuracy": chall_hold}, "by_task": {}},
+        "fixed": {
+            s["name"]: {"task": s["task"], "n": 100, "champion": m(*champ_fixed), "challenger": m(*chall_fixed)}
+            for s in spec["validation_sets"]
+        },
+        "holdout": {
+            "n": len(spec["holdout"]),
+            "champion": {"accuracy": champ_hold},
+            "challenger": {"accuracy": chall_hold},
+            "by_task": {},
+        },
         "training": {"train_rows": {}},
     }
 
@@ -93,8 +99,9 @@ def _reports(settings):
 
 
 def test_run_refuses_validation_texts_holds_out_a_stable_slice_and_promotes(make_settings):
-    settings = make_settings(retrain={"min_new_labels": 5, "min_holdout": 1, "threads": 1, "nice": 7,
-                                      "time_budget": "20m"})
+    settings = make_settings(
+        retrain={"min_new_labels": 5, "min_holdout": 1, "threads": 1, "nice": 7, "time_budget": "20m"}
+    )
     reg = _registry_with_champion(settings)
     store = LabelStore(settings.state_dir / "labels.db")
     valid_text = load_split("sentiment", "valid")[0].text

@@ -25,22 +25,58 @@ from tests.stages.kafka_helpers import wait_until
 pytestmark = pytest.mark.slow
 
 TOKEN = "labelling-desk-token"
-COMPANIES = ["ACME", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay", "Stark", "Wayne", "Wonka", "Cyberdyne",
-             "Soylent", "Tyrell", "Oscorp", "Nakatomi", "Gringotts"]
-TEMPLATES = ["{c} shares glorped after the call", "{c} just glorped", "analysts say {c} glorped this week",
-             "{c} stock glorped in early trading"]
+COMPANIES = [
+    "ACME",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Hooli",
+    "Vandelay",
+    "Stark",
+    "Wayne",
+    "Wonka",
+    "Cyberdyne",
+    "Soylent",
+    "Tyrell",
+    "Oscorp",
+    "Nakatomi",
+    "Gringotts",
+]
+TEMPLATES = [
+    "{c} shares glorped after the call",
+    "{c} just glorped",
+    "analysts say {c} glorped this week",
+    "{c} stock glorped in early trading",
+]
 # uses of the slang never sent as labels
-PROBES = ["Wonka glorped overnight", "Oscorp shares glorped", "Tyrell glorped at the open",
-          "Hooli glorped on Friday", "Initech glorped once more"]
+PROBES = [
+    "Wonka glorped overnight",
+    "Oscorp shares glorped",
+    "Tyrell glorped at the open",
+    "Hooli glorped on Friday",
+    "Initech glorped once more",
+]
 
 
 def _settings(make_settings, home, **retrain):
-    return make_settings(home=str(home), classifier={"device": "cpu"},
-                         http={"auth": {"tokens": [{"name": "desk", "value": TOKEN, "scopes": ["write"]}]}},
-                         retrain={
-        "enabled": True, "cron": "0 3 * * *", "profile": "tiny", "threads": 2, "nice": 5,
-        "min_new_labels": 20, "min_holdout": 5, "min_gain": 0.3, "max_drop": 0.10, "validation_limit": 400,
-        **retrain})
+    return make_settings(
+        home=str(home),
+        classifier={"device": "cpu"},
+        http={"auth": {"tokens": [{"name": "desk", "value": TOKEN, "scopes": ["write"]}]}},
+        retrain={
+            "enabled": True,
+            "cron": "0 3 * * *",
+            "profile": "tiny",
+            "threads": 2,
+            "nice": 5,
+            "min_new_labels": 20,
+            "min_holdout": 5,
+            "min_gain": 0.3,
+            "max_drop": 0.10,
+            "validation_limit": 400,
+            **retrain,
+        },
+    )
 
 
 def test_scheduled_run_learns_a_slang_term_and_promotes_it(make_settings, tmp_path):
@@ -54,16 +90,22 @@ def test_scheduled_run_learns_a_slang_term_and_promotes_it(make_settings, tmp_pa
     daemon, _ = build_daemon(settings, ("retrain",), ctx)
     daemon.start()
     try:
-        labels = [{"task": "sentiment", "text": t.format(c=c), "label": "negative", "labeller": "desk"}
-                  for c in COMPANIES for t in TEMPLATES]
-        r = httpx.post(f"{daemon.http.url}/labels", json={"labels": labels},
-                       headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+        labels = [
+            {"task": "sentiment", "text": t.format(c=c), "label": "negative", "labeller": "desk"}
+            for c in COMPANIES
+            for t in TEMPLATES
+        ]
+        r = httpx.post(
+            f"{daemon.http.url}/labels",
+            json={"labels": labels},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=30,
+        )
         assert r.status_code == 200 and r.json()["inserted"] == 60, r.text
         scheduler = next(s for s in daemon.stages if s.name == "retrain")
         scheduler.run_soon()
         wait_until(lambda: scheduler.reports, 1500, "the scheduled retrain run", every_s=2)
-        metrics = httpx.get(f"{daemon.http.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"},
-                            timeout=30).text
+        metrics = httpx.get(f"{daemon.http.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30).text
     finally:
         daemon.stop_event.set()
         daemon.shutdown()

@@ -14,9 +14,9 @@ from monitor.labels import LabelStore
 from monitor.retrain import check_shadow, run_retrain
 from monitor.shadow import ShadowScorer, shadow_pointer, shadow_stats
 from monitor.stages.classify import ClassifyStage
-from monitor.stages.keyword_engine import KeywordEngine
 from tests.monitor.test_retrain import FakeRunner, _registry_with_champion, _votes
 from tests.stages.helpers import news
+from tests.stages.keyword_engine import KeywordEngine
 from tests.stages.test_pipeline_memory import wait_for
 
 
@@ -29,9 +29,18 @@ class Contrarian(KeywordEngine):
 
 
 def _shadow_settings(make_settings, **extra):
-    return make_settings(retrain={"min_new_labels": 5, "min_holdout": 1, "shadow_share": 0.5,
-                                  "shadow_period": "1h", "shadow_min_samples": 20, "shadow_min_agreement": 0.8,
-                                  **extra}, classify={"reload_interval": 0.05})
+    return make_settings(
+        retrain={
+            "min_new_labels": 5,
+            "min_holdout": 1,
+            "shadow_share": 0.5,
+            "shadow_period": "1h",
+            "shadow_min_samples": 20,
+            "shadow_min_agreement": 0.8,
+            **extra,
+        },
+        classify={"reload_interval": 0.05},
+    )
 
 
 def test_gate_passing_challenger_is_shadowed_scored_live_then_promoted(make_settings):
@@ -50,8 +59,14 @@ def test_gate_passing_challenger_is_shadowed_scored_live_then_promoted(make_sett
         send_record(p, settings.topics.raw, news(i, title=f"shares rally {i}"))
     registry = CollectorRegistry()
     loaded = []
-    shadow = ShadowScorer(settings.models_dir, settings.state_dir, 0.5, registry,
-                          lambda v: loaded.append(v) or KeywordEngine(version=v), seed=1)
+    shadow = ShadowScorer(
+        settings.models_dir,
+        settings.state_dir,
+        0.5,
+        registry,
+        lambda v: loaded.append(v) or KeywordEngine(version=v),
+        seed=1,
+    )
     stage = ClassifyStage(settings, bus, KeywordEngine(version="v-champion"), registry, shadow=shadow)
     stop = threading.Event()
     t = threading.Thread(target=stage.run, args=(stop,), daemon=True)
@@ -65,9 +80,13 @@ def test_gate_passing_challenger_is_shadowed_scored_live_then_promoted(make_sett
     n = registry.get_sample_value("finsent_shadow_scored_total")
     assert 50 < n < 150  # about half
     assert registry.get_sample_value("finsent_shadow_agreement_ratio") == 1.0
-    mix = {role: sum(registry.get_sample_value("finsent_shadow_predictions_total",
-                                               {"model": role, "sentiment": s}) or 0
-                     for s in ("negative", "neutral", "positive")) for role in ("champion", "challenger")}
+    mix = {
+        role: sum(
+            registry.get_sample_value("finsent_shadow_predictions_total", {"model": role, "sentiment": s}) or 0
+            for s in ("negative", "neutral", "positive")
+        )
+        for role in ("champion", "challenger")
+    }
     assert mix == {"champion": n, "challenger": n}
     assert registry.get_sample_value("finsent_shadow_added_seconds_count") > 0
     assert shadow_stats(settings.state_dir)["n"] == n
@@ -86,8 +105,9 @@ def test_shadowed_challenger_that_disagrees_is_dropped(make_settings):
     store = LabelStore(settings.state_dir / "labels.db")
     store.add(_votes([f"ACME glorped {i}" for i in range(40)]))
     run_retrain(settings, store, runner=FakeRunner())
-    shadow = ShadowScorer(settings.models_dir, settings.state_dir, 1.0, CollectorRegistry(),
-                          lambda v: Contrarian(version=v))
+    shadow = ShadowScorer(
+        settings.models_dir, settings.state_dir, 1.0, CollectorRegistry(), lambda v: Contrarian(version=v)
+    )
     shadow.refresh()
     texts = [f"ACME beats {i}" for i in range(30)]
     shadow.observe(texts, [p.sentiment for p in KeywordEngine().predict(texts)])

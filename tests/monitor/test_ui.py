@@ -22,13 +22,26 @@ SCRIPT_TITLE = "<script>window.__pwned = 1</script> Halvorsen <b>plunges</b>"
 
 def scored(i: int, title: str, tickers=("HLVB",), score=-0.8, source="wire", minutes=0.0, dup_of=None) -> ScoredItem:
     meta = {"near_duplicate_of": dup_of} if dup_of else {}
-    item = NewsItem(id=f"s{i}", source=source, title=title, url=f"https://news.example/{i}",
-                    published_at=T0 + timedelta(minutes=minutes), tickers=tickers, novelty=0.5 if dup_of else 1.0,
-                    meta=meta)
+    item = NewsItem(
+        id=f"s{i}",
+        source=source,
+        title=title,
+        url=f"https://news.example/{i}",
+        published_at=T0 + timedelta(minutes=minutes),
+        tickers=tickers,
+        novelty=0.5 if dup_of else 1.0,
+        meta=meta,
+    )
     label = "negative" if score < 0 else "positive"
-    return ScoredItem(item=item, sentiment=label, sentiment_probs={"negative": 0.85, "neutral": 0.1, "positive": 0.05},
-                      sentiment_score=score, topic="Company | Product News",
-                      topic_probs={"Company | Product News": 1.0}, model_version="m-test")
+    return ScoredItem(
+        item=item,
+        sentiment=label,
+        sentiment_probs={"negative": 0.85, "neutral": 0.1, "positive": 0.05},
+        sentiment_score=score,
+        topic="Company | Product News",
+        topic_probs={"Company | Product News": 1.0},
+        model_version="m-test",
+    )
 
 
 def fill(settings, stories: list[ScoredItem]) -> tuple[TrendStore, ItemStore]:
@@ -76,8 +89,12 @@ def test_the_page_and_its_assets_are_served_from_the_package(page):
     client = page([])
     html = client.get("/")
     assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
-    for asset in ("/ui/static/app.js", "/ui/static/app.css", "/ui/static/vendor/uPlot.iife.min.js",
-                  "/ui/static/vendor/uPlot.min.css"):
+    for asset in (
+        "/ui/static/app.js",
+        "/ui/static/app.css",
+        "/ui/static/vendor/uPlot.iife.min.js",
+        "/ui/static/vendor/uPlot.min.css",
+    ):
         assert asset in html.text
         assert client.get(asset).status_code == 200, asset
     assert "cdn" not in html.text.lower() and "https://" not in html.text

@@ -21,34 +21,66 @@ TITLE = "Globex shares soar after rival Initech recalls flagship product"
 
 def conflicting(id: str = "c1") -> ScoredItem:
     item = NewsItem(
-        id=id, source="wire", url="https://news.example/c1", title=TITLE, published_at=T0,
+        id=id,
+        source="wire",
+        url="https://news.example/c1",
+        title=TITLE,
+        published_at=T0,
         tickers=("GLBX", "INTC", "AAPL"),
-        mentions=(TickerMention(ticker="GLBX", how="alias", part="title", start=0, end=6, surface="Globex"),
-                  TickerMention(ticker="INTC", how="alias", part="title", start=31, end=38, surface="Initech"),
-                  TickerMention(ticker="AAPL", how="feed")),
+        mentions=(
+            TickerMention(ticker="GLBX", how="alias", part="title", start=0, end=6, surface="Globex"),
+            TickerMention(ticker="INTC", how="alias", part="title", start=31, end=38, surface="Initech"),
+            TickerMention(ticker="AAPL", how="feed"),
+        ),
     )
     return ScoredItem(
-        item=item, sentiment="positive", sentiment_probs={"negative": 0.2, "neutral": 0.1, "positive": 0.7},
-        sentiment_score=0.5, topic="Company | Product News", topic_probs={"Company | Product News": 1.0},
+        item=item,
+        sentiment="positive",
+        sentiment_probs={"negative": 0.2, "neutral": 0.1, "positive": 0.7},
+        sentiment_score=0.5,
+        topic="Company | Product News",
+        topic_probs={"Company | Product News": 1.0},
         model_version="m-test",
         entities=(
-            EntitySentiment(ticker="GLBX", sentiment="positive", sentiment_probs={"negative": 0.05, "neutral": 0.05,
-                            "positive": 0.9}, sentiment_score=0.85, relevance=0.9),
-            EntitySentiment(ticker="INTC", sentiment="negative", sentiment_probs={"negative": 0.8, "neutral": 0.15,
-                            "positive": 0.05}, sentiment_score=-0.75, relevance=0.7),
-            EntitySentiment(ticker="AAPL", sentiment="neutral", sentiment_probs={"negative": 0.1, "neutral": 0.8,
-                            "positive": 0.1}, sentiment_score=0.0, relevance=0.1),
+            EntitySentiment(
+                ticker="GLBX",
+                sentiment="positive",
+                sentiment_probs={"negative": 0.05, "neutral": 0.05, "positive": 0.9},
+                sentiment_score=0.85,
+                relevance=0.9,
+            ),
+            EntitySentiment(
+                ticker="INTC",
+                sentiment="negative",
+                sentiment_probs={"negative": 0.8, "neutral": 0.15, "positive": 0.05},
+                sentiment_score=-0.75,
+                relevance=0.7,
+            ),
+            EntitySentiment(
+                ticker="AAPL",
+                sentiment="neutral",
+                sentiment_probs={"negative": 0.1, "neutral": 0.8, "positive": 0.1},
+                sentiment_score=0.0,
+                relevance=0.1,
+            ),
         ),
     )
 
 
 def plain(id: str = "p1") -> ScoredItem:
     """A record without entities (schema 1 or a model without an entity head)."""
-    item = NewsItem(id=id, source="wire", title="Halvorsen Bancorp withdraws guidance", published_at=T0,
-                    tickers=("HLVB", "HLVX"))
-    return ScoredItem(item=item, sentiment="negative", sentiment_probs={"negative": 0.85, "neutral": 0.1,
-                      "positive": 0.05}, sentiment_score=-0.8, topic="Company | Product News",
-                      topic_probs={"Company | Product News": 1.0}, model_version="m-test")
+    item = NewsItem(
+        id=id, source="wire", title="Halvorsen Bancorp withdraws guidance", published_at=T0, tickers=("HLVB", "HLVX")
+    )
+    return ScoredItem(
+        item=item,
+        sentiment="negative",
+        sentiment_probs={"negative": 0.85, "neutral": 0.1, "positive": 0.05},
+        sentiment_score=-0.8,
+        topic="Company | Product News",
+        topic_probs={"Company | Product News": 1.0},
+        model_version="m-test",
+    )
 
 
 @pytest.fixture
@@ -125,6 +157,7 @@ def test_openapi_documents_entities_and_mentions():
     assert op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/ScoredItem")
     assert "entities" in schemas["ScoredItem"]["properties"]
     assert {"ticker", "sentiment", "sentiment_probs", "sentiment_score", "relevance", "method"} <= set(
-        schemas["EntitySentiment"]["properties"])
+        schemas["EntitySentiment"]["properties"]
+    )
     assert "mentions" in schemas["NewsItem"]["properties"]
     assert {"ticker", "how", "part", "start", "end", "surface"} <= set(schemas["TickerMention"]["properties"])

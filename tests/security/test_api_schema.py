@@ -15,7 +15,6 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,10 +30,10 @@ from monitor.component import Context
 from monitor.config import load_settings
 from monitor.health import Health
 from monitor.http import build_app
-from monitor.stages.keyword_engine import KeywordEngine
 from monitor.ui.overview import UiError
 from monitor.ui.page import SEARCHABLE, page_router
 from monitor.wiring import PIPELINE, build_daemon
+from tests.stages.keyword_engine import KeywordEngine
 
 READ, WRITE, ADMIN = "r" * 24, "w" * 24, "a" * 24
 HOST = "http://127.0.0.1"  # TrustedHostMiddleware: the loopback name the daemon binds
@@ -67,22 +66,30 @@ class Report:
     stop_reason: str = ""
 
     def describe(self) -> str:
-        lines = [f"{check} on {operation} ({len(found)}x):\n  " + "\n  ".join(found[:3])
-                 for (check, operation), found in sorted(self.failures.items())]
+        lines = [
+            f"{check} on {operation} ({len(found)}x):\n  " + "\n  ".join(found[:3])
+            for (check, operation), found in sorted(self.failures.items())
+        ]
         return "\n".join(lines + [f"error: {e}" for e in self.errors])
 
 
-def run_schemathesis(app: FastAPI, token: str | None = ADMIN, operations: list[dict[str, Any]] | None = None,
-                     max_examples: int = MAX_EXAMPLES) -> Report:
-    config = SchemathesisConfig.from_dict({
-        "seed": 26025,
-        "base-url": HOST,
-        "headers": {"Authorization": f"Bearer {token}"} if token else {},
-        # too_slow measures wall time: a loaded CI machine must not fail the schema
-        "suppress-health-check": ["too_slow"],
-        "generation": {"max-examples": max_examples, "deterministic": True, "database": "none"},
-        "operations": operations or [],
-    })
+def run_schemathesis(
+    app: FastAPI,
+    token: str | None = ADMIN,
+    operations: list[dict[str, Any]] | None = None,
+    max_examples: int = MAX_EXAMPLES,
+) -> Report:
+    config = SchemathesisConfig.from_dict(
+        {
+            "seed": 26025,
+            "base-url": HOST,
+            "headers": {"Authorization": f"Bearer {token}"} if token else {},
+            # too_slow measures wall time: a loaded CI machine must not fail the schema
+            "suppress-health-check": ["too_slow"],
+            "generation": {"max-examples": max_examples, "deterministic": True, "database": "none"},
+            "operations": operations or [],
+        }
+    )
     schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config, headers={"Host": "127.0.0.1"})
     report = Report()
     for event in from_schema(schema).execute():
@@ -100,7 +107,8 @@ def run_schemathesis(app: FastAPI, token: str | None = ADMIN, operations: list[d
                         failure = check.failure_info.failure
                         label = failure.operation or recorder.cases[case_id].value.operation.label
                         report.failures[(check.name, label)].append(
-                            f"{failure.title}: {failure.message}\n    {check.failure_info.code_sample}")
+                            f"{failure.title}: {failure.message}\n    {check.failure_info.code_sample}"
+                        )
         elif isinstance(event, events.NonFatalError):
             report.errors.append(f"{event.label}: {event.info.format()}")
         elif isinstance(event, events.FatalError):
@@ -116,13 +124,23 @@ def daemon_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
     try:
         home = tmp_path_factory.mktemp("schema-home")
         settings = load_settings(
-            None, home=str(home),
-            http={"host": "127.0.0.1", "port": 0, "auth": {"tokens": [
-                {"name": "reader", "value": READ, "scopes": ["read"]},
-                {"name": "writer", "value": WRITE, "scopes": ["write"]},
-                {"name": "root", "value": ADMIN, "scopes": ["admin"]}]}},
-            connectors={"demo": False, "sources": [
-                {"type": "webhook", "name": PUSH_SOURCE, "secret": {"value": "s3cret-" + "x" * 24}}]},
+            None,
+            home=str(home),
+            http={
+                "host": "127.0.0.1",
+                "port": 0,
+                "auth": {
+                    "tokens": [
+                        {"name": "reader", "value": READ, "scopes": ["read"]},
+                        {"name": "writer", "value": WRITE, "scopes": ["write"]},
+                        {"name": "root", "value": ADMIN, "scopes": ["admin"]},
+                    ]
+                },
+            },
+            connectors={
+                "demo": False,
+                "sources": [{"type": "webhook", "name": PUSH_SOURCE, "secret": {"value": "s3cret-" + "x" * 24}}],
+            },
         )
         settings.ensure_dirs()
         ctx = Context(settings=settings, bus=MemoryBus())
@@ -170,8 +188,11 @@ def test_page_parameters_say_which_values_the_page_answers() -> None:
 
     router = page_router(lambda **_: None, match, lambda _: None, windows=["1m", "5m"])
     client = TestClient(build_app(Health(), CollectorRegistry(), [router]), base_url=HOST)
-    params = {p["name"]: p["schema"] for op in ("/ui/overview", "/ui/keys")
-              for p in client.get("/openapi.json").json()["paths"][op]["get"]["parameters"]}
+    params = {
+        p["name"]: p["schema"]
+        for op in ("/ui/overview", "/ui/keys")
+        for p in client.get("/openapi.json").json()["paths"][op]["get"]["parameters"]
+    }
     assert params["window"]["enum"] == ["1m", "5m", ""]  # empty: the default window
     assert params["q"]["pattern"] == SEARCHABLE
     for q in (" $ ", "$ $", "\u3000", "\x1c"):  # nothing to search for: the schema refuses it, so must the page

@@ -41,11 +41,15 @@ def demo_router() -> APIRouter:
 
 
 def client(host: str, tokens: list[dict] | None = None) -> TestClient:
-    tokens = tokens if tokens is not None else [
-        {"name": "reader", "value": READ, "scopes": ["read"]},
-        {"name": "writer", "value": WRITE, "scopes": ["write"]},
-        {"name": "root", "value": ADMIN, "scopes": ["admin"]},
-    ]
+    tokens = (
+        tokens
+        if tokens is not None
+        else [
+            {"name": "reader", "value": READ, "scopes": ["read"]},
+            {"name": "writer", "value": WRITE, "scopes": ["write"]},
+            {"name": "root", "value": ADMIN, "scopes": ["admin"]},
+        ]
+    )
     http = HttpSettings(host=host, auth={"tokens": tokens})
     return TestClient(build_app(Health(), CollectorRegistry(), [demo_router()], http), base_url="http://127.0.0.1")
 
@@ -59,8 +63,9 @@ def test_off_loopback_every_read_and_write_needs_a_scoped_token() -> None:
     for path in ("/things", "/metrics"):
         r = c.get(path)
         assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer"
-        assert r.json() == {"detail": "this endpoint needs a bearer token with scope 'read' "
-                                      "(header 'Authorization: Bearer <token>')"}
+        assert r.json() == {
+            "detail": "this endpoint needs a bearer token with scope 'read' (header 'Authorization: Bearer <token>')"
+        }
         assert all(c.get(path, headers=bearer(t)).status_code == 200 for t in (READ, WRITE, ADMIN))
     assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200  # probes stay open
     assert c.post("/things", headers=bearer(READ)).status_code == 403
@@ -85,8 +90,10 @@ def test_on_loopback_reads_are_open_but_writes_still_need_write() -> None:
 def test_tokens_come_from_config_env_or_file_and_problems_are_reported(tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "token").write_text(WRITE + "\n")
     monkeypatch.setenv("FINSENT_TEST_READ_TOKEN", READ)
-    tokens = [{"name": "file", "file": str(tmp_path / "token"), "scopes": ["write"]},
-              {"name": "env", "env": "FINSENT_TEST_READ_TOKEN"}]
+    tokens = [
+        {"name": "file", "file": str(tmp_path / "token"), "scopes": ["write"]},
+        {"name": "env", "env": "FINSENT_TEST_READ_TOKEN"},
+    ]
     c = client("0.0.0.0", tokens)
     assert c.post("/things", headers=bearer(WRITE)).status_code == 200
     assert c.get("/things", headers=bearer(READ)).status_code == 200
@@ -95,9 +102,20 @@ def test_tokens_come_from_config_env_or_file_and_problems_are_reported(tmp_path:
     monkeypatch.delenv("FINSENT_TEST_READ_TOKEN")
     for var in [v for v in os.environ if v.startswith("FINSENT_")]:
         monkeypatch.delenv(var)
-    settings = load_settings(None, home=str(tmp_path), http={"auth": {"tokens": [
-        *tokens, {"name": "short", "value": "abc"}, {"name": "gone", "file": str(tmp_path / "missing")}]},
-        "tls_cert": str(tmp_path / "cert.pem")})
+    settings = load_settings(
+        None,
+        home=str(tmp_path),
+        http={
+            "auth": {
+                "tokens": [
+                    *tokens,
+                    {"name": "short", "value": "abc"},
+                    {"name": "gone", "file": str(tmp_path / "missing")},
+                ]
+            },
+            "tls_cert": str(tmp_path / "cert.pem"),
+        },
+    )
     problems = settings_problems(settings)
     assert any("'FINSENT_TEST_READ_TOKEN' holding the token is not set" in p for p in problems)
     assert any("('short'): a token needs at least 16 characters" in p for p in problems)
@@ -109,12 +127,32 @@ def test_tokens_come_from_config_env_or_file_and_problems_are_reported(tmp_path:
 
 def test_tls_serves_https(tmp_path: Path) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     http = HttpSettings(host="127.0.0.1", port=0, tls_cert=cert, tls_key=key)
-    server = HttpServer(build_app(Health(), CollectorRegistry(), [demo_router()], http), "127.0.0.1", 0,
-                        (str(cert), str(key)))
+    server = HttpServer(
+        build_app(Health(), CollectorRegistry(), [demo_router()], http), "127.0.0.1", 0, (str(cert), str(key))
+    )
     server.start()
     try:
         assert server.url.startswith("https://")

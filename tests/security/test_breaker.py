@@ -24,8 +24,9 @@ class Clock:
 class FlakyPoller:
     def __init__(self, name: str) -> None:
         self.name = name
-        self.source = RssSource(name=name, url="https://feeds.example.com/rss", interval_s=10,
-                                failure_backoff_max_s=100)
+        self.source = RssSource(
+            name=name, url="https://feeds.example.com/rss", interval_s=10, failure_backoff_max_s=100
+        )
         self.failing = True
         self.calls = 0
 

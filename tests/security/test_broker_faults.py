@@ -88,11 +88,11 @@ class Pusher(threading.Thread):
     def run(self) -> None:
         n = 0
         while not self.stop.is_set():
-            body = json.dumps({"id": f"s-{n}", "title": f"Acme story number {n} on widgets",
-                               "published_at": "2026-11-20T10:00:00Z"}).encode()
+            body = json.dumps(
+                {"id": f"s-{n}", "title": f"Acme story number {n} on widgets", "published_at": "2026-11-20T10:00:00Z"}
+            ).encode()
             try:
-                r = httpx.post(self.url, content=body, timeout=60,
-                               headers={"X-Finsent-Signature": sign(SECRET, body)})
+                r = httpx.post(self.url, content=body, timeout=60, headers={"X-Finsent-Signature": sign(SECRET, body)})
                 status = r.status_code
             except httpx.HTTPError:
                 status = 0
@@ -108,15 +108,26 @@ def test_broker_down_at_start_then_killed_mid_stream(tmp_path: Path) -> None:
     broker = Broker(tmp_path / "broker", free_port())
     http_port = free_port()
     cfg = tmp_path / "finsent.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "home": str(tmp_path / "home"),
-        "logging": {"level": "INFO", "format": "json"},
-        "kafka": {"bootstrap": broker.bootstrap, "buffer_memory": 1024 * 1024, "max_block_ms": 2000,
-                  "request_timeout_ms": 5000},
-        "http": {"port": http_port},
-        "connectors": {"demo": False, "ack_timeout_s": 5,
-                       "sources": [{"type": "webhook", "name": "partner", "secret": {"value": SECRET}}]},
-    }))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "home": str(tmp_path / "home"),
+                "logging": {"level": "INFO", "format": "json"},
+                "kafka": {
+                    "bootstrap": broker.bootstrap,
+                    "buffer_memory": 1024 * 1024,
+                    "max_block_ms": 2000,
+                    "request_timeout_ms": 5000,
+                },
+                "http": {"port": http_port},
+                "connectors": {
+                    "demo": False,
+                    "ack_timeout_s": 5,
+                    "sources": [{"type": "webhook", "name": "partner", "secret": {"value": SECRET}}],
+                },
+            }
+        )
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
     log_path = tmp_path / "daemon.log"
     base = f"http://127.0.0.1:{http_port}"
@@ -134,8 +145,12 @@ def test_broker_down_at_start_then_killed_mid_stream(tmp_path: Path) -> None:
             return False
 
     with log_path.open("w") as log:
-        daemon = subprocess.Popen([sys.executable, "-m", "monitor.cli", "ingest", "--config", str(cfg)], env=env,
-                                  stdout=log, stderr=subprocess.STDOUT)
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "monitor.cli", "ingest", "--config", str(cfg)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     pusher = Pusher(f"{base}/ingest/partner")
     try:
         # 1. No broker yet: the daemon waits, says so, and does not exit.
@@ -176,8 +191,9 @@ def test_broker_down_at_start_then_killed_mid_stream(tmp_path: Path) -> None:
     assert len(pusher.accepted) == len(set(pusher.accepted))
 
 
-def test_alert_path_sends_no_alert_twice_across_a_broker_kill(tmp_path: Path, make_settings,
-                                                             quick_model_home: Path) -> None:
+def test_alert_path_sends_no_alert_twice_across_a_broker_kill(
+    tmp_path: Path, make_settings, quick_model_home: Path
+) -> None:
     """The whole pipeline (connectors → classify → aggregate → rules → signed webhook) on a broker of
     its own: the broker is killed with ``kill -9`` just after the planted burst's alert went out,
     while the recovery stories are streaming, and resumed on its data. Stages re-read what they had
@@ -195,27 +211,34 @@ def test_alert_path_sends_no_alert_twice_across_a_broker_kill(tmp_path: Path, ma
     settings = make_settings(
         home=str(quick_model_home),
         kafka={"bootstrap": broker.bootstrap, "request_timeout_ms": 5000, "max_block_ms": 2000},
-        connectors={"demo": False, "sources": [
-            {"type": "rss", "name": "wire", "url": feed.url("/feed.xml"), "interval_s": 1.0, "retries": 0}]},
+        connectors={
+            "demo": False,
+            "sources": [{"type": "rss", "name": "wire", "url": feed.url("/feed.xml"), "interval_s": 1.0, "retries": 0}],
+        },
         classifier={"max_delay_ms": 20},
         aggregator={"windows": [{"name": "5m", "size": "5m"}], "flush_interval": "0.2s"},
-        alerts={"rules_file": str(rules), "default_receiver": "hook",
-                "receivers": {"hook": {"type": "webhook", "url": receiver.url, "secret": HOOK_SECRET}},
-                "retry": {"initial_backoff": "0.5s", "max_backoff": "2s", "jitter": 0.0}},
+        alerts={
+            "rules_file": str(rules),
+            "default_receiver": "hook",
+            "receivers": {"hook": {"type": "webhook", "url": receiver.url, "secret": HOOK_SECRET}},
+            "retry": {"initial_backoff": "0.5s", "max_backoff": "2s", "jitter": 0.0},
+        },
     )
     daemon, _ = build_daemon(settings, PIPELINE)
     daemon.start()
     try:
         wait_until(lambda: daemon.health.readiness().status == "ok", 120, "the pipeline to be ready")
         wait_until(lambda: alerts_in(receiver, "firing"), 120, "the firing alert")
-        feed.routes["/feed.xml"] = lambda req: Resp(200, rss(burst + recovery),
-                                                    {"Content-Type": "application/rss+xml"})
+        feed.routes["/feed.xml"] = lambda req: Resp(200, rss(burst + recovery), {"Content-Type": "application/rss+xml"})
         broker.kill9()
         wait_until(lambda: daemon.health.readiness().status != "ok", 60, "readiness to report the outage")
         assert not daemon.stop_event.is_set(), "a stage died with the broker"
         broker.resume()
-        wait_until(lambda: alerts_in(receiver, "resolved") or daemon.stop_event.is_set(),
-                   180, "the resolved alert after the outage")
+        wait_until(
+            lambda: alerts_in(receiver, "resolved") or daemon.stop_event.is_set(),
+            180,
+            "the resolved alert after the outage",
+        )
         assert not daemon.stop_event.is_set(), "a stage died during the outage"
         wait_until(lambda: daemon.health.readiness().status == "ok", 60, "readiness after the outage")
         # exactly once each: keep watching a settle period before counting (a late duplicate shows)

@@ -48,8 +48,13 @@ def test_credentials_in_urls_and_a_numeric_sasl_password_never_show_in_config_er
     assert main(["check-config", str(config)]) == 2
     got = capsys.readouterr()
     shown = got.out + got.err
-    for field in ("kafka.sasl_password", "alerts.receivers.a.url", "alerts.receivers.b.secret",
-                  "connectors.sources.0.rss.url", "http.port"):
+    for field in (
+        "kafka.sasl_password",
+        "alerts.receivers.a.url",
+        "alerts.receivers.b.secret",
+        "connectors.sources.0.rss.url",
+        "http.port",
+    ):
         assert field in got.err, got.err
     for secret in SECRETS:
         assert secret not in shown, (secret, shown)
@@ -67,9 +72,14 @@ def test_no_secret_in_config_errors_of_the_real_cli(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text(CONFIG)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
-    got = subprocess.run([sys.executable, "-m", "monitor.cli", "check-config", str(config)], cwd=ROOT,
-                         env={**env, "PYTHONPATH": str(ROOT), "FINSENT_HOME": str(tmp_path)},
-                         capture_output=True, text=True, timeout=120)
+    got = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "check-config", str(config)],
+        cwd=ROOT,
+        env={**env, "PYTHONPATH": str(ROOT), "FINSENT_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert got.returncode == 2 and "alerts.receivers.a.url" in got.stderr, got.stderr
     assert not any(secret in got.stdout + got.stderr for secret in SECRETS)
     assert "Traceback" not in got.stderr
@@ -84,7 +94,7 @@ def test_bidi_and_control_characters_are_escaped_in_errors_and_stripped_from_tit
     assert "\x1b" not in err and "\u2066" not in err and "Traceback" not in err
 
     rules = tmp_path / "rules.yaml"
-    rules.write_text("rules:\n  - {name: r, type: story, \"va\u202elue\": 1}\n")
+    rules.write_text('rules:\n  - {name: r, type: story, "va\u202elue": 1}\n')
     with pytest.raises(RulesError) as refused:
         load_rules(rules)
     assert "\u202e" not in str(refused.value) and "va\\u202elue" in str(refused.value)

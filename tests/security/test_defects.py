@@ -6,6 +6,8 @@ clear 4xx or a rejected row with its line number, never a 500, a traceback or a 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -21,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from alerts.api import alerts_router
 from alerts.state import AlertInstance
 from alerts.store import AlertStore, Changes
-from connectors.webhook import build_webhook_router, sign, sign_legacy
+from connectors.webhook import build_webhook_router, sign
 from monitor.api.routes import trends_router
 from monitor.cli import main
 from monitor.config import HttpSettings
@@ -37,6 +39,12 @@ SECRET = "push-secret-value"
 HOSTILE_TIMES = ["9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+01:00"]
 
 
+def sign_legacy(secret: str, body: bytes) -> str:
+    """How an old sender signs: the body-only ``sha256=<hex>`` value (accepted only with
+    ``legacy_body_hmac``)."""
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
 def deep_json(depth: int = 5000) -> bytes:
     return b'{"title": "x", "meta": ' + b"[" * depth + b"]" * depth + b"}"
 
@@ -45,16 +53,26 @@ def deep_json(depth: int = 5000) -> bytes:
 @pytest.fixture
 def alert_store(tmp_path: Path):
     store = AlertStore(tmp_path / "alerts.db")
-    alert = AlertInstance(fingerprint=FP, rule="oil-gloom", subject="topic:Oil", labels={"alertname": "oil-gloom"},
-                          receiver="local", group_key="g", group_labels={}, state="firing")
+    alert = AlertInstance(
+        fingerprint=FP,
+        rule="oil-gloom",
+        subject="topic:Oil",
+        labels={"alertname": "oil-gloom"},
+        receiver="local",
+        group_key="g",
+        group_labels={},
+        state="firing",
+    )
     store.apply(Changes(upserts={FP: alert}))
     yield store
     store.close()
 
 
 def api_client(alert_store: AlertStore, host: str = "0.0.0.0", **http) -> tuple[TestClient, CollectorRegistry]:
-    tokens = [{"name": "ops", "value": WRITE_TOKEN, "scopes": ["write"]},
-              {"name": "grafana", "value": READ_TOKEN, "scopes": ["read"]}]
+    tokens = [
+        {"name": "ops", "value": WRITE_TOKEN, "scopes": ["write"]},
+        {"name": "grafana", "value": READ_TOKEN, "scopes": ["read"]},
+    ]
     settings = HttpSettings(host=host, auth={"tokens": tokens}, **http)
     registry = CollectorRegistry()
     app = build_app(Health(), registry, [alerts_router(alert_store), trends_router(TrendStore(), ["5m"])], settings)
@@ -74,7 +92,9 @@ def test_ack_needs_credentials(alert_store) -> None:
     assert client.post(f"/alerts/{FP}/ack", headers=auth("x" * 24)).status_code == 401
     assert not alert_store.acked(FP)
     assert client.post(f"/alerts/{FP}/ack", headers=auth(WRITE_TOKEN), json={"by": "alice"}).json() == {
-        "fingerprint": FP, "acked": True}
+        "fingerprint": FP,
+        "acked": True,
+    }
     assert registry.get_sample_value("finsent_http_auth_failures_total", {"reason": "missing"}) == 1
     assert registry.get_sample_value("finsent_http_auth_failures_total", {"reason": "scope"}) == 1
     assert registry.get_sample_value("finsent_http_auth_failures_total", {"reason": "invalid"}) == 1
@@ -100,8 +120,9 @@ def test_trends_since_outside_utc_is_a_422(alert_store) -> None:
 
 def test_ack_body_is_capped(alert_store) -> None:
     client, _ = api_client(alert_store, max_body_bytes=4096)
-    declared = client.post(f"/alerts/{FP}/ack", headers={**auth(WRITE_TOKEN), "Content-Length": str(50_000_000)},
-                           content=b"{}")
+    declared = client.post(
+        f"/alerts/{FP}/ack", headers={**auth(WRITE_TOKEN), "Content-Length": str(50_000_000)}, content=b"{}"
+    )
     assert declared.status_code == 413
 
     sent = []
@@ -117,8 +138,10 @@ def test_ack_body_is_capped(alert_store) -> None:
 
 
 # -- pushed stories ------------------------------------------------------------------------------
-HOOKS = [{"type": "webhook", "name": "partner", "secret": {"value": SECRET}},
-         {"type": "webhook", "name": "old", "secret": {"value": SECRET}, "legacy_body_hmac": True}]
+HOOKS = [
+    {"type": "webhook", "name": "partner", "secret": {"value": SECRET}},
+    {"type": "webhook", "name": "old", "secret": {"value": SECRET}, "legacy_body_hmac": True},
+]
 
 
 class Clock:
@@ -181,46 +204,69 @@ def test_signed_push_is_accepted_once_and_only_while_fresh(push, kafka_bootstrap
 # -- finsent replay ------------------------------------------------------------------------------
 def _replay_config(tmp_path: Path, bootstrap: str, topics) -> Path:
     cfg = tmp_path / "finsent.yaml"
-    cfg.write_text(yaml.safe_dump({"home": str(tmp_path / "home"), "kafka": {"bootstrap": bootstrap},
-                                   "topics": topics.model_dump(), "connectors": {"demo": False},
-                                   "logging": {"level": "WARNING"}}), encoding="utf-8")
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "home": str(tmp_path / "home"),
+                "kafka": {"bootstrap": bootstrap},
+                "topics": topics.model_dump(),
+                "connectors": {"demo": False},
+                "logging": {"level": "WARNING"},
+            }
+        ),
+        encoding="utf-8",
+    )
     return cfg
 
 
 @pytest.mark.kafka
-def test_replay_rejects_bad_rows_by_line_and_produces_the_rest(tmp_path, kafka_bootstrap, topics, capsys,
-                                                               monkeypatch) -> None:
+def test_replay_rejects_bad_rows_by_line_and_produces_the_rest(
+    tmp_path, kafka_bootstrap, topics, capsys, monkeypatch
+) -> None:
     for var in [v for v in list(os.environ) if v.startswith("FINSENT_") and v != "FINSENT_TEST_KAFKA"]:
         monkeypatch.delenv(var)
     cfg = _replay_config(tmp_path, kafka_bootstrap, topics)
     good = {"title": "Acme wins a $1bn order", "published_at": "2026-11-20T10:00:00Z"}
     jsonl = tmp_path / "bad.jsonl"
-    jsonl.write_bytes(b"\n".join([
-        json.dumps(good).encode(),
-        json.dumps({"title": "from the year 10000", "published_at": HOSTILE_TIMES[0]}).encode(),
-        b'{"published_at": "2026-11-20T10:00:00Z", "title": "deep", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
-        json.dumps({"title": {"a": 1}, "published_at": "2026-11-20T10:01:00Z"}).encode(),
-        json.dumps({"title": 12345, "published_at": "2026-11-20T10:02:00Z"}).encode(),
-        json.dumps({**good, "title": "Globex cuts guidance"}).encode(),
-    ]) + b"\n")
+    jsonl.write_bytes(
+        b"\n".join(
+            [
+                json.dumps(good).encode(),
+                json.dumps({"title": "from the year 10000", "published_at": HOSTILE_TIMES[0]}).encode(),
+                b'{"published_at": "2026-11-20T10:00:00Z", "title": "deep", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+                json.dumps({"title": {"a": 1}, "published_at": "2026-11-20T10:01:00Z"}).encode(),
+                json.dumps({"title": 12345, "published_at": "2026-11-20T10:02:00Z"}).encode(),
+                json.dumps({**good, "title": "Globex cuts guidance"}).encode(),
+            ]
+        )
+        + b"\n"
+    )
     assert main(["replay", str(jsonl), "--config", str(cfg)]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (summary["read"], summary["produced"], summary["rejected"]) == (6, 2, 4)
-    assert sorted(i.title for i in news_on(kafka_bootstrap, topics.raw)) == ["Acme wins a $1bn order",
-                                                                             "Globex cuts guidance"]
+    assert sorted(i.title for i in news_on(kafka_bootstrap, topics.raw)) == [
+        "Acme wins a $1bn order",
+        "Globex cuts guidance",
+    ]
     reasons = sorted(d.reason for d in dead_letters_on(kafka_bootstrap, topics.dlq))
     assert [re.search(r"line \d+", r).group(0) for r in reasons] == ["line 2", "line 3", "line 4", "line 5"]
     assert "nested too deeply" in reasons[1] and "'title' must be a string, got dict" in reasons[2]
     assert "'title' must be a string, got int" in reasons[3]
 
     csv_path = tmp_path / "bad.csv"
-    csv_path.write_text("title,published_at\nok one,2026-11-20T10:00:00Z\n\"" + "x" * 5_000_000
-                        + "\",2026-11-20T10:00:00Z\nok two,2026-11-20T10:05:00Z\n", encoding="utf-8")
+    csv_path.write_text(
+        'title,published_at\nok one,2026-11-20T10:00:00Z\n"'
+        + "x" * 5_000_000
+        + '",2026-11-20T10:00:00Z\nok two,2026-11-20T10:05:00Z\n',
+        encoding="utf-8",
+    )
     assert main(["replay", str(csv_path), "--config", str(cfg), "--source", "csv"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (summary["produced"], summary["rejected"]) == (2, 1)
-    assert any("line 3: unreadable CSV row: field larger than field limit" in d.reason
-               for d in dead_letters_on(kafka_bootstrap, topics.dlq))
+    assert any(
+        "line 3: unreadable CSV row: field larger than field limit" in d.reason
+        for d in dead_letters_on(kafka_bootstrap, topics.dlq)
+    )
 
 
 # -- finsent check-config ------------------------------------------------------------------------
@@ -263,9 +309,14 @@ def test_check_config_huge_or_infinite_duration(tmp_path, capsys, clean_env, val
 
 def test_check_config_refuses_infinite_poll_interval(tmp_path, capsys, clean_env) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({"home": str(tmp_path), "connectors": {"sources": [
-        {"type": "rss", "name": "wire", "url": "https://feeds.example.com/rss"}]}}).replace(
-        "name: wire", "name: wire\n    interval_s: .inf"))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "home": str(tmp_path),
+                "connectors": {"sources": [{"type": "rss", "name": "wire", "url": "https://feeds.example.com/rss"}]},
+            }
+        ).replace("name: wire", "name: wire\n    interval_s: .inf")
+    )
     code, _, err = check(capsys, path)
     assert code == 2 and "connectors.sources.0.rss.interval_s" in err and "finite number" in err
 
@@ -273,12 +324,33 @@ def test_check_config_refuses_infinite_poll_interval(tmp_path, capsys, clean_env
 # -- rules files ---------------------------------------------------------------------------------
 def test_rule_file_reports_every_error_and_every_unknown_receiver(tmp_path, capsys, clean_env) -> None:
     rules = tmp_path / "rules.yaml"
-    rules.write_text(yaml.safe_dump({"rules": [
-        {"name": "a", "type": "threshold", "key": "all", "window": "15m", "metric": "negative_share",
-         "value": 0.6, "for": "5x", "annotations": {"summary": "{{ nope }}"}},
-        {"name": "b", "type": "threshold", "key": "all", "window": "15m", "metric": "negative_share",
-         "value": 0.6, "receiver": "pager"},
-    ]}))
+    rules.write_text(
+        yaml.safe_dump(
+            {
+                "rules": [
+                    {
+                        "name": "a",
+                        "type": "threshold",
+                        "key": "all",
+                        "window": "15m",
+                        "metric": "negative_share",
+                        "value": 0.6,
+                        "for": "5x",
+                        "annotations": {"summary": "{{ nope }}"},
+                    },
+                    {
+                        "name": "b",
+                        "type": "threshold",
+                        "key": "all",
+                        "window": "15m",
+                        "metric": "negative_share",
+                        "value": 0.6,
+                        "receiver": "pager",
+                    },
+                ]
+            }
+        )
+    )
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"home": str(tmp_path), "alerts": {"rules_file": str(rules)}}))
     code, _, err = check(capsys, path)
@@ -290,17 +362,41 @@ def test_rule_file_reports_every_error_and_every_unknown_receiver(tmp_path, caps
 
 # -- secrets -------------------------------------------------------------------------------------
 def test_check_config_masks_credentials_in_headers_params_and_urls(tmp_path, capsys, clean_env) -> None:
-    secrets = ["hdr-api-key-1", "Bearer hdr-bearer-2", "param-token-3", "T000/B000/slackpath4", "urlpass5",
-               "rcv-hdr-6"]
+    secrets = ["hdr-api-key-1", "Bearer hdr-bearer-2", "param-token-3", "T000/B000/slackpath4", "urlpass5", "rcv-hdr-6"]
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({"home": str(tmp_path), "connectors": {"sources": [
-        {"type": "json_api", "name": "api", "url": "https://user:urlpass5@api.example.com/v1/news",
-         "headers": {"X-Api-Key": "hdr-api-key-1", "Authorization": "Bearer hdr-bearer-2", "Accept": "text/json"},
-         "params": {"api_token": "param-token-3", "lang": "en"}},
-    ]}, "alerts": {"receivers": {
-        "chat": {"type": "slack", "url": "https://hooks.slack.com/services/T000/B000/slackpath4"},
-        "ops": {"type": "webhook", "url": "https://hooks.example.com/x", "headers": {"X-Token": "rcv-hdr-6"}},
-        "local": {"type": "file"}}}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "home": str(tmp_path),
+                "connectors": {
+                    "sources": [
+                        {
+                            "type": "json_api",
+                            "name": "api",
+                            "url": "https://user:urlpass5@api.example.com/v1/news",
+                            "headers": {
+                                "X-Api-Key": "hdr-api-key-1",
+                                "Authorization": "Bearer hdr-bearer-2",
+                                "Accept": "text/json",
+                            },
+                            "params": {"api_token": "param-token-3", "lang": "en"},
+                        },
+                    ]
+                },
+                "alerts": {
+                    "receivers": {
+                        "chat": {"type": "slack", "url": "https://hooks.slack.com/services/T000/B000/slackpath4"},
+                        "ops": {
+                            "type": "webhook",
+                            "url": "https://hooks.example.com/x",
+                            "headers": {"X-Token": "rcv-hdr-6"},
+                        },
+                        "local": {"type": "file"},
+                    }
+                },
+            }
+        )
+    )
     code, out, err = check(capsys, path)
     assert code == 0, err
     for secret in secrets:
@@ -313,8 +409,17 @@ def test_check_config_masks_credentials_in_headers_params_and_urls(tmp_path, cap
 def test_webhook_source_with_an_unset_secret_is_refused(tmp_path, capsys, clean_env, monkeypatch) -> None:
     monkeypatch.delenv("PARTNER_SECRET_UNSET", raising=False)
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({"home": str(tmp_path), "connectors": {"demo": False, "sources": [
-        {"type": "webhook", "name": "partner", "secret": {"env": "PARTNER_SECRET_UNSET"}}]}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "home": str(tmp_path),
+                "connectors": {
+                    "demo": False,
+                    "sources": [{"type": "webhook", "name": "partner", "secret": {"env": "PARTNER_SECRET_UNSET"}}],
+                },
+            }
+        )
+    )
     code, _, err = check(capsys, path)
     assert code == 2 and "'PARTNER_SECRET_UNSET' holding the secret is not set" in err
     assert main(["ingest", "--config", str(path)]) == 2

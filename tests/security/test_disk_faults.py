@@ -23,15 +23,14 @@ from alerts.engine import BUS_RECEIVER, AlertEngine, EngineOptions
 from alerts.outbox import OutboxDeliverer
 from alerts.settings import ReceiverSettings
 from alerts.store import AlertStore
+from connectors.webhook import build_webhook_router, sign
 from monitor.bus.base import TopicPartition
+from monitor.health import Health
+from monitor.http import build_app
 from monitor.stages.checkpoint import CheckpointStore, PartitionDelta
 from monitor.stages.persist import Persister
 from monitor.stages.windows import StateDelta
 from tests.alerts.helpers import OIL, point, rules
-
-from connectors.webhook import build_webhook_router, sign
-from monitor.health import Health
-from monitor.http import build_app
 from tests.connectors.conftest import ingest_factory, news_on  # noqa: F401 - fixture
 from tests.waiting import wait_until
 
@@ -67,19 +66,31 @@ def fill(directory: Path) -> Path:
     return filler
 
 
-def test_full_disk_refuses_pushes_until_space_returns(small_state_dir: Path, kafka_settings, ingest_factory,
-                                                      kafka_bootstrap) -> None:
-    settings = kafka_settings(connectors={"demo": False, "ack_timeout_s": 10, "sources": [
-        {"type": "webhook", "name": "partner", "secret": {"value": SECRET}}]})
+def test_full_disk_refuses_pushes_until_space_returns(
+    small_state_dir: Path, kafka_settings, ingest_factory, kafka_bootstrap
+) -> None:
+    settings = kafka_settings(
+        connectors={
+            "demo": False,
+            "ack_timeout_s": 10,
+            "sources": [{"type": "webhook", "name": "partner", "secret": {"value": SECRET}}],
+        }
+    )
     core, ctx = ingest_factory(settings)
     hooks = [s for s in settings.connectors.sources if s.type == "webhook"]
-    client = TestClient(build_app(Health(), CollectorRegistry(), [build_webhook_router(hooks, core.publisher,
-                                                                                      core.metrics)]),
-                        base_url="http://127.0.0.1")
+    client = TestClient(
+        build_app(Health(), CollectorRegistry(), [build_webhook_router(hooks, core.publisher, core.metrics)]),
+        base_url="http://127.0.0.1",
+    )
 
     def push(n: int):
-        body = json.dumps({"id": f"d-{n}", "title": f"Acme story {n} about widgets and gadgets",
-                           "published_at": "2026-11-20T10:00:00Z"}).encode()
+        body = json.dumps(
+            {
+                "id": f"d-{n}",
+                "title": f"Acme story {n} about widgets and gadgets",
+                "published_at": "2026-11-20T10:00:00Z",
+            }
+        ).encode()
         return client.post("/ingest/partner", content=body, headers={"X-Finsent-Signature": sign(SECRET, body)})
 
     assert push(1).status_code == 202
@@ -120,7 +131,7 @@ class _Batches(threading.Thread):
             for i in range(1, self.n + 1):
                 self.write_batch(i, lambda fn: self.persister.write(fn, self.stop))
                 self.committed = i
-        except BaseException as err:  # noqa: BLE001 - reported by the test
+        except BaseException as err:
             self.error = err
 
 
@@ -132,12 +143,17 @@ def _hold_then_resume(state: Path, write_batch, read_offset, n: int, metric: str
     filler = fill(state)
     batches = _Batches(write_batch, n, persister)
     batches.start()
-    wait_until(lambda: persister.blocked is not None or not batches.is_alive(), 60,
-               "the full disk to be noticed", every_s=0.05)
+    wait_until(
+        lambda: persister.blocked is not None or not batches.is_alive(), 60, "the full disk to be noticed", every_s=0.05
+    )
     assert persister.blocked, f"the full disk was never noticed ({batches.error!r})"
     # let it retry: the first failed attempt and two failed retries, all of the same batch in place
-    wait_until(lambda: registry.get_sample_value(f"{metric}_total") >= 3 or not batches.is_alive(), 60,
-               "two retries of the blocked batch", every_s=0.05)
+    wait_until(
+        lambda: registry.get_sample_value(f"{metric}_total") >= 3 or not batches.is_alive(),
+        60,
+        "two retries of the blocked batch",
+        every_s=0.05,
+    )
     assert batches.is_alive() and batches.error is None, batches.error
     held = batches.committed
     assert held < n and read_offset() == held  # nothing committed past what is stored: not skipped
@@ -154,9 +170,16 @@ def test_full_disk_holds_the_alert_store_and_outbox_in_place(small_state_dir: Pa
     is retried in place until it is written; offsets stop at the last batch stored; every
     notification reaches the outbox once space returns."""
     store = AlertStore(small_state_dir / "alerts.db")
-    engine = AlertEngine(rules({**OIL, "for": 0, "min_count": 1}), store,
-                         EngineOptions(receivers={"local": ReceiverSettings(type="file")}, publish_topic="news.alerts",
-                                       external_url="http://finsent.test"), ManualClock())
+    engine = AlertEngine(
+        rules({**OIL, "for": 0, "min_count": 1}),
+        store,
+        EngineOptions(
+            receivers={"local": ReceiverSettings(type="file")},
+            publish_topic="news.alerts",
+            external_url="http://finsent.test",
+        ),
+        ManualClock(),
+    )
     tp = TopicPartition("news.trends", 0)
 
     def batch(i: int, write) -> None:  # alternately firing and resolved: one notification per batch
@@ -164,8 +187,13 @@ def test_full_disk_holds_the_alert_store_and_outbox_in_place(small_state_dir: Pa
         engine.process([p], {tp: i + 1}, write=write)
 
     try:
-        _hold_then_resume(small_state_dir, batch, lambda: (store.input_offset(tp) or 1) - 1, 200,
-                          "finsent_test_alert_state_write_errors")
+        _hold_then_resume(
+            small_state_dir,
+            batch,
+            lambda: (store.input_offset(tp) or 1) - 1,
+            200,
+            "finsent_test_alert_state_write_errors",
+        )
         baseline = AlertStore(":memory:")  # the same batches on a disk that never fills
         twin = AlertEngine(engine.rules, baseline, engine.options, ManualClock())
         for i in range(201):
@@ -189,9 +217,13 @@ def test_full_disk_holds_the_aggregate_checkpoint_in_place(small_state_dir: Path
         write(lambda: store.save("news.scored.bykey", {0: delta}))
 
     try:
-        _hold_then_resume(small_state_dir, batch,
-                          lambda: (store.load("news.scored.bykey", 0) or PartitionDelta(0, None, StateDelta())).next_offset,
-                          100, "finsent_test_aggregate_state_write_errors")
+        _hold_then_resume(
+            small_state_dir,
+            batch,
+            lambda: (store.load("news.scored.bykey", 0) or PartitionDelta(0, None, StateDelta())).next_offset,
+            100,
+            "finsent_test_aggregate_state_write_errors",
+        )
         assert len(store.load("news.scored.bykey", 0).seen) == 101 * 10
     finally:
         store.close()
@@ -202,9 +234,16 @@ def test_full_disk_does_not_make_the_outbox_send_twice(small_state_dir: Path) ->
     deliverer holds on that mark instead of moving on, and once space returns every notification
     has been sent exactly once."""
     store = AlertStore(small_state_dir / "alerts.db")
-    engine = AlertEngine(rules({**OIL, "for": 0, "min_count": 1}), store,
-                         EngineOptions(receivers={"local": ReceiverSettings(type="file")}, publish_topic="news.alerts",
-                                       external_url="http://finsent.test"), ManualClock())
+    engine = AlertEngine(
+        rules({**OIL, "for": 0, "min_count": 1}),
+        store,
+        EngineOptions(
+            receivers={"local": ReceiverSettings(type="file")},
+            publish_topic="news.alerts",
+            external_url="http://finsent.test",
+        ),
+        ManualClock(),
+    )
     for i in range(300):
         engine.process([point(emitted=1 + i, start=i, negative_share=0.9 if i % 2 == 0 else 0.1, top=20)])
     sent: list[str] = []
@@ -220,7 +259,9 @@ def test_full_disk_does_not_make_the_outbox_send_twice(small_state_dir: Path) ->
     registry = CollectorRegistry()
     errors = Counter("finsent_test_outbox_state_write_errors", "state write errors", registry=registry)
     persister = Persister("test", on_error=errors.inc, initial_backoff_s=0.05, max_backoff_s=0.2)
-    deliverer = OutboxDeliverer(store, {"local": Counting(), BUS_RECEIVER: Counting()}, batch_size=1000, clock=ManualClock())
+    deliverer = OutboxDeliverer(
+        store, {"local": Counting(), BUS_RECEIVER: Counting()}, batch_size=1000, clock=ManualClock()
+    )
     stop = threading.Event()
     with closing(sqlite3.connect(small_state_dir / "alerts.db")) as other:  # an empty WAL: any write needs space
         other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -228,8 +269,12 @@ def test_full_disk_does_not_make_the_outbox_send_twice(small_state_dir: Path) ->
     worker = threading.Thread(target=lambda: deliverer.deliver_due(lambda fn: persister.write(fn, stop)), daemon=True)
     worker.start()
     try:
-        wait_until(lambda: persister.blocked is not None or not worker.is_alive(), 60,
-                   "the full disk to be noticed", every_s=0.05)
+        wait_until(
+            lambda: persister.blocked is not None or not worker.is_alive(),
+            60,
+            "the full disk to be noticed",
+            every_s=0.05,
+        )
         assert persister.blocked, "the full disk was never noticed"
         assert worker.is_alive() and registry.get_sample_value("finsent_test_outbox_state_write_errors_total") >= 1
         filler.unlink()
@@ -255,8 +300,15 @@ def test_a_disk_full_at_start_holds_the_aggregator_not_ready_until_space_returns
 
     settings = load_settings(None, home=str(small_state_dir.parent), http={"port": 0})
     bus = MemoryBus(default_partitions=1)
-    bus.ensure_topics([settings.topics.scored, settings.topics.trends, settings.topics.dlq,
-                       repartition_topic(settings), changelog_topic(repartition_topic(settings))])
+    bus.ensure_topics(
+        [
+            settings.topics.scored,
+            settings.topics.trends,
+            settings.topics.dlq,
+            repartition_topic(settings),
+            changelog_topic(repartition_topic(settings)),
+        ]
+    )
     registry = CollectorRegistry()
     stage = TrendStage(settings, bus, AggregateMetrics(registry), TrendStore(), small_state_dir / "aggregate.db")
     stage._persister.initial_backoff_s = stage._persister.max_backoff_s = 0.05
@@ -266,15 +318,23 @@ def test_a_disk_full_at_start_holds_the_aggregator_not_ready_until_space_returns
     worker = threading.Thread(target=lambda: _record_errors(stage.run, stop, errors), daemon=True)
     worker.start()
     try:
-        wait_until(lambda: stage.ready()[0] is not False or "state not persisted" in stage.ready()[1], 30,
-                   "the aggregator to say its state is not persisted", every_s=0.05)
+        wait_until(
+            lambda: stage.ready()[0] is not False or "state not persisted" in stage.ready()[1],
+            30,
+            "the aggregator to say its state is not persisted",
+            every_s=0.05,
+        )
         ready, why = stage.ready()
         assert not ready and "state not persisted" in why, why
         assert registry.get_sample_value("finsent_aggregate_state_write_errors_total") >= 1
         assert worker.is_alive() and not errors
         filler.unlink()
-        wait_until(lambda: stage.ready()[0] or not worker.is_alive(), 30, "the aggregator ready once space returned",
-                   every_s=0.05)
+        wait_until(
+            lambda: stage.ready()[0] or not worker.is_alive(),
+            30,
+            "the aggregator ready once space returned",
+            every_s=0.05,
+        )
         assert stage.ready()[0], (stage.ready(), errors)
         assert (small_state_dir / "aggregate.db").exists()
     finally:
@@ -286,7 +346,7 @@ def test_a_disk_full_at_start_holds_the_aggregator_not_ready_until_space_returns
 def _record_errors(fn, stop: threading.Event, errors: list) -> None:
     try:
         fn(stop)
-    except BaseException as err:  # noqa: BLE001 - surfaced by the test
+    except BaseException as err:
         errors.append(err)
 
 
@@ -302,8 +362,13 @@ def test_the_daemon_started_on_a_full_disk_says_so_and_exits_for_a_retry(small_s
     env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
     env.update(FINSENT_HOME=str(home), HF_HUB_OFFLINE="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     try:
-        done = subprocess.run([sys.executable, "-m", "monitor.cli", "run", "--stages", "alerts", "--config",
-                               str(config)], env=env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "monitor.cli", "run", "--stages", "alerts", "--config", str(config)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         filler.unlink()
     out = done.stdout + done.stderr

@@ -35,8 +35,16 @@ def test_dlq_list_show_and_replay(tmp_path, kafka_settings, kafka_bootstrap, top
     for var in [v for v in list(os.environ) if v.startswith("FINSENT_") and v != "FINSENT_TEST_KAFKA"]:
         monkeypatch.delenv(var)
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"home": str(tmp_path / "home"), "kafka": {"bootstrap": kafka_bootstrap},
-                                   "topics": topics.model_dump(), "logging": {"level": "WARNING"}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "home": str(tmp_path / "home"),
+                "kafka": {"bootstrap": kafka_bootstrap},
+                "topics": topics.model_dump(),
+                "logging": {"level": "WARNING"},
+            }
+        )
+    )
     c = ["--config", str(cfg)]
 
     assert main(["dlq", "list", *c, "--json"]) == 0

@@ -31,26 +31,41 @@ from connectors.webhook import parse_stories, story_to_draft
 from monitor.config import ConfigError, load_settings
 from monitor.records import NewsItem, RecordDecodeError, ScoredItem, TrendPoint, decode
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                        HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 
 # -- strategies ----------------------------------------------------------------------------------
 offsets = st.integers(min_value=-23 * 60 - 59, max_value=23 * 60 + 59).map(lambda m: timezone(timedelta(minutes=m)))
 edge_datetimes = st.one_of(
     st.datetimes(timezones=offsets),
     st.sampled_from([datetime(9999, 12, 31, 23, 59, 59), datetime(1, 1, 1)]).flatmap(
-        lambda d: offsets.map(lambda tz: d.replace(tzinfo=tz))),
+        lambda d: offsets.map(lambda tz: d.replace(tzinfo=tz))
+    ),
 )
 time_strings = st.one_of(
     edge_datetimes.map(datetime.isoformat),
-    st.sampled_from(["9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+01:00", "1e300", "-1e20", "nan",
-                     "Fri, 31 Dec 9999 23:59:59 -0500", "", "2026-13-45", "now"]),
+    st.sampled_from(
+        [
+            "9999-12-31T23:59:59-05:00",
+            "0001-01-01T00:00:00+01:00",
+            "1e300",
+            "-1e20",
+            "nan",
+            "Fri, 31 Dec 9999 23:59:59 -0500",
+            "",
+            "2026-13-45",
+            "now",
+        ]
+    ),
     st.text(max_size=40),
 )
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=60))
 json_values = st.recursive(
     st.one_of(scalars, time_strings),
-    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=12), children, max_size=4)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
     max_leaves=25,
 )
 STORY_KEYS = ["id", "title", "text", "body", "summary", "url", "published_at", "tickers", "language", "meta", "source"]
@@ -72,35 +87,64 @@ def normalise_or_reject(draft) -> None:
 
 
 # -- feeds ---------------------------------------------------------------------------------------
-RSS_ITEM = "<item><title>{title}</title><link>{link}</link><pubDate>{date}</pubDate><guid>{guid}</guid>" \
-           "<description>{body}</description><category>{cat}</category></item>"
+RSS_ITEM = (
+    "<item><title>{title}</title><link>{link}</link><pubDate>{date}</pubDate><guid>{guid}</guid>"
+    "<description>{body}</description><category>{cat}</category></item>"
+)
 xml_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=80)
 
 
 @FUZZ
-@given(items=st.lists(st.fixed_dictionaries({
-    "title": xml_text, "link": xml_text, "date": st.one_of(time_strings, xml_text), "guid": xml_text,
-    "body": xml_text, "cat": xml_text}), max_size=4), junk=st.binary(max_size=200), atom=st.booleans())
+@given(
+    items=st.lists(
+        st.fixed_dictionaries(
+            {
+                "title": xml_text,
+                "link": xml_text,
+                "date": st.one_of(time_strings, xml_text),
+                "guid": xml_text,
+                "body": xml_text,
+                "cat": xml_text,
+            }
+        ),
+        max_size=4,
+    ),
+    junk=st.binary(max_size=200),
+    atom=st.booleans(),
+)
 def test_rss_and_atom_feeds_become_drafts_or_rejections(items, junk: bytes, atom: bool) -> None:
     if atom:
-        entries = "".join(f"<entry><title>{i['title']}</title><link href='{i['link']}'/><updated>{i['date']}"
-                          f"</updated><id>{i['guid']}</id><summary>{i['body']}</summary></entry>" for i in items)
+        entries = "".join(
+            f"<entry><title>{i['title']}</title><link href='{i['link']}'/><updated>{i['date']}"
+            f"</updated><id>{i['guid']}</id><summary>{i['body']}</summary></entry>"
+            for i in items
+        )
         doc = f"<?xml version='1.0'?><feed xmlns='http://www.w3.org/2005/Atom'>{entries}</feed>".encode()
     else:
-        doc = ("<?xml version='1.0'?><rss version='2.0'><channel><title>t</title>"
-               + "".join(RSS_ITEM.format(**i) for i in items) + "</channel></rss>").encode()
+        doc = (
+            "<?xml version='1.0'?><rss version='2.0'><channel><title>t</title>"
+            + "".join(RSS_ITEM.format(**i) for i in items)
+            + "</channel></rss>"
+        ).encode()
     source = RssSource(name="fuzz", url="https://feeds.example.com/rss")
     for body in (doc, doc + junk, junk):
-        parsed = feedparser.parse(body, response_headers={"content-type": "application/xml",
-                                                          "content-location": source.url})
+        parsed = feedparser.parse(
+            body, response_headers={"content-type": "application/xml", "content-location": source.url}
+        )
         for draft in entries_to_drafts(parsed, source, source.url, NORMALISER.tickers):
             normalise_or_reject(draft)
 
 
 @FUZZ
-@given(item=json_values, fields=st.fixed_dictionaries({
-    "title": st.sampled_from(["title", "a.b", "items.*.t", "0", ""]),
-    "published_at": st.sampled_from(["published_at", "t", "a.*", "x.0.y"])}))
+@given(
+    item=json_values,
+    fields=st.fixed_dictionaries(
+        {
+            "title": st.sampled_from(["title", "a.b", "items.*.t", "0", ""]),
+            "published_at": st.sampled_from(["published_at", "t", "a.*", "x.0.y"]),
+        }
+    ),
+)
 def test_json_api_items_become_drafts_or_rejections(item, fields) -> None:
     source = JsonApiSource(name="fuzz", url="https://api.example.com/v1", fields=fields)
     normalise_or_reject(item_to_draft(item, source, source.url))
@@ -145,8 +189,10 @@ def test_replay_rows_become_drafts_or_value_errors(rec) -> None:
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(lines=st.lists(st.one_of(story_like.map(json.dumps), st.text(max_size=80), st.just(deep(5000))), max_size=6),
-       csv_junk=st.text(max_size=200))
+@given(
+    lines=st.lists(st.one_of(story_like.map(json.dumps), st.text(max_size=80), st.just(deep(5000))), max_size=6),
+    csv_junk=st.text(max_size=200),
+)
 def test_replay_files_never_abort(tmp_path: Path, lines, csv_junk: str) -> None:
     jsonl = tmp_path / "f.jsonl"
     jsonl.write_bytes(("\n".join(line.replace("\n", " ") for line in lines) + "\n").encode("utf-8", "replace"))
@@ -159,9 +205,14 @@ def test_replay_files_never_abort(tmp_path: Path, lines, csv_junk: str) -> None:
 
 # -- records on the bus --------------------------------------------------------------------------
 @FUZZ
-@given(payload=st.one_of(st.binary(max_size=300), json_values.map(lambda v: json.dumps(v).encode()),
-                         st.just(deep(5000).encode()),
-                         story_like.map(lambda d: json.dumps({**d, "kind": "news", "schema_version": 1}).encode())))
+@given(
+    payload=st.one_of(
+        st.binary(max_size=300),
+        json_values.map(lambda v: json.dumps(v).encode()),
+        st.just(deep(5000).encode()),
+        story_like.map(lambda d: json.dumps({**d, "kind": "news", "schema_version": 1}).encode()),
+    )
+)
 def test_record_decoding_raises_only_record_decode_error(payload: bytes) -> None:
     for model in (NewsItem, ScoredItem, TrendPoint):
         try:
@@ -177,10 +228,36 @@ config_values = st.recursive(
     max_leaves=15,
 )
 SECTIONS = ["kafka", "http", "connectors", "alerts", "aggregator", "classifier", "retrain", "logging", "topics"]
-config_docs = st.dictionaries(st.sampled_from(SECTIONS), st.one_of(config_values, st.dictionaries(
-    st.sampled_from(["bootstrap", "port", "host", "sources", "receivers", "windows", "grace", "interval_s",
-                     "outbox", "retry", "auth", "tokens", "level", "cron", "tolerance"]), config_values, max_size=3)),
-    max_size=4)
+config_docs = st.dictionaries(
+    st.sampled_from(SECTIONS),
+    st.one_of(
+        config_values,
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "bootstrap",
+                    "port",
+                    "host",
+                    "sources",
+                    "receivers",
+                    "windows",
+                    "grace",
+                    "interval_s",
+                    "outbox",
+                    "retry",
+                    "auth",
+                    "tokens",
+                    "level",
+                    "cron",
+                    "tolerance",
+                ]
+            ),
+            config_values,
+            max_size=3,
+        ),
+    ),
+    max_size=4,
+)
 
 
 @FUZZ
@@ -198,13 +275,42 @@ def test_config_loader_raises_only_config_error(tmp_path: Path, monkeypatch, doc
         settings_.masked()
 
 
-RULE_KEYS = ["name", "type", "key", "window", "metric", "value", "op", "for", "annotations", "receiver", "labels",
-             "baseline_window", "tickers", "severity", "group_by", "repeat_interval", "min_count"]
-rule_docs = st.lists(st.one_of(
-    st.dictionaries(st.sampled_from(RULE_KEYS), st.one_of(config_values, st.sampled_from(
-        ["threshold", "change", "spike", "story", "15m", "all", "negative_share", "{{ value | pct }}"]),
-        st.dictionaries(st.sampled_from(["summary", "x"]), st.text(max_size=30), max_size=2)), max_size=9),
-    config_values), max_size=4)
+RULE_KEYS = [
+    "name",
+    "type",
+    "key",
+    "window",
+    "metric",
+    "value",
+    "op",
+    "for",
+    "annotations",
+    "receiver",
+    "labels",
+    "baseline_window",
+    "tickers",
+    "severity",
+    "group_by",
+    "repeat_interval",
+    "min_count",
+]
+rule_docs = st.lists(
+    st.one_of(
+        st.dictionaries(
+            st.sampled_from(RULE_KEYS),
+            st.one_of(
+                config_values,
+                st.sampled_from(
+                    ["threshold", "change", "spike", "story", "15m", "all", "negative_share", "{{ value | pct }}"]
+                ),
+                st.dictionaries(st.sampled_from(["summary", "x"]), st.text(max_size=30), max_size=2),
+            ),
+            max_size=9,
+        ),
+        config_values,
+    ),
+    max_size=4,
+)
 
 
 @FUZZ
@@ -223,8 +329,10 @@ def test_rules_loader_raises_only_rules_error(tmp_path: Path, rules, raw: bytes)
 
 
 @FUZZ
-@given(text=st.text(max_size=80).flatmap(lambda t: st.sampled_from([t, "{{" + t + "}}", t + "{{ value | pct }}"])),
-       variables=st.dictionaries(st.sampled_from(["value", "key", "threshold", "count"]), scalars, max_size=4))
+@given(
+    text=st.text(max_size=80).flatmap(lambda t: st.sampled_from([t, "{{" + t + "}}", t + "{{ value | pct }}"])),
+    variables=st.dictionaries(st.sampled_from(["value", "key", "threshold", "count"]), scalars, max_size=4),
+)
 def test_templates_parse_or_raise_template_error_and_render_never_raises(text: str, variables) -> None:
     try:
         template = Template.parse(text, frozenset({"value", "key", "threshold", "count"}))

@@ -23,8 +23,8 @@ from connectors.metrics import IngestMetrics
 from connectors.publisher import PublishResult
 from connectors.settings import WebhookSource
 from connectors.webhook import build_webhook_router, sign
-from monitor.auth import HttpAuthSettings, trusted_hosts
 from monitor.api.routes import items_router, trends_router
+from monitor.auth import HttpAuthSettings, trusted_hosts
 from monitor.cli import main
 from monitor.config import ConfigError, HttpSettings, load_settings
 from monitor.health import Health
@@ -47,8 +47,10 @@ def write_config(tmp_path: Path, tokens: list[dict[str, Any]]) -> Path:
 
 # -- 10. tokens --------------------------------------------------------------------------------
 def test_duplicate_token_values_with_different_scopes_are_refused(tmp_path, capsys) -> None:
-    tokens = [{"name": "grafana", "value": SHARED, "scopes": ["read"]},
-              {"name": "ops", "value": SHARED, "scopes": ["write"]}]
+    tokens = [
+        {"name": "grafana", "value": SHARED, "scopes": ["read"]},
+        {"name": "ops", "value": SHARED, "scopes": ["write"]},
+    ]
     problems = HttpAuthSettings(tokens=tokens).problems()
     assert len(problems) == 1 and "'grafana' and 'ops' have the same value" in problems[0]
     assert SHARED not in problems[0]
@@ -63,14 +65,20 @@ def test_duplicate_token_values_with_different_scopes_are_refused(tmp_path, caps
     assert SHARED not in str(err.value)
 
 
-@pytest.mark.parametrize("value, why", [(" " * 24, "blank"), (" " + "x" * 20, "leading or trailing whitespace"),
-                                        ("x" * 20 + "\t", "leading or trailing whitespace")],
-                         ids=["blank", "leading-space", "trailing-tab"])
+@pytest.mark.parametrize(
+    "value, why",
+    [
+        (" " * 24, "blank"),
+        (" " + "x" * 20, "leading or trailing whitespace"),
+        ("x" * 20 + "\t", "leading or trailing whitespace"),
+    ],
+    ids=["blank", "leading-space", "trailing-tab"],
+)
 def test_blank_or_space_padded_tokens_are_refused_at_config_time(tmp_path, capsys, monkeypatch, value, why) -> None:
     inline = {"name": "ops", "value": value, "scopes": ["write"]}
     assert main(["check-config", str(write_config(tmp_path, [inline]))]) == 2
     err = capsys.readouterr().err
-    assert f"http.auth.tokens.0 ('ops'): the token " in err and why in err and "Traceback" not in err
+    assert "http.auth.tokens.0 ('ops'): the token " in err and why in err and "Traceback" not in err
     monkeypatch.setenv("PADDED_TOKEN", value)  # the same from an environment variable
     problems = HttpAuthSettings(tokens=[{"name": "ci", "env": "PADDED_TOKEN"}]).problems()
     assert len(problems) == 1 and why in problems[0] and "x" * 20 not in problems[0]
@@ -102,9 +110,12 @@ def push_app(publisher: SlowPublisher):
 async def post_many(app, body: bytes, signature: str, n: int) -> list[httpx.Response]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url=LOCAL) as client:
-        return await asyncio.gather(*(
-            client.post("/ingest/partner", content=body, headers={"X-Finsent-Signature": signature})
-            for _ in range(n)))
+        return await asyncio.gather(
+            *(
+                client.post("/ingest/partner", content=body, headers={"X-Finsent-Signature": signature})
+                for _ in range(n)
+            )
+        )
 
 
 def test_same_signed_push_on_20_connections_at_once_is_accepted_once() -> None:
@@ -130,12 +141,15 @@ def test_push_refused_after_its_signature_was_reserved_can_be_sent_again() -> No
     assert again.status_code == 401 and "already used" in again.json()["detail"]
 
 
-@pytest.mark.parametrize("header, why", [
-    ("t=" + "9" * 400 + ",v1=" + "a" * 64, "t must be unix seconds"),
-    ("t={now},v1=" + "é" * 64, "v1 must be 64 hex digits"),
-    ("t={now},v1=" + "a" * 63 + "\u00ff", "v1 must be 64 hex digits"),
-    ("t=１２３,v1=" + "a" * 64, "t must be unix seconds"),  # fullwidth digits: int() takes them, we do not
-])
+@pytest.mark.parametrize(
+    "header, why",
+    [
+        ("t=" + "9" * 400 + ",v1=" + "a" * 64, "t must be unix seconds"),
+        ("t={now},v1=" + "é" * 64, "v1 must be 64 hex digits"),
+        ("t={now},v1=" + "a" * 63 + "\u00ff", "v1 must be 64 hex digits"),
+        ("t=１２３,v1=" + "a" * 64, "t must be unix seconds"),  # fullwidth digits: int() takes them, we do not
+    ],
+)
 def test_signature_with_a_400_digit_timestamp_or_non_ascii_v1_is_a_401(caplog, header, why) -> None:
     client = TestClient(push_app(SlowPublisher()), base_url=LOCAL)  # raises on a 500
     body = b'{"title": "Acme wins"}'
@@ -148,8 +162,16 @@ def test_signature_with_a_400_digit_timestamp_or_non_ascii_v1_is_a_401(caplog, h
 
 
 # -- 13. static paths --------------------------------------------------------------------------
-@pytest.mark.parametrize("path", ["/ui/static/%00", "/ui/static/app.js%00.png", "/ui/static/" + "a/" * 3000 + "x.js",
-                                  "/ui/static/%2e%2e/http.py", "/ui/static/vendor/../../page.py"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/ui/static/%00",
+        "/ui/static/app.js%00.png",
+        "/ui/static/" + "a/" * 3000 + "x.js",
+        "/ui/static/%2e%2e/http.py",
+        "/ui/static/vendor/../../page.py",
+    ],
+)
 def test_hostile_static_paths_are_404_never_500(path: str) -> None:
     app = build_app(Health(), CollectorRegistry(), [page_router(lambda **_: None, lambda *_: None, lambda _: None)])
     client = TestClient(app, base_url=LOCAL)  # raises on a 500
@@ -175,21 +197,36 @@ def test_foreign_host_header_is_refused_with_400() -> None:
 def test_allowed_hosts_come_from_bind_host_public_url_and_the_allowed_hosts_setting() -> None:
     assert trusted_hosts("127.0.0.1", None, []) == ["127.0.0.1", "localhost", "[::1]"]
     assert trusted_hosts("10.0.0.5", "https://News.Example.com:8443/finsent", ["*.corp.example", "::1"]) == [
-        "127.0.0.1", "localhost", "[::1]", "*.corp.example", "10.0.0.5", "news.example.com"]
+        "127.0.0.1",
+        "localhost",
+        "[::1]",
+        "*.corp.example",
+        "10.0.0.5",
+        "news.example.com",
+    ]
     assert trusted_hosts("0.0.0.0", None, []) == ["*"]  # every interface, names unknown: reads need a token
     assert "0.0.0.0" not in trusted_hosts("0.0.0.0", None, ["finsent"])
     settings = HttpSettings(host="10.0.0.5", public_url="https://news.example.com", allowed_hosts=["Finsent.Corp."])
     client = TestClient(build_app(Health(), CollectorRegistry(), [], settings), base_url=LOCAL)
-    for host, status in (("10.0.0.5:8080", 200), ("news.example.com", 200), ("finsent.corp", 200),
-                         ("other.example", 400), ("127.0.0.1", 200)):
+    for host, status in (
+        ("10.0.0.5:8080", 200),
+        ("news.example.com", 200),
+        ("finsent.corp", 200),
+        ("other.example", 400),
+        ("127.0.0.1", 200),
+    ):
         assert client.get("/healthz", headers={"host": host}).status_code == status, host
     with pytest.raises(ConfigError, match="http.allowed_hosts: .*expected a host name"):
         load_settings(None, http={"allowed_hosts": ["https://news.example.com/"]})
 
 
 def test_metrics_and_page_answer_on_127_0_0_1_behind_the_host_check() -> None:
-    app = build_app(Health(), CollectorRegistry(), [page_router(lambda **_: None, lambda *_: None, lambda _: None)],
-                    HttpSettings(port=0))
+    app = build_app(
+        Health(),
+        CollectorRegistry(),
+        [page_router(lambda **_: None, lambda *_: None, lambda _: None)],
+        HttpSettings(port=0),
+    )
     server = HttpServer(app, "127.0.0.1", 0)
     server.start()
     try:
@@ -208,8 +245,12 @@ def test_metrics_and_page_answer_on_127_0_0_1_behind_the_host_check() -> None:
 def api(tmp_path):
     alerts, labels = AlertStore(tmp_path / "alerts.db"), LabelStore(tmp_path / "labels.db")
     routers: list[APIRouter] = [
-        trends_router(TrendStore(), ["5m"]), items_router(ItemStore()), alerts_router(alerts),
-        labels_router(labels, {}.get), page_router(lambda **_: None, lambda *_: None, lambda _: None)]
+        trends_router(TrendStore(), ["5m"]),
+        items_router(ItemStore()),
+        alerts_router(alerts),
+        labels_router(labels, {}.get),
+        page_router(lambda **_: None, lambda *_: None, lambda _: None),
+    ]
     settings = HttpSettings(auth={"tokens": [{"name": "ops", "value": WRITE, "scopes": ["write"]}]})
     yield TestClient(build_app(Health(), CollectorRegistry(), routers, settings), base_url=LOCAL)
     alerts.close()
@@ -224,8 +265,12 @@ def test_openapi_lists_the_status_codes_each_operation_answers(api) -> None:
 
     assert {"400"} <= codes("get", "/trends")
     assert {"400", "404"} <= codes("get", "/ui/keys") and {"400", "404"} <= codes("get", "/ui/overview")
-    for method, path in (("get", "/alerts/{fingerprint}"), ("post", "/alerts/{fingerprint}/ack"),
-                         ("get", "/items/{item_id}"), ("get", "/ui/item")):
+    for method, path in (
+        ("get", "/alerts/{fingerprint}"),
+        ("post", "/alerts/{fingerprint}/ack"),
+        ("get", "/items/{item_id}"),
+        ("get", "/ui/item"),
+    ):
         assert "404" in codes(method, path), path
     for method, path in (("get", "/trends"), ("post", "/labels"), ("post", "/alerts/{fingerprint}/ack")):
         assert {"401", "403"} <= codes(method, path), path

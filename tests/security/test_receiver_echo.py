@@ -20,13 +20,24 @@ def _echo(request: httpx.Request) -> httpx.Response:
 
 
 def _entry() -> OutboxEntry:
-    return OutboxEntry(idempotency_key="k", receiver="hook", group_key="g", reason="firing", status="firing",
-                       fingerprints=["f"], body=b"{}")
+    return OutboxEntry(
+        idempotency_key="k",
+        receiver="hook",
+        group_key="g",
+        reason="firing",
+        status="firing",
+        fingerprints=["f"],
+        body=b"{}",
+    )
 
 
 def test_receiver_echoing_header_query_and_signing_secrets_is_masked_in_the_stored_error() -> None:
-    settings = ReceiverSettings(type="webhook", url=f"https://hooks.example.com/in?token={QUERY}",
-                                secret=HMAC, headers={"Authorization": f"Bearer {TOKEN}"})
+    settings = ReceiverSettings(
+        type="webhook",
+        url=f"https://hooks.example.com/in?token={QUERY}",
+        secret=HMAC,
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
     client = httpx.Client(transport=httpx.MockTransport(_echo))
     result = HttpSender("hook", settings, client).send(_entry(), 1, 0.0)
     assert not result.ok and not result.retryable and result.status == 400
@@ -36,8 +47,9 @@ def test_receiver_echoing_header_query_and_signing_secrets_is_masked_in_the_stor
 
 
 def test_alertmanager_receiver_echo_is_masked_too() -> None:
-    settings = ReceiverSettings(type="alertmanager", url="https://am.example.com",
-                                headers={"Authorization": f"Bearer {TOKEN}"})
+    settings = ReceiverSettings(
+        type="alertmanager", url="https://am.example.com", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     client = httpx.Client(transport=httpx.MockTransport(_echo))
     result = AlertmanagerSender("am", settings, client).send(_entry(), 1, 0.0)
     assert result.error and TOKEN not in result.error and "HTTP 400" in result.error

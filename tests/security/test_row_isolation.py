@@ -12,11 +12,13 @@ from monitor.cli import main
 from monitor.csvfile import iter_csv
 from monitor.labels import LabelBatchError, read_label_file, validate_rows
 
-UNTERMINATED = ("task,label,text\n"
-                "sentiment,positive,Acme beats estimates\n"
-                'sentiment,negative,"Globex misses, shares fall\n'
-                "sentiment,neutral,Initech holds its meeting\n"
-                "sentiment,positive,Umbrella raises its dividend\n")
+UNTERMINATED = (
+    "task,label,text\n"
+    "sentiment,positive,Acme beats estimates\n"
+    'sentiment,negative,"Globex misses, shares fall\n'
+    "sentiment,neutral,Initech holds its meeting\n"
+    "sentiment,positive,Umbrella raises its dividend\n"
+)
 
 
 def test_an_unterminated_csv_quote_is_one_bad_row_and_the_rows_after_it_are_read(tmp_path: Path) -> None:
@@ -26,7 +28,10 @@ def test_an_unterminated_csv_quote_is_one_bad_row_and_the_rows_after_it_are_read
     assert [line for line, _ in rows] == [2, 3, 4, 5]
     assert rows[1][1] == "line 3: unterminated quoted field"
     assert [r["text"] for _, r in rows if isinstance(r, dict)] == [
-        "Acme beats estimates", "Initech holds its meeting", "Umbrella raises its dividend"]
+        "Acme beats estimates",
+        "Initech holds its meeting",
+        "Umbrella raises its dividend",
+    ]
 
 
 def test_a_quoted_field_over_several_lines_is_still_one_field(tmp_path: Path) -> None:
@@ -35,8 +40,9 @@ def test_a_quoted_field_over_several_lines_is_still_one_field(tmp_path: Path) ->
     assert [(n, r["text"]) for n, r in iter_csv(path)] == [(2, "two\nlines"), (4, "after")]
 
 
-def test_labels_import_of_an_unterminated_quote_refuses_the_batch_naming_the_line(tmp_path: Path, monkeypatch,
-                                                                                  capsys) -> None:
+def test_labels_import_of_an_unterminated_quote_refuses_the_batch_naming_the_line(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
     """Before: the four rows were stored as one garbage label and the command exited 0."""
     for var in [v for v in list(os.environ) if v.startswith("FINSENT_")]:
         monkeypatch.delenv(var)
@@ -50,14 +56,20 @@ def test_labels_import_of_an_unterminated_quote_refuses_the_batch_naming_the_lin
 
 def test_labels_jsonl_names_every_bad_line_and_json_true_false_floats_are_not_labels(tmp_path: Path) -> None:
     path = tmp_path / "labels.jsonl"
-    path.write_text("\n".join([
-        json.dumps({"task": "sentiment", "label": "positive", "text": "fine", "labeller": "a"}),
-        "not json at all",
-        json.dumps({"task": "sentiment", "label": True, "text": "bool label", "labeller": "a"}),
-        json.dumps({"task": "sentiment", "label": 1.0, "text": "float label", "labeller": "a"}),
-        json.dumps({"task": "sentiment", "label": False, "text": "bool label 2", "labeller": "a"}),
-        json.dumps({"task": "sentiment", "label": 1, "text": "dataset id", "labeller": "a"}),
-    ]) + "\n", encoding="utf-8")
+    path.write_text(
+        "\n".join(
+            [
+                json.dumps({"task": "sentiment", "label": "positive", "text": "fine", "labeller": "a"}),
+                "not json at all",
+                json.dumps({"task": "sentiment", "label": True, "text": "bool label", "labeller": "a"}),
+                json.dumps({"task": "sentiment", "label": 1.0, "text": "float label", "labeller": "a"}),
+                json.dumps({"task": "sentiment", "label": False, "text": "bool label 2", "labeller": "a"}),
+                json.dumps({"task": "sentiment", "label": 1, "text": "dataset id", "labeller": "a"}),
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     with pytest.raises(LabelBatchError) as err:
         validate_rows(read_label_file(path), "file")
     assert [e.row for e in err.value.errors] == [2, 3, 4, 5]
@@ -83,8 +95,13 @@ def test_dlq_list_to_a_dead_broker_is_one_line_no_traceback(tmp_path: Path) -> N
     env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")} | {"FINSENT_HOME": str(tmp_path)}
     for argv in (["dlq", "list"], ["replay", str(tmp_path / "x.jsonl")]):
         (tmp_path / "x.jsonl").write_text('{"title": "t", "published_at": "2026-11-20T10:00:00Z"}\n')
-        done = subprocess.run([sys.executable, "-m", "monitor.cli", *argv, "--kafka", f"127.0.0.1:{port}"],
-                              capture_output=True, text=True, timeout=60, env=env)
+        done = subprocess.run(
+            [sys.executable, "-m", "monitor.cli", *argv, "--kafka", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
         assert done.returncode == 1, done
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and f"cannot reach Kafka at 127.0.0.1:{port}" in lines[0], done.stderr

@@ -53,55 +53,96 @@ def test_no_secret_is_ever_printed(quick_model_home: Path, tmp_path: Path, kafka
         "kafka": {"bootstrap": kafka_bootstrap, "sasl_password": s["sasl"]},
         "topics": topics.model_dump(),
         "http": {"port": port, "auth": {"tokens": [{"name": "ops", "value": s["http_token"], "scopes": ["write"]}]}},
-        "connectors": {"demo": True, "demo_speed": 600, "sources": [
-            {"type": "json_api", "name": "api", "url": f"http://user:{s['url_pass']}@127.0.0.1:{closed}/v1/news",
-             "interval_s": 0.5, "retries": 0, "auth": {"env": "FINSENT_TEST_API_SECRET"},
-             "headers": {"X-Api-Key": s["hdr_key"], "Authorization": f"Bearer {s['hdr_bearer']}"},
-             "params": {"api_key": s["param"]}},
-            {"type": "rss", "name": "wire", "url": f"http://127.0.0.1:{closed}/rss?token={s['rss_token']}",
-             "interval_s": 0.5, "retries": 0},
-            {"type": "webhook", "name": "partner", "secret": {"env": "FINSENT_TEST_PUSH_SECRET"}},
-        ]},
-        "alerts": {"default_receiver": "ops", "receivers": {
-            "ops": {"type": "webhook", "url": f"http://127.0.0.1:{closed}/hook", "secret": s["rcv_secret"],
-                    "headers": {"X-Token": s["rcv_hdr"]}},
-            "chat": {"type": "slack", "url": f"https://hooks.slack.com/services/{s['slack']}"},
-            "local": {"type": "file"}}},
+        "connectors": {
+            "demo": True,
+            "demo_speed": 600,
+            "sources": [
+                {
+                    "type": "json_api",
+                    "name": "api",
+                    "url": f"http://user:{s['url_pass']}@127.0.0.1:{closed}/v1/news",
+                    "interval_s": 0.5,
+                    "retries": 0,
+                    "auth": {"env": "FINSENT_TEST_API_SECRET"},
+                    "headers": {"X-Api-Key": s["hdr_key"], "Authorization": f"Bearer {s['hdr_bearer']}"},
+                    "params": {"api_key": s["param"]},
+                },
+                {
+                    "type": "rss",
+                    "name": "wire",
+                    "url": f"http://127.0.0.1:{closed}/rss?token={s['rss_token']}",
+                    "interval_s": 0.5,
+                    "retries": 0,
+                },
+                {"type": "webhook", "name": "partner", "secret": {"env": "FINSENT_TEST_PUSH_SECRET"}},
+            ],
+        },
+        "alerts": {
+            "default_receiver": "ops",
+            "receivers": {
+                "ops": {
+                    "type": "webhook",
+                    "url": f"http://127.0.0.1:{closed}/hook",
+                    "secret": s["rcv_secret"],
+                    "headers": {"X-Token": s["rcv_hdr"]},
+                },
+                "chat": {"type": "slack", "url": f"https://hooks.slack.com/services/{s['slack']}"},
+                "local": {"type": "file"},
+            },
+        },
     }
     cfg = tmp_path / "finsent.yaml"
     cfg.write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
     env.update(HF_HUB_OFFLINE="1", FINSENT_TEST_API_SECRET=s["api_env"], FINSENT_TEST_PUSH_SECRET=s["push"])
 
-    checked = subprocess.run([sys.executable, "-m", "monitor.cli", "check-config", str(cfg)], env=env,
-                             capture_output=True, text=True, timeout=120)
+    checked = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "check-config", str(cfg)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert checked.returncode == 0, checked.stderr
     seen = [checked.stdout, checked.stderr]
 
     log_path = tmp_path / "daemon.log"
     with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "run", "--config", str(cfg)], env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "monitor.cli", "run", "--config", str(cfg)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}"
 
     def failed_fetches_logged_and_ready() -> bool:
         assert proc.poll() is None, f"daemon exited early:\n{log_path.read_text()[-3000:]}"
         text = log_path.read_text()
-        return ("API fetch failed" in text and "feed fetch failed" in text
-                and httpx.get(f"{base}/readyz", timeout=2).status_code == 200)
+        return (
+            "API fetch failed" in text
+            and "feed fetch failed" in text
+            and httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+        )
 
     try:
         try:
-            wait_until(failed_fetches_logged_and_ready, 180, "both fetch failures logged and /readyz ok",
-                       every_s=0.5, ignoring=(httpx.HTTPError,))
+            wait_until(
+                failed_fetches_logged_and_ready,
+                180,
+                "both fetch failures logged and /readyz ok",
+                every_s=0.5,
+                ignoring=(httpx.HTTPError,),
+            )
         except AssertionError as err:
             if not str(err).startswith("timed out"):
                 raise  # the daemon exited: its log is in the message already
             raise AssertionError(f"{err}:\n{log_path.read_text()[-3000:]}") from None
         # answers that could echo a secret
         body = b'{"title": "x"}'
-        seen.append(httpx.post(f"{base}/ingest/partner", content=body,
-                               headers={"X-Finsent-Signature": "t=1,v1=00"}).text)
+        seen.append(
+            httpx.post(f"{base}/ingest/partner", content=body, headers={"X-Finsent-Signature": "t=1,v1=00"}).text
+        )
         seen.append(httpx.post(f"{base}/alerts/x/ack", headers={"Authorization": "Bearer wrong-token-000000"}).text)
         seen.append(httpx.get(f"{base}/readyz").text)
         seen.append(httpx.get(f"{base}/alerts").text)

@@ -29,8 +29,9 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Mess
             for records in c.poll(timeout_ms=500, max_records=5000).values():
                 for r in records:
                     if r.offset < ends[TopicPartition(r.topic, r.partition)]:
-                        out.append(Message(r.topic, r.partition, r.offset, r.key, r.value,
-                                           tuple(r.headers or ()), r.timestamp))
+                        out.append(
+                            Message(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp)
+                        )
         return out
     finally:
         c.close()

@@ -70,8 +70,7 @@ def keys_of(s: ScoredItem, floor: float) -> list[str]:
     return [row[0] for row in keys_and_terms(s, floor)]
 
 
-def batch_aggregate_specs(windows: list[tuple[str, float, float]], floor: float,
-                          stories: Iterable[ScoredItem]) -> dict:
+def batch_aggregate_specs(windows: list[tuple[str, float, float]], floor: float, stories: Iterable[ScoredItem]) -> dict:
     """(key, window name, window start as UTC datetime) ->
     (count, mean, negative share, positive share, weighted mean), each rounded to 9 places:
 
@@ -98,8 +97,13 @@ def batch_aggregate_specs(windows: list[tuple[str, float, float]], floor: float,
     out = {}
     for k, (n, rs, rx, neg, pos, ws, wx) in acc.items():
         mean = rx / rs if rs else 0.0
-        out[k] = (n, round(mean, 9), round(neg / rs if rs else 0.0, 9), round(pos / rs if rs else 0.0, 9),
-                  round(wx / ws if ws else mean, 9))
+        out[k] = (
+            n,
+            round(mean, 9),
+            round(neg / rs if rs else 0.0, 9),
+            round(pos / rs if rs else 0.0, 9),
+            round(wx / ws if ws else mean, 9),
+        )
     return out
 
 

@@ -38,17 +38,39 @@ def story(i: int, t: float) -> ScoredItem:
     entities = ()
     if i % 5:
         entities = tuple(
-            entity(sym, score=((i * 13 + j * 29) % 21 - 10) / 10, relevance=RELEVANCES[(i * 7 + j * 4) % 9],
-                   confidence=0.4 + ((i + j) % 6) / 10)
-            for j, sym in enumerate(tickers) if not (j and i % 5 == 1))
-    return scored(i, t=t, score=((i * 37) % 21 - 10) / 10, tickers=tickers, source=SOURCES[i % 3],
-                  topic=TOPICS[i % 3], confidence=0.5 + (i % 5) / 10, novelty=1.0 if i % 7 else 0.5,
-                  entities=entities)
+            entity(
+                sym,
+                score=((i * 13 + j * 29) % 21 - 10) / 10,
+                relevance=RELEVANCES[(i * 7 + j * 4) % 9],
+                confidence=0.4 + ((i + j) % 6) / 10,
+            )
+            for j, sym in enumerate(tickers)
+            if not (j and i % 5 == 1)
+        )
+    return scored(
+        i,
+        t=t,
+        score=((i * 37) % 21 - 10) / 10,
+        tickers=tickers,
+        source=SOURCES[i % 3],
+        topic=TOPICS[i % 3],
+        confidence=0.5 + (i % 5) / 10,
+        novelty=1.0 if i % 7 else 0.5,
+        entities=entities,
+    )
 
 
 def summary(points: dict) -> dict:
-    return {k: (p.count, round(p.mean_score, 9), round(p.negative_share, 9), round(p.positive_share, 9),
-                round(p.weighted_mean, 9)) for k, p in points.items()}
+    return {
+        k: (
+            p.count,
+            round(p.mean_score, 9),
+            round(p.negative_share, 9),
+            round(p.positive_share, 9),
+            round(p.weighted_mean, 9),
+        )
+        for k, p in points.items()
+    }
 
 
 def diff(got: dict, want: dict, limit: int = 8) -> str:
@@ -108,8 +130,15 @@ class Aggregator:
         self.partitions = partitions
         self.settings = load_settings(None, home=str(tmp), http={"port": 0}, aggregator=aggregator)
         t = self.settings.topics
-        self.bus.ensure_topics([t.scored, t.trends, t.dlq, repartition_topic(self.settings),
-                                changelog_topic(repartition_topic(self.settings))])
+        self.bus.ensure_topics(
+            [
+                t.scored,
+                t.trends,
+                t.dlq,
+                repartition_topic(self.settings),
+                changelog_topic(repartition_topic(self.settings)),
+            ]
+        )
         self.checkpoint = tmp / "state" / "aggregate.db"
         self.producer = self.bus.producer()
         self._threads: list[threading.Thread] = []
@@ -128,13 +157,16 @@ class Aggregator:
 
         def checkpointed() -> bool:  # the window stage has saved a partition with its upstream watermarks
             store = window[0]._store if window else None
-            return store is not None and any((cp := store.load(topic, p)) is not None and cp.sources
-                                             for p in range(self.partitions))
+            return store is not None and any(
+                (cp := store.load(topic, p)) is not None and cp.sources for p in range(self.partitions)
+            )
 
         ready = {topic: checkpointed}
         bus = self.bus if crash_after_polls is None else _CrashingBus(self.bus, crash_after_polls, ready)
-        stages = [RekeyStage(self.settings, bus, self.metrics, clock=clock),
-                  TrendStage(self.settings, bus, self.metrics, TrendStore(), self.checkpoint)]
+        stages = [
+            RekeyStage(self.settings, bus, self.metrics, clock=clock),
+            TrendStage(self.settings, bus, self.metrics, TrendStore(), self.checkpoint),
+        ]
         window.append(stages[1])
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(s,), daemon=True) for s in stages]
@@ -146,7 +178,7 @@ class Aggregator:
             stage.run(self._stop)
         except Crash:
             pass
-        except BaseException as err:  # noqa: BLE001 - surfaced by the test
+        except BaseException as err:
             self.errors.append(err)
 
     def alive(self) -> bool:

@@ -12,9 +12,9 @@ from monitor.bus.codec import send_record
 from monitor.bus.kafka import KafkaBus
 from monitor.records import DeadLetter, ScoredItem, decode
 from monitor.stages.classify import ClassifyStage
-from monitor.stages.keyword_engine import KeywordEngine
 from tests.stages.helpers import news
 from tests.stages.kafka_helpers import read_topic, wait_until
+from tests.stages.keyword_engine import KeywordEngine
 
 pytestmark = pytest.mark.kafka
 
@@ -31,7 +31,7 @@ class Worker:
     def _run(self):
         try:
             self.stage.run(self.stop)
-        except BaseException as err:  # noqa: BLE001 - reported by the test
+        except BaseException as err:
             self.error = err
 
     def start(self):
@@ -64,20 +64,25 @@ def produce_news(bus, topic, ids, poison=()):
 
 
 def test_two_workers_in_one_group_score_every_story(kafka_settings, kafka_bootstrap):
-    settings = kafka_settings(kafka={"partitions": 3, "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000},
-                              classifier={"max_batch_size": 64, "max_delay_ms": 20},
-                              classify={"max_in_flight": 300, "poll_max_records": 200})
+    settings = kafka_settings(
+        kafka={"partitions": 3, "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000},
+        classifier={"max_batch_size": 64, "max_delay_ms": 20},
+        classify={"max_in_flight": 300, "poll_max_records": 200},
+    )
     bus = KafkaBus(settings.kafka)
     bus.ensure_topics(settings.topics.all(), partitions=3)
     engine = KeywordEngine()
     a = Worker(settings, bus, engine, "classify-a").start()
     b = None
     try:
-        produce_news(bus, settings.topics.raw, range(0, 1000))
+        produce_news(bus, settings.topics.raw, range(1000))
         wait_until(lambda: a.scored() > 200, 60, "worker a to start scoring")
         b = Worker(settings, bus, engine, "classify-b").start()  # joins mid-stream: a rebalance
-        wait_until(lambda: a.assigned() and b.assigned() and a.assigned() + b.assigned() == 3, 60,
-                   "the group to split 3 partitions between 2 workers")
+        wait_until(
+            lambda: a.assigned() and b.assigned() and a.assigned() + b.assigned() == 3,
+            60,
+            "the group to split 3 partitions between 2 workers",
+        )
         produce_news(bus, settings.topics.raw, range(1000, 2000))
 
         def scored_ids():
@@ -108,8 +113,14 @@ def test_poison_story_is_isolated_to_the_dlq(kafka_settings, kafka_bootstrap):
     try:
         wait_until(lambda: len(read_topic(kafka_bootstrap, settings.topics.dlq)) >= 2, 60, "two dead letters")
         scored = wait_until(
-            lambda: (s := {decode(ScoredItem, m.value).id for m in read_topic(kafka_bootstrap, settings.topics.scored)})
-            and len(s) >= 39 and s, 60, "39 scored stories")
+            lambda: (
+                (s := {decode(ScoredItem, m.value).id for m in read_topic(kafka_bootstrap, settings.topics.scored)})
+                and len(s) >= 39
+                and s
+            ),
+            60,
+            "39 scored stories",
+        )
     finally:
         w.close()
     assert scored == {f"s{i}" for i in range(40)} - {"s17"}

@@ -12,9 +12,9 @@ from monitor.bus.codec import send_record
 from monitor.bus.memory import MemoryBus
 from monitor.records import ScoredItem, decode
 from monitor.stages.classify import ClassifyStage
-from monitor.stages.keyword_engine import KeywordEngine
 from monitor.stages.scoring import EngineFailure, score_isolating_poison
 from tests.stages.helpers import news
+from tests.stages.keyword_engine import KeywordEngine
 from tests.stages.test_pipeline_memory import wait_for
 
 
@@ -45,8 +45,7 @@ class GatedEngine(KeywordEngine):
 
     def predict(self, texts, targets=None):
         assert self.stage is not None
-        self.observed.append((len(self.stage._buffer) + len(texts),
-                              self.stage.metrics.paused._value.get()))
+        self.observed.append((len(self.stage._buffer) + len(texts), self.stage.metrics.paused._value.get()))
         return super().predict(texts)
 
 
@@ -58,8 +57,7 @@ def run_stage(stage: ClassifyStage):
 
 
 def test_backpressure_bounds_in_flight_and_commits_everything(make_settings):
-    settings = make_settings(classifier={"max_batch_size": 4, "max_delay_ms": 1000},
-                             classify={"max_in_flight": 8})
+    settings = make_settings(classifier={"max_batch_size": 4, "max_delay_ms": 1000}, classify={"max_in_flight": 8})
     bus = MemoryBus(default_partitions=3)
     bus.ensure_topics(settings.topics.all())
     p = bus.producer()
@@ -73,22 +71,30 @@ def test_backpressure_bounds_in_flight_and_commits_everything(make_settings):
     stop, t = run_stage(stage)
     try:
         wait_for(lambda: len(bus.read_all(settings.topics.scored)) == 60, what="60 scored")
-        wait_for(lambda: stage._consumer is not None and all(
-            stage._consumer.committed(TopicPartition(settings.topics.raw, part)) ==
-            bus.end_offsets(settings.topics.raw)[TopicPartition(settings.topics.raw, part)] for part in range(3)),
-            what="every offset committed")
+        wait_for(
+            lambda: (
+                stage._consumer is not None
+                and all(
+                    stage._consumer.committed(TopicPartition(settings.topics.raw, part))
+                    == bus.end_offsets(settings.topics.raw)[TopicPartition(settings.topics.raw, part)]
+                    for part in range(3)
+                )
+            ),
+            what="every offset committed",
+        )
     finally:
         stop.set()
         t.join(10)
-    assert max(n for n, _ in engine.observed) <= 8          # never more than max_in_flight read
+    assert max(n for n, _ in engine.observed) <= 8  # never more than max_in_flight read
     assert any(paused == 1 for _, paused in engine.observed)  # fetching paused while the buffer was full
     assert registry.get_sample_value("finsent_classify_paused") == 0
     ids = [decode(ScoredItem, m.value).id for m in bus.read_all(settings.topics.scored)]
     assert sorted(ids) == sorted(f"s{i}" for i in range(60))
     assert max(engine.batch_sizes) == 4
     # keyed by the primary ticker, like news.raw
-    assert all(m.key == decode(ScoredItem, m.value).item.primary_key.encode()
-               for m in bus.read_all(settings.topics.scored))
+    assert all(
+        m.key == decode(ScoredItem, m.value).item.primary_key.encode() for m in bus.read_all(settings.topics.scored)
+    )
 
 
 def test_revoked_partitions_release_their_uncommitted_buffer(make_settings):
@@ -105,8 +111,7 @@ def test_revoked_partitions_release_their_uncommitted_buffer(make_settings):
     try:
         wait_for(lambda: len(stage._buffer) == 30, what="30 buffered stories")  # waiting for the deadline
         other = bus.consumer([settings.topics.raw], ConsumerOptions(group_id=settings.classify.group_id))
-        wait_for(lambda: registry.get_sample_value("finsent_classify_rebalance_dropped_total") > 0,
-                 what="a rebalance")
+        wait_for(lambda: registry.get_sample_value("finsent_classify_rebalance_dropped_total") > 0, what="a rebalance")
         kept = {e.msg.partition for e in stage._buffer}
         assert kept == {tp.partition for tp in stage._assignment()}
         # The other member reads the released partitions from the committed offset (nothing lost).

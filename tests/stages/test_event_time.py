@@ -28,9 +28,15 @@ from tests.stages.streaming_harness import Aggregator, FakeClock, batch_aggregat
 
 N = 900
 STEP = 0.5  # seconds of event time between stories: 450 s in all
-AGG = {"windows": [{"name": "1m", "size": "1m"}, {"name": "3m", "size": "3m", "hop": "1m"}],
-       "grace": "20s", "flush_interval": "50ms", "poll_max_records": 60, "history_windows": 200,
-       "idle_timeout": "300ms", "group_id": "agg-test"}
+AGG = {
+    "windows": [{"name": "1m", "size": "1m"}, {"name": "3m", "size": "3m", "hop": "1m"}],
+    "grace": "20s",
+    "flush_interval": "50ms",
+    "poll_max_records": 60,
+    "history_windows": 200,
+    "idle_timeout": "300ms",
+    "group_id": "agg-test",
+}
 STORIES = [story(i, i * STEP) for i in range(N)]
 
 
@@ -44,6 +50,7 @@ def settle(agg: Aggregator, want: dict, timeout_s: float = 60) -> dict:
         if agg.errors:
             raise agg.errors[0]
         return summary(agg.points()) == want
+
     try:
         wait_until(done, timeout_s, "the streamed points to equal the batch aggregation")
     except AssertionError:
@@ -69,7 +76,7 @@ def test_event_time_order(tmp_path, want):
     agg.start()
     try:
         for i in range(0, N, 30):
-            agg.produce(STORIES[i:i + 30])
+            agg.produce(STORIES[i : i + 30])
         settle(agg, want)
         assert_on_time(agg)
     finally:
@@ -97,8 +104,9 @@ def test_backfill_of_several_partitions_read_in_chunks(tmp_path, want):
                 ref.add(key, s)
     for p in ref.all_points():
         got = points[(p.key, p.window, p.window_start)]
-        assert got.model_dump(exclude={"emitted_at", "watermark", "revised"}) == \
-            p.model_dump(exclude={"emitted_at", "watermark", "revised"})
+        assert got.model_dump(exclude={"emitted_at", "watermark", "revised"}) == p.model_dump(
+            exclude={"emitted_at", "watermark", "revised"}
+        )
 
 
 def test_backfill_with_a_crash_and_restart_mid_stream(tmp_path, want):
@@ -108,8 +116,10 @@ def test_backfill_with_a_crash_and_restart_mid_stream(tmp_path, want):
     wait_until(lambda: not agg.alive(), 30, "the crash")
     assert agg.errors == []
     store = CheckpointStore(agg.checkpoint, group="agg-test")
-    saved = [store.load(agg.settings.aggregator.repartition_topic or f"{agg.settings.topics.scored}.bykey", p)
-             for p in range(3)]
+    saved = [
+        store.load(agg.settings.aggregator.repartition_topic or f"{agg.settings.topics.scored}.bykey", p)
+        for p in range(3)
+    ]
     store.close()
     assert any(cp is not None and cp.sources for cp in saved), saved  # the watermarks were checkpointed
     assert summary(agg.points()) != want  # it really was mid-stream
@@ -160,19 +170,23 @@ def test_an_idle_partition_stops_holding_the_watermark_back(tmp_path):
         ends = {p: len(agg.bus._logs[topic][p]) for p in range(3)}
         wait_until(lambda: all(agg.read_position(p) == ends[p] for p in range(3)), 30, "the backlog to be read")
         # Only partition 0 runs on; 1 and 2 fall silent. Until the idle timeout they hold it back.
-        on0 = [s for s in STORIES[len(early):] if partition_of(s) == 0]
+        on0 = [s for s in STORIES[len(early) :] if partition_of(s) == 0]
         agg.produce(on0)
         wait_until(lambda: agg.read_position(0) == len(agg.bus._logs[topic][0]), 30, "partition 0 to be read")
         assert all(p.window_start <= early[-1].item.published_at for p in agg.points().values())
         clock.now += 11
-        wait_until(lambda: any(p.window_start > early[-1].item.published_at for p in agg.points().values()),
-                   30, "the watermark to move on without the idle partitions")
+        wait_until(
+            lambda: any(p.window_start > early[-1].item.published_at for p in agg.points().values()),
+            30,
+            "the watermark to move on without the idle partitions",
+        )
         # Partition 1 speaks again with the stories that follow its last one: on time in their own
         # partition, but the watermark moved on while it was idle. Dropped, and the reason says so.
-        resumed = [s for s in STORIES[len(early):len(early) + 30] if partition_of(s) == 1]
+        resumed = [s for s in STORIES[len(early) : len(early) + 30] if partition_of(s) == 1]
         agg.produce(resumed)
-        wait_until(lambda: agg.metrics.late_dropped.labels("source_idle")._value.get() > 0, 30,
-                   "the late drop to be counted")
+        wait_until(
+            lambda: agg.metrics.late_dropped.labels("source_idle")._value.get() > 0, 30, "the late drop to be counted"
+        )
         assert agg.metrics.late_dropped.labels("late_in_source")._value.get() == 0
         # and per key, for the keys with series of their own
         assert agg.metrics.key_late_dropped.labels("all")._value.get() == len(resumed)
@@ -185,11 +199,20 @@ def test_a_partition_moving_to_another_host_is_restored_from_the_changelog(tmp_p
     bykey = agg.settings.aggregator.repartition_topic or f"{agg.settings.topics.scored}.bykey"
     agg.produce(STORIES[: N // 2])
     agg.start()
-    wait_until(lambda: all(agg.read_position(p) == len(agg.bus._logs[agg.settings.topics.scored][p])
-                           for p in range(3)), 30, "host A to read the first half")
+    wait_until(
+        lambda: all(agg.read_position(p) == len(agg.bus._logs[agg.settings.topics.scored][p]) for p in range(3)),
+        30,
+        "host A to read the first half",
+    )
     store = CheckpointStore(agg.checkpoint, group="agg-test")
-    wait_until(lambda: sum((cp.next_offset if (cp := store.load(bykey, p)) else 0) for p in range(3))
-               == sum(len(agg.bus._logs[bykey][p]) for p in range(3)), 30, "host A to checkpoint all of it")
+    wait_until(
+        lambda: (
+            sum((cp.next_offset if (cp := store.load(bykey, p)) else 0) for p in range(3))
+            == sum(len(agg.bus._logs[bykey][p]) for p in range(3))
+        ),
+        30,
+        "host A to checkpoint all of it",
+    )
     agg.stop()
     done = {p: store.load(bykey, p).next_offset for p in range(3)}
     store.close()
@@ -202,7 +225,7 @@ def test_a_partition_moving_to_another_host_is_restored_from_the_changelog(tmp_p
     try:
         wait_until(lambda: agg.metrics.restores.labels("changelog")._value.get() == 3, 30, "the restores")
         assert agg.metrics.restores.labels("log")._value.get() == 0
-        agg.produce(STORIES[N // 2:])
+        agg.produce(STORIES[N // 2 :])
         settle(agg, want)
         assert_on_time(agg)
     finally:

@@ -50,9 +50,12 @@ class RecordingEngine:
 
 def test_promotion_under_load_switches_version_at_a_batch_boundary(kafka_settings, kafka_bootstrap, tmp_path):
     home = trained_tiny_home(tmp_path)
-    settings = kafka_settings(home=str(home), kafka={"partitions": 3},
-                              classifier={"max_batch_size": 64, "max_delay_ms": 20, "device": "cpu"},
-                              classify={"reload_interval": 0.1, "max_in_flight": 400, "poll_max_records": 200})
+    settings = kafka_settings(
+        home=str(home),
+        kafka={"partitions": 3},
+        classifier={"max_batch_size": 64, "max_delay_ms": 20, "device": "cpu"},
+        classify={"reload_interval": 0.1, "max_in_flight": 400, "poll_max_records": 200},
+    )
     registry = Registry.from_settings(settings)
     champion = registry.current()
     challenger = _clone_version(registry, champion)
@@ -61,7 +64,7 @@ def test_promotion_under_load_switches_version_at_a_batch_boundary(kafka_setting
     engine = RecordingEngine(InferenceEngine.from_settings(settings))
     worker = Worker(settings, bus, engine, "classify").start()
     try:
-        produce_news(bus, settings.topics.raw, range(0, 1000))
+        produce_news(bus, settings.topics.raw, range(1000))
         wait_until(lambda: worker.scored() >= 300, 120, "300 stories scored by the champion")
         registry.promote(challenger)
         wait_until(lambda: challenger in engine.versions_seen(), 60, "a batch scored by the challenger")

@@ -11,8 +11,8 @@ from monitor.component import Context
 from monitor.daemon import Daemon
 from monitor.records import DeadLetter, ScoredItem, TrendPoint, decode
 from monitor.stages.component import build_aggregate, build_classify
-from monitor.stages.keyword_engine import KeywordEngine
 from tests.stages.helpers import news
+from tests.stages.keyword_engine import KeywordEngine
 from tests.waiting import wait_until
 
 
@@ -25,8 +25,11 @@ def wait_for(predicate, timeout=20.0, what="condition"):
 @pytest.fixture
 def pipeline(make_settings):
     settings = make_settings(
-        aggregator={"windows": [{"name": "1m", "size": "1m"}, {"name": "3m", "size": "3m", "hop": "1m"}],
-                    "grace": "1h", "flush_interval": 0.05},
+        aggregator={
+            "windows": [{"name": "1m", "size": "1m"}, {"name": "3m", "size": "3m", "hop": "1m"}],
+            "grace": "1h",
+            "flush_interval": 0.05,
+        },
         classifier={"max_delay_ms": 5, "max_batch_size": 8},
     )
     settings.ensure_dirs()
@@ -35,8 +38,14 @@ def pipeline(make_settings):
     ctx = Context(settings=settings, bus=bus)
     ctx.shared["engine"] = KeywordEngine(poison=["poison"])
     components = [build_classify(ctx), build_aggregate(ctx)]
-    daemon = Daemon(bus=bus, stages=[s for c in components for s in c.stages], registry=ctx.registry,
-                    health=ctx.health, routers=[r for c in components for r in c.routers], http_port=0)
+    daemon = Daemon(
+        bus=bus,
+        stages=[s for c in components for s in c.stages],
+        registry=ctx.registry,
+        health=ctx.health,
+        routers=[r for c in components for r in c.routers],
+        http_port=0,
+    )
     daemon.start()
     try:
         yield settings, bus, ctx, daemon
@@ -47,14 +56,19 @@ def pipeline(make_settings):
 def test_classify_to_trends_on_memory_bus(pipeline):
     settings, bus, ctx, daemon = pipeline
     producer = bus.producer()
-    titles = ["Apple beats estimates, profit jumps", "Apple shares plunge on weak guidance",
-              "Apple announces event", "Apple poison pill adopted"]
+    titles = [
+        "Apple beats estimates, profit jumps",
+        "Apple shares plunge on weak guidance",
+        "Apple announces event",
+        "Apple poison pill adopted",
+    ]
     for i in range(40):
         item = news(i, t=i, title=titles[i % 4], tickers=("AAPL",) if i % 2 else ("MSFT", "AAPL"))
         send_record(producer, settings.topics.raw, item, key=item.primary_key)
     producer.send(settings.topics.raw, b"{not json", key=b"AAPL")
 
     poison = {f"s{i}" for i in range(40) if i % 4 == 3}
+
     def scored_ids():
         return {decode(ScoredItem, m.value).id for m in bus.read_all(settings.topics.scored)}
 
@@ -67,10 +81,12 @@ def test_classify_to_trends_on_memory_bus(pipeline):
     assert sorted(letter.reason.split(":")[0] for letter in letters()) == ["classifier failed"] * 10 + ["news_item"]
 
     store = ctx.shared["trends"]
+
     def series_count(key, n):
         def check():
             p = store.latest(key, "1m")
             return p if p is not None and p.count == n else None
+
         return check
 
     point = wait_for(series_count("all", 30), what="all/1m count 30")
@@ -90,8 +106,7 @@ def test_classify_to_trends_on_memory_bus(pipeline):
     assert last[("all", "1m", point.window_start)].count == 30
 
     base = daemon.http.url
-    r = httpx.get(f"{base}/trends", params={"key": "ticker:AAPL", "window": "1m",
-                                            "since": "2026-11-23T08:00:00Z"})
+    r = httpx.get(f"{base}/trends", params={"key": "ticker:AAPL", "window": "1m", "since": "2026-11-23T08:00:00Z"})
     assert r.status_code == 200
     body = r.json()
     assert [p["count"] for p in body["points"]] == [30]

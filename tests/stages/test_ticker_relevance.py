@@ -22,8 +22,14 @@ BASE = ts_of(T0)
 
 
 def config(**kw) -> AggregatorSettings:
-    defaults = dict(windows=[{"name": "1m", "size": "1m"}], grace="30s", baseline_windows=3,
-                    min_baseline_windows=2, ewma_alpha=0.5, top_items=3)
+    defaults = dict(
+        windows=[{"name": "1m", "size": "1m"}],
+        grace="30s",
+        baseline_windows=3,
+        min_baseline_windows=2,
+        ewma_alpha=0.5,
+        top_items=3,
+    )
     return AggregatorSettings(**{**defaults, **kw})
 
 
@@ -52,8 +58,14 @@ def test_two_tickers_with_opposite_verdicts_move_their_trends_in_opposite_direct
     before = points(w)
     assert before["ticker:GLBX"].mean_score == before["ticker:INTC"].mean_score == 0.0
     # "Globex shares soar after rival Initech recalls flagship product": the story reads mildly positive
-    s = scored("x", 10, 0.3, tickers=("GLBX", "INTC"), title="Globex shares soar after rival Initech recalls",
-               entities=(entity("GLBX", 0.9, 1.0, confidence=0.9), entity("INTC", -0.8, 0.9, confidence=0.8)))
+    s = scored(
+        "x",
+        10,
+        0.3,
+        tickers=("GLBX", "INTC"),
+        title="Globex shares soar after rival Initech recalls",
+        entities=(entity("GLBX", 0.9, 1.0, confidence=0.9), entity("INTC", -0.8, 0.9, confidence=0.8)),
+    )
     feed(w, s)
     after = points(w)
     assert after["ticker:GLBX"].mean_score > 0 > after["ticker:INTC"].mean_score
@@ -68,11 +80,15 @@ def test_two_tickers_with_opposite_verdicts_move_their_trends_in_opposite_direct
 
 
 def test_a_mention_below_the_floor_neither_creates_nor_feeds_the_ticker_key():
-    s = scored(1, 0, 0.5, tickers=("AAPL", "MSFT", "NVDA"), entities=(entity("AAPL", -1.0, 0.1), entity("MSFT", 0.5, 0.2),
-                                                  entity("NVDA", 0.5, 0.19999)))
+    s = scored(
+        1,
+        0,
+        0.5,
+        tickers=("AAPL", "MSFT", "NVDA"),
+        entities=(entity("AAPL", -1.0, 0.1), entity("MSFT", 0.5, 0.2), entity("NVDA", 0.5, 0.19999)),
+    )
     assert trend_keys(s, 0.2) == ["all", "topic:earnings", "source:wire", "ticker:MSFT"]  # at the floor counts
-    assert trend_keys(s, 0.05) == ["all", "topic:earnings", "source:wire", "ticker:AAPL", "ticker:MSFT",
-                                   "ticker:NVDA"]
+    assert trend_keys(s, 0.05) == ["all", "topic:earnings", "source:wire", "ticker:AAPL", "ticker:MSFT", "ticker:NVDA"]
     assert trend_keys(s, 0.2) == keys_of(s, 0.2) and trend_keys(s, 0.05) == keys_of(s, 0.05)
     w = PartitionWindows(config())
     feed(w, scored(0, 0, 0.5, tickers=("AAPL",)), s)  # AAPL exists, but this story must not feed it
@@ -103,9 +119,18 @@ def test_relevance_half_against_relevance_one_by_hand():
 
 
 def test_all_weights_one_gives_exactly_the_unweighted_numbers():
-    stories = [scored(i, i, x, confidence=c, novelty=n, tickers=("AAPL",),
-                      entities=(entity("AAPL", x, 1.0, confidence=c),) if i % 2 else ())
-               for i, (x, c, n) in enumerate([(0.3, 0.9, 1.0), (-0.7, 0.6, 0.5), (0.1, 0.7, 1.0), (1.0, 0.8, 0.9)])]
+    stories = [
+        scored(
+            i,
+            i,
+            x,
+            confidence=c,
+            novelty=n,
+            tickers=("AAPL",),
+            entities=(entity("AAPL", x, 1.0, confidence=c),) if i % 2 else (),
+        )
+        for i, (x, c, n) in enumerate([(0.3, 0.9, 1.0), (-0.7, 0.6, 0.5), (0.1, 0.7, 1.0), (1.0, 0.8, 0.9)])
+    ]
     w = PartitionWindows(config())
     for s in stories:
         w.add("ticker:AAPL", s)
@@ -115,20 +140,37 @@ def test_all_weights_one_gives_exactly_the_unweighted_numbers():
     weight = [s.item.novelty * s.confidence for s in stories]
     assert p.mean_score == score_u / 1e6 / n  # exactly the pre-relevance formula
     assert p.negative_share == 1 / n and p.positive_share == 3 / n
-    assert p.weighted_mean == (sum(round(wt * s.sentiment_score * 1e6) for wt, s in zip(weight, stories))
-                               / sum(round(wt * 1e6) for wt in weight))
+    assert p.weighted_mean == (
+        sum(round(wt * s.sentiment_score * 1e6) for wt, s in zip(weight, stories))
+        / sum(round(wt * 1e6) for wt in weight)
+    )
 
 
 # A row as the code before relevance weighting wrote it (11 fields, 8-field evidence rows): three
 # stories scored 1.0, -0.25 and -0.25 (sum 0.5: two negative, one positive), weights summing to 2.5.
-OLD_ROW = [BASE, 3, 500000, 2500000, 1000000, 2, 1,
-           [[-1000000, -(BASE + 20), "s2", "story 2", "wire", "https://example.test/2", BASE + 20, 1.0]],
-           BASE + 20, "s2", "v1"]
+OLD_ROW = [
+    BASE,
+    3,
+    500000,
+    2500000,
+    1000000,
+    2,
+    1,
+    [[-1000000, -(BASE + 20), "s2", "story 2", "wire", "https://example.test/2", BASE + 20, 1.0]],
+    BASE + 20,
+    "s2",
+    "v1",
+]
 
 
 def old_numbers():
-    return dict(count=3, mean_score=500000 / 1e6 / 3, negative_share=2 / 3, positive_share=1 / 3,
-                weighted_mean=1000000 / 2500000)
+    return dict(
+        count=3,
+        mean_score=500000 / 1e6 / 3,
+        negative_share=2 / 3,
+        positive_share=1 / 3,
+        weighted_mean=1000000 / 2500000,
+    )
 
 
 def assert_old_point(p) -> None:
@@ -157,9 +199,10 @@ def test_an_old_eleven_field_row_loads_with_identical_means(tmp_path):
     assert_old_point(w.point("ticker:AAPL", "1m", BASE))
 
     # from the changelog topic
-    msgs = [Message("c", 0, 0, json.dumps(["w", "ticker:AAPL", "1m", BASE]).encode(), json.dumps(OLD_ROW).encode()),
-            Message("c", 0, 1, b'["p"]', json.dumps({"next_offset": 5, "watermark": BASE + 20,
-                                                     "sources": None}).encode())]
+    msgs = [
+        Message("c", 0, 0, json.dumps(["w", "ticker:AAPL", "1m", BASE]).encode(), json.dumps(OLD_ROW).encode()),
+        Message("c", 0, 1, b'["p"]', json.dumps({"next_offset": 5, "watermark": BASE + 20, "sources": None}).encode()),
+    ]
     cp = changelog.restore(msgs)
     w = PartitionWindows.restore(cfg, cp.watermark, cp.windows, cp.anchors, cp.first_ts, cp.seen)
     assert_old_point(w.point("ticker:AAPL", "1m", BASE))
@@ -179,21 +222,38 @@ def stories(draw):
     out = []
     for i in range(n):
         tickers = tuple(draw(st.lists(st.sampled_from(SYMS), min_size=0, max_size=3, unique=True)))
-        ents = tuple(entity(t, draw(signed), draw(unit), sentiment=draw(label), confidence=draw(
-            st.sampled_from([0.4, 0.6, 0.95])))
-                     for t in tickers if draw(st.booleans()))
-        out.append(scored(i, draw(st.integers(0, 400)) / 2, draw(signed), sentiment=draw(label),
-                          confidence=draw(st.sampled_from([0.5, 0.7, 1.0])), tickers=tickers,
-                          source=draw(st.sampled_from(("wire", "rss"))), topic=draw(st.sampled_from(("mna", "macro"))),
-                          novelty=draw(st.sampled_from([0.5, 1.0])), entities=ents))
+        ents = tuple(
+            entity(
+                t, draw(signed), draw(unit), sentiment=draw(label), confidence=draw(st.sampled_from([0.4, 0.6, 0.95]))
+            )
+            for t in tickers
+            if draw(st.booleans())
+        )
+        out.append(
+            scored(
+                i,
+                draw(st.integers(0, 400)) / 2,
+                draw(signed),
+                sentiment=draw(label),
+                confidence=draw(st.sampled_from([0.5, 0.7, 1.0])),
+                tickers=tickers,
+                source=draw(st.sampled_from(("wire", "rss"))),
+                topic=draw(st.sampled_from(("mna", "macro"))),
+                novelty=draw(st.sampled_from([0.5, 1.0])),
+                entities=ents,
+            )
+        )
     return out
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stories(), st.randoms(use_true_random=False), st.sampled_from([0.0, 0.2, 0.5]))
 def test_windows_equal_the_independent_batch_oracle_in_any_order(batch, rnd, floor):
-    cfg = config(windows=[{"name": "1m", "size": "1m"}, {"name": "2m", "size": "2m", "hop": "30s"}],
-                 grace="1h", ticker_relevance_floor=floor)
+    cfg = config(
+        windows=[{"name": "1m", "size": "1m"}, {"name": "2m", "size": "2m", "hop": "30s"}],
+        grace="1h",
+        ticker_relevance_floor=floor,
+    )
     order = list(batch) + rnd.sample(batch, k=min(3, len(batch)))  # a few redeliveries too
     rnd.shuffle(order)
     w = PartitionWindows(cfg)

@@ -37,7 +37,7 @@ def test_a_series_that_stopped_is_swept_when_others_move_on():
     for m in range(200, 230):  # event time moves on for another key only
         store.put(point("all", "1m", start=m, size=1))
     assert store.query("ticker:GONE", "1m") == []
-    assert "ticker:GONE" not in store.keys()
+    assert "ticker:GONE" not in store.keys()  # noqa: SIM118 - a TrendStore, not a dict
     assert len(store.query("all", "1m")) == 30
 
 

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from monitor.stages.settings import AggregatorSettings, WindowSpec
 from monitor.stages.checkpoint import CheckpointStore, PartitionDelta
+from monitor.stages.settings import AggregatorSettings, WindowSpec
 from monitor.stages.windows import PartitionWindows, trend_keys, ts_of, window_starts
 from tests.stages.helpers import T0, at, scored
 
@@ -15,8 +15,14 @@ BASE = ts_of(T0)
 
 
 def config(**kw) -> AggregatorSettings:
-    defaults = dict(windows=[{"name": "1m", "size": "1m"}], grace="30s", baseline_windows=3,
-                    min_baseline_windows=2, ewma_alpha=0.5, top_items=2)
+    defaults = dict(
+        windows=[{"name": "1m", "size": "1m"}],
+        grace="30s",
+        baseline_windows=3,
+        min_baseline_windows=2,
+        ewma_alpha=0.5,
+        top_items=2,
+    )
     return AggregatorSettings(**{**defaults, **kw})
 
 
@@ -63,7 +69,12 @@ def test_counts_shares_means_and_keys():
     assert [e.id for e in p.top_items] == ["s2", "s1"]  # |score| * weight, ties newest first
     assert p.top_items[0].title == "story 2" and p.top_items[0].published_at == at(20)
     assert trend_keys(scored(1, tickers=("aapl", "MSFT", "AAPL"), source="rss", topic="mna")) == [
-        "all", "topic:mna", "source:rss", "ticker:AAPL", "ticker:MSFT"]
+        "all",
+        "topic:mna",
+        "source:rss",
+        "ticker:AAPL",
+        "ticker:MSFT",
+    ]
 
 
 def test_weighted_mean_uses_novelty_and_confidence():
@@ -87,14 +98,14 @@ def test_redelivered_story_is_not_counted_twice():
 def test_late_within_grace_revises_and_after_grace_is_dropped():
     w = PartitionWindows(config(grace="30s"))
     w.add("all", scored(1, 10, 0.2))
-    w.add("all", scored(2, 75, 0.2))          # watermark 75: window [0,60) ended, grace until 90
+    w.add("all", scored(2, 75, 0.2))  # watermark 75: window [0,60) ended, grace until 90
     w.take_dirty()
-    r = w.add("all", scored(3, 20, -1.0))     # late, within grace
+    r = w.add("all", scored(3, 20, -1.0))  # late, within grace
     assert r.counted and r.revised_windows == 1
     pts = only(w.take_dirty())
     assert pts[at(0)].count == 2 and pts[at(0)].revised is True
-    assert pts[at(60)].revised is True        # its EWMA builds on the revised window
-    w.add("all", scored(4, 95, 0.0))          # watermark 95 >= 60 + 30: [0,60) closed
+    assert pts[at(60)].revised is True  # its EWMA builds on the revised window
+    w.add("all", scored(4, 95, 0.0))  # watermark 95 >= 60 + 30: [0,60) closed
     w.take_dirty()
     r = w.add("all", scored(5, 30, 1.0))
     assert not r.counted and r.late_windows == 1
@@ -104,9 +115,9 @@ def test_late_within_grace_revises_and_after_grace_is_dropped():
 
 def test_ewma_runs_over_consecutive_nonempty_windows():
     w = PartitionWindows(config(ewma_alpha=0.5))
-    w.add("all", scored(1, 0, 1.0))      # window 0: mean 1
-    w.add("all", scored(2, 130, -1.0))   # window 120: mean -1 (window 60 empty: no step)
-    w.add("all", scored(3, 190, 0.5))    # window 180: mean 0.5
+    w.add("all", scored(1, 0, 1.0))  # window 0: mean 1
+    w.add("all", scored(2, 130, -1.0))  # window 120: mean -1 (window 60 empty: no step)
+    w.add("all", scored(3, 190, 0.5))  # window 180: mean 0.5
     pts = only(w.take_dirty())
     assert pts[at(0)].ewma == 1.0
     assert pts[at(120)].ewma == pytest.approx(0.0)
@@ -122,7 +133,7 @@ def test_volume_z_against_trailing_baseline():
             n += 1
     pts = only(w.take_dirty())
     assert pts[at(0)].volume_z is None and pts[at(0)].baseline_mean is None  # nothing before first story
-    assert pts[at(60)].volume_z is None                                      # 1 window < min 2
+    assert pts[at(60)].volume_z is None  # 1 window < min 2
     last = pts[at(180)]
     mean = (2 + 4 + 0) / 3
     std = math.sqrt(((2 - mean) ** 2 + (4 - mean) ** 2 + (0 - mean) ** 2) / 3)
