@@ -61,7 +61,8 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]] || ! (cd / && "$VENV/bin/
   say "installing finsent and its locked dependencies into $VENV (torch is large the first time; pip's cache serves reruns)"
   "$VENV/bin/python" -m pip install -q --upgrade pip >&2
   "$VENV/bin/python" -m pip install -q --require-hashes -r "$lock" >&2
-  "$VENV/bin/python" -m pip install -q --no-deps -e "$ROOT" >&2
+  # PYTHONWARNINGS: setuptools' notice that an editable install is one is not a problem to show
+  PYTHONWARNINGS=ignore "$VENV/bin/python" -m pip install -q --no-deps -e "$ROOT" >&2
   echo "$want" >"$stamp"
 fi
 
