@@ -36,7 +36,7 @@ def test_finsent_run_on_embedded_defaults_serves_trends_and_stops_on_sigterm(qui
     proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        # generous: on a loaded 2-core CI machine importing torch and loading the model took ~2 min
+        # generous: starting the daemon (torch, the model) is slow on a loaded 2-core machine
         deadline = time.monotonic() + 300
         ready = points = None
         while time.monotonic() < deadline and not (ready and points):
