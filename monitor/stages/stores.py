@@ -56,9 +56,7 @@ class TrendStore:
                 newest = self._newest.get(point.window)
                 if newest is None or point.window_end > newest:
                     newest = self._newest[point.window] = point.window_end
-                cutoff = newest - timedelta(seconds=horizon)
-                for start in [s for s, p in series.items() if p.window_end < cutoff]:
-                    del series[start]
+                _drop_ended_before(series, newest - timedelta(seconds=horizon))
                 self._puts += 1
                 if self._puts % self.SWEEP_EVERY == 0:
                     self._sweep()
@@ -74,8 +72,7 @@ class TrendStore:
             if cutoff is None:
                 continue
             series = self._series[sk]
-            for start in [s for s, p in series.items() if p.window_end < cutoff]:
-                del series[start]
+            _drop_ended_before(series, cutoff)
             if not series:
                 del self._series[sk]
 
@@ -101,6 +98,11 @@ class TrendStore:
     def windows(self) -> list[str]:
         with self._lock:
             return sorted({w for _, w in self._series})
+
+
+def _drop_ended_before(series: dict[datetime, TrendPoint], cutoff: datetime) -> None:
+    for start in [s for s, p in series.items() if p.window_end < cutoff]:
+        del series[start]
 
 
 class ItemStore:
