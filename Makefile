@@ -46,10 +46,11 @@ kafka-start: bootstrap
 kafka-stop:
 	@deploy/kafka/kafka-local stop
 
-lint: bootstrap       ## ruff (lint + format check) and mypy, configured in pyproject.toml; zero findings
+lint: bootstrap       ## ruff (lint + format check), mypy and the import-linter layers, configured in pyproject.toml; zero findings
 	@$(VENV)/bin/ruff check --quiet monitor models connectors alerts tests
 	@$(VENV)/bin/ruff format --check --quiet monitor models connectors alerts tests
 	@$(VENV)/bin/mypy --no-error-summary
+	@out=$$($(VENV)/bin/lint-imports --no-cache --no-logo 2>&1) || { echo "$$out"; exit 1; }
 	@echo "lint: clean"
 
 lock:                 ## refresh deploy/requirements.lock from pyproject.toml (keeps pins; UPGRADE=1 takes the newest)

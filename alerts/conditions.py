@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from alerts.ruleset import ChangeRule, SpikeRule, StoryRule, ThresholdRule, TrendRule, compare
-from monitor.records import Evidence, ScoredItem, TrendPoint
+from monitor.core.records import Evidence, ScoredItem, TrendPoint
 
 
 @dataclass(frozen=True)

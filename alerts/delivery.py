@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import email.utils
 import json
-import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +18,14 @@ from typing import Protocol
 import httpx
 import structlog
 
-from alerts import signing
 from alerts.settings import ReceiverSettings, RetrySettings
 from alerts.state import OutboxEntry
-from monitor.bus.base import BusError, Producer
-from monitor.bus.codec import send_record
-from monitor.records import Alert
-from monitor.secrets import Redactor, mask_urls_in
+from monitor.core import signing
+from monitor.core.backoff import Backoff
+from monitor.core.bus.base import BusError, Producer
+from monitor.core.bus.codec import send_record
+from monitor.core.records import Alert
+from monitor.core.secrets import Redactor, mask_urls_in
 
 log = structlog.get_logger(__name__)
 
@@ -265,28 +265,12 @@ class BusSender:
         return None
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    initial_s: float = 1.0
-    max_s: float = 300.0
-    multiplier: float = 2.0
-    jitter: float = 0.2
-    max_retry_after_s: float = 3600.0
-
-    @classmethod
-    def from_settings(cls, s: RetrySettings) -> RetryPolicy:
-        return cls(
-            initial_s=s.initial_backoff.total_seconds(),
-            max_s=s.max_backoff.total_seconds(),
-            multiplier=s.multiplier,
-            jitter=s.jitter,
-            max_retry_after_s=s.max_retry_after.total_seconds(),
-        )
-
-    def delay(self, failures: int, rng: random.Random, retry_after: float | None = None) -> float:
-        """Seconds before the next attempt after ``failures`` failed ones (1 = the first failed)."""
-        base = min(self.max_s, self.initial_s * self.multiplier ** max(0, failures - 1))
-        delay = base * (1.0 - self.jitter * rng.random())
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.max_retry_after_s))
-        return delay
+def retry_backoff(s: RetrySettings) -> Backoff:
+    """The delivery retry policy ``alerts.retry`` describes."""
+    return Backoff(
+        initial_s=s.initial_backoff.total_seconds(),
+        max_s=s.max_backoff.total_seconds(),
+        multiplier=s.multiplier,
+        jitter=s.jitter,
+        max_retry_after_s=s.max_retry_after.total_seconds(),
+    )

@@ -30,7 +30,7 @@ that ends before the latest evaluated one is a revision of the past: when it is 
 Notifications. Transitions of one evaluated batch are collected per group (receiver +
 ``group_by`` labels) into one Alertmanager-style notification listing the group's firing alerts
 and those resolved in this batch. Each notification becomes outbox rows (one for its receiver,
-one that publishes the changed alerts as :class:`~monitor.records.Alert` records on the bus) with
+one that publishes the changed alerts as :class:`~monitor.core.records.Alert` records on the bus) with
 an idempotency key derived from the alerts and their notification sequence numbers, so the same
 transition always yields the same key.
 """
@@ -61,8 +61,8 @@ from alerts.ruleset import ChangeRule, Rule, RuleBase, RuleSet, StoryRule, Trend
 from alerts.settings import ReceiverSettings
 from alerts.state import AlertInstance, OutboxEntry
 from alerts.store import AlertStore, Changes
-from monitor.bus.base import TopicPartition
-from monitor.records import Alert, Record, ScoredItem, TrendPoint
+from monitor.core.bus.base import TopicPartition
+from monitor.core.records import Alert, Record, ScoredItem, TrendPoint
 
 log = structlog.get_logger(__name__)
 

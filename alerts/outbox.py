@@ -17,9 +17,10 @@ from typing import Any
 import structlog
 
 from alerts.clock import Clock, SystemClock
-from alerts.delivery import DeliveryResult, RetryPolicy, Sender
+from alerts.delivery import DeliveryResult, Sender
 from alerts.metrics import AlertMetrics
 from alerts.store import AlertStore
+from monitor.core.backoff import Backoff
 
 log = structlog.get_logger(__name__)
 
@@ -30,7 +31,7 @@ class OutboxDeliverer:
         store: AlertStore,
         senders: Mapping[str, Sender],
         *,
-        policy: RetryPolicy | None = None,
+        policy: Backoff | None = None,
         dead_letter_after_s: float = 86400.0,
         keep_delivered_s: float = 7 * 86400.0,
         batch_size: int = 50,
@@ -40,7 +41,7 @@ class OutboxDeliverer:
     ) -> None:
         self.store = store
         self.senders = dict(senders)
-        self.policy = policy or RetryPolicy()
+        self.policy = policy or Backoff(initial_s=1.0, max_s=300.0, jitter=0.2, max_retry_after_s=3600.0)
         self.dead_letter_after_s = dead_letter_after_s
         self.keep_delivered_s = keep_delivered_s
         self.batch_size = batch_size

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from monitor.records import Evidence, UtcDatetime
+from monitor.core.records import Evidence, UtcDatetime
 
 ZERO_TIME = datetime(1, 1, 1, tzinfo=timezone.utc)
 """Alertmanager's ``endsAt`` for an alert that is still firing."""

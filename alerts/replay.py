@@ -1,7 +1,7 @@
 """``finsent rules test``: what a rules file would have done over a recorded stream.
 
-The replay is a JSONL file of :class:`~monitor.records.TrendPoint` and
-:class:`~monitor.records.ScoredItem` records (each line has its ``kind``), e.g. a dump of
+The replay is a JSONL file of :class:`~monitor.core.records.TrendPoint` and
+:class:`~monitor.core.records.ScoredItem` records (each line has its ``kind``), e.g. a dump of
 ``news.trends``. Records are evaluated one at a time in file order, with a tick after each, on
 a throw-away in-memory store: the same file always gives the same notifications.
 """
@@ -20,7 +20,7 @@ from alerts.clock import ManualClock
 from alerts.engine import BUS_RECEIVER, AlertEngine, EngineOptions
 from alerts.ruleset import RuleSet
 from alerts.store import AlertStore
-from monitor.records import Alert, Record, RecordDecodeError, ScoredItem, TrendPoint, decode
+from monitor.core.records import Alert, Record, RecordDecodeError, ScoredItem, TrendPoint, decode
 
 _KINDS: dict[str, type[Record]] = {TrendPoint.KIND: TrendPoint, ScoredItem.KIND: ScoredItem}
 

@@ -25,9 +25,9 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from alerts.templating import Template, TemplateError
-from monitor.durations import Duration
-from monitor.secrets import mask_message
-from monitor.yamlfile import YamlFileError, load_yaml
+from monitor.core.durations import Duration
+from monitor.core.secrets import mask_message
+from monitor.core.yamlfile import YamlFileError, load_yaml
 
 Op = Literal[">", ">=", "<", "<="]
 TrendMetric = Literal[

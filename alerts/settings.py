@@ -21,10 +21,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from monitor.durations import Duration
-from monitor.secrets import http_url_problem
+from alerts.ruleset import RulesError, load_rules
+from monitor.core.durations import Duration
+from monitor.core.secrets import http_url_problem
+from monitor.core.section import Section
 
 if TYPE_CHECKING:
     from alerts.ruleset import RuleSet
@@ -32,11 +34,7 @@ if TYPE_CHECKING:
 PACKAGED_RULES = Path(__file__).resolve().parent / "rules" / "example.yaml"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class ReceiverSettings(_Section):
+class ReceiverSettings(Section):
     """Where notifications go. ``webhook``: Alertmanager v4 JSON; ``slack``: ``{"text": ...}``;
     ``file``: JSON lines appended to ``path`` (default ``$FINSENT_HOME/alerts.jsonl``; ``-`` = stdout);
     ``alertmanager``: the alerts pushed to an Alertmanager's ``POST {url}/api/v2/alerts``, firing ones
@@ -77,7 +75,7 @@ class ReceiverSettings(_Section):
         return self
 
 
-class RetrySettings(_Section):
+class RetrySettings(Section):
     """Backoff between delivery attempts: ``initial * multiplier**(n-1)``, capped, with jitter."""
 
     initial_backoff: Duration = timedelta(seconds=1)
@@ -87,14 +85,14 @@ class RetrySettings(_Section):
     max_retry_after: Duration = Field(default=timedelta(hours=1), description="cap on an honoured Retry-After")
 
 
-class OutboxSettings(_Section):
+class OutboxSettings(Section):
     dead_letter_after: Duration = Field(default=timedelta(hours=24), description="give up on a notification this old")
     poll_interval: Duration = Field(default=timedelta(seconds=1), description="deliverer idle poll")
     batch_size: int = Field(default=50, ge=1)
     keep_delivered: Duration = Field(default=timedelta(days=7), description="delivered rows kept for inspection")
 
 
-class EvaluationSettings(_Section):
+class EvaluationSettings(Section):
     group_id: str = "finsent-alerts"
     stale_after: Duration = Field(
         default=timedelta(hours=1),
@@ -108,7 +106,7 @@ class EvaluationSettings(_Section):
     )
 
 
-class AlertsSettings(_Section):
+class AlertsSettings(Section):
     enabled: bool = True
     rules_file: Path | None = Field(default=None, description="unset = the packaged example rules")
     default_receiver: str = "local"
@@ -131,7 +129,6 @@ class AlertsSettings(_Section):
     def load_rules(self, windows: Collection[str] | None = None) -> RuleSet:
         """The validated rules, checked against the configured receivers (and, given ``windows``,
         the aggregator's window names); raises RulesError."""
-        from alerts.ruleset import load_rules
 
         return load_rules(self.rules_path(), self.receivers, self.default_receiver, windows)
 
@@ -140,7 +137,6 @@ class AlertsSettings(_Section):
         ``windows`` (the aggregator's), a rule on any other window is one of them."""
         if not self.enabled:
             return []
-        from alerts.ruleset import RulesError
 
         try:
             self.load_rules(windows)

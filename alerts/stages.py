@@ -11,10 +11,10 @@ from alerts.engine import AlertEngine
 from alerts.keepalive import AlertmanagerKeepalive
 from alerts.metrics import AlertMetrics
 from alerts.outbox import OutboxDeliverer
-from monitor.bus.base import Bus, Consumer, ConsumerOptions, TopicPartition
-from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets
-from monitor.records import Record, ScoredItem, TrendPoint
-from monitor.stages.persist import Persister
+from monitor.core.bus.base import Bus, Consumer, ConsumerOptions, TopicPartition
+from monitor.core.bus.codec import DeadLetterSink, RecordReader, next_offsets
+from monitor.core.persist import Persister
+from monitor.core.records import Record, ScoredItem, TrendPoint
 
 log = structlog.get_logger(__name__)
 

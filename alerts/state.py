@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from monitor.records import Evidence
+from monitor.core.records import Evidence
 
 AlertPhase = Literal["pending", "firing", "resolved"]
 """``inactive`` alerts have no row; ``resolved`` rows stay until ``evaluation.retention`` passes."""

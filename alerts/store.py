@@ -18,8 +18,9 @@ from datetime import datetime
 from pathlib import Path
 
 from alerts.state import AlertInstance, OutboxEntry
-from monitor.bus.base import TopicPartition
-from monitor.records import TrendPoint
+from monitor.core.bus.base import TopicPartition
+from monitor.core.records import TrendPoint
+from monitor.core.sqlite import add_column, open_sqlite
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -65,8 +66,8 @@ _OUTBOX_COLUMNS = (
 )
 
 
-_ADDED_COLUMNS = (("keep_firing_since", "TEXT"),)
-"""Alert columns newer than the first schema: stores created before them gain them when opened."""
+MIGRATIONS = [add_column("alerts", "keep_firing_since", "TEXT")]
+"""Changes since the first schema: stores created before them gain them when opened (once)."""
 
 MIN_PREFIX = 6
 """Shortest fingerprint prefix ``find_alert`` accepts (CLI convenience; the HTTP ack needs the full one)."""
@@ -96,23 +97,9 @@ def _entry(row: sqlite3.Row) -> OutboxEntry:
 class AlertStore:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
+        self._db = open_sqlite(self.path, SCHEMA, MIGRATIONS)
         self._db.row_factory = sqlite3.Row
-        if self.path != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        self._migrate()
-
-    def _migrate(self) -> None:
-        """Columns added since a store was created (``ALTER TABLE``, once; SQLite keeps the rows)."""
-        have = {r["name"] for r in self._db.execute("PRAGMA table_info(alerts)")}
-        for column, decl in _ADDED_COLUMNS:
-            if column not in have:
-                self._db.execute(f"ALTER TABLE alerts ADD COLUMN {column} {decl}")
 
     def close(self) -> None:
         with self._lock:

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from pydantic import BaseModel, Field
 
 from alerts.state import AlertInstance, OutboxEntry
-from monitor.records import Evidence
+from monitor.core.records import Evidence
 
 
 class AlertView(BaseModel):

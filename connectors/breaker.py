@@ -11,11 +11,14 @@ import threading
 import time
 from collections.abc import Callable
 
+from monitor.core.backoff import Backoff
+
 
 class Breaker:
     def __init__(self, interval_s: float, max_delay_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval_s = interval_s
         self.max_delay_s = max(max_delay_s, interval_s)
+        self._backoff = Backoff(interval_s * 2, self.max_delay_s)
         self._clock = clock
         self._lock = threading.Lock()
         self.failures = 0
@@ -41,7 +44,7 @@ class Breaker:
         """Seconds from the last failed attempt to the next allowed one (0 while closed)."""
         if self.failures == 0:
             return 0.0
-        return min(self.interval_s * 2.0 ** min(self.failures, 60), self.max_delay_s)
+        return self._backoff.delay(self.failures)  # interval * 2**failures, capped
 
     def retry_in_s(self) -> float:
         with self._lock:

@@ -13,7 +13,8 @@ import httpx
 import structlog
 
 from connectors.settings import HttpSourceBase
-from monitor.secrets import mask_urls_in
+from monitor.core.backoff import Backoff
+from monitor.core.secrets import mask_urls_in
 
 log = structlog.get_logger(__name__)
 
@@ -46,12 +47,6 @@ class FetchResult:
         return self.status == 304
 
 
-def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
-    """Exponential backoff with "equal jitter": half the step fixed, half random."""
-    step = min(cap, base * (2**attempt))
-    return step / 2 + rng.uniform(0, step / 2)
-
-
 class Fetcher:
     """One httpx client per source; safe to call from one poller thread at a time."""
 
@@ -65,6 +60,7 @@ class Fetcher:
         self.source = source
         self.stop = stop or threading.Event()
         self.rng = rng or random.Random()
+        self.backoff = Backoff(source.backoff_s, source.backoff_max_s, jitter=0.5)
         self._client = httpx.Client(
             timeout=httpx.Timeout(source.timeout_s),
             follow_redirects=True,
@@ -96,9 +92,7 @@ class Fetcher:
         retry_after: float | None = None
         for attempt in range(attempts):
             if attempt:
-                delay = backoff_delay(attempt - 1, self.source.backoff_s, self.source.backoff_max_s, self.rng)
-                if retry_after is not None:
-                    delay = max(delay, min(retry_after, self.source.backoff_max_s))
+                delay = self.backoff.delay(attempt, self.rng, retry_after)
                 log.info(
                     "retrying fetch",
                     source=self.source.name,

@@ -14,7 +14,7 @@ from connectors.metrics import IngestMetrics
 from connectors.normalise import Draft, parse_time, sane_published
 from connectors.publisher import Publisher, PublishResult
 from connectors.settings import JsonApiSource
-from monitor.records import utcnow
+from monitor.core.records import utcnow
 
 log = structlog.get_logger(__name__)
 

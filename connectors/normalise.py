@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from connectors.identity import story_id
 from connectors.text import clean_text, guess_language, html_to_text
 from connectors.tickers import TickerExtractor
-from monitor.records import NewsItem, utcnow
+from monitor.core.records import NewsItem, utcnow
 
 MAX_TITLE_CHARS = 1_000
 MAX_BODY_CHARS = 20_000

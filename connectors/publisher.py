@@ -20,9 +20,9 @@ import structlog
 from connectors.metrics import IngestMetrics
 from connectors.normalise import Draft, Normaliser, Rejected
 from connectors.state import IngestState, Reservation
-from monitor.bus.base import BusError, Delivery, Producer
-from monitor.bus.codec import DeadLetterSink, send_record
-from monitor.records import NewsItem, utcnow
+from monitor.core.bus.base import BusError, Delivery, Producer
+from monitor.core.bus.codec import DeadLetterSink, send_record
+from monitor.core.records import NewsItem, utcnow
 
 log = structlog.get_logger(__name__)
 

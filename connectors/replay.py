@@ -41,9 +41,9 @@ from connectors.normalise import Draft, parse_time
 from connectors.publisher import Publisher, PublishResult
 from connectors.settings import FileSource
 from connectors.text import clean_text
-from monitor.bus.base import BusError
-from monitor.csvfile import iter_csv
-from monitor.records import utcnow
+from monitor.core.bus.base import BusError
+from monitor.core.csvfile import iter_csv
+from monitor.core.records import utcnow
 
 log = structlog.get_logger(__name__)
 

@@ -22,7 +22,7 @@ from connectors.publisher import Publisher, PublishResult
 from connectors.settings import RssSource
 from connectors.state import IngestState
 from connectors.tickers import TickerExtractor
-from monitor.records import utcnow
+from monitor.core.records import utcnow
 
 log = structlog.get_logger(__name__)
 

@@ -12,10 +12,11 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from connectors.tickers import MAX_ALIAS_CHARS, clean_alias, clean_ticker, default_aliases, load_alias_table
-from monitor.secrets import http_url_problem
+from monitor.core.secrets import http_url_problem
+from monitor.core.section import Section
 
 DEMO_FEED = Path(__file__).resolve().parent / "demo" / "demo_feed.jsonl"
 DEMO_SOURCE_NAME = "demo-wire"
@@ -23,11 +24,7 @@ DEMO_SOURCE_NAME = "demo-wire"
 SourceName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class Secret(_Model):
+class Secret(Section):
     """A secret given inline (``value``) or by the name of an environment variable (``env``)."""
 
     value: SecretStr | None = None
@@ -56,7 +53,7 @@ class Secret(_Model):
         return got
 
 
-class _SourceBase(_Model):
+class _SourceBase(Section):
     name: SourceName
     enabled: bool = True
     tickers: list[str] = Field(default_factory=list, description="tickers attached to every story of this source")
@@ -94,7 +91,7 @@ class RssSource(HttpSourceBase):
     type: Literal["rss"] = "rss"
 
 
-class Pagination(_Model):
+class Pagination(Section):
     type: Literal["none", "page", "cursor"] = "none"
     param: str = Field(default="page", description="query parameter carrying the page number or cursor")
     start: int = Field(default=1, description="first page number (page pagination)")
@@ -103,7 +100,7 @@ class Pagination(_Model):
     stop_when_seen: bool = Field(default=True, description="stop paging once a whole page was already seen")
 
 
-class FieldMap(_Model):
+class FieldMap(Section):
     """Where each story field lives inside one item (dotted paths, ``*`` maps over a list)."""
 
     id: str | None = None
@@ -167,7 +164,7 @@ class FileSource(_SourceBase):
 Source = Annotated[RssSource | JsonApiSource | WebhookSource | FileSource, Field(discriminator="type")]
 
 
-class DedupSettings(_Model):
+class DedupSettings(Section):
     ttl_hours: float = Field(default=48.0, gt=0, description="how long seen ids and titles are remembered")
     max_entries: int = Field(
         default=100_000,
@@ -190,7 +187,7 @@ class DedupSettings(_Model):
     db_name: str = "connectors.db"
 
 
-class ConnectorsSettings(_Model):
+class ConnectorsSettings(Section):
     demo: bool = Field(default=True, description="replay the bundled demo feed in a loop (turn off in production)")
     demo_speed: float = Field(default=120.0, gt=0, description="demo replay speed: 120 = two hours per minute")
     sources: list[Source] = Field(default_factory=list)

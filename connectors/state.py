@@ -17,7 +17,6 @@ sustained high rate cannot grow the process past it, however fast the stories co
 from __future__ import annotations
 
 import math
-import sqlite3
 import sys
 import threading
 import time
@@ -30,6 +29,7 @@ from typing import Literal
 import structlog
 
 from connectors.identity import title_key, title_tokens, token_order
+from monitor.core.sqlite import open_sqlite
 
 log = structlog.get_logger(__name__)
 
@@ -128,11 +128,7 @@ class IngestState:
         self.min_novelty = min_novelty
         self._clock = clock
         self._lock = threading.RLock()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_sqlite(path, _SCHEMA)
         self._pending: set[str] = set()
         self._clusters: dict[tuple[str, str], _Cluster] = {}
         self._postings: dict[str, dict[str, dict[tuple[str, str], tuple[str, ...]]]] = {}

@@ -1,7 +1,7 @@
 """Ticker extraction: cashtags, exchange-prefixed symbols and an alias table (company name -> ticker).
 
 :meth:`TickerExtractor.mentions` returns the story's tickers and where each was found
-(:class:`~monitor.records.TickerMention`: part, span, surface, how). The alias table shipped with
+(:class:`~monitor.core.records.TickerMention`: part, span, surface, how). The alias table shipped with
 the package (``connectors/data/aliases.csv``, see ``connectors/data/ALIASES.md``) is read by
 :func:`load_alias_table`; ``connectors.alias_table`` and ``connectors.aliases`` choose and extend it.
 """
@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal
 
-from monitor.records import MentionKind, TickerMention
+from monitor.core.records import MentionKind, TickerMention
 
 EXCHANGES = (
     "NASDAQ",

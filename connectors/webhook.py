@@ -3,7 +3,7 @@
 The body is one story, a JSON list of stories, or ``{"items": [...]}``. It is authenticated with
 the source's shared secret, either a timestamped signature in ``X-Finsent-Signature``
 (``t=<unix seconds>,v1=<hex HMAC-SHA256 of "t." + raw body>``, the scheme finsent's own outbound
-webhooks use, :mod:`alerts.signing`) or ``Authorization: Bearer <secret>``. A signature is
+webhooks use, :mod:`monitor.core.signing`) or ``Authorization: Bearer <secret>``. A signature is
 accepted only within ``tolerance_s`` of its timestamp and only once: a replay cache reserves a
 valid signature before anything is awaited (copies sent at the same time, on other connections,
 are replays) and keeps it for the tolerance window once the request is accepted (later copies are
@@ -32,12 +32,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from alerts import signing
 from connectors.metrics import IngestMetrics
 from connectors.normalise import Draft
 from connectors.publisher import Publisher
 from connectors.settings import WebhookSource
-from monitor.records import UtcDatetime
+from monitor.core import signing
+from monitor.core.records import UtcDatetime
 
 log = structlog.get_logger(__name__)
 

@@ -57,7 +57,7 @@ fi
 lock="$ROOT/deploy/requirements.lock"
 stamp="$VENV/.finsent-installed"
 want="$(cat "$ROOT/pyproject.toml" "$lock" | sha256sum | cut -d' ' -f1)"
-if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]] || ! (cd / && "$VENV/bin/python" -c 'import monitor.cli') 2>/dev/null; then
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]] || ! (cd / && "$VENV/bin/python" -c 'import monitor.app.cli') 2>/dev/null; then
   say "installing finsent and its locked dependencies into $VENV (torch is large the first time; pip's cache serves reruns)"
   "$VENV/bin/python" -m pip install -q --upgrade pip >&2
   "$VENV/bin/python" -m pip install -q --require-hashes -r "$lock" >&2

@@ -39,6 +39,8 @@ import torch
 
 from models.data import Example, data_path, labels_for, load_split, model_text, parse_label
 from models.engine import InferenceEngine
+from models.entities import _CASHTAG, load_sentfin_entities
+from models.network import FinsentModel
 from models.registry import Registry
 
 log = structlog.get_logger(__name__)
@@ -107,7 +109,6 @@ def bench_engine(engine: InferenceEngine, texts: Sequence[str], request_size: in
 
 def story_mix() -> tuple[list[str], list[list[tuple[str, list[str]]]]]:
     """The realistic mix: texts and, per text, its targets ``(name, surfaces)``."""
-    from models.entities import _CASHTAG, load_sentfin_entities
 
     texts: list[str] = []
     targets: list[list[tuple[str, list[str]]]] = []
@@ -157,8 +158,6 @@ def make_pipeline(version_dir: Path, device: torch.device) -> Any:
     """What a user would write: ``pipeline("text-classification")`` over the same weights."""
     from transformers import AutoTokenizer, pipeline
     from transformers.utils import logging as hf_logging
-
-    from models.network import FinsentModel
 
     model = FinsentModel.from_pretrained(str(version_dir), local_files_only=True).eval()
     if device.type == "cuda":

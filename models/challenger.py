@@ -1,6 +1,6 @@
 """The retrain child process: train a challenger, then score it and the champion side by side.
 
-Run as ``python -m models.challenger SPEC.json OUT.json`` by ``monitor.retrain`` (with capped
+Run by ``monitor.learning.retrain`` as ``python -m monitor.app.commands.challenger SPEC.json OUT.json`` (with capped
 threads and a lower priority, killed past its time budget). SPEC (JSON)::
 
     {"home": ..., "classifier": {...}, "training": {...}, "profile": "tiny", "champion": V | null,
@@ -15,23 +15,22 @@ OUT (JSON): ``challenger`` (the new, unpromoted version), ``champion``, ``fixed`
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from models.data import labels_for, parse_label, read_labelled_csv
+from models.domains import validation_sets
+
 log = structlog.get_logger(__name__)
 
 
 def load_fixed_sets(specs: list[dict[str, Any]], limit: int | None, seed: int) -> dict[str, tuple[str, list]]:
     """``{name: (task, [Example])}``: each set's rows, a seeded sample of ``limit`` when given."""
-    from models.data import read_labelled_csv
-    from models.domains import validation_sets
 
     out = {}
     bundled: dict[str, dict[str, list]] = {}
@@ -50,8 +49,7 @@ def load_fixed_sets(specs: list[dict[str, Any]], limit: int | None, seed: int) -
 
 
 def _scores(engine: Any, task: str, texts: list[str], labels: list[int]) -> dict[str, Any]:
-    from models.data import labels_for
-    from models.evaluation import classification_metrics
+    from models.evaluation import classification_metrics  # heavy: imports torch and scikit-learn
 
     names = list(labels_for(task))  # type: ignore[arg-type]
     preds = engine.predict(texts)
@@ -68,7 +66,7 @@ def compare(
     holdout: list[tuple[str, str, int]],
 ) -> dict[str, Any]:
     """Both versions on every fixed set and on the held-out fresh labels."""
-    from models.engine import InferenceEngine
+    from models.engine import InferenceEngine  # heavy: imports torch and transformers
 
     engines = {"challenger": InferenceEngine.from_settings(settings, version=challenger, device="cpu")}
     if champion:
@@ -100,13 +98,12 @@ def compare(
     return out
 
 
-def run(spec: dict[str, Any]) -> dict[str, Any]:
-    from models.data import parse_label
-    from models.training import train
-    from monitor.config import load_settings
+def run(settings: Any, spec: dict[str, Any]) -> dict[str, Any]:
+    """Train the challenger the spec describes and compare it with the champion. ``settings``:
+    finsent's settings with the spec's ``home``, ``classifier`` and ``training`` sections."""
+    from models.training import train  # heavy: imports torch
 
     started = time.time()
-    settings = load_settings(None, home=spec["home"], classifier=spec["classifier"], training=spec["training"])
     fixed = load_fixed_sets(spec["validation_sets"], spec.get("validation_limit"), settings.training.seed)
     log.info(
         "retrain_child_started",
@@ -142,25 +139,3 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         child_seconds=round(time.time() - started, 1),
     )
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2:
-        print("usage: python -m models.challenger SPEC.json OUT.json", file=sys.stderr)
-        return 2
-    spec = json.loads(Path(args[0]).read_text(encoding="utf-8"))
-    from monitor.logs import configure_logging
-
-    configure_logging(spec.get("log_level", "INFO"), spec.get("log_format", "console"))
-    out = run(spec)
-    tmp = Path(args[1]).with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=2), encoding="utf-8")
-    os.replace(tmp, args[1])
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

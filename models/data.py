@@ -12,7 +12,6 @@ The sentiment dataset numbers its classes differently (0 Bearish, 1 Bullish, 2 N
 from __future__ import annotations
 
 import csv
-import hashlib
 import html
 import re
 from collections.abc import Iterable, Sequence
@@ -20,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from monitor.records import SENTIMENT_LABELS
+from monitor.core.checksum import sha256_file
+from monitor.core.records import SENTIMENT_LABELS
 
 Task = Literal["sentiment", "topic"]
 Split = Literal["train", "valid"]
@@ -198,14 +198,6 @@ def load_valid_sets(task: Task, data_dir: Path = DATA_DIR) -> dict[str, list[Exa
     valid = load_split(task, "valid", data_dir)
     train = load_split(task, "train", data_dir)
     return {"full": valid, "dedup": dedup_against(valid, train)}
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def data_hashes(data_dir: Path = DATA_DIR) -> dict[str, str]:

@@ -35,12 +35,15 @@ import structlog
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch
 
+from models import onnx_backend
 from models.batching import pad_rows, plan_batches, spread_batches
 from models.data import model_text
 from models.entities import find_spans, token_mask
+from models.hf import quiet_loading
 from models.lexical import LEXICAL_DIR, LexicalExpert, mix_log_probs
-from models.network import ENTITY_OUTPUT, entity_logits
+from models.network import ENTITY_OUTPUT, FinsentModel, entity_logits
 from models.prediction import EntityPrediction, Prediction
+from models.quantization import quantize_dynamic_int8
 from models.registry import Registry, RegistryError
 from models.settings import ClassifierSettings
 from models.training import cpu_has_bf16
@@ -109,8 +112,6 @@ def _torch_runner(model: Any, device: torch.device, autocast: torch.dtype | None
 def _load_torch(
     path: Path, manifest: dict[str, Any], device: torch.device, quantize: bool, cpu_bf16: bool, version: str
 ) -> tuple[Runner, str]:
-    from models.hf import quiet_loading
-    from models.network import FinsentModel
 
     with quiet_loading():
         model = FinsentModel.from_pretrained(str(path), local_files_only=True)
@@ -122,8 +123,6 @@ def _load_torch(
         return _torch_runner(model, device, None), str(dtype).replace("torch.", "")
     q = manifest.get("quantization") or {}
     if quantize and q.get("ok"):
-        from models.quantization import quantize_dynamic_int8
-
         return _torch_runner(quantize_dynamic_int8(model), device, None), "int8"
     # The manifest's validation metrics were computed under bf16 autocast: serving in bf16
     # on a CPU that does bf16 natively reproduces them (and is ~1.7x faster than fp32).
@@ -151,8 +150,6 @@ def load_version(
     An unusable ONNX file never stops serving: torch takes over with one log line saying why.
     """
     from transformers import AutoTokenizer
-
-    from models import onnx_backend
 
     # ONNX files are optional: a corrupt one makes us serve torch, not refuse the version.
     manifest = registry.verify(version, skip_prefix=onnx_backend.ONNX_DIR + "/")

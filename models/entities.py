@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from models.data import DATA_DIR, NEWS_FILES, DataError, Example, model_text, parse_label
+from models.domains import in_split, sentfin_rows
 
 SENTFIN_FILE = NEWS_FILES[0]
 _CASHTAG = re.compile(r"(?<![\w$])\$([A-Za-z][A-Za-z0-9]{0,5}(?:[.\-][A-Za-z0-9]{1,3})?)(?!\w)")
@@ -93,7 +94,6 @@ def token_mask(offsets: Sequence[Sequence[int]], spans: Sequence[tuple[int, int]
 # -- labelled data ------------------------------------------------------------------------------
 def load_sentfin_entities(split: str, data_dir: Path = DATA_DIR) -> list[EntityExample]:
     """SEntFiN headlines with every entity's own label; ``split``: train / valid / all (by headline)."""
-    from models.domains import in_split, sentfin_rows
 
     out: list[EntityExample] = []
     for rowno, text, decisions in sentfin_rows(data_dir):
@@ -210,7 +210,7 @@ def entity_report(
     """Accuracy and macro-F1 of the per-entity predictions overall, on texts with several entities
     and on texts whose entities disagree, each next to the baseline of giving every entity the
     story's predicted sentiment (``story[i]`` for text i: today's behaviour before issue #25)."""
-    from models.evaluation import classification_metrics
+    from models.evaluation import classification_metrics  # heavy: imports torch and scikit-learn
 
     groups: dict[str, tuple[list[int], list[int], list[int]]] = {
         "all": ([], [], []),

@@ -10,6 +10,8 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from models.batching import pad_batch, plan_batches
 from models.data import Task, labels_for, model_text
+from models.entities import target_spans, token_mask
+from models.network import ENTITY_OUTPUT
 
 if TYPE_CHECKING:
     from models.network import FinsentModel
@@ -78,8 +80,6 @@ def compute_entity_logits(
     """``(entity logits, story sentiment logits)`` of ``models.entities.EntityExample`` rows: one
     entity row per target in example order (a target the model cannot see in the truncated text
     gets its story's sentiment logits, as the engine serves it), one story row per example."""
-    from models.entities import target_spans, token_mask
-    from models.network import ENTITY_OUTPUT
 
     was_training = model.training
     model.eval()

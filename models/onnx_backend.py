@@ -30,6 +30,10 @@ from typing import Any
 import numpy as np
 import structlog
 
+from models.batching import pad_rows, plan_batches
+from models.data import load_split, model_text
+from models.lexical import LEXICAL_DIR, LexicalExpert, mix_log_probs
+
 log = structlog.get_logger(__name__)
 
 ONNX_DIR = "onnx"
@@ -70,7 +74,7 @@ def export(model: Any, out_dir: Path, *, sample_len: int = 16) -> dict[str, Path
     if hasattr(cpu, "set_attn_implementation"):
         cpu.set_attn_implementation("eager")
 
-    from models.network import ENTITY_OUTPUT
+    from models.network import ENTITY_OUTPUT  # heavy: imports torch and transformers
 
     class _Both(torch.nn.Module):
         """Every story head's logits and, with an entity head, the last token states (the entity
@@ -235,8 +239,7 @@ def batched_logits(
     max_batch_size: int = 256,
 ) -> dict[str, np.ndarray]:
     """Logits of token-id rows in input order, in token-budget micro-batches (as the engine runs)."""
-    from models.batching import pad_rows, plan_batches
-    from models.network import ENTITY_OUTPUT
+    from models.network import ENTITY_OUTPUT  # heavy: imports torch and transformers
 
     out: dict[str, np.ndarray] = {}
     for batch in plan_batches([len(e) for e in enc], max_batch_tokens, max_batch_size):
@@ -315,8 +318,6 @@ def build(
     """Export, quantise and check; returns the manifest's ``onnx`` section. Never raises: a
     failure is recorded (``exported: false`` + ``error``), the version then serves torch."""
     import torch
-
-    from models.data import model_text
 
     started = time.perf_counter()
     try:
@@ -403,9 +404,7 @@ def export_version(registry: Any, version: str) -> dict[str, Any]:
 
     from transformers import AutoTokenizer
 
-    from models.data import load_split
-    from models.lexical import LEXICAL_DIR, LexicalExpert, mix_log_probs
-    from models.network import FinsentModel
+    from models.network import FinsentModel  # heavy: imports torch and transformers
 
     manifest = registry.verify(version)
     if (manifest.get("onnx") or {}).get("exported"):

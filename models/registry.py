@@ -30,6 +30,8 @@ from typing import Any
 
 import structlog
 
+from monitor.core.checksum import sha256_file
+
 log = structlog.get_logger(__name__)
 
 MANIFEST = "manifest.json"
@@ -43,14 +45,6 @@ class RegistryError(RuntimeError):
 
 class CorruptVersionError(RegistryError):
     """A version directory is incomplete or its files do not match its manifest."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _files_checksum(files: dict[str, str]) -> str:
@@ -145,7 +139,7 @@ class Registry:
             f = root / name
             if not f.is_file():
                 raise CorruptVersionError(f"model version {version!r}: missing file {name}")
-            if _sha256(f) != sha:
+            if sha256_file(f) != sha:
                 raise CorruptVersionError(f"model version {version!r}: {name} does not match its checksum")
         if manifest.get("version") != version:
             raise CorruptVersionError(f"model version {version!r}: manifest names {manifest.get('version')!r}")
@@ -159,7 +153,7 @@ class Registry:
             raise CorruptVersionError(f"model version {version!r}: {name} is not in its manifest")
         if not f.is_file():
             raise CorruptVersionError(f"model version {version!r}: missing file {name}")
-        if _sha256(f) != files[name]:
+        if sha256_file(f) != files[name]:
             raise CorruptVersionError(f"model version {version!r}: {name} does not match its checksum")
 
     def _pointer(self) -> dict[str, Any]:
@@ -214,7 +208,7 @@ class Registry:
             for f in sorted(p for p in tmp.rglob("*") if p.is_file()):
                 with f.open("rb") as fh:
                     os.fsync(fh.fileno())
-                files[f.relative_to(tmp).as_posix()] = _sha256(f)
+                files[f.relative_to(tmp).as_posix()] = sha256_file(f)
             manifest = {
                 "format": MANIFEST_FORMAT,
                 "version": version,
@@ -262,7 +256,7 @@ class Registry:
             for p, name in zip(new, names):
                 with p.open("rb") as fh:
                     os.fsync(fh.fileno())
-                files[name] = _sha256(p)
+                files[name] = sha256_file(p)
                 dest = root / name
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(p, dest)

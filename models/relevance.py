@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from monitor.records import NewsItem, TickerMention
+from monitor.core.records import NewsItem, TickerMention
 
 TITLE_FIRST = 1.0
 TITLE_LATER = 0.85

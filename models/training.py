@@ -25,7 +25,9 @@ from typing import Any, Literal, TypeVar
 import structlog
 import torch
 
+from models import onnx_backend
 from models.batching import pad_batch, plan_batches
+from models.calibration import expected_calibration_error, fit_temperature, nll
 from models.data import (
     DATA_DIR,
     TASKS,
@@ -40,9 +42,21 @@ from models.data import (
     parse_label,
 )
 from models.domains import load_semeval2017, load_sentfin
-from models.entities import EntityExample, load_sentfin_entities, single_cashtag_examples
+from models.entities import (
+    EntityExample,
+    entity_report,
+    load_sentfin_entities,
+    single_cashtag_examples,
+    target_spans,
+    token_mask,
+)
+from models.evaluation import classification_metrics, compute_entity_logits, compute_logits
 from models.lexical import LEXICAL_DIR, LexicalExpert, mix_log_probs
+from models.network import FinsentModel, base_model_path
+from models.quantization import quantize_dynamic_int8
 from models.registry import Registry
+from models.settings import ClassifierSettings
+from monitor.core.checksum import sha256_file
 
 log = structlog.get_logger(__name__)
 
@@ -376,7 +390,6 @@ def _entity_encode(
 ) -> tuple[list[list[int]], list[list[tuple[list[int], int]]]]:
     """Token ids of each row and, per row, each target's word-piece mask with its label (targets
     outside the truncated text are dropped)."""
-    from models.entities import target_spans, token_mask
 
     clean = [model_text(e.text) for e in examples]
     enc = tokenizer(clean, truncation=True, max_length=max_length, return_offsets_mapping=True)
@@ -459,9 +472,6 @@ def train(
     registry has no current version yet; True/False = always/never.
     """
     from transformers import AutoTokenizer
-
-    from models.evaluation import classification_metrics, compute_entity_logits, compute_logits
-    from models.network import FinsentModel, base_model_path
 
     prof = PROFILES[profile] if isinstance(profile, str) else profile
     if epochs is not None:
@@ -594,8 +604,6 @@ def train(
         entity_rows=len(ents.train) if ents else 0,
         extra=len(extra),
     )
-
-    from models.settings import ClassifierSettings
 
     serving = getattr(settings, "classifier", None) or ClassifierSettings()  # what the engine will batch with
     engine_budget = (
@@ -734,7 +742,6 @@ def train(
     expert, lexical_info, served = _fit_lexical(tasks, prof, best_logits)
 
     # -- calibration and metrics (of what the engine serves: the mixture), per validation set
-    from models.calibration import expected_calibration_error, fit_temperature, nll
 
     temperatures: dict[str, float] = {}
     metrics: dict[str, Any] = {}
@@ -889,9 +896,6 @@ def _entity_section(
 ) -> dict[str, Any]:
     """The manifest's ``entity`` section: the head's temperature and its report on the SEntFiN
     validation split (disjoint by headline), next to the story-sentiment baseline as served."""
-    from models.calibration import fit_temperature
-    from models.entities import entity_report
-    from models.evaluation import compute_entity_logits
 
     y = torch.tensor([t.label for e in ents.valid for t in e.targets])
     temperature = round(fit_temperature(logits, y), 4)
@@ -955,7 +959,6 @@ def _fit_lexical(
     """Fit the TF-IDF expert on the training rows (news and fresh labels included), pick each head's
     weight (``prof.lexical_grid``, else ``prof.lexical_weight``) by the selection score, and mix it
     into every validation set's logits as the engine will: ``(expert, manifest entry, served logits)``."""
-    from models.evaluation import classification_metrics
 
     grid = sorted(set(prof.lexical_grid)) if prof.lexical_grid else [prof.lexical_weight]
     if max(grid) <= 0.0:
@@ -1018,7 +1021,6 @@ def _export_onnx(
     lexical_info: dict[str, Any],
 ) -> dict[str, Any]:
     """The ONNX Runtime files of the version and their accuracy check (models/onnx_backend.py)."""
-    from models import onnx_backend
 
     if not onnx_backend.available():
         return {"exported": False, "error": "onnxruntime is not installed"}
@@ -1037,7 +1039,6 @@ def _export_onnx(
 
 
 def _sha(path: Path) -> str:
-    from models.data import sha256_file
 
     return sha256_file(path) if path.exists() else "missing"
 
@@ -1046,8 +1047,6 @@ def _check_quantization(
     model: Any, tokenizer: Any, tasks: dict[Task, _TaskData], prof: TrainProfile, fp_logits: dict[str, torch.Tensor]
 ) -> dict[str, Any]:
     """Dynamic int8 (Linear layers) on CPU: ok when accuracy drops <= 0.5 pt on every task."""
-    from models.evaluation import compute_logits
-    from models.quantization import quantize_dynamic_int8
 
     cpu_model = copy.deepcopy(model).to("cpu").eval()
     qmodel = quantize_dynamic_int8(cpu_model)

@@ -48,7 +48,7 @@ def topic_suffix() -> str:
 @pytest.fixture
 def topics(topic_suffix: str):
     """Topic names unique to one test, so tests sharing the session broker never see each other."""
-    from monitor.config import TopicSettings
+    from monitor.app.config import TopicSettings
 
     return TopicSettings(
         **{name: f"{default}.{topic_suffix}" for name, default in TopicSettings().model_dump().items()}
@@ -65,7 +65,7 @@ def finsent_home(tmp_path: Path) -> Path:
 @pytest.fixture
 def make_settings(finsent_home: Path, topics, monkeypatch: pytest.MonkeyPatch):
     """Build validated Settings for a test: isolated home and topics, no HTTP port clash."""
-    from monitor.config import load_settings
+    from monitor.app.config import load_settings
 
     for var in [v for v in os.environ if v.startswith("FINSENT_") and v != "FINSENT_TEST_KAFKA"]:
         monkeypatch.delenv(var)

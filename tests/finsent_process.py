@@ -1,4 +1,4 @@
-"""``python -m monitor.cli ARGS --config FILE`` as a real OS process, for tests that ``kill -9`` it
+"""``python -m monitor.app.cli ARGS --config FILE`` as a real OS process, for tests that ``kill -9`` it
 and start it again, plus reading a stage's SQLite state from outside while it runs."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class FinsentProcess:
         self.starts += 1
         with self.log.open("a") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "monitor.cli", *self.args, "--config", str(self.config)],
+                [sys.executable, "-m", "monitor.app.cli", *self.args, "--config", str(self.config)],
                 cwd=ROOT,
                 env=env,
                 stdout=out,

@@ -26,7 +26,7 @@ from pathlib import Path
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from monitor.bus.base import (
+from monitor.core.bus.base import (
     Backlog,
     Bus,
     BusError,
@@ -37,13 +37,14 @@ from monitor.bus.base import (
     Producer,
     TopicPartition,
 )
-from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets, send_record
-from monitor.config import Settings
-from monitor.records import ScoredItem, TrendPoint, WatermarkMarker, decode
+from monitor.core.bus.codec import DeadLetterSink, RecordReader, next_offsets, send_record
+from monitor.core.bus.lag import LagReporter
+from monitor.core.persist import Persister, StateNotPersisted
+from monitor.core.records import ScoredItem, TrendPoint, WatermarkMarker, decode
 from monitor.stages.changelog import changelog_topic, rows_of
 from monitor.stages.changelog import restore as restore_changelog
 from monitor.stages.checkpoint import CheckpointStore, PartitionDelta, checkpoint_delta
-from monitor.stages.persist import Persister, StateNotPersisted
+from monitor.stages.settings import StageConfig
 from monitor.stages.stores import ItemStore, TrendStore
 from monitor.stages.windows import LATE_REASONS, PartitionWindows, trend_keys, ts_of
 
@@ -57,7 +58,7 @@ log = structlog.get_logger(__name__)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
-def repartition_topic(settings: Settings) -> str:
+def repartition_topic(settings: StageConfig) -> str:
     return settings.aggregator.repartition_topic or f"{settings.topics.scored}.bykey"
 
 
@@ -176,39 +177,13 @@ class AggregateMetrics:
                 self.trend_count.labels(p.key, p.window).set(p.count)
 
 
-class _LagReporter:
-    def __init__(self, gauge: Gauge, interval: float) -> None:
-        self.gauge = gauge
-        self.interval = interval
-        self._next = 0.0
-
-    def maybe_report(self, consumer: Consumer, now: float) -> None:
-        if now < self._next:
-            return
-        self._next = now + self.interval
-        try:
-            lag = consumer.lag()
-        except Exception as err:
-            log.debug("lag unavailable", error=str(err))
-            return
-        for tp, value in lag.items():
-            self.gauge.labels(tp.topic, str(tp.partition)).set(value)
-
-    def forget(self, tps: set[TopicPartition]) -> None:
-        for tp in tps:
-            try:
-                self.gauge.remove(tp.topic, str(tp.partition))
-            except KeyError:
-                pass
-
-
 class SourceTracker:
     """The re-key stage's view of the upstream partitions it owns: progress and idleness.
 
     Progress is the largest event time read from a partition. A ``news.scored`` partition is
     *idle* when it is read to its end, nothing came from it for ``idle_timeout`` (wall time), and
     the classify group has no backlog on the ``news.raw`` partitions that feed it (classify keeps
-    the two topics co-partitioned, :func:`~monitor.bus.base.co_partition`), so nothing more is on
+    the two topics co-partitioned, :func:`~monitor.core.bus.base.co_partition`), so nothing more is on
     its way. Until then it holds the watermark back, however long a backfill or a slow classify
     worker takes: a catch-up reads one raw partition's backlog after another, and the partitions
     it has not reached yet must not be left behind. One bound: when the classify group has made
@@ -302,7 +277,7 @@ class RekeyStage:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: StageConfig,
         bus: Bus,
         metrics: AggregateMetrics,
         items: ItemStore | None = None,
@@ -317,6 +292,7 @@ class RekeyStage:
         self.topic = repartition_topic(settings)
         self._clock = clock
         self.tracker = SourceTracker(settings.aggregator.idle_timeout, started=clock())
+        self._lag = LagReporter(metrics.lag, settings.aggregator.lag_interval)
         self._announce = True
         self._running = False
 
@@ -329,6 +305,7 @@ class RekeyStage:
 
     def _on_revoke(self, revoked: set[TopicPartition]) -> None:
         self.tracker.revoke({tp.partition for tp in revoked if tp.topic == self.settings.topics.scored})
+        self._lag.forget(revoked)
 
     def run(self, stop: threading.Event) -> None:
         cfg = self.settings.aggregator
@@ -348,14 +325,13 @@ class RekeyStage:
         own_group = self.bus.backlog_probe(f"{cfg.group_id}.rekey", scored_topic)
         out_partitions = range(self.bus.partitions_for(self.topic))
         self.tracker.partitions = self.bus.partitions_for(scored_topic)
-        lag = _LagReporter(self.metrics.lag, cfg.lag_interval)
         check_every = max(0.05, min(1.0, cfg.idle_timeout / 4))
         next_check = 0.0
         self._running = True
         try:
             while not stop.is_set():
                 now = self._clock()
-                lag.maybe_report(consumer, now)
+                self._lag.maybe_report(consumer, now)
                 messages = consumer.poll(0.5, max_records=cfg.poll_max_records)
                 now = self._clock()
                 # Idleness first, announced *before* this batch's records: a partition leaving
@@ -434,7 +410,7 @@ class TrendStage:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: StageConfig,
         bus: Bus,
         metrics: AggregateMetrics,
         trends: TrendStore,
@@ -454,6 +430,7 @@ class TrendStage:
         )
         self._clock = clock
         self._cfg = settings.aggregator
+        self._lag = LagReporter(metrics.lag, settings.aggregator.lag_interval)
         self._parts: dict[int, PartitionWindows] = {}
         self._offsets: dict[int, int] = {}
         self._saved: dict[int, int] = {}
@@ -498,7 +475,6 @@ class TrendStage:
                 client_id=f"{self.settings.kafka.client_id}-{self.name}",
             ),
         )
-        lag = _LagReporter(self.metrics.lag, self._cfg.lag_interval)
         next_flush = self._clock() + self._cfg.flush_interval
         log.info(
             "aggregate started",
@@ -509,7 +485,7 @@ class TrendStage:
         try:
             while not stop.is_set():
                 now = self._clock()
-                lag.maybe_report(self._consumer, now)
+                self._lag.maybe_report(self._consumer, now)
                 messages = self._consumer.poll(
                     max(0.0, min(0.5, next_flush - now)), max_records=self._cfg.poll_max_records
                 )
@@ -658,6 +634,7 @@ class TrendStage:
 
     # -- rebalance (inside poll) ------------------------------------------------------------
     def _on_revoke(self, revoked: set[TopicPartition]) -> None:
+        self._lag.forget(revoked)
         mine = {tp.partition for tp in revoked if tp.topic == self.topic}
         self.flush(mine, commit=False)
         for p in mine:

@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from monitor.bus.base import Message
+from monitor.core.bus.base import Message
 from monitor.stages.checkpoint import PartitionCheckpoint, PartitionDelta, _sources_json, _sources_of
 
 

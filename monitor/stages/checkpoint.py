@@ -13,13 +13,13 @@ killed the process (``kill -9`` included: the transaction is all-or-nothing).
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from monitor.core.sqlite import add_column, open_sqlite
 from monitor.stages.windows import SourceState, StateDelta, WindowAgg
 
 SCHEMA = """
@@ -99,23 +99,9 @@ class CheckpointStore:
     def __init__(self, path: Path | None, group: str) -> None:
         self.path = path
         self.group = group
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(
-            str(path) if path else ":memory:", check_same_thread=False, isolation_level=None, timeout=30.0
-        )
+        # a checkpoint written before the watermarks were aligned gains the sources column
+        self._db = open_sqlite(path, SCHEMA, [add_column("partitions", "sources", "TEXT")])
         self._lock = threading.Lock()
-        try:
-            if path is not None:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
-            columns = {r[1] for r in self._db.execute("PRAGMA table_info(partitions)")}
-            if "sources" not in columns:  # a checkpoint written before the watermarks were aligned
-                self._db.execute("ALTER TABLE partitions ADD COLUMN sources TEXT")
-        except BaseException:  # e.g. a full disk: the caller may retry, so leave no handle open
-            self._db.close()
-            raise
 
     def load(self, topic: str, partition: int) -> PartitionCheckpoint | None:
         where = (self.group, topic, partition)

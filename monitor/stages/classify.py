@@ -37,13 +37,23 @@ from dataclasses import dataclass
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from models.batching import AdaptiveBatcher
-from monitor.bus.base import Bus, BusError, Consumer, ConsumerOptions, Message, Producer, TopicPartition, co_partition
-from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets, send_record
-from monitor.config import Settings
-from monitor.records import NewsItem, ScoredItem
-from monitor.shadow import ShadowScorer
+from models import AdaptiveBatcher
+from monitor.core.bus.base import (
+    Bus,
+    BusError,
+    Consumer,
+    ConsumerOptions,
+    Message,
+    Producer,
+    TopicPartition,
+    co_partition,
+)
+from monitor.core.bus.codec import DeadLetterSink, RecordReader, next_offsets, send_record
+from monitor.core.bus.lag import LagReporter
+from monitor.core.records import NewsItem, ScoredItem
 from monitor.stages.scoring import ScoringEngine, score_isolating_poison
+from monitor.stages.settings import StageConfig
+from monitor.stages.shadow import ShadowScorer
 from monitor.stages.stores import ItemStore
 
 log = structlog.get_logger(__name__)
@@ -122,7 +132,7 @@ class ClassifyStage:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: StageConfig,
         bus: Bus,
         engine: ScoringEngine,
         registry: CollectorRegistry,
@@ -146,7 +156,7 @@ class ClassifyStage:
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._dlq: DeadLetterSink | None = None
-        self._next_lag = 0.0
+        self._lag = LagReporter(self.metrics.lag, settings.classify.lag_interval)
         self._next_reload = 0.0
         self._scored_partitions: int | None = None
         self.batches = 0
@@ -313,9 +323,8 @@ class ClassifyStage:
             log.info("fetching resumed", in_flight=size)
 
     def _housekeeping(self, now: float) -> None:
-        if now >= self._next_lag:
-            self._next_lag = now + self._cfg.lag_interval
-            self._report_lag()
+        assert self._consumer is not None
+        self._lag.maybe_report(self._consumer, now)
         if now >= self._next_reload:
             self._next_reload = now + self._cfg.reload_interval
             try:
@@ -335,25 +344,11 @@ class ClassifyStage:
         self.metrics.backend.labels(backend, getattr(self.engine, "precision", ""), self.engine.version).set(1)
         self.metrics.onnx_fallback.set(1 if getattr(self.engine, "fallback_reason", None) else 0)
 
-    def _report_lag(self) -> None:
-        assert self._consumer is not None
-        try:
-            lag = self._consumer.lag()
-        except Exception as err:
-            log.debug("lag unavailable", error=str(err))
-            return
-        for tp, value in lag.items():
-            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(value)
-
     # -- rebalance callbacks (run inside poll) ----------------------------------------------
     def _on_revoke(self, revoked: set[TopicPartition]) -> None:
         dropped = self._buffer.retain(lambda e: e.msg.tp not in revoked)
         self.metrics.redelivered.inc(dropped)
-        for tp in revoked:
-            try:
-                self.metrics.lag.remove(tp.topic, str(tp.partition))
-            except KeyError:
-                pass
+        self._lag.forget(revoked)
         log.info("partitions revoked", partitions=sorted(tp.partition for tp in revoked), released=dropped)
 
     def _on_assign(self, assigned: set[TopicPartition]) -> None:

@@ -14,8 +14,8 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import ValidationError
 
-from models.relevance import relevance
-from monitor.records import EntitySentiment, NewsItem, ScoredItem
+from models import ticker_relevance
+from monitor.core.records import EntitySentiment, NewsItem, ScoredItem
 
 Targets = list[tuple[str, list[str]]]
 """A story's targets for the entity head: ``(ticker, surface forms as written in the story)``."""
@@ -23,12 +23,25 @@ Targets = list[tuple[str, list[str]]]
 
 @runtime_checkable
 class PredictionLike(Protocol):
-    sentiment: str
-    sentiment_probs: Mapping[str, float]
-    sentiment_score: float
-    topic: str
-    topic_probs: Mapping[str, float]
-    model_version: str
+    """What classify reads from one prediction (read-only: ``models.Prediction`` is frozen)."""
+
+    @property
+    def sentiment(self) -> str: ...
+
+    @property
+    def sentiment_probs(self) -> Mapping[str, float]: ...
+
+    @property
+    def sentiment_score(self) -> float: ...
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def topic_probs(self) -> Mapping[str, float]: ...
+
+    @property
+    def model_version(self) -> str: ...
 
 
 @runtime_checkable
@@ -76,7 +89,7 @@ def to_scored(item: NewsItem, p: PredictionLike) -> ScoredItem:
     engine gave none) with its relevance (``models.relevance``)."""
     own = {e.ticker.upper(): e for e in getattr(p, "entities", ()) or ()}
     entities = []
-    for ticker, rel in relevance(item).items():
+    for ticker, rel in ticker_relevance(item).items():
         e = own.get(ticker)
         entities.append(
             EntitySentiment(
@@ -141,12 +154,8 @@ def score_isolating_poison(predict: Callable[..., Sequence[PredictionLike]], ite
 
 
 def load_engine(settings: object) -> ScoringEngine:
-    """Load the served classifier from the model registry (``models.engine``, imported lazily)."""
-    from models import engine as engine_module  # heavy: torch, transformers
+    """The served classifier, loaded from the model registry."""
+    from models import InferenceEngine  # heavy: imports torch and transformers
 
-    cls = engine_module.InferenceEngine
-    for name in ("from_settings", "load", "from_registry"):
-        factory = getattr(cls, name, None)
-        if callable(factory):
-            return factory(settings)
-    raise RuntimeError("models.engine.InferenceEngine has no from_settings/load/from_registry constructor")
+    engine: ScoringEngine = InferenceEngine.from_settings(settings)
+    return engine

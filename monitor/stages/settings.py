@@ -1,19 +1,18 @@
 """Config sections owned by the streaming stages (``classify``, ``aggregator``).
 
-Durations are written as in :mod:`monitor.durations` (``"90s"``, ``"15m"``, ``"1h30m"``) or as a
+Durations are written as in :mod:`monitor.core.durations` (``"90s"``, ``"15m"``, ``"1h30m"``) or as a
 bare number of seconds.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Protocol
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from monitor.durations import parse_duration
-
-Seconds = Annotated[float, BeforeValidator(lambda v: parse_duration(v).total_seconds())]
-"""A duration in seconds, written as in :mod:`monitor.durations` (``90s``, ``15m``, ``1h30m``)."""
+from models import ClassifierSettings
+from monitor.core.bus.settings import KafkaSettings, TopicSettings
+from monitor.core.durations import Seconds
 
 
 class ClassifyStageSettings(BaseModel):
@@ -138,3 +137,22 @@ class AggregatorSettings(BaseModel):
 
     def window(self, name: str) -> WindowSpec | None:
         return next((w for w in self.windows if w.name == name), None)
+
+
+class StageConfig(Protocol):
+    """What the stages read from the root settings (``monitor.app.config.Settings`` satisfies it)."""
+
+    @property
+    def kafka(self) -> KafkaSettings: ...
+
+    @property
+    def topics(self) -> TopicSettings: ...
+
+    @property
+    def classify(self) -> ClassifyStageSettings: ...
+
+    @property
+    def classifier(self) -> ClassifierSettings: ...
+
+    @property
+    def aggregator(self) -> AggregatorSettings: ...

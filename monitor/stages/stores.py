@@ -1,9 +1,9 @@
 """In-process, thread-safe read models the HTTP API (and the alert stage) query.
 
 :class:`TrendStore` keeps the latest :class:`TrendPoint` per (key, window, window_start) for the
-most recent windows; it is published as ``ctx.shared["trends"]``. :class:`ItemStore` keeps the
+most recent windows; it is published as ``ctx.trends``. :class:`ItemStore` keeps the
 latest :class:`ScoredItem` per story id (bounded, least recently seen evicted); it is published
-as ``ctx.shared["items"]``.
+as ``ctx.items``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
-from monitor.records import ScoredItem, TrendPoint, as_utc
+from monitor.core.records import ScoredItem, TrendPoint, as_utc
 
 TrendListener = Callable[[TrendPoint], None]
 

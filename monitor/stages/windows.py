@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from monitor.records import Evidence, ScoredItem, TrendPoint
+from monitor.core.records import Evidence, ScoredItem, TrendPoint
 from monitor.stages.settings import DEFAULT_TICKER_RELEVANCE_FLOOR, AggregatorSettings, WindowSpec
 
 SCALE = 1_000_000

@@ -17,11 +17,10 @@ from datetime import datetime
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
-from alerts.store import AlertStore
-from alerts.views import AlertView
-from monitor.health import Health
-from monitor.records import ScoredItem, TrendPoint
-from monitor.stages.stores import ItemStore, TrendStore
+from alerts import AlertStore, AlertView
+from monitor.core.health import Health
+from monitor.core.records import ScoredItem, TrendPoint
+from monitor.stages import ItemStore, TrendStore
 
 BUSY_WINDOWS = 12
 """How many recent windows of a key count towards how busy it is."""

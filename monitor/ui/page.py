@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse, JSONResponse
 
-from monitor.api.errors import BAD_QUERY, NOT_FOUND
+from monitor.core.api_errors import BAD_QUERY, NOT_FOUND
 from monitor.ui.overview import KeyMatches, Overview, UiError
 
 STATIC = Path(__file__).resolve().parent / "static"

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from alerts.ruleset import RuleSet, parse_rules
-from monitor.records import Evidence, NewsItem, ScoredItem, TrendPoint
+from monitor.core.records import Evidence, NewsItem, ScoredItem, TrendPoint
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
 

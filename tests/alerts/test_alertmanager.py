@@ -14,17 +14,18 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from alerts.clock import ManualClock
-from alerts.delivery import AlertmanagerSender, RetryPolicy
+from alerts.delivery import AlertmanagerSender
 from alerts.engine import AlertEngine, EngineOptions
 from alerts.keepalive import AlertmanagerKeepalive
 from alerts.metrics import AlertMetrics
 from alerts.outbox import OutboxDeliverer
 from alerts.settings import ReceiverSettings
 from alerts.store import AlertStore
+from monitor.core.backoff import Backoff
 from tests.alerts.helpers import OIL, point, rules
 from tests.deploy.procs import ALERTMANAGER, free_port, need, start_alertmanager, wait_for
 
-POLICY = RetryPolicy(initial_s=1.0, max_s=60.0, multiplier=2.0, jitter=0.0)
+POLICY = Backoff(initial_s=1.0, max_s=60.0, multiplier=2.0, jitter=0.0, max_retry_after_s=3600.0)
 NULL_CONFIG = "route: {receiver: blackhole}\nreceivers: [{name: blackhole}]\n"
 
 

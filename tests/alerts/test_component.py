@@ -10,13 +10,13 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from alerts import signing
-from alerts.component import AlertsConfigError, build_alerts
-from monitor.bus.codec import send_record
-from monitor.bus.memory import MemoryBus
-from monitor.cli import main
-from monitor.component import Context
-from monitor.records import Alert, decode
+from monitor.app.cli import main
+from monitor.app.component import Context
+from monitor.app.components.alerts import AlertsConfigError, build_alerts
+from monitor.core import signing
+from monitor.core.bus.codec import send_record
+from monitor.core.bus.memory import MemoryBus
+from monitor.core.records import Alert, decode
 from tests.alerts.helpers import OIL, Receiver, point
 from tests.waiting import settled, wait_until
 
@@ -110,9 +110,9 @@ def test_stages_deliver_a_signed_alert_and_serve_it(make_settings, tmp_path: Pat
 
 def test_alerts_cli_lists_shows_and_acks(make_settings, tmp_path: Path, capsys, monkeypatch):
     from alerts.clock import ManualClock
-    from alerts.component import engine_options, store_path
     from alerts.engine import AlertEngine
     from alerts.store import AlertStore
+    from monitor.app.components.alerts import engine_options, store_path
 
     home = tmp_path / "home"
     monkeypatch.setenv("FINSENT_HOME", str(home))
@@ -176,9 +176,9 @@ def test_a_new_in_process_bus_restarts_evaluation_at_offset_zero(make_settings, 
     run's (gone) in-process log; they are dropped and the new log is evaluated from its start."""
     path = write_rules(tmp_path, {**OIL, "for": 0})
     settings = make_settings(alerts={"rules_file": str(path), "outbox": {"poll_interval": "50ms"}})
-    from alerts.component import store_path
     from alerts.store import AlertStore, Changes
-    from monitor.bus.base import TopicPartition
+    from monitor.app.components.alerts import store_path
+    from monitor.core.bus.base import TopicPartition
 
     settings.ensure_dirs()
     old = AlertStore(store_path(settings))

@@ -9,18 +9,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from alerts import signing
 from alerts.clock import ManualClock
-from alerts.delivery import FileSender, HttpSender, RetryPolicy, classify_response, parse_retry_after
+from alerts.delivery import FileSender, HttpSender, classify_response, parse_retry_after
 from alerts.engine import AlertEngine, EngineOptions
 from alerts.outbox import OutboxDeliverer
 from alerts.payload import WebhookMessage
 from alerts.settings import ReceiverSettings
 from alerts.store import AlertStore
+from monitor.core import signing
+from monitor.core.backoff import Backoff
 from tests.alerts.helpers import OIL, Receiver, point, rules
 
 SECRET = "s3cret-for-tests"
-POLICY = RetryPolicy(initial_s=1.0, max_s=60.0, multiplier=2.0, jitter=0.0)
+POLICY = Backoff(initial_s=1.0, max_s=60.0, multiplier=2.0, jitter=0.0, max_retry_after_s=3600.0)
 
 
 def hook(url: str, **kw) -> ReceiverSettings:
@@ -152,13 +153,13 @@ def test_retry_after_http_date():
 
 
 def test_backoff_is_exponential_capped_and_jittered():
-    policy = RetryPolicy(initial_s=1.0, max_s=10.0, multiplier=2.0, jitter=0.5)
+    policy = Backoff(initial_s=1.0, max_s=10.0, multiplier=2.0, jitter=0.5, max_retry_after_s=3600.0)
     rng = random.Random(1)
     delays = [policy.delay(n, rng) for n in range(1, 7)]
     bases = [1, 2, 4, 8, 10, 10]
     assert all(b * 0.5 <= d <= b for d, b in zip(delays, bases))
     assert policy.delay(1, rng, retry_after=30.0) == 30.0
-    assert RetryPolicy(max_retry_after_s=60.0).delay(1, rng, retry_after=9999.0) == 60.0
+    assert Backoff(1.0, 300.0, jitter=0.2, max_retry_after_s=60.0).delay(1, rng, retry_after=9999.0) == 60.0
 
 
 def test_5xx_and_connection_errors_are_retried_with_backoff(tmp_path: Path):

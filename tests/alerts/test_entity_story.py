@@ -14,7 +14,7 @@ import pytest
 
 from alerts.payload import WebhookAlert, WebhookMessage, postable, slack_text
 from alerts.ruleset import RulesError, StoryRule, parse_rules
-from monitor.records import EntitySentiment, NewsItem, ScoredItem
+from monitor.core.records import EntitySentiment, NewsItem, ScoredItem
 from tests.alerts.helpers import at, rules
 from tests.alerts.test_engine import Harness, body
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alerts import signing
-from alerts.component import build_alerts
-from monitor.bus.base import ConsumerOptions
-from monitor.bus.codec import send_record
-from monitor.bus.factory import make_bus
-from monitor.component import Context
-from monitor.records import Alert, decode
+from monitor.app.component import Context
+from monitor.app.components.alerts import build_alerts
+from monitor.core import signing
+from monitor.core.bus.base import ConsumerOptions
+from monitor.core.bus.codec import send_record
+from monitor.core.bus.factory import make_bus
+from monitor.core.records import Alert, decode
 from tests.alerts.helpers import Receiver, point
 from tests.waiting import settled, wait_until
 

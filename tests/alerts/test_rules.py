@@ -10,7 +10,7 @@ import pytest
 from alerts.ruleset import ChangeRule, RulesError, SpikeRule, StoryRule, ThresholdRule, load_rules, parse_rules
 from alerts.settings import PACKAGED_RULES
 from alerts.templating import Template, TemplateError
-from monitor.durations import format_duration, parse_duration
+from monitor.core.durations import format_duration, parse_duration
 from tests.alerts.helpers import OIL
 
 
@@ -184,7 +184,7 @@ def test_settings_problems_name_the_rule_and_field(make_settings, tmp_path: Path
 
 
 def test_receiver_settings_validation(make_settings):
-    from monitor.config import ConfigError
+    from monitor.app.config import ConfigError
 
     with pytest.raises(ConfigError, match="alerts.receivers.hook: Value error, a webhook receiver needs url"):
         make_settings(alerts={"receivers": {"hook": {"type": "webhook"}}})

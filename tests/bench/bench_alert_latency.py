@@ -5,7 +5,7 @@
         --baseline-rate 10 [--classify-workers 1]
 
 What runs: ``--classify-workers N`` (default 1) ``finsent classify`` processes in one consumer
-group, as an operator runs them, plus ``monitor.wiring.build_daemon(settings, ("aggregate",
+group, as an operator runs them, plus ``monitor.app.wiring.build_daemon(settings, ("aggregate",
 "alerts"))`` in the benchmark's process (``--classify-workers 0``: classify in that process too,
 the layout of the first measurements), on a real broker (``--kafka``, or a private one started with ``deploy/kafka/kafka-local`` and stopped at the
 end), the real fine-tuned model from ``--home`` (default: the cached ``quick`` test model, see
@@ -51,9 +51,9 @@ sys.path.insert(0, str(ROOT))
 import yaml  # noqa: E402
 from kafka import KafkaConsumer  # noqa: E402
 
-from monitor.bus.codec import send_record  # noqa: E402
-from monitor.config import Settings, TopicSettings, load_settings  # noqa: E402
-from monitor.records import NewsItem, ScoredItem, decode  # noqa: E402
+from monitor.app.config import Settings, TopicSettings, load_settings  # noqa: E402
+from monitor.core.bus.codec import send_record  # noqa: E402
+from monitor.core.records import NewsItem, ScoredItem, decode  # noqa: E402
 
 KAFKA_LOCAL = ROOT / "deploy" / "kafka" / "kafka-local"
 RULE_NAME = "plt-gloom"
@@ -275,7 +275,7 @@ def start_classify_workers(n: int, config: Path, work: Path) -> list[subprocess.
         log = (work / f"{config.stem}-classify-{i}.log").open("w")
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "monitor.cli", "classify", "--config", str(config)],
+                [sys.executable, "-m", "monitor.app.cli", "classify", "--config", str(config)],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -305,7 +305,7 @@ def wait_for(predicate, timeout_s: float, what: str) -> None:
 
 
 def run_phase(args: argparse.Namespace, work: Path, rate: int, label: str, rng: random.Random) -> dict:
-    from monitor.wiring import build_daemon
+    from monitor.app.wiring import build_daemon
 
     receiver = WebhookReceiver()
     settings, config = phase_settings(args, work, receiver.url)
@@ -453,7 +453,7 @@ def main() -> int:
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from monitor.logs import configure_logging
+    from monitor.core.logs import configure_logging
 
     configure_logging("WARNING", stream=sys.stderr)
     rng = random.Random(args.seed)

@@ -33,8 +33,8 @@ from alerts.conditions import measure_change, measure_level
 from alerts.engine import AlertEngine, EngineOptions, fingerprint_of, trend_labels
 from alerts.ruleset import ChangeRule, RuleSet, parse_rules
 from alerts.store import AlertStore
-from monitor.logs import configure_logging
-from monitor.records import TrendPoint
+from monitor.core.logs import configure_logging
+from monitor.core.records import TrendPoint
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
 WINDOWS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600}

@@ -209,7 +209,7 @@ def stop_broker(state: Path) -> None:
 
 
 def settings_for(bootstrap: str, home: Path, suffix: str):
-    from monitor.config import TopicSettings, load_settings
+    from monitor.app.config import TopicSettings, load_settings
 
     topics = {k: f"{v}.bench.{suffix}" for k, v in TopicSettings().model_dump().items()}
     return load_settings(
@@ -223,12 +223,12 @@ def settings_for(bootstrap: str, home: Path, suffix: str):
 
 
 def run_real(bootstrap: str, path: Path, work: Path) -> dict:
-    from connectors.component import build_core
     from connectors.replay import Replayer
     from connectors.settings import FileSource
-    from monitor.bus.factory import make_bus
-    from monitor.component import Context
-    from monitor.runtime import tune_gc
+    from monitor.app.component import Context
+    from monitor.app.components.ingest import build_core
+    from monitor.core.bus.factory import make_bus
+    from monitor.core.runtime import tune_gc
 
     settings = settings_for(bootstrap, work / "home-real", uuid.uuid4().hex[:8])
     bus = make_bus(settings)
@@ -243,8 +243,8 @@ def run_real(bootstrap: str, path: Path, work: Path) -> dict:
 
 
 def run_baseline(bootstrap: str, path: Path, limit: int, work: Path) -> dict:
-    from monitor.bus.factory import make_bus
-    from monitor.records import NewsItem
+    from monitor.core.bus.factory import make_bus
+    from monitor.core.records import NewsItem
 
     settings = settings_for(bootstrap, work / "home-base", uuid.uuid4().hex[:8])
     bus = make_bus(settings)
@@ -280,7 +280,7 @@ def run_baseline(bootstrap: str, path: Path, limit: int, work: Path) -> dict:
 
 def run_transport(bootstrap: str, path: Path, work: Path) -> dict:
     """The ceiling: the same producer sending pre-encoded bytes in a tight loop, one flush."""
-    from monitor.bus.factory import make_bus
+    from monitor.core.bus.factory import make_bus
 
     settings = settings_for(bootstrap, work / "home-transport", uuid.uuid4().hex[:8])
     bus = make_bus(settings)
@@ -311,7 +311,7 @@ def main() -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    from monitor.logs import configure_logging
+    from monitor.core.logs import configure_logging
 
     configure_logging("WARNING", "console")
     with tempfile.TemporaryDirectory(prefix="finsent-bench-ingest-") as tmp:

@@ -6,7 +6,7 @@ A FINSENT_HOME with the cached tiny model serves as the champion. Phases, one pr
 
 1. **idle**: the engine scores micro-batches of ``--batch`` validation headlines (as the classify
    stage would) for ``--idle-s`` seconds;
-2. **retrain**: the real retrain job (``monitor.retrain.run_retrain``: child process with
+2. **retrain**: the real retrain job (``monitor.learning.retrain.run_retrain``: child process with
    ``retrain.threads`` and ``retrain.nice``) trains a challenger on 60 fresh labels while the
    engine keeps scoring; measured from the child's start to its end (training, lexical fit, gate);
 3. **idle again** for ``--idle-s`` seconds (brackets drifts in the machine's background load).
@@ -54,10 +54,10 @@ def main() -> int:
 
     from models.data import load_split
     from models.engine import InferenceEngine
-    from monitor.config import load_settings
-    from monitor.labels import LabelStore, Vote
-    from monitor.records import utcnow
-    from monitor.retrain import run_retrain
+    from monitor.app.config import load_settings
+    from monitor.core.records import utcnow
+    from monitor.learning.labels import LabelStore, Vote
+    from monitor.learning.retrain import run_retrain
     from tests.models.fixtures import trained_tiny_home
 
     home = trained_tiny_home(Path(tempfile.mkdtemp(prefix="bench-retrain-")))

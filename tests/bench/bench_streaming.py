@@ -34,10 +34,10 @@ sys.path.insert(0, str(ROOT))
 from kafka import KafkaConsumer  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
-from monitor.bus.codec import send_record  # noqa: E402
-from monitor.bus.kafka import KafkaBus  # noqa: E402
-from monitor.config import Settings, TopicSettings, load_settings  # noqa: E402
-from monitor.records import NewsItem, ScoredItem, TrendPoint, decode  # noqa: E402
+from monitor.app.config import Settings, TopicSettings, load_settings  # noqa: E402
+from monitor.core.bus.codec import send_record  # noqa: E402
+from monitor.core.bus.kafka import KafkaBus  # noqa: E402
+from monitor.core.records import NewsItem, ScoredItem, TrendPoint, decode  # noqa: E402
 
 HEADLINES = [
     "{t} beats quarterly earnings estimates as cloud revenue jumps",
@@ -172,8 +172,8 @@ class TopicWatcher(threading.Thread):
 
 
 def latency(args: argparse.Namespace, engine) -> list[dict]:
-    from monitor.component import Context
-    from monitor.stages.component import build_aggregate, build_classify
+    from monitor.app.component import Context
+    from monitor.app.components.stages import build_aggregate, build_classify
 
     settings = make_settings(
         args,
@@ -184,7 +184,7 @@ def latency(args: argparse.Namespace, engine) -> list[dict]:
     bus.ensure_topics(settings.topics.all())
     settings.ensure_dirs()
     ctx = Context(settings=settings, bus=bus, registry=CollectorRegistry())
-    ctx.shared["engine"] = engine
+    ctx.engine = engine
     stages = [s for c in (build_classify(ctx), build_aggregate(ctx)) for s in c.stages]
     stop = threading.Event()
     threads = [threading.Thread(target=s.run, args=(stop,), daemon=True) for s in stages]

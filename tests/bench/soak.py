@@ -198,7 +198,7 @@ def main() -> int:
                 [
                     sys.executable,
                     "-m",
-                    "monitor.cli",
+                    "monitor.app.cli",
                     "run",
                     *(() if embedded else ("--stages", role)),
                     "--config",

@@ -176,13 +176,13 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list:
 
 
 def news_on(bootstrap: str, topic: str) -> list:
-    from monitor.records import NewsItem, decode
+    from monitor.core.records import NewsItem, decode
 
     return [decode(NewsItem, r.value) for r in read_topic(bootstrap, topic)]
 
 
 def dead_letters_on(bootstrap: str, topic: str) -> list:
-    from monitor.records import DeadLetter, decode
+    from monitor.core.records import DeadLetter, decode
 
     return [decode(DeadLetter, r.value) for r in read_topic(bootstrap, topic)]
 
@@ -190,13 +190,13 @@ def dead_letters_on(bootstrap: str, topic: str) -> list:
 @pytest.fixture
 def ingest_factory():
     """Builds an ingest core (state, producer, publisher) for settings; closes them at teardown."""
-    from monitor.bus.factory import make_bus
-    from monitor.component import Context
+    from monitor.app.component import Context
+    from monitor.core.bus.factory import make_bus
 
     made = []
 
     def factory(settings):
-        from connectors.component import build_core
+        from monitor.app.components.ingest import build_core
 
         bus = make_bus(settings)
         ctx = Context(settings=settings, bus=bus)

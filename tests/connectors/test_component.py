@@ -9,7 +9,7 @@ import pytest
 
 from connectors.settings import DEMO_SOURCE_NAME, ConnectorsSettings
 from connectors.webhook import sign
-from monitor.config import ConfigError
+from monitor.app.config import ConfigError
 from tests.connectors.conftest import Resp, fixture_bytes, news_on, static, wait_for
 
 
@@ -54,7 +54,7 @@ def test_invalid_sources_are_reported(make_settings, sources, message) -> None:
 def test_ingest_daemon_runs_pollers_replays_and_webhook(
     kafka_settings, kafka_bootstrap, feed_server, tmp_path, monkeypatch
 ) -> None:
-    from monitor.wiring import build_daemon
+    from monitor.app.wiring import build_daemon
 
     feed_server.routes["/a.xml"] = static(fixture_bytes("feed_a.xml"))
     feed_server.routes["/slow.xml"] = lambda req: Resp(200, b"", delay_s=1.0)

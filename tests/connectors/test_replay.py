@@ -13,8 +13,8 @@ import yaml
 
 from connectors.replay import LOOP_GAP, Replayer, read_file
 from connectors.settings import DEMO_FEED, FileSource
-from monitor.cli import main
-from monitor.records import NewsItem, decode
+from monitor.app.cli import main
+from monitor.core.records import NewsItem, decode
 from tests.connectors.conftest import dead_letters_on, news_on, read_topic
 
 UTC = timezone.utc

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from connectors.replay import Replayer
 from connectors.settings import FileSource
-from monitor.records import NewsItem, decode
+from monitor.core.records import NewsItem, decode
 
 
 def test_replay_rejects_400_digit_epoch_and_lone_surrogate_but_keeps_good_rows(

@@ -95,7 +95,7 @@ def test_replay_without_a_broker_is_refused_and_remembers_nothing(tmp_path: Path
     import os
     import stat
 
-    from monitor.cli import main
+    from monitor.app.cli import main
 
     for var in [v for v in list(os.environ) if v.startswith("FINSENT_")]:
         monkeypatch.delenv(var)

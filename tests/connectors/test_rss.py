@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from connectors.component import make_poller
 from connectors.identity import story_id
+from monitor.app.components.ingest import make_poller
 from tests.connectors.conftest import Resp, dead_letters_on, fixture_bytes, news_on, read_topic, sequence, static
 
 pytestmark = pytest.mark.kafka

@@ -23,7 +23,7 @@ from connectors.tickers import (
     _exchange_hits,
     load_alias_table,
 )
-from monitor.records import TickerMention
+from monitor.core.records import TickerMention
 
 
 def spans(mentions: tuple[TickerMention, ...]) -> list[tuple]:

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from connectors.webhook import WebhookStory, build_webhook_router, sign, story_to_draft
-from monitor.bus.base import BusError, RecordMetadata
+from monitor.core.bus.base import BusError, RecordMetadata
 from tests.connectors.conftest import news_on
 from tests.connectors.test_rss import sample
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitor.wiring import BUILDERS
+from monitor.app.wiring import BUILDERS
 from tests.deploy.bundle import (
     DEPLOY,
     ROLES,

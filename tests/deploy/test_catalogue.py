@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from monitor.metric_catalogue import LABEL_BOUNDS, catalogue, render, series_names
+from monitor.app.metric_catalogue import LABEL_BOUNDS, catalogue, render, series_names
 from tests.deploy.bundle import DEPLOY, ROOT
 from tests.deploy.procs import PROMTOOL, need
 
@@ -23,7 +23,7 @@ VARIABLES = {"$window": "15m", "$topic": "topic:x", "$ticker": "ticker:X", "$rol
 
 def test_metrics_doc_is_generated_from_the_code():
     assert (ROOT / "docs" / "METRICS.md").read_text() == render(), (
-        "docs/METRICS.md is stale: python -m monitor.metric_catalogue > docs/METRICS.md"
+        "docs/METRICS.md is stale: python -m monitor.app.metric_catalogue > docs/METRICS.md"
     )
 
 

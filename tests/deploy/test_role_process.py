@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from monitor.sdnotify import Notifier
+from monitor.core.sdnotify import Notifier
 from tests.deploy.procs import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +40,7 @@ def test_alerts_role_runs_alone_notifies_systemd_and_serves_its_metrics(tmp_path
         "FINSENT_KAFKA__BOOTSTRAP": "",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "monitor.cli", "run", "--stages", "alerts"],
+        [sys.executable, "-m", "monitor.app.cli", "run", "--stages", "alerts"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -84,8 +84,8 @@ def test_http_requests_are_counted_by_route_template_and_status():
     from fastapi.testclient import TestClient
     from prometheus_client import CollectorRegistry
 
-    from monitor.health import Health
-    from monitor.http import build_app
+    from monitor.app.http import build_app
+    from monitor.core.health import Health
 
     router = APIRouter()
 

@@ -127,7 +127,7 @@ class Topology:
         env["FINSENT_HTTP__PORT"] = str(port)
         self.ports[name] = port
         log = (self.tmp / f"{name}.log").open("ab")
-        argv = [sys.executable, "-m", "monitor.cli", *service["command"][1:]]
+        argv = [sys.executable, "-m", "monitor.app.cli", *service["command"][1:]]
         self.procs[name] = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp)
 
     def log(self, name: str) -> str:
@@ -194,7 +194,7 @@ def test_compose_topology_with_real_prometheus_and_alertmanager(tmp_path: Path, 
         # model-init, as compose runs it before classify and retrain
         init = services["model-init"]
         out = subprocess.run(
-            [sys.executable, "-m", "monitor.cli", *init["command"][1:]],
+            [sys.executable, "-m", "monitor.app.cli", *init["command"][1:]],
             capture_output=True,
             text=True,
             env=topo.env_for(init, tmp_path / "finsent.yaml"),

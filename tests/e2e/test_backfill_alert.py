@@ -34,8 +34,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alerts import signing
-from monitor.records import ScoredItem, TrendPoint, decode
+from monitor.core import signing
+from monitor.core.records import ScoredItem, TrendPoint, decode
 from monitor.stages.settings import AggregatorSettings
 from tests.alerts.helpers import Receiver
 from tests.finsent_process import FinsentProcess, db_value
@@ -189,7 +189,7 @@ def test_backfill_with_kill_dash_nine_alerts_once_and_equals_batch(n, kafka_sett
     env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
     env["PYTHONPATH"] = str(ROOT)
     replay = subprocess.run(
-        [sys.executable, "-m", "monitor.cli", "replay", str(stories), "--speed", "0", "--config", str(config)],
+        [sys.executable, "-m", "monitor.app.cli", "replay", str(stories), "--speed", "0", "--config", str(config)],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -33,7 +33,9 @@ def test_finsent_run_on_embedded_defaults_serves_trends_and_stops_on_sigterm(qui
         FINSENT_LOGGING__FORMAT="json",
     )
     log = (tmp_path / "daemon.log").open("w+")
-    proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monitor.app.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         # generous: starting the daemon (torch, the model) is slow on a loaded 2-core machine

@@ -17,8 +17,8 @@ from xml.sax.saxutils import escape
 import httpx
 import pytest
 
-from alerts import signing
-from monitor.wiring import PIPELINE, build_daemon
+from monitor.app.wiring import PIPELINE, build_daemon
+from monitor.core import signing
 from tests.alerts.helpers import Receiver
 from tests.connectors.conftest import Resp
 from tests.waiting import settled

@@ -51,7 +51,7 @@ def free_port() -> int:
 
 
 def finsent(*args: str) -> list[str]:
-    return [sys.executable, "-m", "monitor.cli", *args]  # the `finsent` console script's entry point
+    return [sys.executable, "-m", "monitor.app.cli", *args]  # the `finsent` console script's entry point
 
 
 def burst_notifications(home: Path, reason: str = "firing") -> list[dict]:

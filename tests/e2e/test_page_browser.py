@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry
 
-from monitor.bus.memory import MemoryBus
-from monitor.component import Context
-from monitor.http import HttpServer, build_app
-from monitor.ui.component import build_ui
+from monitor.app.component import Context
+from monitor.app.components.ui import build_ui
+from monitor.app.http import HttpServer, build_app
+from monitor.core.bus.memory import MemoryBus
 from tests.e2e.browser import chromium, needs_browser, wait_until
 from tests.monitor.test_ui import SCRIPT_TITLE, STORIES, fill
 
@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.e2e, needs_browser]
 def page_url(make_settings) -> Iterator[str]:
     settings = make_settings()
     ctx = Context(settings=settings, bus=MemoryBus(), registry=CollectorRegistry())
-    ctx.shared["trends"], ctx.shared["items"] = fill(settings, STORIES)
+    ctx.trends, ctx.items = fill(settings, STORIES)
     server = HttpServer(build_app(ctx.health, ctx.registry, build_ui(ctx).routers), "127.0.0.1", 0)
     server.start()
     try:

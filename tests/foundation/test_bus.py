@@ -9,10 +9,10 @@ from datetime import datetime
 
 import pytest
 
-from monitor.bus.base import Bus, BusError, ConsumerOptions, Message, TopicPartition
-from monitor.bus.codec import DeadLetterSink, RecordReader, next_offsets, send_record
-from monitor.bus.memory import MemoryBus
-from monitor.records import DeadLetter, NewsItem, decode
+from monitor.core.bus.base import Bus, BusError, ConsumerOptions, Message, TopicPartition
+from monitor.core.bus.codec import DeadLetterSink, RecordReader, next_offsets, send_record
+from monitor.core.bus.memory import MemoryBus
+from monitor.core.records import DeadLetter, NewsItem, decode
 from tests.waiting import wait_until
 
 
@@ -21,8 +21,8 @@ def bus(request) -> Bus:
     if request.param == "memory":
         b: Bus = MemoryBus()
     else:
-        from monitor.bus.kafka import KafkaBus
-        from monitor.config import KafkaSettings
+        from monitor.app.config import KafkaSettings
+        from monitor.core.bus.kafka import KafkaBus
 
         b = KafkaBus(KafkaSettings(bootstrap=request.getfixturevalue("kafka_bootstrap"), session_timeout_ms=6000))
     yield b

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor.cli import main
-from monitor.config import ConfigError, load_settings
+from monitor.app.cli import main
+from monitor.app.config import ConfigError, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -94,7 +94,7 @@ def test_the_shipped_example_config_is_valid(capsys, monkeypatch):
 
 
 def test_the_demo_gets_grace_for_its_compressed_time_unless_grace_is_set():
-    from monitor.config import DEMO_GRACE_WALL_S, load_settings
+    from monitor.app.config import DEMO_GRACE_WALL_S, load_settings
 
     demo = load_settings(None)
     assert demo.connectors.demo and demo.aggregator.grace == DEMO_GRACE_WALL_S * demo.connectors.demo_speed

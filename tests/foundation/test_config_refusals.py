@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from alerts.ruleset import RulesError, load_rules
-from monitor.cli import main
+from monitor.app.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,7 +38,7 @@ def check_config(path: Path, capsys) -> tuple[int, str]:
 def finsent(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
     return subprocess.run(
-        [sys.executable, "-m", "monitor.cli", *args],
+        [sys.executable, "-m", "monitor.app.cli", *args],
         env={**base, "PYTHONPATH": str(ROOT), **(env or {})},
         cwd=ROOT,
         capture_output=True,
@@ -105,7 +105,7 @@ def test_duplicate_yaml_keys_are_refused_naming_both_lines(tmp_path, capsys):
 
 
 def test_merge_keys_and_flow_mappings_still_load(tmp_path):
-    from monitor.yamlfile import YamlFileError, load_yaml
+    from monitor.core.yamlfile import YamlFileError, load_yaml
 
     assert load_yaml(write(tmp_path / "m.yaml", "base: &b {a: 1}\nx:\n  <<: *b\n  a: 2\n")) == {
         "base": {"a": 1},

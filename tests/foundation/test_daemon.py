@@ -7,8 +7,8 @@ import threading
 import httpx
 from prometheus_client import CollectorRegistry, Counter
 
-from monitor.bus.memory import MemoryBus
-from monitor.daemon import Daemon
+from monitor.app.daemon import Daemon
+from monitor.core.bus.memory import MemoryBus
 
 
 class LoopStage:

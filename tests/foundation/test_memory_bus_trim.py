@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import tracemalloc
 
-from monitor.bus.base import ConsumerOptions, TopicPartition
-from monitor.bus.factory import make_bus
-from monitor.bus.memory import TRIM_CHUNK, MemoryBus
-from monitor.config import load_settings
+from monitor.app.config import load_settings
+from monitor.core.bus.base import ConsumerOptions, TopicPartition
+from monitor.core.bus.factory import make_bus
+from monitor.core.bus.memory import TRIM_CHUNK, MemoryBus
 
 
 def _drain(consumer, commit: bool = True) -> list:

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from monitor.bus.memory import MemoryBus
-from monitor.daemon import Daemon
+from monitor.app.daemon import Daemon
+from monitor.core.bus.memory import MemoryBus
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -2,7 +2,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from monitor.records import (
+from monitor.core.records import (
     SCHEMA_VERSION,
     Alert,
     DeadLetter,

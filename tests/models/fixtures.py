@@ -77,7 +77,7 @@ def _library_versions() -> dict[str, str]:
 
 
 def _settings(home: Path):
-    from monitor.config import load_settings
+    from monitor.app.config import load_settings
 
     # model_copy: FINSENT_HOME in the environment must not redirect the test's registry
     return load_settings(None).model_copy(update={"home": home})

@@ -23,7 +23,12 @@ def run_cli(home: Path, *args: str, timeout: int = 300) -> subprocess.CompletedP
     }
     env.pop("FINSENT_CONFIG", None)
     return subprocess.run(
-        [sys.executable, "-m", "models", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "monitor.app.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

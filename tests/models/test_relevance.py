@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from models.relevance import relevance
-from monitor.records import NewsItem, TickerMention
+from monitor.core.records import NewsItem, TickerMention
 
 
 def story(

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from connectors.tickers import TickerExtractor, default_aliases
 from models.data import DATA_DIR
 from models.relevance import relevance
-from monitor.records import NewsItem
+from monitor.core.records import NewsItem
 
 FLOOR = 0.2
 

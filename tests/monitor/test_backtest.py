@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from monitor.backtest import backtest, read_stories_file
+from monitor.app.backtest import backtest, read_stories_file
 from tests.stages.helpers import news
 from tests.stages.keyword_engine import KeywordEngine
 

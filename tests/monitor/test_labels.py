@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
 
-from monitor.bus.codec import send_record
-from monitor.bus.memory import MemoryBus
-from monitor.component import Context
-from monitor.labels import LabelCollector, LabelStore, Vote, labels_router, resolve
-from monitor.records import LabelRecord, utcnow
+from monitor.core.bus.codec import send_record
+from monitor.core.bus.memory import MemoryBus
+from monitor.core.records import LabelRecord, utcnow
+from monitor.learning.labels import LabelCollector, LabelStore, Vote, labels_router, resolve
+from monitor.learning.metrics import RetrainMetrics
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,13 +61,13 @@ def test_resolve_tie_goes_to_the_later_labelled_at():
 
 
 def _app(store, stories):
-    """The daemon's app: the labels router behind the daemon's authentication (monitor.auth)."""
+    """The daemon's app: the labels router behind the daemon's authentication (monitor.app.auth)."""
     from prometheus_client import CollectorRegistry
 
-    from monitor.auth import HttpAuthSettings, TokenSettings
-    from monitor.config import HttpSettings
-    from monitor.health import Health
-    from monitor.http import build_app
+    from monitor.app.auth import HttpAuthSettings, TokenSettings
+    from monitor.app.config import HttpSettings
+    from monitor.app.http import build_app
+    from monitor.core.health import Health
 
     auth = HttpAuthSettings(
         tokens=[
@@ -146,7 +147,7 @@ def test_post_labels_needs_a_write_token(client):
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
     env = {"PYTHONPATH": str(ROOT), "FINSENT_HOME": str(home), "PATH": "/usr/bin:/bin"}
     return subprocess.run(
-        [sys.executable, "-m", "monitor.cli", *args], capture_output=True, text=True, env=env, timeout=120, cwd=ROOT
+        [sys.executable, "-m", "monitor.app.cli", *args], capture_output=True, text=True, env=env, timeout=120, cwd=ROOT
     )
 
 
@@ -203,7 +204,7 @@ def test_collector_stores_labels_from_the_topic_and_dead_letters_garbage(make_se
     )
     send_record(producer, settings.topics.labels, LabelRecord(task="sentiment", text="x", label="sideways"))
     producer.send(settings.topics.labels, b"not a label")
-    collector = LabelCollector(Context(settings=settings, bus=bus), store)
+    collector = LabelCollector(settings.topics, bus, store, RetrainMetrics(CollectorRegistry()))
     stop = threading.Event()
     t = threading.Thread(target=collector.run, args=(stop,))
     t.start()

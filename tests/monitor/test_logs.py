@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 
-from monitor.logs import configure_logging
+from monitor.core.logs import configure_logging
 
 
 def test_kafkas_slow_network_step_warning_is_dropped_and_other_warnings_pass():

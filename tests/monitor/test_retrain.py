@@ -13,9 +13,10 @@ from prometheus_client import CollectorRegistry
 from models.data import load_split
 from models.gate import GatePolicy, decide
 from models.runs import RunReports
-from monitor.labels import LabelStore, Vote
-from monitor.records import utcnow
-from monitor.retrain import RetrainMetrics, _in_holdout, run_child, run_retrain
+from monitor.core.records import utcnow
+from monitor.learning.labels import LabelStore, Vote
+from monitor.learning.metrics import RetrainMetrics
+from monitor.learning.retrain import _in_holdout, run_child, run_retrain
 
 
 def _votes(texts, label="negative", task="sentiment", labeller="ann"):

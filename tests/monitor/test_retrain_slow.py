@@ -13,12 +13,12 @@ from models.data import load_split
 from models.engine import InferenceEngine
 from models.registry import Registry
 from models.runs import RunReports
-from monitor.bus.memory import MemoryBus
-from monitor.component import Context
-from monitor.labels import LabelStore, Vote
-from monitor.records import utcnow
-from monitor.retrain import run_retrain
-from monitor.wiring import build_daemon
+from monitor.app.component import Context
+from monitor.app.wiring import build_daemon
+from monitor.core.bus.memory import MemoryBus
+from monitor.core.records import utcnow
+from monitor.learning.labels import LabelStore, Vote
+from monitor.learning.retrain import run_retrain
 from tests.models.fixtures import trained_tiny_home
 from tests.stages.kafka_helpers import wait_until
 
@@ -84,7 +84,7 @@ def test_scheduled_run_learns_a_slang_term_and_promotes_it(make_settings, tmp_pa
     champion = Registry.from_settings(settings).current()
     ctx = Context(settings=settings, bus=MemoryBus())
     ctx.bus.ensure_topics(settings.topics.all())  # as the daemon's bus factory does
-    engine = ctx.shared["engine"] = InferenceEngine.from_settings(settings)
+    engine = ctx.engine = InferenceEngine.from_settings(settings)
     before = [p.sentiment for p in engine.predict(PROBES)]
     assert before.count("negative") <= 1, before  # the champion does not know the term
     daemon, _ = build_daemon(settings, ("retrain",), ctx)

@@ -8,12 +8,12 @@ import threading
 from prometheus_client import CollectorRegistry
 
 from models.runs import RunReports
-from monitor.bus.codec import send_record
-from monitor.bus.memory import MemoryBus
-from monitor.labels import LabelStore
-from monitor.retrain import check_shadow, run_retrain
-from monitor.shadow import ShadowScorer, shadow_pointer, shadow_stats
+from monitor.core.bus.codec import send_record
+from monitor.core.bus.memory import MemoryBus
+from monitor.learning.labels import LabelStore
+from monitor.learning.retrain import check_shadow, run_retrain
 from monitor.stages.classify import ClassifyStage
+from monitor.stages.shadow import ShadowScorer, shadow_pointer, shadow_stats
 from tests.monitor.test_retrain import FakeRunner, _registry_with_champion, _votes
 from tests.stages.helpers import news
 from tests.stages.keyword_engine import KeywordEngine

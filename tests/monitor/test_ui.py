@@ -8,13 +8,13 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
-from monitor.bus.memory import MemoryBus
-from monitor.component import Context
-from monitor.http import build_app
-from monitor.records import NewsItem, ScoredItem
+from monitor.app.component import Context
+from monitor.app.components.ui import build_ui
+from monitor.app.http import build_app
+from monitor.core.bus.memory import MemoryBus
+from monitor.core.records import NewsItem, ScoredItem
 from monitor.stages.stores import ItemStore, TrendStore
 from monitor.stages.windows import PartitionWindows
-from monitor.ui.component import build_ui
 from tests.alerts.helpers import T0
 
 SCRIPT_TITLE = "<script>window.__pwned = 1</script> Halvorsen <b>plunges</b>"
@@ -68,8 +68,8 @@ def page(make_settings):
         if stories is not None:
             trends, items = fill(settings, stories)
             if with_trends:
-                ctx.shared["trends"] = trends
-            ctx.shared["items"] = items
+                ctx.trends = trends
+            ctx.items = items
         component = build_ui(ctx)
         return TestClient(build_app(ctx.health, ctx.registry, component.routers), base_url="http://127.0.0.1")
 
@@ -152,7 +152,7 @@ def test_a_process_without_trends_says_what_it_lacks(page):
 
 
 def test_behind_auth_the_page_shell_is_open_and_its_data_needs_a_token(make_settings):
-    from monitor.config import HttpSettings
+    from monitor.app.config import HttpSettings
 
     settings = make_settings()
     ctx = Context(settings=settings, bus=MemoryBus(), registry=CollectorRegistry())

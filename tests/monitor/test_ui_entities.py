@@ -7,13 +7,13 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
-from monitor.api.routes import items_router
-from monitor.bus.memory import MemoryBus
-from monitor.component import Context
-from monitor.http import build_app
-from monitor.records import EntitySentiment, NewsItem, ScoredItem, TickerMention
+from monitor.app.component import Context
+from monitor.app.components.ui import build_ui
+from monitor.app.http import build_app
+from monitor.core.bus.memory import MemoryBus
+from monitor.core.records import EntitySentiment, NewsItem, ScoredItem, TickerMention
+from monitor.stages.routes import items_router
 from monitor.stages.stores import ItemStore
-from monitor.ui.component import build_ui
 from tests.alerts.helpers import T0
 
 TITLE = "Globex shares soar after rival Initech recalls flagship product"
@@ -89,7 +89,7 @@ def client(make_settings) -> TestClient:
     items = ItemStore()
     for s in (plain(), conflicting()):
         items.put(s)
-    ctx.shared["items"] = items
+    ctx.items = items
     return TestClient(build_app(ctx.health, ctx.registry, build_ui(ctx).routers), base_url="http://127.0.0.1")
 
 

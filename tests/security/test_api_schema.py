@@ -1,7 +1,7 @@
 """#26 item 25, the schema is tested: schemathesis runs against the real HTTP app with every one of
 its checks and every phase (examples, coverage, fuzzing, stateful) and finds nothing.
 
-The app is the one ``finsent run`` serves: :func:`monitor.wiring.build_daemon` with every stage of
+The app is the one ``finsent run`` serves: :func:`monitor.app.wiring.build_daemon` with every stage of
 the pipeline on the in-process bus (stages not started, a keyword engine instead of a trained
 model), a webhook push source, read/write/admin tokens and no demo; the requests go in process
 (ASGI) with ``Host: 127.0.0.1`` and the admin token. The run is deterministic (fixed seed,
@@ -25,14 +25,14 @@ from prometheus_client import CollectorRegistry
 from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import events, from_schema
 
-from monitor.bus.memory import MemoryBus
-from monitor.component import Context
-from monitor.config import load_settings
-from monitor.health import Health
-from monitor.http import build_app
+from monitor.app.component import Context
+from monitor.app.config import load_settings
+from monitor.app.http import build_app
+from monitor.app.wiring import PIPELINE, build_daemon
+from monitor.core.bus.memory import MemoryBus
+from monitor.core.health import Health
 from monitor.ui.overview import UiError
 from monitor.ui.page import SEARCHABLE, page_router
-from monitor.wiring import PIPELINE, build_daemon
 from tests.stages.keyword_engine import KeywordEngine
 
 READ, WRITE, ADMIN = "r" * 24, "w" * 24, "a" * 24
@@ -144,7 +144,7 @@ def daemon_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
         )
         settings.ensure_dirs()
         ctx = Context(settings=settings, bus=MemoryBus())
-        ctx.shared["engine"] = KeywordEngine()  # classify's engine without a trained model
+        ctx.engine = KeywordEngine()  # classify's engine without a trained model
         daemon, ctx = build_daemon(settings, PIPELINE, ctx)
         try:
             yield build_app(ctx.health, ctx.registry, daemon.routers, settings.http)

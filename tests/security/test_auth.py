@@ -13,11 +13,11 @@ from fastapi import APIRouter
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
-from monitor.auth import TokenSettings
-from monitor.cliargs import settings_problems
-from monitor.config import HttpSettings, load_settings
-from monitor.health import Health
-from monitor.http import HttpServer, build_app
+from monitor.app.auth import TokenSettings
+from monitor.app.cliargs import settings_problems
+from monitor.app.config import HttpSettings, load_settings
+from monitor.app.http import HttpServer, build_app
+from monitor.core.health import Health
 
 READ, WRITE, ADMIN = "r" * 20, "w" * 20, "a" * 20
 

@@ -24,9 +24,9 @@ import httpx
 import pytest
 import yaml
 
-from alerts import signing
 from connectors.webhook import sign
-from monitor.wiring import PIPELINE, build_daemon
+from monitor.app.wiring import PIPELINE, build_daemon
+from monitor.core import signing
 from tests.alerts.helpers import Receiver
 from tests.conftest import KAFKA_LOCAL
 from tests.connectors.conftest import FeedServer, Resp, read_topic
@@ -146,7 +146,7 @@ def test_broker_down_at_start_then_killed_mid_stream(tmp_path: Path) -> None:
 
     with log_path.open("w") as log:
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "monitor.cli", "ingest", "--config", str(cfg)],
+            [sys.executable, "-m", "monitor.app.cli", "ingest", "--config", str(cfg)],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -11,8 +11,8 @@ import pytest
 
 from alerts.ruleset import RulesError, load_rules
 from connectors.text import clean_text
-from monitor.cli import main
-from monitor.secrets import mask_message
+from monitor.app.cli import main
+from monitor.core.secrets import mask_message
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = ("hunter2pw", "sourcepw9", "12345678", "s3cr3t-paste", "987654321")
@@ -73,7 +73,7 @@ def test_no_secret_in_config_errors_of_the_real_cli(tmp_path):
     config.write_text(CONFIG)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
     got = subprocess.run(
-        [sys.executable, "-m", "monitor.cli", "check-config", str(config)],
+        [sys.executable, "-m", "monitor.app.cli", "check-config", str(config)],
         cwd=ROOT,
         env={**env, "PYTHONPATH": str(ROOT), "FINSENT_HOME": str(tmp_path)},
         capture_output=True,

@@ -24,11 +24,11 @@ from alerts.api import alerts_router
 from alerts.state import AlertInstance
 from alerts.store import AlertStore, Changes
 from connectors.webhook import build_webhook_router, sign
-from monitor.api.routes import trends_router
-from monitor.cli import main
-from monitor.config import HttpSettings
-from monitor.health import Health
-from monitor.http import build_app
+from monitor.app.cli import main
+from monitor.app.config import HttpSettings
+from monitor.app.http import build_app
+from monitor.core.health import Health
+from monitor.stages.routes import trends_router
 from monitor.stages.stores import TrendStore
 from tests.connectors.conftest import dead_letters_on, ingest_factory, news_on  # noqa: F401 - fixture
 

@@ -24,11 +24,12 @@ from alerts.outbox import OutboxDeliverer
 from alerts.settings import ReceiverSettings
 from alerts.store import AlertStore
 from connectors.webhook import build_webhook_router, sign
-from monitor.bus.base import TopicPartition
-from monitor.health import Health
-from monitor.http import build_app
+from monitor.app.http import build_app
+from monitor.core.backoff import Backoff
+from monitor.core.bus.base import TopicPartition
+from monitor.core.health import Health
+from monitor.core.persist import Persister
 from monitor.stages.checkpoint import CheckpointStore, PartitionDelta
-from monitor.stages.persist import Persister
 from monitor.stages.windows import StateDelta
 from tests.alerts.helpers import OIL, point, rules
 from tests.connectors.conftest import ingest_factory, news_on  # noqa: F401 - fixture
@@ -292,8 +293,8 @@ def test_full_disk_does_not_make_the_outbox_send_twice(small_state_dir: Path) ->
 def test_a_disk_full_at_start_holds_the_aggregator_not_ready_until_space_returns(small_state_dir: Path) -> None:
     """Started with no space for its checkpoint: the window stage waits, not ready, with the reason,
     and opens its checkpoint and joins the stream once space returns (no crash)."""
-    from monitor.bus.memory import MemoryBus
-    from monitor.config import load_settings
+    from monitor.app.config import load_settings
+    from monitor.core.bus.memory import MemoryBus
     from monitor.stages.aggregate import AggregateMetrics, TrendStage, repartition_topic
     from monitor.stages.changelog import changelog_topic
     from monitor.stages.stores import TrendStore
@@ -311,7 +312,7 @@ def test_a_disk_full_at_start_holds_the_aggregator_not_ready_until_space_returns
     )
     registry = CollectorRegistry()
     stage = TrendStage(settings, bus, AggregateMetrics(registry), TrendStore(), small_state_dir / "aggregate.db")
-    stage._persister.initial_backoff_s = stage._persister.max_backoff_s = 0.05
+    stage._persister.backoff = Backoff(0.05, 0.05)
     filler = fill(small_state_dir)
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -363,7 +364,7 @@ def test_the_daemon_started_on_a_full_disk_says_so_and_exits_for_a_retry(small_s
     env.update(FINSENT_HOME=str(home), HF_HUB_OFFLINE="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "monitor.cli", "run", "--stages", "alerts", "--config", str(config)],
+            [sys.executable, "-m", "monitor.app.cli", "run", "--stages", "alerts", "--config", str(config)],
             env=env,
             capture_output=True,
             text=True,

@@ -8,10 +8,10 @@ import os
 import pytest
 import yaml
 
-from monitor.bus.base import Message
-from monitor.bus.codec import DeadLetterSink
-from monitor.bus.factory import make_bus
-from monitor.cli import main
+from monitor.app.cli import main
+from monitor.core.bus.base import Message
+from monitor.core.bus.codec import DeadLetterSink
+from monitor.core.bus.factory import make_bus
 from tests.connectors.conftest import read_topic
 
 pytestmark = pytest.mark.kafka

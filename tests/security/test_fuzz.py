@@ -28,8 +28,8 @@ from connectors.rss import entries_to_drafts
 from connectors.settings import JsonApiSource, RssSource, WebhookSource
 from connectors.tickers import TickerExtractor
 from connectors.webhook import parse_stories, story_to_draft
-from monitor.config import ConfigError, load_settings
-from monitor.records import NewsItem, RecordDecodeError, ScoredItem, TrendPoint, decode
+from monitor.app.config import ConfigError, load_settings
+from monitor.core.records import NewsItem, RecordDecodeError, ScoredItem, TrendPoint, decode
 
 FUZZ = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]

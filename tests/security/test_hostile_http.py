@@ -23,13 +23,13 @@ from connectors.metrics import IngestMetrics
 from connectors.publisher import PublishResult
 from connectors.settings import WebhookSource
 from connectors.webhook import build_webhook_router, sign
-from monitor.api.routes import items_router, trends_router
-from monitor.auth import HttpAuthSettings, trusted_hosts
-from monitor.cli import main
-from monitor.config import ConfigError, HttpSettings, load_settings
-from monitor.health import Health
-from monitor.http import HttpServer, build_app
-from monitor.labels import LabelStore, labels_router
+from monitor.app.auth import HttpAuthSettings, trusted_hosts
+from monitor.app.cli import main
+from monitor.app.config import ConfigError, HttpSettings, load_settings
+from monitor.app.http import HttpServer, build_app
+from monitor.core.health import Health
+from monitor.learning.labels import LabelStore, labels_router
+from monitor.stages.routes import items_router, trends_router
 from monitor.stages.stores import ItemStore, TrendStore
 from monitor.ui.page import page_router
 

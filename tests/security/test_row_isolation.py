@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from monitor.cli import main
-from monitor.csvfile import iter_csv
-from monitor.labels import LabelBatchError, read_label_file, validate_rows
+from monitor.app.cli import main
+from monitor.core.csvfile import iter_csv
+from monitor.learning.labels import LabelBatchError, read_label_file, validate_rows
 
 UNTERMINATED = (
     "task,label,text\n"
@@ -96,7 +96,7 @@ def test_dlq_list_to_a_dead_broker_is_one_line_no_traceback(tmp_path: Path) -> N
     for argv in (["dlq", "list"], ["replay", str(tmp_path / "x.jsonl")]):
         (tmp_path / "x.jsonl").write_text('{"title": "t", "published_at": "2026-11-20T10:00:00Z"}\n')
         done = subprocess.run(
-            [sys.executable, "-m", "monitor.cli", *argv, "--kafka", f"127.0.0.1:{port}"],
+            [sys.executable, "-m", "monitor.app.cli", *argv, "--kafka", f"127.0.0.1:{port}"],
             capture_output=True,
             text=True,
             timeout=60,

@@ -97,7 +97,7 @@ def test_no_secret_is_ever_printed(quick_model_home: Path, tmp_path: Path, kafka
     env.update(HF_HUB_OFFLINE="1", FINSENT_TEST_API_SECRET=s["api_env"], FINSENT_TEST_PUSH_SECRET=s["push"])
 
     checked = subprocess.run(
-        [sys.executable, "-m", "monitor.cli", "check-config", str(cfg)],
+        [sys.executable, "-m", "monitor.app.cli", "check-config", str(cfg)],
         env=env,
         capture_output=True,
         text=True,
@@ -109,7 +109,7 @@ def test_no_secret_is_ever_printed(quick_model_home: Path, tmp_path: Path, kafka
     log_path = tmp_path / "daemon.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "monitor.cli", "run", "--config", str(cfg)],
+            [sys.executable, "-m", "monitor.app.cli", "run", "--config", str(cfg)],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

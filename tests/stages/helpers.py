@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from monitor.records import EntitySentiment, NewsItem, ScoredItem
+from monitor.core.records import EntitySentiment, NewsItem, ScoredItem
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)  # aligned to every window size used
 

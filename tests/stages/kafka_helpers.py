@@ -6,7 +6,7 @@ import time
 
 from kafka import KafkaConsumer, TopicPartition
 
-from monitor.bus.base import Message
+from monitor.core.bus.base import Message
 from tests.waiting import wait_until  # noqa: F401 - re-exported: the Kafka tests import it from here
 
 
@@ -39,7 +39,7 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Mess
 
 def final_points(bootstrap: str, topic: str) -> dict:
     """The last TrendPoint per (key, window, window_start) on ``topic`` (revisions replace points)."""
-    from monitor.records import TrendPoint, decode
+    from monitor.core.records import TrendPoint, decode
 
     last: dict = {}
     for m in read_topic(bootstrap, topic, timeout_s=60):

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 
 from models.prediction import Prediction
-from monitor.records import SENTIMENT_LABELS
+from monitor.core.records import SENTIMENT_LABELS
 
 POSITIVE = frozenset(
     "beat beats surge surges soar soars rally rallies gain gains record upgrade upgraded profit profits "

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 
-from monitor.records import ScoredItem, decode
+from monitor.core.records import ScoredItem, decode
 
 Contribution = tuple[str, str]  # (trend key, story id)
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
-from monitor.records import ScoredItem
+from monitor.core.records import ScoredItem
 
 MILLIONTHS = 1_000_000
 """The spec: sums are integers in millionths, each story's term rounded to the nearest millionth."""

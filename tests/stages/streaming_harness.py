@@ -10,11 +10,11 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from monitor.bus.base import ConsumerOptions
-from monitor.bus.codec import send_record
-from monitor.bus.memory import MemoryBus
-from monitor.config import load_settings
-from monitor.records import ScoredItem, TrendPoint, decode
+from monitor.app.config import load_settings
+from monitor.core.bus.base import ConsumerOptions
+from monitor.core.bus.codec import send_record
+from monitor.core.bus.memory import MemoryBus
+from monitor.core.records import ScoredItem, TrendPoint, decode
 from monitor.stages.aggregate import AggregateMetrics, RekeyStage, TrendStage, repartition_topic
 from monitor.stages.changelog import changelog_topic
 from monitor.stages.stores import TrendStore
@@ -205,6 +205,6 @@ class Aggregator:
         group = self.bus._groups.get(f"{self.settings.aggregator.group_id}.rekey")
         if group is None:
             return 0
-        from monitor.bus.base import TopicPartition
+        from monitor.core.bus.base import TopicPartition
 
         return group.committed.get(TopicPartition(self.settings.topics.scored, partition), 0)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitor.bus.codec import send_record
-from monitor.bus.kafka import KafkaBus
+from monitor.core.bus.codec import send_record
+from monitor.core.bus.kafka import KafkaBus
 from tests.finsent_process import FinsentProcess
 from tests.stages.helpers import scored
 from tests.stages.kafka_helpers import final_points, wait_until

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitor.bus.kafka import KafkaBus
-from monitor.records import TrendPoint, decode
+from monitor.core.bus.kafka import KafkaBus
+from monitor.core.records import TrendPoint, decode
 from monitor.stages.settings import AggregatorSettings
 from tests.stages.kafka_helpers import read_topic, wait_until
 from tests.stages.kill_point import Checkpointed
@@ -57,7 +57,7 @@ class Host:
         env["PYTHONPATH"] = str(ROOT)
         with self.log.open("a") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "monitor.cli", "aggregate", "--config", str(self.config)],
+                [sys.executable, "-m", "monitor.app.cli", "aggregate", "--config", str(self.config)],
                 cwd=ROOT,
                 env=env,
                 stdout=out,

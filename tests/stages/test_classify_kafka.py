@@ -8,9 +8,9 @@ from collections import Counter
 import pytest
 from prometheus_client import CollectorRegistry
 
-from monitor.bus.codec import send_record
-from monitor.bus.kafka import KafkaBus
-from monitor.records import DeadLetter, ScoredItem, decode
+from monitor.core.bus.codec import send_record
+from monitor.core.bus.kafka import KafkaBus
+from monitor.core.records import DeadLetter, ScoredItem, decode
 from monitor.stages.classify import ClassifyStage
 from tests.stages.helpers import news
 from tests.stages.kafka_helpers import read_topic, wait_until

@@ -7,10 +7,10 @@ import threading
 import pytest
 from prometheus_client import CollectorRegistry
 
-from monitor.bus.base import ConsumerOptions, TopicPartition
-from monitor.bus.codec import send_record
-from monitor.bus.memory import MemoryBus
-from monitor.records import ScoredItem, decode
+from monitor.core.bus.base import ConsumerOptions, TopicPartition
+from monitor.core.bus.codec import send_record
+from monitor.core.bus.memory import MemoryBus
+from monitor.core.records import ScoredItem, decode
 from monitor.stages.classify import ClassifyStage
 from monitor.stages.scoring import EngineFailure, score_isolating_poison
 from tests.stages.helpers import news

@@ -9,8 +9,8 @@ import pytest
 
 from models.engine import InferenceEngine
 from models.registry import Registry
-from monitor.bus.kafka import KafkaBus
-from monitor.records import ScoredItem, decode
+from monitor.core.bus.kafka import KafkaBus
+from monitor.core.records import ScoredItem, decode
 from tests.models.fixtures import trained_tiny_home
 from tests.models.test_engine import _clone_version
 from tests.stages.kafka_helpers import read_topic, wait_until

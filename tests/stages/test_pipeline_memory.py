@@ -5,12 +5,12 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from monitor.bus.codec import send_record
-from monitor.bus.memory import MemoryBus
-from monitor.component import Context
-from monitor.daemon import Daemon
-from monitor.records import DeadLetter, ScoredItem, TrendPoint, decode
-from monitor.stages.component import build_aggregate, build_classify
+from monitor.app.component import Context
+from monitor.app.components.stages import build_aggregate, build_classify
+from monitor.app.daemon import Daemon
+from monitor.core.bus.codec import send_record
+from monitor.core.bus.memory import MemoryBus
+from monitor.core.records import DeadLetter, ScoredItem, TrendPoint, decode
 from tests.stages.helpers import news
 from tests.stages.keyword_engine import KeywordEngine
 from tests.waiting import wait_until
@@ -36,7 +36,7 @@ def pipeline(make_settings):
     bus = MemoryBus(default_partitions=3)
     bus.ensure_topics(settings.topics.all())
     ctx = Context(settings=settings, bus=bus)
-    ctx.shared["engine"] = KeywordEngine(poison=["poison"])
+    ctx.engine = KeywordEngine(poison=["poison"])
     components = [build_classify(ctx), build_aggregate(ctx)]
     daemon = Daemon(
         bus=bus,
@@ -80,7 +80,7 @@ def test_classify_to_trends_on_memory_bus(pipeline):
     wait_for(lambda: len(letters()) == 11, what="11 dead letters")
     assert sorted(letter.reason.split(":")[0] for letter in letters()) == ["classifier failed"] * 10 + ["news_item"]
 
-    store = ctx.shared["trends"]
+    store = ctx.trends
 
     def series_count(key, n):
         def check():

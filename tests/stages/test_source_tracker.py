@@ -9,7 +9,7 @@ idle then lets the watermark run ahead and their stories, on time, are dropped a
 
 from __future__ import annotations
 
-from monitor.bus.base import Backlog, co_partition
+from monitor.core.bus.base import Backlog, co_partition
 from monitor.stages.aggregate import SourceTracker
 
 IDLE = 3.0

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitor.bus.base import Message
+from monitor.core.bus.base import Message
 from monitor.stages import changelog
 from monitor.stages.checkpoint import CheckpointStore
 from monitor.stages.settings import AggregatorSettings

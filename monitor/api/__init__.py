@@ -1,1 +1,0 @@
-"""Query routes of the streaming stages: ``GET /trends`` and ``GET /items/{id}``."""

@@ -1,0 +1,23 @@
+"""Transport: the :class:`Bus` interface and its Kafka and in-process implementations."""
+
+from monitor.core.bus.base import (
+    Bus,
+    BusError,
+    Consumer,
+    ConsumerOptions,
+    Message,
+    Producer,
+    RecordMetadata,
+    TopicPartition,
+)
+
+__all__ = [
+    "Bus",
+    "BusError",
+    "Consumer",
+    "ConsumerOptions",
+    "Message",
+    "Producer",
+    "RecordMetadata",
+    "TopicPartition",
+]

@@ -1,0 +1,384 @@
+"""The retrain job: fresh labels -> a challenger trained in a child process -> the gate -> promotion.
+
+One run (:func:`run_retrain`, from the apscheduler cron ``retrain.cron`` or ``finsent retrain --now``):
+
+1. **Plan**: resolve the stored votes (``monitor.learning.labels``: majority, then latest). Skip, with the
+   reason, when fewer than ``retrain.min_new_labels`` votes arrived or changed since the last
+   completed run. Labels whose text is in a fixed validation set are refused for training (they
+   would make the gate's evidence meaningless). The rest is split by a stable hash of the text:
+   ``retrain.holdout_share`` is held out (never trained on, in this run or any later one).
+2. **Train** in a child process (``python -m monitor.app.commands.challenger``) with ``retrain.threads``
+   OpenMP/torch threads and ``retrain.nice`` added niceness, so classify keeps its cores; killed
+   past ``retrain.time_budget``. The training rows are the profile's base data (the replay that
+   keeps the model from forgetting) plus the fresh labels. The child publishes the challenger
+   unpromoted and scores it and the champion on every fixed set and on the held-out labels.
+3. **Gate** (``models.gate``) and promote when it passes and ``retrain.auto_promote``; a serving
+   engine in this process swaps at once (others follow the registry pointer between batches).
+4. **Report** in the registry (``models.runs``), whatever the result, and Prometheus metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import structlog
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from models import GatePolicy, Registry, RunReports, decide, load_fixed_sets, normalise_for_dedup
+from monitor.learning.labels import LabelStore, ResolvedLabel
+from monitor.learning.metrics import RetrainMetrics
+from monitor.stages import shadow_pointer, shadow_stats, start_shadow, stop_shadow
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class RunPlan:
+    train: list[tuple[str, str, str]]
+    holdout: list[tuple[str, str, str]]
+    refused: list[tuple[str, str, str]]
+    fresh: int
+    up_to_seq: int
+
+
+def _in_holdout(task: str, text: str, share: float) -> bool:
+    """Stable across runs: a held-out text stays held out forever."""
+
+    digest = hashlib.sha256(f"{task}\0{normalise_for_dedup(text)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def validation_texts(settings: Any) -> set[tuple[str, str]]:
+    """(task, normalised text) of every row of every fixed validation set (all rows, not a sample)."""
+
+    specs = [s.model_dump(mode="json") for s in settings.retrain.validation_sets]
+    return {
+        (task, normalise_for_dedup(r.text)) for task, rows in load_fixed_sets(specs, None, 0).values() for r in rows
+    }
+
+
+def plan_run(settings: Any, labels: list[ResolvedLabel], fresh: int, up_to_seq: int) -> RunPlan:
+
+    blocked = validation_texts(settings)
+    plan = RunPlan([], [], [], fresh, up_to_seq)
+    for r in labels:
+        row = (r.task, r.text, r.label)
+        if (r.task, normalise_for_dedup(r.text)) in blocked:
+            plan.refused.append(row)
+        elif _in_holdout(r.task, r.text, settings.retrain.holdout_share):
+            plan.holdout.append(row)
+        else:
+            plan.train.append(row)
+    return plan
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
+    return f"r{now:%Y%m%d-%H%M%S}-{os.urandom(3).hex()}"
+
+
+# -- the child process -----------------------------------------------------------------------------
+class ChildTimeout(RuntimeError):
+    pass
+
+
+class ChildFailed(RuntimeError):
+    pass
+
+
+def run_child(spec: dict[str, Any], workdir: Path, threads: int, nice: int, budget_s: float) -> dict[str, Any]:
+    """``python -m monitor.app.commands.challenger`` with capped threads and lower priority; its result JSON."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    spec_path, out_path = workdir / "spec.json", workdir / "result.json"
+    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
+    env.update(
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        OMP_WAIT_POLICY="PASSIVE",
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        PYTHONPATH=os.pathsep.join(
+            p for p in [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH", "")] if p
+        ),
+    )
+
+    def lower_priority() -> None:
+        os.setsid()  # its own process group: a timeout kills the child and anything it started
+        if nice:
+            os.nice(nice)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monitor.app.commands.challenger", str(spec_path), str(out_path)],
+        env=env,
+        preexec_fn=lower_priority,
+        stdin=subprocess.DEVNULL,
+    )
+    log.info("retrain child started", pid=proc.pid, threads=threads, nice=nice, budget_s=budget_s)
+    try:
+        rc = proc.wait(timeout=budget_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise ChildTimeout(f"training exceeded retrain.time_budget ({budget_s:.0f}s); child killed") from None
+    if rc != 0 or not out_path.exists():
+        raise ChildFailed(f"training child exited with status {rc} (its log is above)")
+    return json.loads(out_path.read_text(encoding="utf-8"))
+
+
+ChildRunner = Callable[[dict[str, Any], Path, int, int, float], dict[str, Any]]
+
+
+# -- one run ---------------------------------------------------------------------------------------
+def run_retrain(
+    settings: Any,
+    store: LabelStore,
+    *,
+    force: bool = False,
+    runner: ChildRunner = run_child,
+    metrics: RetrainMetrics | None = None,
+) -> dict[str, Any]:
+    """Plan, train (child), gate, promote, report. Returns the report (also stored in the registry)."""
+
+    cfg = settings.retrain
+    registry = Registry.from_settings(settings)
+    started = time.time()
+    run_id = new_run_id()
+    report: dict[str, Any] = {
+        "run_id": run_id,
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "profile": cfg.profile,
+        "champion": registry.current(),
+    }
+    up_to = store.max_seq()
+    fresh = store.new_since_last_run()
+    report["new_labels"] = fresh
+
+    def finish(result: str, reason: str) -> dict[str, Any]:
+        report.update(result=result, reason=reason, duration_s=round(time.time() - started, 1))
+        RunReports(registry).write(report)
+        if metrics is not None:
+            metrics.observe(report)
+        log.info(
+            "retrain run finished",
+            run_id=run_id,
+            result=result,
+            reason=reason,
+            challenger=report.get("challenger"),
+            duration_s=report["duration_s"],
+        )
+        return report
+
+    if not force and fresh < cfg.min_new_labels:
+        return finish("skipped", f"{fresh} new labels < min_new_labels={cfg.min_new_labels}")
+    plan = plan_run(settings, store.resolved(), fresh, up_to)
+    report["labels"] = {
+        "train": len(plan.train),
+        "holdout": len(plan.holdout),
+        "refused_in_validation_set": len(plan.refused),
+    }
+    if plan.refused:
+        log.warning(
+            "labels refused for training: their text is in a fixed validation set",
+            count=len(plan.refused),
+            examples=[t for _, t, _ in plan.refused[:3]],
+        )
+    if not plan.train:
+        store.mark_used(up_to)
+        return finish("skipped", "no trainable fresh labels (all held out or in a validation set)")
+    spec = {
+        "home": str(settings.home),
+        "classifier": settings.classifier.model_dump(mode="json"),
+        "training": {**settings.training.model_dump(mode="json"), "threads": cfg.threads},
+        "profile": cfg.profile,
+        "champion": report["champion"],
+        "train": plan.train,
+        "holdout": plan.holdout,
+        "validation_sets": [s.model_dump(mode="json") for s in cfg.validation_sets],
+        "validation_limit": cfg.validation_limit,
+        "log_level": settings.logging.level,
+        "log_format": settings.logging.format,
+    }
+    log.info(
+        "retrain run started",
+        run_id=run_id,
+        fresh=fresh,
+        train=len(plan.train),
+        holdout=len(plan.holdout),
+        refused=len(plan.refused),
+        champion=report["champion"],
+        profile=cfg.profile,
+    )
+    try:
+        comparison = runner(spec, settings.state_dir / "retrain" / run_id, cfg.threads, cfg.nice, cfg.time_budget)
+    except ChildTimeout as err:
+        return finish("timeout", str(err))
+    except Exception as err:
+        log.exception("retrain child failed")
+        return finish("failed", f"{type(err).__name__}: {err}")
+    store.mark_used(up_to)
+    report.update({k: comparison[k] for k in ("challenger", "fixed", "holdout", "training") if k in comparison})
+    decision = decide(comparison, GatePolicy(cfg.min_gain, cfg.max_drop, cfg.min_holdout))
+    report["gate"] = {
+        "min_gain": cfg.min_gain,
+        "max_drop": cfg.max_drop,
+        "min_holdout": cfg.min_holdout,
+        "passed": decision.promote,
+        "checks": decision.checks,
+    }
+    if not decision.promote:
+        return finish("rejected", decision.reason)
+    if not cfg.auto_promote:
+        return finish("rejected", f"passed the gate but retrain.auto_promote is off: {decision.reason}")
+    if cfg.shadow_period > 0:
+        start_shadow(settings.models_dir, comparison["challenger"], run_id)
+        return finish(
+            "shadowing",
+            f"{decision.reason}; shadowing {cfg.shadow_share:.0%} of live traffic for "
+            f"{cfg.shadow_period:.0f}s before promotion",
+        )
+    registry.promote(comparison["challenger"])
+    return finish("promoted", decision.reason)
+
+
+def check_shadow(
+    settings: Any, metrics: RetrainMetrics | None = None, now: float | None = None
+) -> dict[str, Any] | None:
+    """Promote or drop the shadowed challenger once its shadow period is over; the updated report.
+
+    Promote when it was shadowed for ``retrain.shadow_period`` over at least
+    ``retrain.shadow_min_samples`` stories with sentiment agreement >= ``shadow_min_agreement``;
+    drop it when the agreement is lower; keep waiting while too few stories were shadow-scored.
+    """
+
+    cfg = settings.retrain
+    pointer = shadow_pointer(settings.models_dir)
+    if not pointer:
+        return None
+    now = time.time() if now is None else now
+    elapsed = now - float(pointer["since"])
+    stats = shadow_stats(settings.state_dir) or {}
+    if stats.get("version") != pointer["version"]:
+        stats = {"n": 0, "agree": 0}
+    n, agreement = int(stats.get("n", 0)), float(stats.get("agreement", 0.0))
+    if elapsed < cfg.shadow_period or n < cfg.shadow_min_samples:
+        return None
+    registry = Registry.from_settings(settings)
+    reports = RunReports(registry)
+    report = reports.for_version(pointer["version"]) or {"run_id": pointer["run_id"], "challenger": pointer["version"]}
+    report["shadow"] = {"seconds": round(elapsed, 1), **stats}
+    line = (
+        f"shadowed {elapsed:.0f}s on {n} stories: sentiment agreement {agreement:.4f} (min {cfg.shadow_min_agreement})"
+    )
+    if agreement >= cfg.shadow_min_agreement:
+        registry.promote(pointer["version"])
+        report.update(result="promoted", reason=f"{report.get('reason', '')}; {line}")
+    else:
+        report.update(result="rejected", reason=f"{line} < min_shadow_agreement")
+    stop_shadow(settings.models_dir)
+    reports.write(report)
+    if metrics is not None:
+        metrics.observe(report)
+    log.info("shadow period over", version=pointer["version"], result=report["result"], agreement=agreement, n=n)
+    return report
+
+
+# -- the scheduled stage ---------------------------------------------------------------------------
+class RetrainScheduler:
+    """Stage: the retrain job on ``retrain.cron`` (apscheduler) for the daemon's life."""
+
+    name = "retrain"
+
+    def __init__(
+        self,
+        settings: Any,
+        store: LabelStore,
+        metrics: RetrainMetrics,
+        on_promoted: Callable[[], None] | None = None,
+    ) -> None:
+        """``settings``: the root settings (``retrain``, ``models_dir`` and what training reads);
+        ``on_promoted``: called after a run promotes a version (the daemon reloads its engine)."""
+        self._settings = settings
+        self._on_promoted = on_promoted
+        self._store = store
+        self._metrics = metrics
+        self._scheduler: BackgroundScheduler | None = None
+        self.reports: list[dict[str, Any]] = []
+
+    def _retrain_job(self) -> None:
+        try:
+            report = run_retrain(self._settings, self._store, metrics=self._metrics)
+        except Exception:
+            log.exception("retrain run failed; serving version unchanged")
+            return
+        self.reports.append(report)
+        if report["result"] == "promoted":
+            self._reload()
+
+    def _shadow_job(self) -> None:
+        try:
+            report = check_shadow(self._settings, self._metrics)
+        except Exception:
+            log.exception("shadow check failed")
+            return
+        if report is not None:
+            self.reports.append(report)
+            if report["result"] == "promoted":
+                self._reload()
+
+    def _reload(self) -> None:
+        if self._on_promoted is not None:
+            self._on_promoted()
+
+    def run_soon(self) -> None:
+        """Fire the scheduled job now (same job, same single-instance guard)."""
+        assert self._scheduler is not None
+        self._scheduler.modify_job("retrain", next_run_time=datetime.now(timezone.utc))
+
+    def run(self, stop: threading.Event) -> None:
+        cfg = self._settings.retrain
+        scheduler = BackgroundScheduler(timezone=timezone.utc)
+        if cfg.enabled:
+            scheduler.add_job(
+                self._retrain_job,
+                CronTrigger.from_crontab(cfg.cron, timezone=timezone.utc),
+                id="retrain",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=3600,
+            )
+            if cfg.shadow_period > 0:
+                scheduler.add_job(
+                    self._shadow_job,
+                    "interval",
+                    seconds=min(60.0, max(1.0, cfg.shadow_period / 10)),
+                    id="shadow",
+                    max_instances=1,
+                    coalesce=True,
+                )
+        scheduler.start()
+        self._scheduler = scheduler
+        if cfg.enabled:
+            log.info("retrain scheduled", cron=cfg.cron, next=str(scheduler.get_job("retrain").next_run_time))
+        else:
+            log.info("scheduled retrain disabled (retrain.enabled=false)")
+        stop.wait()
+        scheduler.shutdown(wait=True)
+
+    def ready(self) -> tuple[bool, str]:
+        ok = self._scheduler is not None and self._scheduler.running
+        return ok, "scheduler running" if ok else "starting"
