@@ -9,17 +9,20 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable
+from typing import TextIO
 
 import structlog
 
 from monitor.core.secrets import Redactor
 
 
-def configure_logging(level: str = "INFO", fmt: str = "console", stream=None, secrets: Iterable[str] = ()) -> None:
+def configure_logging(
+    level: str = "INFO", fmt: str = "console", stream: TextIO | None = None, secrets: Iterable[str] = ()
+) -> None:
     """Route structlog and stdlib logging to one handler. Every rendered line passes a
     :class:`monitor.core.secrets.Redactor` that masks ``secrets`` and credentials inside URLs."""
     redactor = Redactor(secrets)
-    shared: list = [
+    shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,

@@ -36,7 +36,8 @@ class _StrictLoader(yaml.SafeLoader):
                         "YAML would keep only the last, so remove one"
                     )
                 seen[key] = line
-        return super().construct_mapping(node, deep=deep)
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
 
 
 def load_yaml(path: Path) -> Any:

@@ -7,7 +7,7 @@ from typing import Generic, TypeVar
 
 import structlog
 
-from monitor.core.bus.base import Delivery, Message, Producer
+from monitor.core.bus.base import Delivery, Message, Producer, TopicPartition
 from monitor.core.records import DeadLetter, Record, RecordDecodeError, decode
 
 log = structlog.get_logger(__name__)
@@ -85,9 +85,9 @@ class RecordReader(Generic[R]):
         yield from good
 
 
-def next_offsets(messages: list[Message]) -> dict:
+def next_offsets(messages: list[Message]) -> dict[TopicPartition, int]:
     """The commit map for a processed batch: per partition, the offset after the last message."""
-    out: dict = {}
+    out: dict[TopicPartition, int] = {}
     for m in messages:
         if m.offset + 1 > out.get(m.tp, -1):
             out[m.tp] = m.offset + 1

@@ -359,7 +359,8 @@ class KafkaBusConsumer:
             raise BusError(f"commit failed: {err}") from err
 
     def committed(self, tp: TopicPartition) -> int | None:
-        return self._c.committed(_ktp(tp))
+        offset: int | None = self._c.committed(_ktp(tp))
+        return offset
 
     def assignment(self) -> set[TopicPartition]:
         return {_tp(t) for t in self._c.assignment()}
