@@ -222,16 +222,6 @@ def in_event_time_order(
         yield heapq.heappop(heap)[2]
 
 
-def read_file(path: Path, fmt: str, default_source: str) -> tuple[list[Row], list[BadRow]]:
-    """Every row of a (small) file sorted by event time, and the rows that cannot be used."""
-    rows: list[Row] = []
-    bad: list[BadRow] = []
-    for row in iter_file(path, fmt, default_source):
-        (bad if isinstance(row, BadRow) else rows).append(row)  # type: ignore[arg-type]
-    rows.sort(key=lambda r: r.time)
-    return rows, bad
-
-
 class Replayer:
     def __init__(
         self,

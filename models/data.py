@@ -193,13 +193,6 @@ def dedup_against(rows: Sequence[Example], reference: Iterable[Example]) -> list
     return [r for r in rows if normalise_for_dedup(r.text) not in seen]
 
 
-def load_valid_sets(task: Task, data_dir: Path = DATA_DIR) -> dict[str, list[Example]]:
-    """``{"full": validation, "dedup": validation minus near-copies of training rows}``."""
-    valid = load_split(task, "valid", data_dir)
-    train = load_split(task, "train", data_dir)
-    return {"full": valid, "dedup": dedup_against(valid, train)}
-
-
 def data_hashes(data_dir: Path = DATA_DIR) -> dict[str, str]:
     """sha256 of every vendored data file, keyed by its path relative to ``data_dir``."""
     return {rel: sha256_file(data_dir / rel) for rel in sorted([*_FILES.values(), *NEWS_FILES])}

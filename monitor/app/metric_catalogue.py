@@ -120,13 +120,6 @@ def _described_labels(collector: object, family: str) -> tuple[str, ...]:
     return {"finsent_bus_memory_records": ("topic",)}.get(family, ())
 
 
-def series_names(doc: MetricDoc) -> set[str]:
-    """Every series name a metric exposes (histograms: _bucket, _sum, _count)."""
-    if doc.type == "histogram":
-        return {doc.name + s for s in ("_bucket", "_sum", "_count")}
-    return {doc.name}
-
-
 def render() -> str:
     docs = catalogue()
     lines = [

@@ -344,11 +344,6 @@ class RetrainScheduler:
         if self._on_promoted is not None:
             self._on_promoted()
 
-    def run_soon(self) -> None:
-        """Fire the scheduled job now (same job, same single-instance guard)."""
-        assert self._scheduler is not None
-        self._scheduler.modify_job("retrain", next_run_time=datetime.now(timezone.utc))
-
     def run(self, stop: threading.Event) -> None:
         cfg = self._settings.retrain
         scheduler = BackgroundScheduler(timezone=timezone.utc)

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from connectors.replay import LOOP_GAP, Replayer, read_file
+from connectors.replay import LOOP_GAP, Replayer
 from connectors.settings import DEMO_FEED, FileSource
 from monitor.app.cli import main
 from monitor.core.records import NewsItem, decode
 from tests.connectors.conftest import dead_letters_on, news_on, read_topic
+from tests.connectors.replay_files import read_file
 
 UTC = timezone.utc
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)

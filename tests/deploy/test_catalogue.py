@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from monitor.app.metric_catalogue import LABEL_BOUNDS, catalogue, render, series_names
+from monitor.app.metric_catalogue import LABEL_BOUNDS, MetricDoc, catalogue, render
 from tests.deploy.bundle import DEPLOY, ROOT
 from tests.deploy.procs import PROMTOOL, need
 
@@ -74,6 +74,13 @@ def _substitute(expr: str) -> str:
     for var, value in VARIABLES.items():
         expr = expr.replace(var, value)
     return expr
+
+
+def series_names(doc: MetricDoc) -> set[str]:
+    """Every series name a metric exposes (Prometheus' exposition: histograms add _bucket, _sum, _count)."""
+    if doc.type == "histogram":
+        return {doc.name + s for s in ("_bucket", "_sum", "_count")}
+    return {doc.name}
 
 
 def test_every_panel_and_rule_uses_catalogued_metrics_and_labels():

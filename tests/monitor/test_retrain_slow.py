@@ -80,7 +80,7 @@ def _settings(make_settings, home, **retrain):
 
 
 def test_scheduled_run_learns_a_slang_term_and_promotes_it(make_settings, tmp_path):
-    settings = _settings(make_settings, trained_tiny_home(tmp_path))
+    settings = _settings(make_settings, trained_tiny_home(tmp_path), cron="* * * * *")  # the next minute
     champion = Registry.from_settings(settings).current()
     ctx = Context(settings=settings, bus=MemoryBus())
     ctx.bus.ensure_topics(settings.topics.all())  # as the daemon's bus factory does
@@ -103,13 +103,18 @@ def test_scheduled_run_learns_a_slang_term_and_promotes_it(make_settings, tmp_pa
         )
         assert r.status_code == 200 and r.json()["inserted"] == 60, r.text
         scheduler = next(s for s in daemon.stages if s.name == "retrain")
-        scheduler.run_soon()
-        wait_until(lambda: scheduler.reports, 1500, "the scheduled retrain run", every_s=2)
+        # a tick before the labels arrived reports "skipped"; the next one trains
+        wait_until(
+            lambda: any(r["result"] != "skipped" for r in scheduler.reports),
+            1500,
+            "a scheduled run that trained",
+            every_s=2,
+        )
         metrics = httpx.get(f"{daemon.http.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30).text
     finally:
         daemon.stop_event.set()
         daemon.shutdown()
-    report = scheduler.reports[0]
+    report = next(r for r in scheduler.reports if r["result"] != "skipped")
     assert report["result"] == "promoted", report["reason"]
     assert engine.version == report["challenger"] != champion  # the serving engine swapped at once
     assert report["holdout"]["challenger"]["accuracy"] > report["holdout"]["champion"]["accuracy"]

@@ -23,13 +23,14 @@ from alerts.ruleset import RulesError, load_rules, parse_rules
 from alerts.templating import Template, TemplateError
 from connectors.json_api import item_to_draft
 from connectors.normalise import Normaliser, Rejected, parse_time
-from connectors.replay import read_file, row_to_draft
+from connectors.replay import row_to_draft
 from connectors.rss import entries_to_drafts
 from connectors.settings import JsonApiSource, RssSource, WebhookSource
 from connectors.tickers import TickerExtractor
 from connectors.webhook import parse_stories, story_to_draft
 from monitor.app.config import ConfigError, load_settings
 from monitor.core.records import NewsItem, RecordDecodeError, ScoredItem, TrendPoint, decode
+from tests.connectors.replay_files import read_file
 
 FUZZ = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
