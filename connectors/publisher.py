@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from connectors.ingest_state import IngestState, Reservation
 from connectors.metrics import IngestMetrics
 from connectors.normalise import Draft, Normaliser, Rejected
-from connectors.state import IngestState, Reservation
 from monitor.core.bus.base import BusError, Delivery, Producer
 from monitor.core.bus.codec import DeadLetterSink, send_record
 from monitor.core.records import NewsItem, utcnow

@@ -16,11 +16,11 @@ import structlog
 
 from connectors.fetch import Fetcher, FetchError
 from connectors.identity import resolve_url
+from connectors.ingest_state import IngestState
 from connectors.metrics import IngestMetrics
 from connectors.normalise import Draft, sane_published
 from connectors.publisher import Publisher, PublishResult
 from connectors.settings import RssSource
-from connectors.state import IngestState
 from connectors.tickers import TickerExtractor
 from monitor.core.records import utcnow
 

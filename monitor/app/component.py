@@ -14,8 +14,8 @@ from alerts.store import AlertStore
 from monitor.app.config import Settings
 from monitor.core.bus.base import Bus
 from monitor.core.health import Health
+from monitor.stages.recent import ItemStore, TrendStore
 from monitor.stages.scoring import ScoringEngine
-from monitor.stages.stores import ItemStore, TrendStore
 
 if TYPE_CHECKING:
     from monitor.app.daemon import Stage

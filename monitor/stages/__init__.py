@@ -5,7 +5,7 @@ The public names below are what other features may use; the composition root (``
 builds the stages from the modules themselves.
 """
 
+from monitor.stages.recent import ItemStore, TrendStore
 from monitor.stages.shadow import shadow_pointer, shadow_stats, start_shadow, stop_shadow
-from monitor.stages.stores import ItemStore, TrendStore
 
 __all__ = ["ItemStore", "TrendStore", "shadow_pointer", "shadow_stats", "start_shadow", "stop_shadow"]

@@ -44,8 +44,8 @@ from monitor.core.records import ScoredItem, TrendPoint, WatermarkMarker, decode
 from monitor.stages.changelog import changelog_topic, rows_of
 from monitor.stages.changelog import restore as restore_changelog
 from monitor.stages.checkpoint import CheckpointStore, PartitionDelta, checkpoint_delta
+from monitor.stages.recent import ItemStore, TrendStore
 from monitor.stages.settings import StageConfig
-from monitor.stages.stores import ItemStore, TrendStore
 from monitor.stages.windows import LATE_REASONS, PartitionWindows, trend_keys, ts_of
 
 SOURCE_HEADER = "src"

@@ -51,10 +51,10 @@ from monitor.core.bus.base import (
 from monitor.core.bus.codec import DeadLetterSink, RecordReader, next_offsets, send_record
 from monitor.core.bus.lag import LagReporter
 from monitor.core.records import NewsItem, ScoredItem
+from monitor.stages.recent import ItemStore
 from monitor.stages.scoring import ScoringEngine, score_isolating_poison
 from monitor.stages.settings import StageConfig
 from monitor.stages.shadow import ShadowScorer
-from monitor.stages.stores import ItemStore
 
 log = structlog.get_logger(__name__)
 

@@ -1,4 +1,4 @@
-"""FastAPI routers over the in-process stores (see :mod:`monitor.stages.stores`)."""
+"""FastAPI routers over the in-process stores (see :mod:`monitor.stages.recent`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pydantic import BaseModel
 
 from monitor.core.api_errors import BAD_QUERY, NOT_FOUND
 from monitor.core.records import ScoredItem, TrendPoint, UtcDatetime
-from monitor.stages.stores import ItemStore, TrendStore
+from monitor.stages.recent import ItemStore, TrendStore
 
 
 class TrendsResponse(BaseModel):

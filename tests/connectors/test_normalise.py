@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from connectors.identity import canonical_url, resolve_url, story_id, title_key, title_tokens
+from connectors.ingest_state import IngestState
 from connectors.normalise import Draft, Normaliser, Rejected, parse_time, sane_published
-from connectors.state import IngestState
 from connectors.text import clean_text, guess_language, html_to_text
 from connectors.tickers import TickerExtractor, clean_ticker
 

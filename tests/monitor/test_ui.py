@@ -13,7 +13,7 @@ from monitor.app.components.ui import build_ui
 from monitor.app.http import build_app
 from monitor.core.bus.memory import MemoryBus
 from monitor.core.records import NewsItem, ScoredItem
-from monitor.stages.stores import ItemStore, TrendStore
+from monitor.stages.recent import ItemStore, TrendStore
 from monitor.stages.windows import PartitionWindows
 from tests.alerts.helpers import T0
 

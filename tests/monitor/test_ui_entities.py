@@ -12,8 +12,8 @@ from monitor.app.components.ui import build_ui
 from monitor.app.http import build_app
 from monitor.core.bus.memory import MemoryBus
 from monitor.core.records import EntitySentiment, NewsItem, ScoredItem, TickerMention
+from monitor.stages.recent import ItemStore
 from monitor.stages.routes import items_router
-from monitor.stages.stores import ItemStore
 from tests.alerts.helpers import T0
 
 TITLE = "Globex shares soar after rival Initech recalls flagship product"

@@ -28,8 +28,8 @@ from monitor.app.cli import main
 from monitor.app.config import HttpSettings
 from monitor.app.http import build_app
 from monitor.core.health import Health
+from monitor.stages.recent import TrendStore
 from monitor.stages.routes import trends_router
-from monitor.stages.stores import TrendStore
 from tests.connectors.conftest import dead_letters_on, ingest_factory, news_on  # noqa: F401 - fixture
 
 FP = "0123456789abcdef"

@@ -297,7 +297,7 @@ def test_a_disk_full_at_start_holds_the_aggregator_not_ready_until_space_returns
     from monitor.core.bus.memory import MemoryBus
     from monitor.stages.aggregate import AggregateMetrics, TrendStage, repartition_topic
     from monitor.stages.changelog import changelog_topic
-    from monitor.stages.stores import TrendStore
+    from monitor.stages.recent import TrendStore
 
     settings = load_settings(None, home=str(small_state_dir.parent), http={"port": 0})
     bus = MemoryBus(default_partitions=1)

@@ -29,8 +29,8 @@ from monitor.app.config import ConfigError, HttpSettings, load_settings
 from monitor.app.http import HttpServer, build_app
 from monitor.core.health import Health
 from monitor.learning.labels import LabelStore, labels_router
+from monitor.stages.recent import ItemStore, TrendStore
 from monitor.stages.routes import items_router, trends_router
-from monitor.stages.stores import ItemStore, TrendStore
 from monitor.ui.page import page_router
 
 SHARED = "shared-token-value-0123456789"

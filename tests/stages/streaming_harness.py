@@ -17,7 +17,7 @@ from monitor.core.bus.memory import MemoryBus
 from monitor.core.records import ScoredItem, TrendPoint, decode
 from monitor.stages.aggregate import AggregateMetrics, RekeyStage, TrendStage, repartition_topic
 from monitor.stages.changelog import changelog_topic
-from monitor.stages.stores import TrendStore
+from monitor.stages.recent import TrendStore
 from tests.stages.helpers import entity, scored
 from tests.stages.oracle import batch_aggregate, keys_of  # noqa: F401 - re-exported: the independent oracle
 

@@ -5,7 +5,7 @@ back three months (the memory of a long-running daemon with thousands of sparse 
 
 from __future__ import annotations
 
-from monitor.stages.stores import TrendStore
+from monitor.stages.recent import TrendStore
 from tests.alerts.helpers import point
 
 

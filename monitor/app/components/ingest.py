@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from connectors.fetch import Fetcher
+from connectors.ingest_state import IngestState
 from connectors.json_api import JsonApiPoller
 from connectors.metrics import IngestMetrics
 from connectors.normalise import Normaliser
@@ -16,7 +17,6 @@ from connectors.replay import Replayer
 from connectors.rss import RssPoller
 from connectors.settings import ConnectorsSettings, FileSource, JsonApiSource, RssSource, WebhookSource
 from connectors.stages import Poller, PollingStage, ReplayStage
-from connectors.state import IngestState
 from connectors.tickers import TickerExtractor
 from connectors.webhook import build_webhook_router
 from monitor.app.component import Component, Context

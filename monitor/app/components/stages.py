@@ -20,10 +20,10 @@ from monitor.app.metrics import ModelInfoCollector
 from monitor.stages.aggregate import AggregateMetrics, RekeyStage, TrendStage, repartition_topic
 from monitor.stages.changelog import changelog_topic
 from monitor.stages.classify import ClassifyStage
+from monitor.stages.recent import ItemStore, TrendStore
 from monitor.stages.routes import items_router, trends_router
 from monitor.stages.scoring import load_engine
 from monitor.stages.shadow import ShadowScorer
-from monitor.stages.stores import ItemStore, TrendStore
 
 log = structlog.get_logger(__name__)
 
