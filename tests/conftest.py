@@ -14,6 +14,26 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
+FAIL_ON_SKIP = "FINSENT_FAIL_ON_SKIP"
+"""Set to 1 by CI (.ci/run): a skipped test fails unless it is marked ``optional_tool``, so a core
+promise (the broker, Prometheus, Alertmanager, the browser, a full disk) is never skipped unseen."""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    if (
+        report.skipped
+        and os.environ.get(FAIL_ON_SKIP) == "1"
+        and not hasattr(report, "wasxfail")
+        and item.get_closest_marker("optional_tool") is None
+    ):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped ({reason}), but {FAIL_ON_SKIP}=1 allows skips only of tests marked optional_tool"
+
+
 KAFKA_LOCAL = ROOT / "deploy" / "kafka" / "kafka-local"
 
 
