@@ -4,7 +4,7 @@ The public names below are what other features may use (the page reads alert sta
 them); the composition root (``monitor.app``) builds the alert stages from the modules themselves.
 """
 
-from alerts.store import AlertStore
+from alerts.alert_store import AlertStore
 from alerts.views import AlertView
 
 __all__ = ["AlertStore", "AlertView"]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from alerts.state import AlertInstance, OutboxEntry
+from alerts.instances import AlertInstance, OutboxEntry
 from monitor.core.bus.base import TopicPartition
 from monitor.core.records import TrendPoint
 from monitor.core.sqlite import add_column, open_sqlite

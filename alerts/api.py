@@ -8,7 +8,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
-from alerts.store import AlertStore
+from alerts.alert_store import AlertStore
 from alerts.views import AckRequest, AckResponse, AlertList, AlertView, OutboxView
 
 

@@ -18,8 +18,8 @@ from typing import Protocol
 import httpx
 import structlog
 
+from alerts.instances import OutboxEntry
 from alerts.settings import ReceiverSettings, RetrySettings
-from alerts.state import OutboxEntry
 from monitor.core import signing
 from monitor.core.backoff import Backoff
 from monitor.core.bus.base import BusError, Producer

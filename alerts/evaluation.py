@@ -1,18 +1,55 @@
-"""What a rule says about one TrendPoint (or one ScoredItem): holds, does not hold, or cannot tell.
+"""Rule evaluation: which rules a trend point or a story concerns, and what each says about it.
 
-A measurement never touches state; :mod:`alerts.engine` decides what it means for the alert.
-``holds`` is ``None`` when the data cannot decide yet: the baseline window has not been seen, the
-metric is absent (no ``volume_z`` before the aggregator has a baseline), or the window is still
-open and has fewer than ``min_count`` stories. A *closed* window short of ``min_count`` does not
-hold.
+Event time. A trend point happens at ``min(watermark, window_end)`` (:func:`trend_time`): the
+aggregator's event-time watermark when it emitted the point (``emitted_at`` on records without
+one), clipped to the end of its window (a late revision of a closed window does not move time); a
+window is closed once that watermark reached its end. A scored story happens at
+``min(published_at, scored_at)`` (:func:`story_time`).
+
+Windows. Only the *leading* window of a key and window family is evaluated: for sliding windows
+(``15m`` hopping by ``5m``) several windows are open at once, and the one that closes next, the
+most complete, speaks for "the last 15 minutes"; younger ones are skipped. A point for a window
+that ends before the latest evaluated one is a revision of the past: when it is flagged
+``revised``, its readings go to :meth:`~alerts.lifecycle.AlertLifecycle.revise`, which may revise a
+firing alert but never starts one.
+
+Measurements. A measurement never touches alert state; :mod:`alerts.lifecycle` decides what it
+means for the alert. ``holds`` is ``None`` when the data cannot decide yet: the baseline window has
+not been seen, the metric is absent (no ``volume_z`` before the aggregator has a baseline), or the
+window is still open and has fewer than ``min_count`` stories. A *closed* window short of
+``min_count`` does not hold.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from alerts.ruleset import ChangeRule, SpikeRule, StoryRule, ThresholdRule, TrendRule, compare
+from alerts.index import RuleIndex
+from alerts.ruleset import ChangeRule, SpikeRule, StoryRule, ThresholdRule, TrendRule
+from alerts.settings import EngineOptions
 from monitor.core.records import Evidence, ScoredItem, TrendPoint
+
+
+def compare(op: str, left: float, right: float) -> bool:
+    if op == ">":
+        return left > right
+    if op == ">=":
+        return left >= right
+    if op == "<":
+        return left < right
+    return left <= right
+
+
+def trend_time(point: TrendPoint) -> datetime:
+    """When a trend point happens (event time; see the module docstring)."""
+    return min(point.event_time, point.window_end)
+
+
+def story_time(scored: ScoredItem) -> datetime:
+    """When a scored story happens (event time)."""
+    return min(scored.item.published_at, scored.scored_at)
 
 
 @dataclass(frozen=True)
@@ -216,3 +253,126 @@ def measure_story(rule: StoryRule, scored: ScoredItem) -> Measurement | None:
         evidence=evidence,
         model_version=scored.model_version,
     )
+
+
+@dataclass(slots=True)
+class TrendReading:
+    """What one trend rule says about one key at one point's event time."""
+
+    rule: TrendRule
+    key: str
+    measurement: Measurement
+    at: datetime
+    """Event time of the point (:func:`trend_time`)."""
+    window_end: datetime
+    """End of the window measured (for a ``change`` rule, of its ``window``)."""
+    revised: bool
+    """The measured window's point is flagged ``revised`` (a late change of a window already seen)."""
+
+
+@dataclass(slots=True)
+class PointReadings:
+    """The readings of one trend point: of now (``current``), or of a window behind the latest one
+    evaluated (``revisions``, only for a point flagged ``revised``). At most one is non-empty."""
+
+    current: Sequence[TrendReading] = ()
+    revisions: Sequence[TrendReading] = ()
+
+
+_NOTHING = PointReadings()
+
+
+@dataclass(slots=True)
+class StoryReading:
+    """A story rule that holds for one story."""
+
+    rule: StoryRule
+    story: ScoredItem
+    measurement: Measurement
+    at: datetime
+    """Event time of the story (:func:`story_time`)."""
+
+
+class RuleEvaluation:
+    """Turns trend points and stories into readings; its only state is the latest point evaluated
+    per ``(key, window)`` (the baseline of ``change`` rules, the leading window of each family)."""
+
+    def __init__(self, index: RuleIndex, latest: dict[tuple[str, str], TrendPoint], options: EngineOptions) -> None:
+        self.index = index
+        self.latest = latest
+        self.options = options
+        self._changed: dict[tuple[str, str], TrendPoint] = {}
+
+    def point(self, point: TrendPoint) -> PointReadings:
+        rules = self.index.for_point(point.key, point.window)
+        if not rules:
+            return _NOTHING
+        t = trend_time(point)
+        slot = (point.key, point.window)
+        latest = self.latest.get(slot)
+        if latest is not None and point.window_end < latest.window_end:
+            if point.revised:
+                return PointReadings(revisions=self._revisions(rules, point, t))
+            return _NOTHING
+        hop = self.options.window_hops.get(point.window) or (point.window_end - point.window_start)
+        if point.event_time < point.window_end - hop:
+            return _NOTHING  # a younger window of a sliding family: the leading one speaks for now
+        self.latest[slot] = point
+        self._changed[slot] = point
+        return PointReadings(current=self._current(rules, point, t))
+
+    def story(self, scored: ScoredItem) -> list[StoryReading] | None:
+        """The story rules that hold for the story; ``None`` when no rule watches its tickers."""
+        rules = self.index.for_story(scored.item.tickers)
+        if not rules:
+            return None
+        t = story_time(scored)
+        readings = []
+        for rule in rules:
+            m = measure_story(rule, scored)
+            if m is not None:
+                readings.append(StoryReading(rule, scored, m, t))
+        return readings
+
+    def take_latest(self) -> dict[tuple[str, str], TrendPoint]:
+        """The latest points that changed since the last call (to be stored with the batch)."""
+        changed, self._changed = self._changed, {}
+        return changed
+
+    def _current(self, rules: tuple[TrendRule, ...], point: TrendPoint, t: datetime) -> list[TrendReading]:
+        readings = []
+        for rule in rules:
+            if isinstance(rule, ChangeRule):
+                current: TrendPoint | None
+                baseline: TrendPoint | None
+                if point.window == rule.window:
+                    current, baseline = point, self.latest.get((point.key, rule.baseline_window))
+                else:
+                    current, baseline = self.latest.get((point.key, rule.window)), point
+                if current is None:
+                    continue
+                m = measure_change(
+                    rule, current, baseline, current.event_time >= current.window_end, self.options.max_evidence
+                )
+                readings.append(
+                    TrendReading(rule, point.key, m, t, current.window_end, point.revised and current is point)
+                )
+            elif point.window == rule.window:
+                m = measure_level(rule, point, point.event_time >= point.window_end, self.options.max_evidence)  # type: ignore[arg-type]
+                readings.append(TrendReading(rule, point.key, m, t, point.window_end, point.revised))
+        return readings
+
+    def _revisions(self, rules: tuple[TrendRule, ...], point: TrendPoint, t: datetime) -> list[TrendReading]:
+        """A revised point of a past window, measured as closed."""
+        readings = []
+        for rule in rules:
+            if point.window != rule.window:
+                continue
+            if isinstance(rule, ChangeRule):
+                m = measure_change(
+                    rule, point, self.latest.get((point.key, rule.baseline_window)), True, self.options.max_evidence
+                )
+            else:
+                m = measure_level(rule, point, True, self.options.max_evidence)  # type: ignore[arg-type]
+            readings.append(TrendReading(rule, point.key, m, t, point.window_end, point.revised))
+        return readings

@@ -15,11 +15,12 @@ from collections.abc import Mapping
 
 import structlog
 
+from alerts.alert_store import AlertStore
 from alerts.clock import Clock, SystemClock
-from alerts.engine import alertmanager_entry, webhook_alert
+from alerts.dispatch import alertmanager_entry
+from alerts.instances import AlertInstance, OutboxEntry
+from alerts.payload import webhook_alert
 from alerts.settings import ReceiverSettings
-from alerts.state import AlertInstance, OutboxEntry
-from alerts.store import AlertStore
 
 log = structlog.get_logger(__name__)
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import structlog
 
+from alerts.alert_store import AlertStore
 from alerts.clock import Clock, SystemClock
 from alerts.delivery import DeliveryResult, Sender
 from alerts.metrics import AlertMetrics
-from alerts.store import AlertStore
 from monitor.core.backoff import Backoff
 
 log = structlog.get_logger(__name__)

@@ -1,4 +1,5 @@
-"""The notification bodies: Alertmanager webhook v4 envelope, extended; Slack-style text.
+"""The notification bodies: Alertmanager webhook v4 envelope, extended; Slack-style text; an
+alert as Alertmanager's v2 API and as the :class:`~monitor.core.records.Alert` record takes it.
 
 A receiver that understands Alertmanager's webhook (``version: "4"``) understands these. finsent
 adds, per alert, ``values`` (the numbers that fired), ``evidence`` (the headlines behind them),
@@ -15,7 +16,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from monitor.core.records import Evidence, UtcDatetime
+from alerts.instances import AlertInstance
+from monitor.core.records import Alert, Evidence, UtcDatetime
 
 ZERO_TIME = datetime(1, 1, 1, tzinfo=timezone.utc)
 """Alertmanager's ``endsAt`` for an alert that is still firing."""
@@ -73,6 +75,49 @@ def common(dicts: list[dict[str, str]]) -> dict[str, str]:
     for d in dicts[1:]:
         out = {k: v for k, v in out.items() if d.get(k) == v}
     return out
+
+
+def _started(inst: AlertInstance) -> datetime:
+    """When the episode started: it fired then (a pending instance is never sent)."""
+    started = inst.starts_at or inst.active_since or inst.last_seen_at
+    assert started is not None, "an alert instance always has a first-seen time"
+    return started
+
+
+def webhook_alert(inst: AlertInstance, generator_url: str) -> WebhookAlert:
+    return WebhookAlert(
+        status="resolved" if inst.state == "resolved" else "firing",
+        labels=inst.labels,
+        annotations=inst.annotations,
+        startsAt=_started(inst),
+        **({"endsAt": inst.ends_at} if inst.ends_at and inst.state == "resolved" else {}),
+        generatorURL=generator_url,
+        fingerprint=inst.fingerprint,
+        values=inst.values,
+        evidence=list(inst.evidence),
+        model_version=inst.model_version,
+        revision=inst.revision,
+    )
+
+
+def alert_record(inst: AlertInstance, generator_url: str) -> Alert:
+    """The alert as published on ``topics.alerts``."""
+    status: Literal["firing", "resolved"] = "resolved" if inst.state == "resolved" else "firing"
+    return Alert(
+        fingerprint=inst.fingerprint,
+        rule=inst.rule,
+        status=status,
+        severity=inst.labels.get("severity", "warning"),
+        labels=inst.labels,
+        annotations=inst.annotations,
+        starts_at=_started(inst),
+        ends_at=inst.ends_at,
+        values=inst.values,
+        evidence=inst.evidence,
+        model_version=inst.model_version,
+        generator_url=generator_url,
+        revision=inst.revision,
+    )
 
 
 def build_message(

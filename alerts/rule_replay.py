@@ -16,10 +16,12 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from alerts.alert_store import AlertStore
 from alerts.clock import ManualClock
-from alerts.engine import BUS_RECEIVER, AlertEngine, EngineOptions
+from alerts.dispatch import BUS_RECEIVER
+from alerts.evaluator import AlertEngine
 from alerts.ruleset import RuleSet
-from alerts.store import AlertStore
+from alerts.settings import EngineOptions
 from monitor.core.records import Alert, Record, RecordDecodeError, ScoredItem, TrendPoint, decode
 
 _KINDS: dict[str, type[Record]] = {TrendPoint.KIND: TrendPoint, ScoredItem.KIND: ScoredItem}

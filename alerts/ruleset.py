@@ -76,16 +76,6 @@ def range_problem(what: str, op: str, value: float, lo: float | None, hi: float 
     return None
 
 
-def compare(op: str, left: float, right: float) -> bool:
-    if op == ">":
-        return left > right
-    if op == ">=":
-        return left >= right
-    if op == "<":
-        return left < right
-    return left <= right
-
-
 class RuleBase(BaseModel):
     """What every rule has: identity, timing, routing and presentation."""
 

@@ -12,11 +12,15 @@ Example::
         am:    {type: alertmanager, url: http://alertmanager:9093}   # POST /api/v2/alerts
       retry: {initial_backoff: 1s, max_backoff: 5m}
       outbox: {dead_letter_after: 24h}
+
+:class:`EngineOptions` is what the evaluator runs with: this section resolved by the composition
+root (with the HTTP address and the aggregator's window hops), or written out by a test or a replay.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -143,3 +147,20 @@ class AlertsSettings(Section):
         except RulesError as err:
             return [f"alerts.rules_file ({err.source}): {p}" for p in err.problems]
         return []
+
+
+@dataclass
+class EngineOptions:
+    """What rule evaluation, the alert lifecycle and notification dispatch read while they run."""
+
+    receivers: dict[str, ReceiverSettings] = field(default_factory=lambda: {"local": ReceiverSettings(type="file")})
+    default_receiver: str = "local"
+    external_url: str = "http://127.0.0.1:8080"
+    publish_topic: str | None = None
+    stale_after: timedelta = timedelta(hours=1)
+    retention: timedelta = timedelta(days=7)
+    max_evidence: int = 5
+    window_hops: dict[str, timedelta] = field(default_factory=dict)
+    """Hop of each sliding window family (from the aggregator config); unknown = tumbling."""
+    catch_up_after: timedelta = timedelta(minutes=10)
+    """A notification whose event time is this far behind real time is marked ``catch_up``."""

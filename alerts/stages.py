@@ -7,7 +7,7 @@ import time
 
 import structlog
 
-from alerts.engine import AlertEngine
+from alerts.evaluator import AlertEngine
 from alerts.keepalive import AlertmanagerKeepalive
 from alerts.metrics import AlertMetrics
 from alerts.outbox import OutboxDeliverer

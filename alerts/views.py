@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from pydantic import BaseModel, Field
 
-from alerts.state import AlertInstance, OutboxEntry
+from alerts.instances import AlertInstance, OutboxEntry
 from monitor.core.records import Evidence
 
 

@@ -4,7 +4,7 @@ The stories published in ``[from, to)`` (from a JSONL dump of ``news.raw``, or r
 ``news.raw`` topic itself with a group-less consumer that commits nothing) are scored by both
 versions, aggregated into trend windows with the configured windows
 (:class:`~monitor.stages.windows.PartitionWindows`), and run through the configured alert rules
-(``alerts.replay``, an in-memory store). Nothing is written to any topic or production store.
+(``alerts.rule_replay``, an in-memory store). Nothing is written to any topic or production store.
 The report: per model the sentiment mix and the trend points, how far the trend means moved
 (mean and max absolute difference of ``mean_score`` over the windows both have), and per rule the
 alerts that fired, gained and lost.
@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from alerts.replay import replay
+from alerts.rule_replay import replay
 from monitor.core.records import NewsItem, Record, RecordDecodeError, ScoredItem, TrendPoint, decode
 from monitor.stages.scoring import score_isolating_poison
 from monitor.stages.windows import PartitionWindows, trend_keys

@@ -13,14 +13,14 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
+from alerts.alert_store import AlertStore
 from alerts.clock import ManualClock
 from alerts.delivery import AlertmanagerSender
-from alerts.engine import AlertEngine, EngineOptions
+from alerts.evaluator import AlertEngine
 from alerts.keepalive import AlertmanagerKeepalive
 from alerts.metrics import AlertMetrics
 from alerts.outbox import OutboxDeliverer
-from alerts.settings import ReceiverSettings
-from alerts.store import AlertStore
+from alerts.settings import EngineOptions, ReceiverSettings
 from monitor.core.backoff import Backoff
 from tests.alerts.helpers import OIL, point, rules
 from tests.deploy.procs import ALERTMANAGER, free_port, need, start_alertmanager, wait_for

@@ -10,10 +10,14 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from alerts.alert_store import AlertStore, Changes
+from alerts.clock import ManualClock
+from alerts.evaluator import AlertEngine
 from monitor.app.cli import main
 from monitor.app.component import Context
-from monitor.app.components.alerts import AlertsConfigError, build_alerts
+from monitor.app.components.alerts import AlertsConfigError, build_alerts, engine_options, store_path
 from monitor.core import signing
+from monitor.core.bus.base import TopicPartition
 from monitor.core.bus.codec import send_record
 from monitor.core.bus.memory import MemoryBus
 from monitor.core.records import Alert, decode
@@ -109,11 +113,6 @@ def test_stages_deliver_a_signed_alert_and_serve_it(make_settings, tmp_path: Pat
 
 
 def test_alerts_cli_lists_shows_and_acks(make_settings, tmp_path: Path, capsys, monkeypatch):
-    from alerts.clock import ManualClock
-    from alerts.engine import AlertEngine
-    from alerts.store import AlertStore
-    from monitor.app.components.alerts import engine_options, store_path
-
     home = tmp_path / "home"
     monkeypatch.setenv("FINSENT_HOME", str(home))
     settings = make_settings(home=str(home))
@@ -176,10 +175,6 @@ def test_a_new_in_process_bus_restarts_evaluation_at_offset_zero(make_settings, 
     run's (gone) in-process log; they are dropped and the new log is evaluated from its start."""
     path = write_rules(tmp_path, {**OIL, "for": 0})
     settings = make_settings(alerts={"rules_file": str(path), "outbox": {"poll_interval": "50ms"}})
-    from alerts.store import AlertStore, Changes
-    from monitor.app.components.alerts import store_path
-    from monitor.core.bus.base import TopicPartition
-
     settings.ensure_dirs()
     old = AlertStore(store_path(settings))
     old.apply(Changes(), {TopicPartition(settings.topics.trends, p): 2925 for p in range(3)})

@@ -9,13 +9,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from alerts.alert_store import AlertStore
 from alerts.clock import ManualClock
 from alerts.delivery import FileSender, HttpSender, classify_response, parse_retry_after
-from alerts.engine import AlertEngine, EngineOptions
+from alerts.evaluator import AlertEngine
 from alerts.outbox import OutboxDeliverer
 from alerts.payload import WebhookMessage
-from alerts.settings import ReceiverSettings
-from alerts.store import AlertStore
+from alerts.settings import EngineOptions, ReceiverSettings
 from monitor.core import signing
 from monitor.core.backoff import Backoff
 from tests.alerts.helpers import OIL, Receiver, point, rules

@@ -16,7 +16,7 @@ from alerts.payload import WebhookAlert, WebhookMessage, postable, slack_text
 from alerts.ruleset import RulesError, StoryRule, parse_rules
 from monitor.core.records import EntitySentiment, NewsItem, ScoredItem
 from tests.alerts.helpers import at, rules
-from tests.alerts.test_engine import Harness, body
+from tests.alerts.test_lifecycle import Harness, body
 
 
 def entity(ticker: str, score: float, relevance: float, confidence: float = 0.9) -> EntitySentiment:

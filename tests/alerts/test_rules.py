@@ -10,6 +10,7 @@ import pytest
 from alerts.ruleset import ChangeRule, RulesError, SpikeRule, StoryRule, ThresholdRule, load_rules, parse_rules
 from alerts.settings import PACKAGED_RULES
 from alerts.templating import Template, TemplateError
+from monitor.app.config import ConfigError
 from monitor.core.durations import format_duration, parse_duration
 from tests.alerts.helpers import OIL
 
@@ -184,8 +185,6 @@ def test_settings_problems_name_the_rule_and_field(make_settings, tmp_path: Path
 
 
 def test_receiver_settings_validation(make_settings):
-    from monitor.app.config import ConfigError
-
     with pytest.raises(ConfigError, match="alerts.receivers.hook: Value error, a webhook receiver needs url"):
         make_settings(alerts={"receivers": {"hook": {"type": "webhook"}}})
     with pytest.raises(ConfigError, match="expected an http"):

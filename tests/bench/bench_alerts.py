@@ -2,7 +2,7 @@
 
     PYTHONPATH=. .venv/bin/python tests/bench/bench_alerts.py [--points 50000] [--batch 500]
 
-* ``engine``: :class:`alerts.engine.AlertEngine` as the evaluator stage drives it - indexed rule
+* ``engine``: :class:`alerts.evaluator.AlertEngine` as the evaluator stage drives it - indexed rule
   lookup, in-memory state, one SQLite transaction (WAL) per batch of ``--batch`` points.
 * ``baseline``: every rule re-evaluated for every point (shell-pattern match on the key), the
   alert state kept the same way, and a SQLite write + commit per point (same WAL settings).
@@ -28,11 +28,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from alerts.alert_store import AlertStore
 from alerts.clock import ManualClock
-from alerts.conditions import measure_change, measure_level
-from alerts.engine import AlertEngine, EngineOptions, fingerprint_of, trend_labels
+from alerts.evaluation import measure_change, measure_level
+from alerts.evaluator import AlertEngine
+from alerts.routing import fingerprint_of, trend_labels
 from alerts.ruleset import ChangeRule, RuleSet, parse_rules
-from alerts.store import AlertStore
+from alerts.settings import EngineOptions
 from monitor.core.logs import configure_logging
 from monitor.core.records import TrendPoint
 

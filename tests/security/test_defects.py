@@ -20,9 +20,9 @@ import yaml
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
+from alerts.alert_store import AlertStore, Changes
 from alerts.api import alerts_router
-from alerts.state import AlertInstance
-from alerts.store import AlertStore, Changes
+from alerts.instances import AlertInstance
 from connectors.webhook import build_webhook_router, sign
 from monitor.app.cli import main
 from monitor.app.config import HttpSettings

@@ -17,12 +17,13 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, Counter
 
+from alerts.alert_store import AlertStore
 from alerts.clock import ManualClock
 from alerts.delivery import DeliveryResult
-from alerts.engine import BUS_RECEIVER, AlertEngine, EngineOptions
+from alerts.dispatch import BUS_RECEIVER
+from alerts.evaluator import AlertEngine
 from alerts.outbox import OutboxDeliverer
-from alerts.settings import ReceiverSettings
-from alerts.store import AlertStore
+from alerts.settings import EngineOptions, ReceiverSettings
 from connectors.webhook import build_webhook_router, sign
 from monitor.app.http import build_app
 from monitor.core.backoff import Backoff

@@ -17,8 +17,8 @@ from fastapi import APIRouter
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
+from alerts.alert_store import AlertStore
 from alerts.api import alerts_router
-from alerts.store import AlertStore
 from connectors.metrics import IngestMetrics
 from connectors.publisher import PublishResult
 from connectors.settings import WebhookSource

@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 
 from alerts.delivery import AlertmanagerSender, HttpSender
+from alerts.instances import OutboxEntry
 from alerts.settings import ReceiverSettings
-from alerts.state import OutboxEntry
 
 TOKEN = "s3cr3t-bearer-token-value"
 QUERY = "q-secret-9f8e7d"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from alerts.replay import ReplayError, describe, read_replay, replay
+from alerts.alert_store import AlertStore
+from alerts.rule_replay import ReplayError, describe, read_replay, replay
 from alerts.ruleset import RulesError, load_rules
-from alerts.store import AlertStore
 from alerts.views import AlertList, AlertView, OutboxView
 from monitor.app.cliargs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option, settings_from_args
 from monitor.app.components.alerts import engine_options, store_path

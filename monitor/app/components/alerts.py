@@ -12,16 +12,18 @@ import threading
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from alerts.alert_store import AlertStore
 from alerts.api import alerts_router
 from alerts.clock import Clock, SystemClock
 from alerts.delivery import AlertmanagerSender, BusSender, FileSender, HttpSender, Sender, retry_backoff
-from alerts.engine import BUS_RECEIVER, AlertEngine, EngineOptions
+from alerts.dispatch import BUS_RECEIVER
+from alerts.evaluator import AlertEngine
 from alerts.keepalive import AlertmanagerKeepalive
 from alerts.metrics import AlertMetrics
 from alerts.outbox import OutboxDeliverer
 from alerts.ruleset import RulesError
+from alerts.settings import EngineOptions
 from alerts.stages import DeliveryStage, EvaluatorStage
-from alerts.store import AlertStore
 from monitor.app.component import Component, Context
 from monitor.core.bus.base import Producer
 

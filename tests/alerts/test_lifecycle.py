@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from alerts.alert_store import SCHEMA, AlertStore
 from alerts.clock import ManualClock
-from alerts.engine import BUS_RECEIVER, AlertEngine, EngineOptions, fingerprint_of
-from alerts.settings import ReceiverSettings
-from alerts.state import OutboxEntry
-from alerts.store import AlertStore
+from alerts.dispatch import BUS_RECEIVER
+from alerts.evaluator import AlertEngine
+from alerts.instances import OutboxEntry
+from alerts.routing import fingerprint_of
+from alerts.settings import EngineOptions, ReceiverSettings
 from alerts.views import AlertView
 from tests.alerts.helpers import OIL, at, point, rules, story
 
@@ -408,8 +410,6 @@ def test_without_keep_firing_for_a_flap_is_two_episodes(oil: Harness):
 
 def test_a_store_from_before_keep_firing_for_gains_the_column(tmp_path: Path):
     import sqlite3
-
-    from alerts.store import SCHEMA
 
     old_schema = SCHEMA.replace(", keep_firing_since TEXT", "")
     assert old_schema != SCHEMA
