@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter
 from prometheus_client import CollectorRegistry
 
-from alerts.store import AlertStore
+from alerts import AlertStore
 from monitor.app.config import Settings
 from monitor.core.bus.base import Bus
 from monitor.core.health import Health
