@@ -9,7 +9,6 @@ until the one before it is delivered or dead, so a receiver never sees "resolved
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -129,18 +128,6 @@ class OutboxDeliverer:
     def seconds_until_due(self) -> float | None:
         nxt = self.store.next_due()
         return None if nxt is None else max(0.0, nxt - self.clock.time())
-
-    def run_until_idle(self, max_passes: int = 1000, stop: threading.Event | None = None) -> int:
-        """Deliver, sleeping on the clock between passes, until nothing is pending (tests, CLI)."""
-        total = 0
-        for _ in range(max_passes):
-            total += self.deliver_due()
-            wait = self.seconds_until_due()
-            if wait is None or (stop is not None and stop.is_set()):
-                break
-            if wait > 0 and self.clock.sleep(wait, stop):
-                break
-        return total
 
     def _count(self, receiver: str, outcome: str) -> None:
         if self.metrics:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from alerts.outbox import OutboxDeliverer
 from alerts.ruleset import RuleSet, parse_rules
 from monitor.core.records import Evidence, NewsItem, ScoredItem, TrendPoint
 
@@ -164,3 +165,16 @@ class Receiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def deliver_until_idle(deliverer: OutboxDeliverer, max_passes: int = 1000) -> int:
+    """Deliver, sleeping on the deliverer's clock between passes, until nothing is pending."""
+    total = 0
+    for _ in range(max_passes):
+        total += deliverer.deliver_due()
+        wait = deliverer.seconds_until_due()
+        if wait is None:
+            break
+        if wait > 0:
+            deliverer.clock.sleep(wait, None)
+    return total

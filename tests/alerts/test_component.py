@@ -22,6 +22,7 @@ from monitor.core.bus.codec import send_record
 from monitor.core.bus.memory import MemoryBus
 from monitor.core.records import Alert, decode
 from tests.alerts.helpers import OIL, Receiver, point
+from tests.bus_reading import read_all
 from tests.waiting import settled, wait_until
 
 
@@ -74,7 +75,7 @@ def test_stages_deliver_a_signed_alert_and_serve_it(make_settings, tmp_path: Pat
         send_record(producer, settings.topics.trends, point(emitted=12), key="topic:Energy | Oil")
 
         def delivered():  # the webhook's delivery and the alert record on the bus, once both are there
-            accepted, records = list(receiver.accepted), bus.read_all(settings.topics.alerts)
+            accepted, records = list(receiver.accepted), read_all(bus, settings.topics.alerts)
             return (accepted, records) if accepted and records else None
 
         # exactly one of each: keep watching a settle period (40 outbox polls) after both arrived
@@ -101,7 +102,7 @@ def test_stages_deliver_a_signed_alert_and_serve_it(make_settings, tmp_path: Pat
         assert client.get(f"/alerts/{fp}").json()["acked_by"] == "alice"
         # a dead-lettered story payload goes to the DLQ, the stage keeps going
         producer.send(settings.topics.trends, b"not json", key="x")
-        wait_until(lambda: bus.read_all(settings.topics.dlq), 10, "the bad payload on the DLQ")
+        wait_until(lambda: read_all(bus, settings.topics.dlq), 10, "the bad payload on the DLQ")
         stop.set()
         for t in threads:
             t.join(5)

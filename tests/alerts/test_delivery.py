@@ -18,7 +18,7 @@ from alerts.payload import WebhookMessage
 from alerts.settings import EngineOptions, ReceiverSettings
 from monitor.core import signing
 from monitor.core.backoff import Backoff
-from tests.alerts.helpers import OIL, Receiver, point, rules
+from tests.alerts.helpers import OIL, Receiver, deliver_until_idle, point, rules
 
 SECRET = "s3cret-for-tests"
 POLICY = Backoff(initial_s=1.0, max_s=60.0, multiplier=2.0, jitter=0.0, max_retry_after_s=3600.0)
@@ -170,7 +170,7 @@ def test_5xx_and_connection_errors_are_retried_with_backoff(tmp_path: Path):
         receivers = {"hook": hook(r.url)}
         enqueue_firing(store, receivers, clock)
         d = deliverer(store, receivers, clock)
-        assert d.run_until_idle() == 3
+        assert deliver_until_idle(d) == 3
         assert clock.slept == [1.0, 2.0]  # 1s then 2s (jitter off)
         assert len(r.requests) == 3 and len(r.accepted) == 1
         assert [q.headers[signing.ATTEMPT_HEADER] for q in r.requests] == ["1", "2", "3"]
@@ -193,7 +193,7 @@ def test_4xx_is_not_retried(tmp_path: Path):
     try:
         receivers = {"hook": hook(r.url)}
         enqueue_firing(store, receivers, clock)
-        assert deliverer(store, receivers, clock).run_until_idle() == 1
+        assert deliver_until_idle(deliverer(store, receivers, clock)) == 1
         assert len(r.requests) == 1
         (dead,) = store.outbox_entries(("dead",))
         assert dead.last_status == 400 and dead.attempts == 1
@@ -209,7 +209,7 @@ def test_429_is_retried_after_retry_after(tmp_path: Path):
     try:
         receivers = {"hook": hook(r.url)}
         enqueue_firing(store, receivers, clock)
-        assert deliverer(store, receivers, clock).run_until_idle() == 2
+        assert deliver_until_idle(deliverer(store, receivers, clock)) == 2
         assert clock.slept == [42.0] and len(r.accepted) == 1
     finally:
         r.close()
@@ -237,12 +237,12 @@ def test_outbox_survives_restart_and_delivers_exactly_once(tmp_path: Path):
         second.deliver_due()
         clock.advance(second.seconds_until_due() or 0)
         failing["on"] = False  # the receiver recovers
-        second.run_until_idle()
+        deliver_until_idle(second)
         assert len(r.accepted) == 1  # arrives exactly once
         assert len({q.headers[signing.IDEMPOTENCY_HEADER] for q in r.requests}) == 1
         assert len({q.body for q in r.requests}) == 1  # same body on every attempt
         assert store.outbox_counts() == {"pending": 0, "delivered": 1, "dead": 0}
-        assert second.run_until_idle() == 0  # and never again
+        assert deliver_until_idle(second) == 0  # and never again
         signing.verify(SECRET, r.accepted[0].headers[signing.SIGNATURE_HEADER], r.accepted[0].body, now=clock.time())
     finally:
         r.close()
@@ -256,7 +256,7 @@ def test_dead_letter_after_max_age(tmp_path: Path):
         receivers = {"hook": hook(r.url)}
         enqueue_firing(store, receivers, clock)
         d = deliverer(store, receivers, clock, dead_letter_after_s=30.0)
-        d.run_until_idle()
+        deliver_until_idle(d)
         (dead,) = store.outbox_entries(("dead",))
         assert "dead letter" in dead.last_error and dead.last_status == 500
         assert len(r.requests) == 5  # 1+2+4+8 = 15s, next would pass 30s
@@ -273,7 +273,7 @@ def test_notifications_of_a_group_are_delivered_in_order(tmp_path: Path):
         engine = enqueue_firing(store, receivers, clock)
         engine.process([point(emitted=2, negative_share=0.1)])  # resolved, queued behind firing
         d = deliverer(store, receivers, clock)
-        d.run_until_idle()
+        deliver_until_idle(d)
         assert [q.json()["status"] for q in r.accepted] == ["firing", "resolved"]
     finally:
         r.close()

@@ -15,6 +15,7 @@ from connectors.replay import LOOP_GAP, Replayer
 from connectors.settings import DEMO_FEED, FileSource
 from monitor.app.cli import main
 from monitor.core.records import NewsItem, decode
+from tests.bus_reading import read_all
 from tests.connectors.conftest import dead_letters_on, news_on, read_topic
 from tests.connectors.replay_files import read_file
 
@@ -138,7 +139,7 @@ def test_loop_with_shifted_clock_gives_each_pass_fresh_ids(make_settings, ingest
     src = FileSource(name="demo-like", path=path, loop=True, clock="shifted", speed=0)
     stats = Replayer(src, core.publisher, now=lambda: now).run(stop)
     assert stats.passes == 3 and stats.produced == 6 and stats.duplicates == 0
-    items = [decode(NewsItem, m.value) for m in ctx.bus.read_all(settings.topics.raw)]
+    items = [decode(NewsItem, m.value) for m in read_all(ctx.bus, settings.topics.raw)]
     items.sort(key=lambda i: i.published_at)
     assert [i.published_at for i in items] == [
         now,
@@ -159,7 +160,7 @@ def test_loop_with_shifted_clock_gives_each_pass_fresh_ids(make_settings, ingest
     Replayer(src, core.publisher, now=lambda: now).run(stop)
     first_ids = {i.id for i in items}
     later = [
-        i for i in (decode(NewsItem, m.value) for m in ctx.bus.read_all(settings.topics.raw)) if i.id not in first_ids
+        i for i in (decode(NewsItem, m.value) for m in read_all(ctx.bus, settings.topics.raw)) if i.id not in first_ids
     ]
     assert len(later) == 6
     assert min(i.published_at for i in later) == now + timedelta(minutes=30) + 3 * LOOP_GAP

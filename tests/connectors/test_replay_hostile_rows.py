@@ -10,6 +10,7 @@ from pathlib import Path
 from connectors.replay import Replayer
 from connectors.settings import FileSource
 from monitor.core.records import NewsItem, decode
+from tests.bus_reading import read_all
 
 
 def test_replay_rejects_400_digit_epoch_and_lone_surrogate_but_keeps_good_rows(
@@ -32,7 +33,7 @@ def test_replay_rejects_400_digit_epoch_and_lone_surrogate_but_keeps_good_rows(
     core, ctx = ingest_factory(settings)
     stats = Replayer(FileSource(name="hostile", path=path, speed=0), core.publisher).run(threading.Event())
     assert (stats.read, stats.produced, stats.rejected) == (4, 2, 2)
-    titles = sorted(decode(NewsItem, m.value).title for m in ctx.bus.read_all(settings.topics.raw))
+    titles = sorted(decode(NewsItem, m.value).title for m in read_all(ctx.bus, settings.topics.raw))
     assert titles == ["Acme wins a big order", "Globex cuts guidance"]
-    reasons = sorted(m.value.decode("utf-8", "replace") for m in ctx.bus.read_all(settings.topics.dlq))
+    reasons = sorted(m.value.decode("utf-8", "replace") for m in read_all(ctx.bus, settings.topics.dlq))
     assert any("line 2" in r for r in reasons) and any("line 3" in r for r in reasons), reasons

@@ -17,6 +17,7 @@ from monitor.core.bus.memory import MemoryBus
 from monitor.core.records import LabelRecord, utcnow
 from monitor.learning.labels import LabelCollector, LabelStore, Vote, labels_router, resolve
 from monitor.learning.metrics import RetrainMetrics
+from tests.bus_reading import read_all
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -210,7 +211,7 @@ def test_collector_stores_labels_from_the_topic_and_dead_letters_garbage(make_se
     t.start()
     try:
         wait_until(
-            lambda: len(bus.read_all(settings.topics.dlq)) >= 2, 10, "the two bad labels on the DLQ", every_s=0.05
+            lambda: len(read_all(bus, settings.topics.dlq)) >= 2, 10, "the two bad labels on the DLQ", every_s=0.05
         )
     finally:
         stop.set()
@@ -218,5 +219,5 @@ def test_collector_stores_labels_from_the_topic_and_dead_letters_garbage(make_se
     assert [(v["text"], v["label"], v["labeller"], v["source"]) for v in store.votes()] == [
         ("Shares sink", "negative", "ann", "topic")
     ]
-    assert len(bus.read_all(settings.topics.dlq)) == 2
+    assert len(read_all(bus, settings.topics.dlq)) == 2
     store.close()

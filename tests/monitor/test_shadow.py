@@ -14,6 +14,7 @@ from monitor.learning.labels import LabelStore
 from monitor.learning.retrain import check_shadow, run_retrain
 from monitor.stages.classify import ClassifyStage
 from monitor.stages.shadow import ShadowScorer, shadow_pointer, shadow_stats
+from tests.bus_reading import read_all
 from tests.monitor.test_retrain import FakeRunner, _registry_with_champion, _votes
 from tests.stages.helpers import news
 from tests.stages.keyword_engine import KeywordEngine
@@ -72,7 +73,7 @@ def test_gate_passing_challenger_is_shadowed_scored_live_then_promoted(make_sett
     t = threading.Thread(target=stage.run, args=(stop,), daemon=True)
     t.start()
     try:
-        wait_for(lambda: len(bus.read_all(settings.topics.scored)) == 200, what="200 scored")
+        wait_for(lambda: len(read_all(bus, settings.topics.scored)) == 200, what="200 scored")
     finally:
         stop.set()
         t.join(10)

@@ -32,7 +32,7 @@ from monitor.core.health import Health
 from monitor.core.persist import Persister
 from monitor.stages.checkpoint import CheckpointStore, PartitionDelta
 from monitor.stages.windows import StateDelta
-from tests.alerts.helpers import OIL, point, rules
+from tests.alerts.helpers import OIL, deliver_until_idle, point, rules
 from tests.connectors.conftest import ingest_factory, news_on  # noqa: F401 - fixture
 from tests.waiting import wait_until
 
@@ -282,7 +282,7 @@ def test_full_disk_does_not_make_the_outbox_send_twice(small_state_dir: Path) ->
         filler.unlink()
         worker.join(60)
         assert not worker.is_alive() and persister.blocked is None
-        deliverer.run_until_idle()
+        deliver_until_idle(deliverer)
         entries = store.outbox_entries(states=("delivered",), limit=1000)
         assert len(entries) > 250 and store.outbox_counts()["pending"] == 0
         assert sorted(sent) == sorted(e.idempotency_key for e in entries)  # each sent once

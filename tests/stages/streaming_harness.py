@@ -18,6 +18,7 @@ from monitor.core.records import ScoredItem, TrendPoint, decode
 from monitor.stages.aggregate import AggregateMetrics, RekeyStage, TrendStage, repartition_topic
 from monitor.stages.changelog import changelog_topic
 from monitor.stages.recent import TrendStore
+from tests.bus_reading import read_all
 from tests.stages.helpers import entity, scored
 from tests.stages.oracle import batch_aggregate, keys_of  # noqa: F401 - re-exported: the independent oracle
 
@@ -192,13 +193,13 @@ class Aggregator:
 
     def points(self) -> dict:
         last: dict = {}
-        for m in self.bus.read_all(self.settings.topics.trends):
+        for m in read_all(self.bus, self.settings.topics.trends):
             p = decode(TrendPoint, m.value)
             last[(p.key, p.window, p.window_start)] = p
         return last
 
     def all_points(self) -> list[TrendPoint]:
-        return [decode(TrendPoint, m.value) for m in self.bus.read_all(self.settings.topics.trends)]
+        return [decode(TrendPoint, m.value) for m in read_all(self.bus, self.settings.topics.trends)]
 
     def read_position(self, partition: int) -> int:
         """How many records of ``news.scored`` partition the re-key stage has committed."""

@@ -13,6 +13,7 @@ from monitor.core.bus.memory import MemoryBus
 from monitor.core.records import ScoredItem, decode
 from monitor.stages.classify import ClassifyStage
 from monitor.stages.scoring import EngineFailure, score_isolating_poison
+from tests.bus_reading import read_all
 from tests.stages.helpers import news
 from tests.stages.keyword_engine import KeywordEngine
 from tests.stages.test_pipeline_memory import wait_for
@@ -70,7 +71,7 @@ def test_backpressure_bounds_in_flight_and_commits_everything(make_settings):
     engine.stage = stage
     stop, t = run_stage(stage)
     try:
-        wait_for(lambda: len(bus.read_all(settings.topics.scored)) == 60, what="60 scored")
+        wait_for(lambda: len(read_all(bus, settings.topics.scored)) == 60, what="60 scored")
         wait_for(
             lambda: (
                 stage._consumer is not None
@@ -88,12 +89,12 @@ def test_backpressure_bounds_in_flight_and_commits_everything(make_settings):
     assert max(n for n, _ in engine.observed) <= 8  # never more than max_in_flight read
     assert any(paused == 1 for _, paused in engine.observed)  # fetching paused while the buffer was full
     assert registry.get_sample_value("finsent_classify_paused") == 0
-    ids = [decode(ScoredItem, m.value).id for m in bus.read_all(settings.topics.scored)]
+    ids = [decode(ScoredItem, m.value).id for m in read_all(bus, settings.topics.scored)]
     assert sorted(ids) == sorted(f"s{i}" for i in range(60))
     assert max(engine.batch_sizes) == 4
     # keyed by the primary ticker, like news.raw
     assert all(
-        m.key == decode(ScoredItem, m.value).item.primary_key.encode() for m in bus.read_all(settings.topics.scored)
+        m.key == decode(ScoredItem, m.value).item.primary_key.encode() for m in read_all(bus, settings.topics.scored)
     )
 
 

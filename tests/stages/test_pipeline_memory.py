@@ -11,6 +11,7 @@ from monitor.app.daemon import Daemon
 from monitor.core.bus.codec import send_record
 from monitor.core.bus.memory import MemoryBus
 from monitor.core.records import DeadLetter, ScoredItem, TrendPoint, decode
+from tests.bus_reading import read_all
 from tests.stages.helpers import news
 from tests.stages.keyword_engine import KeywordEngine
 from tests.waiting import wait_until
@@ -70,10 +71,10 @@ def test_classify_to_trends_on_memory_bus(pipeline):
     poison = {f"s{i}" for i in range(40) if i % 4 == 3}
 
     def scored_ids():
-        return {decode(ScoredItem, m.value).id for m in bus.read_all(settings.topics.scored)}
+        return {decode(ScoredItem, m.value).id for m in read_all(bus, settings.topics.scored)}
 
     def letters():
-        return [decode(DeadLetter, m.value) for m in bus.read_all(settings.topics.dlq)]
+        return [decode(DeadLetter, m.value) for m in read_all(bus, settings.topics.dlq)]
 
     wait_for(lambda: len(scored_ids()) == 30, what="30 scored stories")
     assert scored_ids() == {f"s{i}" for i in range(40)} - poison
@@ -90,7 +91,7 @@ def test_classify_to_trends_on_memory_bus(pipeline):
         return check
 
     point = wait_for(series_count("all", 30), what="all/1m count 30")
-    scores = [decode(ScoredItem, m.value).sentiment_score for m in bus.read_all(settings.topics.scored)]
+    scores = [decode(ScoredItem, m.value).sentiment_score for m in read_all(bus, settings.topics.scored)]
     assert point.mean_score == pytest.approx(sum(scores) / 30, abs=1e-6)
     assert point.positive_share == pytest.approx(10 / 30) and point.negative_share == pytest.approx(10 / 30)
     aapl = wait_for(series_count("ticker:AAPL", 30), what="ticker:AAPL")
@@ -99,7 +100,7 @@ def test_classify_to_trends_on_memory_bus(pipeline):
     assert len(store.query("all", "3m")) == 3
 
     # Every point on news.trends decodes and the last one per series is what the store holds.
-    emitted = [decode(TrendPoint, m.value) for m in bus.read_all(settings.topics.trends)]
+    emitted = [decode(TrendPoint, m.value) for m in read_all(bus, settings.topics.trends)]
     last = {}
     for p in emitted:
         last[(p.key, p.window, p.window_start)] = p

@@ -113,11 +113,6 @@ class MemoryBus:
         with self._cond:
             return list(self._require(topic)[partition].records)
 
-    def read_all(self, topic: str) -> list[Message]:
-        """Every message still held on a topic, in partition order (test and inspection helper)."""
-        with self._cond:
-            return [m for log in self._require(topic) for m in log.records]
-
     def retained(self) -> dict[str, int]:
         """Records held per topic (what trimming leaves)."""
         with self._cond:
