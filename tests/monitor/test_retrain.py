@@ -1,6 +1,6 @@
 """The retrain job around its child process: skips, refusals, the gate, reports and metrics.
 
-The child is replaced by a recorded runner here (its real run is in test_retrain_slow.py), except
+The child is replaced by a recorded runner here (its real run is in test_retrain_gate.py), except
 for the time-budget test, which starts the real child and kills it.
 """
 

@@ -1,13 +1,13 @@
 """The real retrain job with the tiny training profile: a slang term is learnt and promoted by the
 scheduled run; a flipped-label (poisoned) batch is refused by the gate. Each trains one model in
-the child process (a few minutes on 2 busy cores), hence ``slow``."""
+the child process (a minute or two on 2 cores). They guard the gate, a core promise, so they run
+in the default tier: a real challenger, not made-up metrics."""
 
 from __future__ import annotations
 
 import random
 
 import httpx
-import pytest
 
 from models.data import load_split
 from models.engine import InferenceEngine
@@ -21,8 +21,6 @@ from monitor.learning.labels import LabelStore, Vote
 from monitor.learning.retrain import run_retrain
 from tests.models.fixtures import trained_tiny_home
 from tests.stages.kafka_helpers import wait_until
-
-pytestmark = pytest.mark.slow
 
 TOKEN = "labelling-desk-token"
 COMPANIES = [
