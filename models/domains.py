@@ -134,8 +134,3 @@ def validation_sets(task: Task, data_dir: Path = DATA_DIR) -> dict[str, list[Exa
         sets["news"] = load_sentfin("valid", data_dir)
         sets["news_semeval"] = load_semeval2017(data_dir)
     return sets
-
-
-def selection_sets(task: Task) -> list[str]:
-    """Names of the sets that model selection (early stopping, mixture weight) averages over."""
-    return [n for n, (_, sel) in SET_INFO.items() if sel and (task == "sentiment" or n.startswith("tweets"))]

@@ -6,7 +6,7 @@ temperature and ECE per domain, without retraining (used for the tables in docs/
 (LIMIT: a fixed random sample of LIMIT rows of each set, for a quick look on a busy machine.)
 
 Prints one JSON object: per task, per weight w of the grid, macro-F1 / accuracy on each set, the
-selection score (mean macro-F1 over the selection sets, tweets + news: models.training's rule) and
+selection score (mean macro-F1 over the selection sets, tweets + news: models.training_data.selection_score's rule) and
 the tweets-only score; then, for the version's own weight and for the chosen one, the temperature
 fitted on the pooled selection sets and the ECE per set before / after.
 """
@@ -26,7 +26,7 @@ GRID = (0.0, 0.1, 0.2, 0.25, 0.35, 0.5)
 def main(home: str, version: str | None = None, limit: str | None = None) -> dict:
     from models.calibration import expected_calibration_error, fit_temperature
     from models.data import TASKS
-    from models.domains import selection_sets, validation_sets
+    from models.domains import SET_INFO, validation_sets
     from models.engine import load_version
     from models.evaluation import classification_metrics, compute_logits
     from models.lexical import LEXICAL_DIR, LexicalExpert, mix_log_probs
@@ -59,7 +59,7 @@ def main(home: str, version: str | None = None, limit: str | None = None) -> dic
             )[task]
             lex[name] = lexical.log_probs(texts)[task]
         ys = {n: [r.label for r in rows] for n, rows in sets.items()}
-        sel = selection_sets(task)
+        sel = [n for n, (_, on) in SET_INFO.items() if on and (task == "sentiment" or n.startswith("tweets"))]
         grid = {}
         for w in GRID:
             per = {}

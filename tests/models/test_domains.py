@@ -13,7 +13,6 @@ from models.domains import (
     SET_INFO,
     load_semeval2017,
     load_sentfin,
-    selection_sets,
     semeval_label,
     validation_sets,
 )
@@ -73,7 +72,6 @@ def test_fixed_validation_sets_per_task() -> None:
     assert [len(v) for v in sent.values()] == [2388, 2350, 1856, 1142]
     assert list(topic) == ["tweets", "tweets_dedup"]
     assert set(SET_INFO) >= set(sent)
-    assert selection_sets("sentiment") == ["tweets", "news"] and selection_sets("topic") == ["tweets"]
 
 
 def test_news_files_are_hashed_and_attributed() -> None:
