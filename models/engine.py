@@ -46,7 +46,7 @@ from models.prediction import EntityPrediction, Prediction
 from models.quantization import quantize_dynamic_int8
 from models.registry import Registry, RegistryError
 from models.settings import ClassifierSettings
-from models.training import cpu_has_bf16
+from models.training_config import cpu_has_bf16
 
 log = structlog.get_logger(__name__)
 

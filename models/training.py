@@ -30,39 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from models.data import DATA_DIR, LabelledExample
-from models.publish import REPO_ROOT, TrainResult, git_revision, manifest_body, publish
-from models.training_config import (
-    PROFILES,
-    Device,
-    TrainProfile,
-    autocast_dtype,
-    configure_run,
-    cpu_has_bf16,
-    cpu_threads_for_load,
-    resolve_device,
-)
-from models.training_data import coerce_extra as _coerce_extra
+from models.publish import TrainResult, manifest_body, publish
+from models.training_config import Device, TrainProfile, configure_run
 from models.training_data import prepare_data
 from models.training_eval import calibrate, evaluate, fit_lexical
 from models.training_export import check_quantization
 from models.training_loop import fit
 from models.training_model import build_network, encode_rows
-
-__all__ = [  # this module's names before the phases moved out stay importable from here
-    "PROFILES",
-    "REPO_ROOT",
-    "Device",
-    "LabelledExample",
-    "TrainProfile",
-    "TrainResult",
-    "_coerce_extra",
-    "autocast_dtype",
-    "cpu_has_bf16",
-    "cpu_threads_for_load",
-    "git_revision",
-    "resolve_device",
-    "train",
-]
 
 
 def train(

@@ -31,7 +31,7 @@ def main(home: str, version: str | None = None, limit: str | None = None) -> dic
     from models.evaluation import classification_metrics, compute_logits
     from models.lexical import LEXICAL_DIR, LexicalExpert, mix_log_probs
     from models.registry import Registry
-    from models.training import cpu_has_bf16
+    from models.training_config import cpu_has_bf16
 
     reg = Registry(Path(home) / "models")
     version = version if version and version != "current" else reg.current()

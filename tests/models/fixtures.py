@@ -49,7 +49,7 @@ def cache_key(profile: str = PROFILE) -> str:
     """Hash of the models package source, the vendored data, the profile's settings and the
     versions of the libraries that train and export the model."""
     from models.data import data_hashes
-    from models.training import PROFILES
+    from models.training_config import PROFILES
 
     h = hashlib.sha256()
     for path in sorted((ROOT / "models").glob("*.py")):

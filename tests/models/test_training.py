@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from models.data import TOPIC_LABELS
+from models.data import TOPIC_LABELS, LabelledExample
 from models.registry import Registry
-from models.training import PROFILES, LabelledExample, _coerce_extra
+from models.training_config import PROFILES
+from models.training_data import coerce_extra as _coerce_extra
 
 
 def test_tiny_training_publishes_a_promoted_complete_version(tiny_home: Path) -> None:
