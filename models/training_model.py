@@ -163,19 +163,20 @@ def build_optimiser(model: Any, prof: TrainProfile, total_steps: int, amp: torch
 
 
 def param_groups(model: Any, profile: TrainProfile) -> list[dict[str, Any]]:
-    """Layer-wise lr decay: heads at head_lr, top layer at lr, each layer below x layer_decay."""
+    """Layer-wise lr decay: every head (story and entity) at head_lr, top layer at lr, each layer
+    below x layer_decay."""
     n_layers = model.config.num_hidden_layers
     groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if name.startswith("heads."):
-            lr = profile.head_lr
-        elif name.startswith("bert.encoder.layer."):
+        if name.startswith("bert.encoder.layer."):
             depth = n_layers - 1 - int(name.split(".")[3])
             lr = profile.lr * profile.layer_decay**depth
-        else:  # embeddings
+        elif name.startswith("bert."):  # embeddings (and a pooler, if any)
             lr = profile.lr * profile.layer_decay**n_layers
+        else:  # every head the encoder feeds: story heads and the entity head
+            lr = profile.head_lr
         wd = 0.0 if (p.ndim == 1 or "LayerNorm" in name) else profile.weight_decay
         groups.setdefault((lr, wd), []).append(p)
     return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]

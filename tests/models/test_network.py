@@ -7,6 +7,8 @@ import torch
 from transformers import AutoTokenizer
 
 from models.network import FinsentModel, base_model_path
+from models.training_config import PROFILES
+from models.training_model import param_groups
 
 
 @pytest.fixture(scope="module")
@@ -32,3 +34,20 @@ def test_split_pass_gives_the_full_pass_logits(model_and_tokenizer, layers: int)
     assert torch.allclose(full, split, atol=1e-5)
     assert torch.allclose(model.task_logits(ids, mask, "sentiment"), other, atol=1e-5)
     assert not torch.allclose(full[0], full[1])  # different texts, different logits: the check has teeth
+
+
+def test_every_head_learns_at_the_head_rate_and_the_encoder_below_it(model_and_tokenizer) -> None:
+    """Layer-wise lr decay (docs/MODELS.md): the story heads *and* the entity head train at
+    ``head_lr``; encoder layers at ``lr`` times ``layer_decay`` per layer below the top."""
+    model, _ = model_and_tokenizer
+    profile = PROFILES["default"]
+    lr_of = {id(p): g["lr"] for g in param_groups(model, profile) for p in g["params"]}
+    heads = {n: p for n, p in model.named_parameters() if n.startswith(("heads.", "entity_head."))}
+    assert any(n.startswith("entity_head.") for n in heads)
+    assert {n: lr_of[id(p)] for n, p in heads.items()} == dict.fromkeys(heads, profile.head_lr)
+    top = model.config.num_hidden_layers - 1
+    for name, p in model.named_parameters():
+        if name.startswith(f"bert.encoder.layer.{top}."):
+            assert lr_of[id(p)] == pytest.approx(profile.lr)
+        elif name.startswith("bert.encoder.layer.0."):
+            assert lr_of[id(p)] == pytest.approx(profile.lr * profile.layer_decay**top)
