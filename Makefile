@@ -12,8 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 bootstrap:            ## create/refresh .venv, install finsent, fetch the Kafka jars (idempotent)
 	@deploy/bootstrap.sh
 
-run: bootstrap        ## the daemon on its embedded defaults with the demo feed (Ctrl-C stops it)
-	@$(FINSENT) models ensure --profile quick
+run: bootstrap        ## the daemon on its embedded defaults with the demo feed (Ctrl-C stops it); a new home trains its first model meanwhile
 	@exec $(FINSENT) run
 
 test: ## the default suite (everything but @slow), real Kafka broker, Prometheus and Alertmanager included

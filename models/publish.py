@@ -87,6 +87,7 @@ def manifest_body(
             "device": str(run.device),
             "autocast": str(run.amp).replace("torch.", "") if run.amp else None,
             "threads": torch.get_num_threads(),
+            "thread_changes": run.threads.changes,  # times the governor followed the machine (models.threads)
             "train_seconds": round(fitted.train_seconds, 1),
             "duration_s": round(duration, 1),
             "host": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},

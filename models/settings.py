@@ -57,5 +57,6 @@ class TrainingSettings(BaseModel):
     threads: int | None = Field(
         default=None,
         ge=1,
-        description="torch CPU threads while training; unset = all cores, or 1 when the machine is already busy",
+        description="torch CPU threads while training; unset = the cores other processes leave free, re-read "
+        "every 15 s while training runs (models.threads)",
     )

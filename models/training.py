@@ -25,7 +25,7 @@ first version is promoted automatically.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from models.training_eval import calibrate, evaluate, fit_lexical
 from models.training_export import check_quantization
 from models.training_loop import fit
 from models.training_model import build_network, encode_rows
+from models.training_progress import ProgressReporter, TrainingProgress
 
 
 def train(
@@ -50,18 +51,24 @@ def train(
     progress: bool = True,
     data_dir: Path = DATA_DIR,
     seed: int | None = None,
+    on_progress: Callable[[TrainingProgress], None] | None = None,
 ) -> TrainResult:
     """Fine-tune, calibrate, publish a new registry version; returns it.
 
     ``extra_examples``: fresh labels as ``(task, text, label)`` (label by name or dataset id),
     added to the task's training rows every epoch. ``promote``: None = promote only when the
-    registry has no current version yet; True/False = always/never.
+    registry has no current version yet; True/False = always/never. ``on_progress``: told the
+    phase and step as the run goes (:mod:`models.training_progress`).
     """
     run = configure_run(settings, profile, epochs, device, seed)  # sets torch's threads and seed
+    report = ProgressReporter(run.profile.name, on_progress)
+    report.phase("data")
     data = prepare_data(run.profile, run.seed, extra_examples, data_dir)
     net = build_network(run, entity=data.entities is not None)
+    report.phase("encode")
     encode_rows(data, net, run)
-    fitted = fit(run, data, net, progress=progress)
+    fitted = fit(run, data, net, progress=progress, report=report)
+    report.phase("finish")
     lexical = fit_lexical(data, run.profile, fitted.logits)
     calibration = calibrate(data, run.profile, lexical.served, fitted.entity_logits)
     evaluation = evaluate(run, data, net, fitted, lexical, calibration)
@@ -69,4 +76,6 @@ def train(
         net.model, net.tokenizer, data.tasks, run.profile, {t: v["tweets"] for t, v in fitted.logits.items()}
     )
     body = manifest_body(run, data, net, fitted, lexical, calibration, evaluation, quantization)
-    return publish(settings, body, run, data, net, lexical, promote)
+    result = publish(settings, body, run, data, net, lexical, promote)
+    report.phase("done")
+    return result

@@ -5,7 +5,6 @@ device and precision it runs on, and :class:`RunConfig`, the first phase of ``mo
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any, Literal
 import torch
 
 from models.settings import ClassifierSettings
+from models.threads import ThreadGovernor
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -171,20 +171,6 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def cpu_threads_for_load() -> int:
-    """All cores on an idle machine; 1 when other processes already keep the cores busy.
-
-    With OpenMP's barrier-synchronised parallel regions, two threads on two oversubscribed cores
-    run several times slower than one thread (measured: 5 vs 23 examples/s at load 8 on 2 cores).
-    """
-    cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        return cores
-    return 1 if load > cores - 0.5 else cores
-
-
 @dataclass(frozen=True)
 class RunConfig:
     """One run's settings, resolved: every later phase reads them from here."""
@@ -196,6 +182,7 @@ class RunConfig:
     batch_size: int  # training rows per step on this device
     engine_budget: int  # max tokens per validation batch: what the engine batches with when serving
     started: float  # time.time() at the start of the run
+    threads: ThreadGovernor  # torch's CPU threads, re-decided while training runs (``tick``)
 
 
 def configure_run(
@@ -211,8 +198,8 @@ def configure_run(
     seed = settings.training.seed if seed is None else seed
     dev = resolve_device(device)
     amp = autocast_dtype(dev, prof.cpu_bf16)
-    threads = getattr(settings.training, "threads", None) or cpu_threads_for_load()
-    torch.set_num_threads(threads)
+    threads = ThreadGovernor(fixed=getattr(settings.training, "threads", None))
+    threads.start()
     torch.manual_seed(seed)
     serving = getattr(settings, "classifier", None) or ClassifierSettings()  # what the engine will batch with
     return RunConfig(
@@ -225,4 +212,5 @@ def configure_run(
         if dev.type == "cuda"
         else min(serving.max_batch_tokens, serving.cpu_max_batch_tokens),
         started=time.time(),
+        threads=threads,
     )

@@ -26,6 +26,7 @@ from models.evaluation import classification_metrics, compute_entity_logits, com
 from models.training_config import RunConfig
 from models.training_data import EntityData, TaskData, TrainingData, selection_score, valid_sets
 from models.training_model import Network, build_optimiser
+from models.training_progress import ProgressReporter
 
 log = structlog.get_logger(__name__)
 
@@ -184,15 +185,20 @@ def validation_logits(
 
 
 # -- the loop --------------------------------------------------------------------------------
-def fit(run: RunConfig, data: TrainingData, net: Network, *, progress: bool) -> FitResult:
+def fit(
+    run: RunConfig, data: TrainingData, net: Network, *, progress: bool, report: ProgressReporter | None = None
+) -> FitResult:
     """Train for up to ``epochs`` epochs with early stopping; restore the best epoch's weights and
-    score them on the report-only validation sets too."""
+    score them on the report-only validation sets too. ``progress``: the terminal's bar;
+    ``report``: told each step. Torch's threads follow the machine between steps (``run.threads``)."""
     prof, model = run.profile, net.model
     first = epoch_batches(run, data, 0)
     steps_per_epoch = len(first)
     opt = build_optimiser(model, prof, steps_per_epoch * prof.epochs, run.amp)
     total_steps = opt.total_steps
     _log_start(run, data, total_steps)
+    if report is not None:
+        report.phase("train", steps=total_steps)
 
     history: list[dict[str, Any]] = []
     best_score, best_state, best_logits, best_epoch, bad_epochs = -1.0, None, None, -1, 0
@@ -219,6 +225,9 @@ def fit(run: RunConfig, data: TrainingData, net: Network, *, progress: bool) -> 
             loss = _batch_loss(run, net, b)
             opt.step(loss, model)
             step += 1
+            run.threads.tick()
+            if report is not None:
+                report.step(step)
             value = float(loss.detach())
             losses[b.head].append(value)
             if len(first_window[b.head]) < window:

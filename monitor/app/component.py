@@ -19,6 +19,7 @@ from monitor.stages.scoring import ScoringEngine
 
 if TYPE_CHECKING:
     from monitor.app.daemon import Stage
+    from monitor.app.first_model import FirstModel
 
 
 @dataclass
@@ -41,6 +42,8 @@ class Context:
     """The queryable trend points (aggregate; read by ``GET /trends`` and the page)."""
     alert_store: AlertStore | None = None
     """Alert state (alerts; read by the page)."""
+    first_model: FirstModel | None = None
+    """The first model's training on a home without one (classify; read by the page)."""
 
 
 @dataclass

@@ -19,6 +19,7 @@ One run (:func:`run_retrain`, from the apscheduler cron ``retrain.cron`` or ``fi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -31,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -99,35 +100,64 @@ class ChildFailed(RuntimeError):
     pass
 
 
-def run_child(spec: dict[str, Any], workdir: Path, threads: int, nice: int, budget_s: float) -> dict[str, Any]:
-    """``python -m monitor.app.commands.challenger`` with capped threads and lower priority; its result JSON."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    spec_path, out_path = workdir / "spec.json", workdir / "result.json"
-    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+CHALLENGER_MODULE = "monitor.app.commands.challenger"
+"""The child's entry point (in the composition root: it builds settings from the spec)."""
+
+
+def start_child(
+    module: str, args: list[str], *, threads: int | None, nice: int, output: IO[bytes] | None = None
+) -> subprocess.Popen[bytes]:
+    """``python -m MODULE ARGS`` in its own process group, with lower priority and, when
+    ``threads`` is set, OpenMP/torch capped to that many threads. Output goes to ``output``
+    (inherited when None). Used by the retrain job and the daemon's first-model training."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
     env.update(
-        OMP_NUM_THREADS=str(threads),
-        MKL_NUM_THREADS=str(threads),
         OMP_WAIT_POLICY="PASSIVE",
         TOKENIZERS_PARALLELISM="false",
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         PYTHONPATH=os.pathsep.join(
-            p for p in [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH", "")] if p
+            p for p in [str(Path(__file__).resolve().parent.parent.parent), env.get("PYTHONPATH", "")] if p
         ),
     )
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
 
     def lower_priority() -> None:
-        os.setsid()  # its own process group: a timeout kills the child and anything it started
+        os.setsid()  # its own process group: stopping the child stops anything it started
         if nice:
             os.nice(nice)
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "monitor.app.commands.challenger", str(spec_path), str(out_path)],
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args],
         env=env,
         preexec_fn=lower_priority,
         stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT if output is not None else None,
     )
+
+
+def stop_child(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
+    """SIGTERM the child's process group, SIGKILL it after ``grace_s``; waits for it."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def run_child(spec: dict[str, Any], workdir: Path, threads: int, nice: int, budget_s: float) -> dict[str, Any]:
+    """``python -m monitor.app.commands.challenger`` with capped threads and lower priority; its result JSON."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    spec_path, out_path = workdir / "spec.json", workdir / "result.json"
+    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+    proc = start_child(CHALLENGER_MODULE, [str(spec_path), str(out_path)], threads=threads, nice=nice)
     log.info("retrain child started", pid=proc.pid, threads=threads, nice=nice, budget_s=budget_s)
     try:
         rc = proc.wait(timeout=budget_s)

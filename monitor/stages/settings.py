@@ -6,7 +6,7 @@ bare number of seconds.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -32,6 +32,11 @@ class ClassifyStageSettings(BaseModel):
     lag_interval: Seconds = Field(default=5.0, gt=0, description="how often consumer lag is measured")
     reload_interval: Seconds = Field(default=30.0, gt=0, description="how often the registry is checked")
     items_kept: int = Field(default=10_000, ge=0, description="recent scored items served by GET /items/{id}")
+    first_model: Literal["quick", "default", "tiny"] | None = Field(
+        default="quick",
+        description="with no usable model at start: train this profile in a child process while the daemon "
+        "runs (the page answers, stories queue, /readyz shows progress); null = refuse to start without one",
+    )
 
 
 class WindowSpec(BaseModel):

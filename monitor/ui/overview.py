@@ -119,6 +119,14 @@ class PipelineView(BaseModel):
     outbox: dict[str, int] | None
 
 
+class TrainingView(BaseModel):
+    """The first model's training, while a new home has none (``monitor.app.first_model``)."""
+
+    text: str
+    percent: int | None = None
+    """Of the training steps, when they run."""
+
+
 class Overview(BaseModel):
     window: str
     windows: list[str]
@@ -131,6 +139,8 @@ class Overview(BaseModel):
     """problems with the query the page should show (an unknown pinned key, ...)"""
     missing: list[str]
     """parts this process does not run (e.g. 'trends' in a classify-only process)"""
+    training: TrainingView | None = None
+    """set while the first model trains: the page shows it above everything"""
 
 
 class KeyMatches(BaseModel):
@@ -341,6 +351,7 @@ def overview(
     topics: int = 2,
     tickers: int = 3,
     relevance_floor: float = RELEVANCE_FLOOR,
+    training: TrainingView | None = None,
 ) -> Overview:
     messages: list[str] = []
     missing: list[str] = []
@@ -404,4 +415,5 @@ def overview(
         pipeline=pipeline(health, registry, meter, store),
         messages=messages,
         missing=missing,
+        training=training,
     )

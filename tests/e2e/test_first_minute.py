@@ -1,5 +1,6 @@
-"""The first minute of `make run`, exactly as the Makefile runs it: `finsent models ensure --profile
-quick`, then `finsent run` on the embedded defaults (in-process bus, demo feed, packaged rules).
+"""The first minute of `make run` once a model exists (`finsent models ensure --profile quick`
+finds the cached one), then `finsent run` on the embedded defaults (in-process bus, demo feed,
+packaged rules). A new home without a model: tests/e2e/test_first_run.py.
 
 * the planted $HLVB burst reaches the demo receiver ($FINSENT_HOME/alerts.jsonl) within 60 s of
   readiness, and the page at / shows it (a real browser: chart points, the alert card, no console
@@ -18,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +31,7 @@ import pytest
 
 from tests import waiting
 from tests.e2e.browser import chromium, console_errors, needs_browser, wait_until
+from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -43,12 +44,6 @@ WRITE_TOKEN = "first-minute-write-token"  # acknowledging from the page needs on
 # poll, and 10 event minutes at the demo's 120x (the rule's keep_firing_for: a flap would show),
 # yet far below the ~60 s until the demo feed's next pass plants the burst again (a new episode).
 SETTLE_S = 5.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def finsent(*args: str) -> list[str]:

@@ -13,6 +13,7 @@ import errno
 import socket
 import sys
 
+from models.registry import RegistryError
 from monitor.app.cliargs import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -23,6 +24,7 @@ from monitor.app.cliargs import (
     settings_problems,
 )
 from monitor.app.wiring import BUILDERS, PIPELINE, build_daemon
+from monitor.core.bus import ClusterTooSmall
 from monitor.core.persist import disk_fault_in
 from monitor.learning.labels import LabelStore
 from monitor.learning.retrain import run_retrain
@@ -71,6 +73,15 @@ def _runner(stages: tuple[str, ...]):
 
         try:
             daemon, _ = build_daemon(settings, chosen)
+        except ClusterTooSmall as err:
+            print(f"finsent: refusing to start: {err}", file=sys.stderr)
+            return EXIT_USAGE
+        except RegistryError as err:  # classify.first_model is null and there is no model to serve
+            print(
+                f"finsent: refusing to start: {err}; or set classify.first_model to train one at start",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
         except Exception as err:
             fault = disk_fault_in(err)
             if fault is None:

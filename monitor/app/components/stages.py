@@ -1,18 +1,23 @@
 """Builders of the classify and aggregate components (see monitor.app.wiring).
 
 Both work the same on the in-process bus and on Kafka. What they publish on the context:
-``ctx.engine`` (the classifier; set it before building to inject one, e.g. in tests),
+``ctx.engine`` (the classifier; set it before building to inject one, e.g. in tests; on a home
+with no model yet, set once the first model is trained: see monitor.app.first_model),
+``ctx.first_model`` (that training, while it runs),
 ``ctx.items`` (latest ScoredItem per story id) and ``ctx.trends`` (the queryable trend points).
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import structlog
 from fastapi import APIRouter
 
 from monitor.app.component import Component, Context
+from monitor.app.first_model import FirstModel, usable_model
 
 if TYPE_CHECKING:
     from monitor.app.daemon import Stage
@@ -39,15 +44,63 @@ def _item_store(ctx: Context) -> tuple[ItemStore, list[APIRouter]]:
 
 
 def build_classify(ctx: Context) -> Component:
+    items, routers = _item_store(ctx)
+    profile = ctx.settings.classify.first_model
+    if ctx.engine is None and profile is not None and not usable_model(ctx.settings):
+        first = FirstModel(ctx.settings, profile)
+        ctx.first_model = first
+        stage = ClassifyAfterFirstModel(first, lambda: _classify_stage(ctx, items))
+        return Component(name="classify", stages=[stage], routers=routers, close=first.stop)
+    return Component(name="classify", stages=[_classify_stage(ctx, items)], routers=routers)
 
+
+def _classify_stage(ctx: Context, items: ItemStore) -> ClassifyStage:
     engine = ctx.engine
     if engine is None:
         engine = ctx.engine = load_engine(ctx.settings)
-
     ctx.registry.register(ModelInfoCollector(engine))
-    items, routers = _item_store(ctx)
-    stage = ClassifyStage(ctx.settings, ctx.bus, engine, ctx.registry, items=items, shadow=_shadow(ctx))
-    return Component(name="classify", stages=[stage], routers=routers)
+    return ClassifyStage(ctx.settings, ctx.bus, engine, ctx.registry, items=items, shadow=_shadow(ctx))
+
+
+class ClassifyAfterFirstModel:
+    """The classify stage on a home with no model: starts the first model's training, waits for
+    it (not ready meanwhile, with its progress), then loads it and classifies as usual. Nothing
+    reads ``news.raw`` until then, so the stories wait on the bus."""
+
+    name = "classify"
+
+    def __init__(self, first: FirstModel, classify: Callable[[], ClassifyStage], poll_s: float = 0.5) -> None:
+        self.first = first
+        self._classify = classify
+        self._poll_s = poll_s
+        self._stage: ClassifyStage | None = None
+
+    def ready(self) -> tuple[bool, str]:
+        if self._stage is not None:
+            return self._stage.ready()
+        return False, self.first.describe()
+
+    def run(self, stop: threading.Event) -> None:
+        self.first.start()
+        reported_failure = False
+        while not stop.wait(self._poll_s):
+            state = self.first.state()
+            if state == "ready" or self.first.published():
+                break
+            if state == "failed" and usable_model(self.first.settings):  # published by other means
+                break
+            if state == "failed" and not reported_failure:
+                reported_failure = True
+                log.error("the first model's training failed", detail=self.first.describe())
+            if state == "training":
+                self.first.log_progress()
+        else:
+            self.first.stop()
+            return
+        self.first.forget_child()
+        self._stage = self._classify()
+        log.info("first model ready; classifying the stories that queued", model=self._stage.engine.version)
+        self._stage.run(stop)
 
 
 def _shadow(ctx: Context):

@@ -4,8 +4,17 @@
 from __future__ import annotations
 
 from monitor.app.component import Component, Context
-from monitor.ui.overview import RateMeter, UiError, match_keys, overview
+from monitor.ui.overview import RateMeter, TrainingView, UiError, match_keys, overview
 from monitor.ui.page import page_router
+
+
+def first_model_view(ctx: Context) -> TrainingView | None:
+    """The first model's training while this process has none to serve."""
+    first = ctx.first_model
+    if first is None or ctx.engine is not None:
+        return None
+    progress = first.progress()
+    return TrainingView(text=first.describe(), percent=progress.percent if progress else None)
 
 
 def build_ui(ctx: Context) -> Component:
@@ -25,6 +34,7 @@ def build_ui(ctx: Context) -> Component:
             registry=ctx.registry,
             meter=meter,
             relevance_floor=ctx.settings.aggregator.ticker_relevance_floor,
+            training=first_model_view(ctx),
         )
 
     def match(q: str, window: str | None):

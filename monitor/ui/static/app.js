@@ -284,6 +284,16 @@ function renderAlerts(alerts) {
   }));
 }
 
+// -- the first model's training ---------------------------------------------------------------
+function renderTraining(t) {
+  const box = document.getElementById("training");
+  if (!t) { box.replaceChildren(); box.hidden = true; return; }
+  const bar = el("progress", {max: "100"});
+  if (t.percent !== null) bar.value = t.percent;  // no value: an indeterminate bar
+  box.replaceChildren(el("p", {text: t.text}), bar);
+  box.hidden = false;
+}
+
 // -- pipeline --------------------------------------------------------------------------------
 function renderPipeline(p, missing) {
   const status = document.getElementById("status");
@@ -433,6 +443,7 @@ async function poll() {
     renderPipeline(data.pipeline, data.missing);
     renderStories(data.stories);
     setMessages([...state.urlMessages, ...data.messages]);
+    renderTraining(data.training);
     document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()} · ${data.keys_total} trend keys`;
   } catch (e) {
     state.failures += 1;

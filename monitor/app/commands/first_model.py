@@ -1,0 +1,54 @@
+"""The first-model child's entry point: ``python -m monitor.app.commands.first_model SPEC.json``.
+
+Started by :mod:`monitor.app.first_model` when the daemon finds no usable model: it trains the
+spec's profile, promotes the result, and keeps ``progress`` (a JSON :class:`TrainingProgress`)
+up to date for the daemon's ``/readyz`` and page. SPEC (JSON): ``home``, ``classifier``,
+``training`` (the daemon's sections), ``profile``, ``progress`` (path), ``log_level``,
+``log_format``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from models.training import train
+from models.training_progress import TrainingProgress
+from monitor.app.config import load_settings
+from monitor.core.logs import configure_logging
+
+
+def progress_writer(path: Path):
+    """Writes each progress report to ``path`` whole (a reader never sees half a file)."""
+
+    def write(progress: TrainingProgress) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(progress.model_dump_json(), encoding="utf-8")
+        os.replace(tmp, path)
+
+    return write
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m monitor.app.commands.first_model SPEC.json", file=sys.stderr)
+        return 2
+    spec = json.loads(Path(args[0]).read_text(encoding="utf-8"))
+    configure_logging(spec.get("log_level", "INFO"), spec.get("log_format", "console"))
+    settings = load_settings(None, home=spec["home"], classifier=spec["classifier"], training=spec["training"])
+    settings.ensure_dirs()
+    train(
+        settings,
+        profile=spec["profile"],
+        promote=True,
+        progress=False,
+        on_progress=progress_writer(Path(spec["progress"])),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
