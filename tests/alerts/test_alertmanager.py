@@ -23,7 +23,8 @@ from alerts.outbox import OutboxDeliverer
 from alerts.settings import EngineOptions, ReceiverSettings
 from monitor.core.backoff import Backoff
 from tests.alerts.helpers import OIL, point, rules
-from tests.deploy.procs import ALERTMANAGER, free_port, need, start_alertmanager, wait_for
+from tests.deploy.procs import ALERTMANAGER, need, start_alertmanager, wait_for
+from tests.ports import free_port
 
 POLICY = Backoff(initial_s=1.0, max_s=60.0, multiplier=2.0, jitter=0.0, max_retry_after_s=3600.0)
 NULL_CONFIG = "route: {receiver: blackhole}\nreceivers: [{name: blackhole}]\n"

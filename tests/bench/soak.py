@@ -31,7 +31,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,6 +47,7 @@ import yaml  # noqa: E402
 
 from connectors.webhook import sign  # noqa: E402
 from tests.alerts.helpers import Receiver  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 KAFKA_LOCAL = ROOT / "deploy" / "kafka" / "kafka-local"
 ROLES = ("ingest", "classify", "aggregate", "alerts")
@@ -76,12 +76,6 @@ rules:
     severity: warning
     receiver: hook
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def proc_sample(pid: int) -> tuple[float, int] | None:

@@ -153,7 +153,7 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list:
     """Every message on ``topic`` from the beginning to the current end offsets (deterministic)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    c = KafkaConsumer(bootstrap_servers=[bootstrap], enable_auto_commit=False, group_id=None)
+    c = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False, group_id=None)
     try:
         deadline = time.monotonic() + timeout_s
         try:

@@ -7,7 +7,6 @@ when the binaries are missing, so ``make test-fast`` stays usable on a bare mach
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.ports import free_port
 from tests.waiting import wait_until
 
 PROMETHEUS = shutil.which("prometheus")
@@ -27,12 +27,6 @@ AMTOOL = shutil.which("amtool")
 def need(*tools: str | None) -> None:
     if not all(tools):
         pytest.skip("Prometheus/Alertmanager not installed: run deploy/bootstrap.sh --with-test-tools")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(check: Callable[[], object], timeout_s: float = 60.0, what: str = "condition", every: float = 0.2):

@@ -4,6 +4,7 @@ compose services, Prometheus targets and rules, Alertmanager, Grafana provisioni
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,10 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from monitor.app.config import load_settings
 from monitor.app.wiring import BUILDERS
 from tests.deploy.bundle import (
     DEPLOY,
     ROLES,
+    ROOT,
     compose,
     mounts,
     prometheus_config,
@@ -174,8 +177,110 @@ def test_systemd_template_runs_any_role_as_notify_with_a_watchdog(tmp_path: Path
     for name, text in (
         ("finsent@classify.service", unit),
         ("finsent.service", (DEPLOY / "systemd" / "finsent.service").read_text()),
+        ("finsent-model.service", (DEPLOY / "systemd" / "finsent-model.service").read_text()),
     ):
         path = tmp_path / name
         path.write_text(text.replace("/opt/finsent/.venv/bin/finsent", finsent))
         out = subprocess.run([analyze, "verify", str(path)], capture_output=True, text=True)
         assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_every_systemd_unit_is_sandboxed_to_an_exposure_of_four_or_less(tmp_path: Path):
+    """`systemd-analyze security` rates a unit's sandbox from 0 (locked down) to 10 (exposed);
+    the units shipped before issue #29 rated 8.5."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze not available")
+    units = {
+        "finsent@classify.service": "finsent@.service",
+        "finsent.service": "finsent.service",
+        "finsent-model.service": "finsent-model.service",
+    }
+    for name, source in units.items():
+        path = tmp_path / name
+        path.write_text((DEPLOY / "systemd" / source).read_text())
+        out = subprocess.run(
+            [analyze, "security", "--offline=true", "--no-pager", str(path)], capture_output=True, text=True
+        )
+        m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out.stdout + out.stderr)
+        assert m, out.stdout + out.stderr
+        assert float(m.group(1)) <= 4.0, f"{name}: exposure {m.group(1)}\n{out.stdout}"
+    template = (DEPLOY / "systemd" / "finsent@.service").read_text()
+    assert "After=network-online.target finsent-model.service" in template
+    model_unit = (DEPLOY / "systemd" / "finsent-model.service").read_text()
+    assert (
+        "Type=oneshot" in model_unit
+        and "models ensure --profile quick --config /etc/finsent/finsent.yaml" in model_unit
+    )
+    assert "finsent.example.yaml /etc/finsent/finsent.yaml" in template  # the documented install puts the config file
+
+
+# -- scaling, tokens, image (issue #29) --------------------------------------------------------
+SCALED = ("classify", "aggregate")  # consumer groups: docs/DEPLOY.md, "Scaling"
+
+
+def published(service: dict) -> list[tuple[str, str]]:
+    """(host part, container port) of each published port; host "" when compose picks one."""
+    out = []
+    for spec in service.get("ports") or []:
+        host, _, container = str(spec).rpartition(":")
+        out.append((host, container))
+    return out
+
+
+def test_scaled_roles_publish_no_fixed_host_port():
+    roles = role_services()
+    assert roles["classify"]["deploy"]["replicas"] >= 2
+    for name in SCALED:
+        for host, container in published(roles[name]):
+            first, dash, last = host.partition("-")
+            assert host == "" or (dash and int(last) - int(first) >= 1), (
+                f"{name} publishes {container} on the fixed host port {host}: a second replica cannot start"
+            )
+    assert ("9110-9119", "9103") in published(roles["aggregate"])
+
+
+def test_every_finsent_service_runs_under_an_init_and_gets_the_api_token():
+    x = compose()["x-finsent"]
+    assert x["init"] is True
+    token = x["environment"]["FINSENT_API_TOKEN"]
+    assert token.startswith("${FINSENT_API_TOKEN:?"), "compose must refuse to start without a token"
+    config = yaml.safe_load((DEPLOY / "finsent.compose.yaml").read_text())
+    tokens = config["http"]["auth"]["tokens"]
+    assert [t["env"] for t in tokens] == ["FINSENT_API_TOKEN"] and set(tokens[0]["scopes"]) == {"read", "write"}
+    for name, s in compose()["services"].items():
+        if role_of(s) or name == "model-init":
+            assert s["init"] is True and s["environment"]["FINSENT_API_TOKEN"] == token, name
+
+
+def test_the_compose_config_with_a_token_is_a_valid_finsent_config(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("FINSENT_API_TOKEN", "t" * 48)
+    settings = load_settings(DEPLOY / "finsent.compose.yaml")
+    (token,) = settings.http.auth.tokens
+    assert token.name == "operator" and token.reveal() == "t" * 48
+    assert settings.http.auth.problems() == []
+
+
+def test_the_image_installs_dependencies_in_a_layer_of_their_own():
+    text = (DEPLOY / "Dockerfile").read_text()
+    deps = text.index("pip install -c /tmp/constraints.txt")
+    assert deps < text.index("COPY monitor") and "pip install --no-deps ." in text[text.index("COPY monitor") :]
+    assert text.index("COPY deploy/requirements.lock") < text.index('pip install "torch==$torch"')
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".git", ".venv", "tests", "deploy/kafka/libs"} <= set(ignored)
+
+
+def test_the_cluster_override_runs_three_brokers_and_replicates_three_ways():
+    base = compose()["services"]
+    over = yaml.safe_load((DEPLOY / "compose.cluster.yaml").read_text())["services"]
+    nodes = {name: s for name, s in over.items() if name.startswith("kafka")}
+    assert set(nodes) == {"kafka", "kafka-2", "kafka-3"}
+    voters = {s["environment"]["KAFKA_CONTROLLER_QUORUM_VOTERS"] for s in nodes.values()}
+    assert voters == {"1@kafka:9093,2@kafka-2:9093,3@kafka-3:9093"}
+    assert sorted(s["environment"]["KAFKA_NODE_ID"] for s in nodes.values()) == [1, 2, 3]
+    assert {s["environment"]["KAFKA_MIN_INSYNC_REPLICAS"] for s in nodes.values()} == {2}
+    for name in (*ROLES, "model-init"):
+        env = over[name]["environment"]
+        assert name in base
+        assert env["FINSENT_KAFKA__REPLICATION_FACTOR"] == "3" and env["FINSENT_KAFKA__MIN_INSYNC_REPLICAS"] == "2"
+        assert len(env["FINSENT_KAFKA__BOOTSTRAP"].split(",")) == 3

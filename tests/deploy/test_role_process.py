@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 
 from monitor.core.sdnotify import Notifier
-from tests.deploy.procs import free_port, wait_for
+from tests.deploy.procs import wait_for
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import pytest
 
-from monitor.core.bus.base import Bus, BusError, ConsumerOptions, Message, TopicPartition
+from monitor.core.bus.base import Bus, BusError, ClusterTooSmall, ConsumerOptions, Message, TopicPartition
 from monitor.core.bus.codec import DeadLetterSink, RecordReader, next_offsets, send_record
 from monitor.core.bus.memory import MemoryBus
 from monitor.core.records import DeadLetter, NewsItem, decode
@@ -178,3 +178,57 @@ def test_memory_pause_resume_and_lag():
     assert c.poll(0.05) == []
     c.resume(c.assignment())
     assert [int(m.value) for m in c.poll(0.1)] == [2, 3, 4]
+
+
+@pytest.mark.kafka
+def test_a_replication_factor_the_cluster_cannot_hold_is_a_clear_error(kafka_bootstrap: str) -> None:
+    from monitor.core.bus.kafka import KafkaBus
+    from monitor.core.bus.settings import KafkaSettings
+
+    bus = KafkaBus(KafkaSettings(bootstrap=kafka_bootstrap, replication_factor=3, min_insync_replicas=2))
+    topic = f"rf3-{uuid.uuid4().hex[:8]}"
+    try:
+        with pytest.raises(ClusterTooSmall, match="replication_factor is 3 but the cluster .* has 1 broker"):
+            bus.ensure_topics([topic])
+    finally:
+        bus.close()
+
+
+def test_min_insync_replicas_above_the_copies_is_refused() -> None:
+    from pydantic import ValidationError
+
+    from monitor.core.bus.settings import KafkaSettings
+
+    with pytest.raises(ValidationError, match="exceeds replication_factor"):
+        KafkaSettings(replication_factor=2, min_insync_replicas=3)
+
+
+class TooSmall:
+    """A bus whose cluster never gets enough brokers."""
+
+    name = "kafka"
+    calls = 0
+
+    def ensure_topics(self, topics, partitions=None, compacted=False):
+        self.calls += 1
+        raise ClusterTooSmall("kafka.replication_factor is 3 but the cluster at x has 1 broker")
+
+
+def test_a_daemon_waits_a_while_for_brokers_to_join_then_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    from monitor.core.bus import factory
+    from monitor.core.bus.settings import KafkaSettings, TopicSettings
+
+    fake = TooSmall()
+    clock = {"now": 0.0}
+    monkeypatch.setattr(factory, "KafkaBus", lambda settings: fake)
+    monkeypatch.setattr(factory.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(factory.time, "sleep", lambda s: clock.__setitem__("now", clock["now"] + s))
+
+    class Settings:
+        kafka = KafkaSettings(bootstrap="127.0.0.1:9", replication_factor=3)
+        topics = TopicSettings()
+
+    with pytest.raises(ClusterTooSmall):
+        factory.make_bus(Settings(), wait=True)
+    assert fake.calls > 1  # retried while brokers might still be joining ...
+    assert clock["now"] <= factory.CLUSTER_ASSEMBLY_S + 30  # ... for about CLUSTER_ASSEMBLY_S, not for ever

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from monitor.app.daemon import Daemon
 from monitor.core.bus.memory import MemoryBus
+from tests.ports import free_port
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,12 +21,6 @@ needs_prometheus = pytest.mark.skipif(
     shutil.which("prometheus") is None or shutil.which("promtool") is None,
     reason="Debian's prometheus package is installed by `make test` (deploy/bootstrap.sh --with-test-tools)",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @needs_prometheus

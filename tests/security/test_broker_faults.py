@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +31,7 @@ from tests.conftest import KAFKA_LOCAL
 from tests.connectors.conftest import FeedServer, Resp, read_topic
 from tests.e2e.test_feed_to_webhook import NEGATIVE, POSITIVE, RULES, alerts_in, rss, stories, window_start
 from tests.e2e.test_feed_to_webhook import SECRET as HOOK_SECRET
+from tests.ports import free_port
 from tests.waiting import settled, wait_until
 
 pytestmark = [pytest.mark.kafka]  # a core promise (no story lost, one alert): default tier
@@ -41,12 +41,6 @@ SECRET = "fault-push-secret"
 # outbox's 1 s poll plus the 2 s max_backoff of a retried delivery, and the stages' re-reads of what
 # they had not committed before the kill are done by then (readiness is back).
 SETTLE_S = 5.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Broker:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.ports import free_port
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
@@ -35,12 +35,6 @@ SECRETS = {
     "slack": "slackpath-T0B0-5c3d",
     "http_token": "http-write-token-8e6b3f2a",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_no_secret_is_ever_printed(quick_model_home: Path, tmp_path: Path, kafka_bootstrap: str, topics) -> None:

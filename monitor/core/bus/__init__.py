@@ -3,6 +3,7 @@
 from monitor.core.bus.base import (
     Bus,
     BusError,
+    ClusterTooSmall,
     Consumer,
     ConsumerOptions,
     Message,
@@ -14,6 +15,7 @@ from monitor.core.bus.base import (
 __all__ = [
     "Bus",
     "BusError",
+    "ClusterTooSmall",
     "Consumer",
     "ConsumerOptions",
     "Message",

@@ -57,6 +57,10 @@ class BusError(RuntimeError):
     """The transport failed (broker unreachable, send not acknowledged in time, ...)."""
 
 
+class ClusterTooSmall(BusError):
+    """The cluster has fewer brokers than ``kafka.replication_factor`` copies need."""
+
+
 Headers = Iterable[tuple[str, bytes]]
 RebalanceCallback = Callable[[set[TopicPartition]], None]
 

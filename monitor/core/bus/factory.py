@@ -8,7 +8,7 @@ from typing import Protocol
 import structlog
 
 from monitor.core.backoff import Backoff
-from monitor.core.bus.base import Bus, BusError
+from monitor.core.bus.base import Bus, BusError, ClusterTooSmall
 from monitor.core.bus.kafka import KafkaBus
 from monitor.core.bus.memory import MemoryBus
 from monitor.core.bus.settings import KafkaSettings, TopicSettings
@@ -27,6 +27,10 @@ class BusConfig(Protocol):
     def topics(self) -> TopicSettings: ...
 
 
+CLUSTER_ASSEMBLY_S = 60.0
+"""How long a daemon waits for a cluster with fewer brokers than ``kafka.replication_factor``."""
+
+
 def make_bus(settings: BusConfig, wait: bool = False) -> Bus:
     """The bus with finsent's topics in place. ``wait`` (daemons): while the broker is unreachable,
     log and retry (1 s doubling to 30 s) for ``kafka.startup_timeout_s`` (0 = for ever) instead of
@@ -41,9 +45,19 @@ def make_bus(settings: BusConfig, wait: bool = False) -> Bus:
     timeout = settings.kafka.startup_timeout_s
     deadline = time.monotonic() + timeout if timeout else float("inf")
     backoff, attempt = Backoff(1.0, 30.0), 1
+    assembling_until = time.monotonic() + CLUSTER_ASSEMBLY_S
     while True:
         try:
             bus.ensure_topics(settings.topics.all())
+        except ClusterTooSmall as err:
+            # brokers of a cluster that is starting join one by one; a cluster that stays too small
+            # is a configuration error, said once and clearly
+            if not wait or time.monotonic() > assembling_until:
+                raise
+            log.warning("waiting for more Kafka brokers to join", attempt=attempt, error=str(err))
+            time.sleep(backoff.delay(attempt))
+            attempt += 1
+            continue
         except BusError as err:
             delay = backoff.delay(attempt)
             if not wait or time.monotonic() + delay > deadline:

@@ -24,6 +24,7 @@ from kafka.structs import OffsetAndMetadata
 from monitor.core.bus.base import (
     Backlog,
     BusError,
+    ClusterTooSmall,
     ConsumerOptions,
     Headers,
     Message,
@@ -67,6 +68,9 @@ class KafkaBus:
 
     def ensure_topics(self, topics: Iterable[str], partitions: int | None = None, compacted: bool = False) -> None:
         admin = self._admin()
+        configs: dict[str, str] = {"cleanup.policy": "compact"} if compacted else {}
+        if self.settings.min_insync_replicas is not None:
+            configs["min.insync.replicas"] = str(self.settings.min_insync_replicas)
         try:
             existing = set(admin.list_topics())
             wanted = [
@@ -74,12 +78,13 @@ class KafkaBus:
                     t,
                     num_partitions=partitions or self.settings.partitions,
                     replication_factor=self.settings.replication_factor,
-                    topic_configs={"cleanup.policy": "compact"} if compacted else {},
+                    topic_configs=dict(configs),
                 )
                 for t in dict.fromkeys(topics)
                 if t not in existing
             ]
             if wanted:
+                self._check_cluster_size(admin)
                 try:
                     admin.create_topics(wanted, timeout_ms=self.settings.request_timeout_ms)
                 except TopicAlreadyExistsError:
@@ -88,6 +93,18 @@ class KafkaBus:
         finally:
             admin.close()
         self._await_metadata(list(dict.fromkeys(topics)))
+
+    def _check_cluster_size(self, admin: KafkaAdminClient) -> None:
+        """A replication factor the cluster cannot hold fails here, with what to change, rather
+        than as the broker's INVALID_REPLICATION_FACTOR."""
+        brokers = len(admin.describe_cluster().get("brokers") or [])
+        wanted = self.settings.replication_factor
+        if brokers and wanted > brokers:
+            raise ClusterTooSmall(
+                f"kafka.replication_factor is {wanted} but the cluster at {self.settings.bootstrap} has "
+                f"{brokers} broker{'s' if brokers != 1 else ''}: set kafka.replication_factor (and "
+                f"kafka.min_insync_replicas) to at most {brokers}, or add brokers"
+            )
 
     def _await_metadata(self, topics: list[str]) -> None:
         """Return once every topic's partitions are visible to clients.

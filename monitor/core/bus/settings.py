@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from monitor.core.section import Section
 
@@ -21,7 +21,18 @@ class KafkaSettings(Section):
         description="in-process bus (no bootstrap): records kept per partition of a topic "
         "no consumer group reads; read topics keep only what some group has not committed yet",
     )
-    replication_factor: int = Field(default=1, ge=1)
+    replication_factor: int = Field(
+        default=1,
+        ge=1,
+        description="copies of each partition of the topics finsent creates (3 on a three-broker cluster: one "
+        "broker may die with nothing lost); checked against the cluster's brokers at start",
+    )
+    min_insync_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description="topics finsent creates accept a write once this many copies have it (with acks=all); "
+        "unset = the broker's default (kafka-local: 2 on three brokers, else 1)",
+    )
     request_timeout_ms: int = Field(default=30_000, ge=1000)
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)
@@ -65,6 +76,15 @@ class KafkaSettings(Section):
     @property
     def enabled(self) -> bool:
         return self.bootstrap is not None
+
+    @model_validator(mode="after")
+    def _insync_within_copies(self) -> KafkaSettings:
+        if self.min_insync_replicas is not None and self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"min_insync_replicas ({self.min_insync_replicas}) exceeds replication_factor "
+                f"({self.replication_factor}): no write could ever be accepted"
+            )
+        return self
 
     @property
     def bootstrap_servers(self) -> list[str]:
