@@ -206,7 +206,8 @@ def test_every_systemd_unit_is_sandboxed_to_an_exposure_of_four_or_less(tmp_path
         assert m, out.stdout + out.stderr
         assert float(m.group(1)) <= 4.0, f"{name}: exposure {m.group(1)}\n{out.stdout}"
     template = (DEPLOY / "systemd" / "finsent@.service").read_text()
-    assert "After=network-online.target finsent-model.service" in template
+    for unit in (template, (DEPLOY / "systemd" / "finsent.service").read_text()):
+        assert "After=network-online.target finsent-model.service" in unit
     model_unit = (DEPLOY / "systemd" / "finsent-model.service").read_text()
     assert (
         "Type=oneshot" in model_unit
