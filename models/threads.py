@@ -43,6 +43,14 @@ def own_cpu_seconds() -> float:
     return t.user + t.system
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def threads_for(others_busy_cores: float, cores: int, cap: int) -> int:
     """The cores the others leave (rounded), at least one, at most ``cap``."""
     return max(1, min(cap, cores - round(max(0.0, others_busy_cores))))
@@ -65,7 +73,7 @@ class ThreadGovernor:
         own_busy: Callable[[], float] = own_cpu_seconds,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.cores = cores or os.cpu_count() or 1
+        self.cores = cores or usable_cores()
         self.fixed = fixed
         self.cap = fixed or self.cores
         self.interval_s = interval_s

@@ -35,17 +35,13 @@ LOG_EVERY_S = 30.0
 State = Literal["waiting", "training", "ready", "failed"]
 
 
-def usable_model(settings) -> bool:
-    """The registry has a current version that verifies (what the classify stage can load)."""
-    registry = Registry.from_settings(settings)
-    current = registry.current()
-    if current is None:
-        return False
+def has_model(settings) -> bool:
+    """The registry names a current version (what ``finsent models ensure`` keeps; a current
+    version that fails to load is the engine's clear error, not a reason to train over it)."""
     try:
-        registry.verify(current)
+        return Registry.from_settings(settings).current() is not None
     except RegistryError:
         return False
-    return True
 
 
 class FirstModel:
@@ -77,11 +73,11 @@ class FirstModel:
         }
         spec_path = self.dir / "spec.json"
         spec_path.write_text(json.dumps(spec), encoding="utf-8")
+        self._started_at = time.time()
         with self.log_path.open("ab") as output:
             self._proc = start_child(
                 CHILD_MODULE, [str(spec_path)], threads=s.training.threads, nice=s.retrain.nice, output=output
             )
-        self._started_at = time.time()
         log.info(
             "no model yet: training the first one while the daemon runs; stories queue until it is ready",
             profile=self.profile,
@@ -118,7 +114,7 @@ class FirstModel:
         """What ``/readyz``, the page and the log say while there is no model."""
         state = self.state()
         if state == "waiting":
-            return f"no model yet: the first model ('{self.profile}' profile) is about to train"
+            return f"no model yet: training the first model ('{self.profile}' profile) is starting"
         if state == "failed":
             rc = self._proc.returncode if self._proc else None
             return (

@@ -20,6 +20,7 @@ One run (:func:`run_retrain`, from the apscheduler cron ``retrain.cron`` or ``fi
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import json
 import os
@@ -125,6 +126,7 @@ def start_child(
 
     def lower_priority() -> None:
         os.setsid()  # its own process group: stopping the child stops anything it started
+        die_with_parent()
         if nice:
             os.nice(nice)
 
@@ -136,6 +138,20 @@ def start_child(
         stdout=output,
         stderr=subprocess.STDOUT if output is not None else None,
     )
+
+
+def die_with_parent() -> None:
+    """Linux: SIGTERM this (forked, not yet exec'd) child when the thread that started it dies, so a
+    daemon killed with ``kill -9``, by the OOM killer or a closed terminal leaves no training
+    running (its own session shields it from the terminal's signals). Elsewhere: nothing."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+PR_SET_PDEATHSIG = 1
 
 
 def stop_child(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models import ClassifierSettings
 from monitor.core.bus.settings import KafkaSettings, TopicSettings
@@ -35,8 +35,14 @@ class ClassifyStageSettings(BaseModel):
     first_model: Literal["quick", "default", "tiny"] | None = Field(
         default="quick",
         description="with no usable model at start: train this profile in a child process while the daemon "
-        "runs (the page answers, stories queue, /readyz shows progress); null = refuse to start without one",
+        "runs (the page answers, stories queue, /readyz shows progress); null (or 'off') = refuse to start without one",
     )
+
+    @field_validator("first_model", mode="before")
+    @classmethod
+    def _off(cls, v: object) -> object:
+        """``FINSENT_CLASSIFY__FIRST_MODEL=null`` (or ``off``, ``none``, empty) from the environment."""
+        return None if isinstance(v, str) and v.strip().lower() in ("", "null", "none", "off") else v
 
 
 class WindowSpec(BaseModel):

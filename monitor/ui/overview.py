@@ -125,6 +125,8 @@ class TrainingView(BaseModel):
     text: str
     percent: int | None = None
     """Of the training steps, when they run."""
+    failed: bool = False
+    """The training failed (the text says where its log is): no progress bar."""
 
 
 class Overview(BaseModel):

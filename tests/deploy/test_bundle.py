@@ -174,15 +174,18 @@ def test_systemd_template_runs_any_role_as_notify_with_a_watchdog(tmp_path: Path
     if analyze is None:  # the unit's text is checked above; systemd's own verifier is a bonus
         pytest.skip("systemd-analyze not available")
     finsent = shutil.which("finsent") or str(Path(__import__("sys").executable).parent / "finsent")
+    paths = []
     for name, text in (
+        ("finsent-model.service", (DEPLOY / "systemd" / "finsent-model.service").read_text()),
         ("finsent@classify.service", unit),
         ("finsent.service", (DEPLOY / "systemd" / "finsent.service").read_text()),
-        ("finsent-model.service", (DEPLOY / "systemd" / "finsent-model.service").read_text()),
     ):
         path = tmp_path / name
         path.write_text(text.replace("/opt/finsent/.venv/bin/finsent", finsent))
-        out = subprocess.run([analyze, "verify", str(path)], capture_output=True, text=True)
-        assert out.returncode == 0, out.stdout + out.stderr
+        paths.append(str(path))
+    # together: the role units require finsent-model.service, found beside them
+    out = subprocess.run([analyze, "verify", *paths], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_every_systemd_unit_is_sandboxed_to_an_exposure_of_four_or_less(tmp_path: Path):
@@ -207,7 +210,8 @@ def test_every_systemd_unit_is_sandboxed_to_an_exposure_of_four_or_less(tmp_path
         assert float(m.group(1)) <= 4.0, f"{name}: exposure {m.group(1)}\n{out.stdout}"
     template = (DEPLOY / "systemd" / "finsent@.service").read_text()
     for unit in (template, (DEPLOY / "systemd" / "finsent.service").read_text()):
-        assert "After=network-online.target finsent-model.service" in unit
+        assert "After=network-online.target finsent-model.service" in unit and "Requires=finsent-model.service" in unit
+        assert "FINSENT_CLASSIFY__FIRST_MODEL=off" in unit  # a unit never trains under its start timeout
     model_unit = (DEPLOY / "systemd" / "finsent-model.service").read_text()
     assert (
         "Type=oneshot" in model_unit
@@ -265,7 +269,10 @@ def test_the_compose_config_with_a_token_is_a_valid_finsent_config(monkeypatch: 
 def test_the_image_installs_dependencies_in_a_layer_of_their_own():
     text = (DEPLOY / "Dockerfile").read_text()
     deps = text.index("pip install -c /tmp/constraints.txt")
-    assert deps < text.index("COPY monitor") and "pip install --no-deps ." in text[text.index("COPY monitor") :]
+    assert (
+        deps < text.index("COPY README.md") < text.index("COPY monitor")
+        and "pip install --no-deps ." in text[text.index("COPY monitor") :]
+    )
     assert text.index("COPY deploy/requirements.lock") < text.index('pip install "torch==$torch"')
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", "tests", "deploy/kafka/libs"} <= set(ignored)
@@ -283,5 +290,7 @@ def test_the_cluster_override_runs_three_brokers_and_replicates_three_ways():
     for name in (*ROLES, "model-init"):
         env = over[name]["environment"]
         assert name in base
+        if name != "model-init":
+            assert set(over[name]["depends_on"]) == set(nodes), name  # every broker healthy first
         assert env["FINSENT_KAFKA__REPLICATION_FACTOR"] == "3" and env["FINSENT_KAFKA__MIN_INSYNC_REPLICAS"] == "2"
         assert len(env["FINSENT_KAFKA__BOOTSTRAP"].split(",")) == 3

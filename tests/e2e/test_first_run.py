@@ -47,6 +47,17 @@ def start(home: Path, port: int, log: Path) -> subprocess.Popen:
     )
 
 
+def stop(proc: subprocess.Popen) -> int | None:
+    """SIGTERM; the exit code, or None (after a SIGKILL) when it did not stop within a minute."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return None
+
+
 def classify_check(base: str) -> tuple[int, str]:
     r = httpx.get(f"{base}/readyz", timeout=5)
     check = next(c for c in r.json()["checks"] if c["name"] == "stage:classify")
@@ -80,8 +91,13 @@ def test_a_new_home_answers_at_once_shows_the_training_and_then_scores_the_queue
     try:
         waiting.wait_until(answering(proc, log, f"{base}/"), 60, "the page at /", every_s=0.2)
         assert Registry(home / "models").current() is None  # answering before any model exists
-        code, detail = classify_check(base)
-        assert code == 503 and "training the first model ('tiny' profile" in detail, detail
+
+        def training_said() -> tuple[int, str] | None:
+            check = classify_check(base)
+            return check if "training the first model ('tiny' profile" in check[1] else None
+
+        code, detail = waiting.wait_until(training_said, 30, "/readyz to say the first model is training")
+        assert code == 503 and "stories queue until it is ready" in detail, detail
 
         with chromium() as driver:
             driver.get(f"{base}/")
@@ -117,8 +133,8 @@ def test_a_new_home_answers_at_once_shows_the_training_and_then_scores_the_queue
         assert "first model ready; classifying the stories that queued" in events
         assert not [e for e in log_lines(log) if e.get("level") in ("error", "critical")]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0, log.read_text()[-3000:]
+        code = stop(proc)
+    assert code == 0, log.read_text()[-3000:]
 
 
 def test_sigterm_while_the_first_model_trains_stops_everything(tmp_path: Path) -> None:
@@ -136,8 +152,7 @@ def test_sigterm_while_the_first_model_trains_stops_everything(tmp_path: Path) -
         )
         os.kill(child, 0)  # running
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(60)
+        code = stop(proc)
     assert code == 0, log.read_text()[-3000:]
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)  # stopped and reaped, not orphaned

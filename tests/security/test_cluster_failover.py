@@ -53,15 +53,21 @@ class Cluster:
     def pids(self) -> dict[int, int]:
         return {int(n): int(p) for n, p in (line.split() for line in self._run("pids").stdout.splitlines())}
 
-    def leader_of(self, topic: str, partition: int = 0) -> int:
+    def partitions(self, *topics: str) -> list[dict]:
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap.split(","))
         try:
-            (described,) = admin.describe_topics([topic])
+            return [p for t in admin.describe_topics(list(topics)) for p in t["partitions"]]
         finally:
             admin.close()
-        part = next(p for p in described["partitions"] if p["partition_index"] == partition)
+
+    def leader_of(self, topic: str, partition: int = 0) -> int:
+        part = next(p for p in self.partitions(topic) if p["partition_index"] == partition)
         assert len(part["replica_nodes"]) == 3, part  # replication factor 3, as configured
         return part["leader_id"]
+
+    def fully_in_sync(self, *topics: str) -> bool:
+        """Every partition has all three copies in sync again (a resumed broker caught up)."""
+        return all(len(p["isr_nodes"]) == 3 for p in self.partitions(*topics))
 
     def kill9(self, node: int) -> None:
         pid = self.pids()[node]
@@ -114,16 +120,10 @@ def ids_on(bootstrap: str, topic: str) -> list[str]:
 
 
 def test_a_leader_broker_killed_mid_stream_loses_no_story_and_stops_no_role(tmp_path: Path) -> None:
-    cluster = Cluster(tmp_path / "kafka")
-    cluster.start()
     home = trained_tiny_home(tmp_path)
+    cluster = Cluster(tmp_path / "kafka")
     ports = {"ingest": free_port(), "classify": free_port()}
-    roles = {
-        role: FinsentProcess(
-            [role], role_config(tmp_path, role, home, cluster.bootstrap, ports[role]), tmp_path / f"{role}.log"
-        )
-        for role in ("ingest", "classify")
-    }
+    roles: dict[str, FinsentProcess] = {}
     pusher = Pusher(f"http://127.0.0.1:{ports['ingest']}/ingest/partner")
 
     def ready(role: str) -> bool:
@@ -144,13 +144,17 @@ def test_a_leader_broker_killed_mid_stream_loses_no_story_and_stops_no_role(tmp_
         return check
 
     try:
+        cluster.start()
+        for role in ("ingest", "classify"):
+            cfg = role_config(tmp_path, role, home, cluster.bootstrap, ports[role])
+            roles[role] = FinsentProcess([role], cfg, tmp_path / f"{role}.log")
         for proc in roles.values():
             proc.start()
         for role in roles:
             wait_until(lambda role=role: (all_alive(), ready(role))[1], 240, f"{role} ready")
         pusher.start()
         wait_until(accepted_more(30), 120, "30 accepted stories")
-        wait_until(lambda: len(ids_on(cluster.bootstrap, "news.scored")) >= 10, 120, "10 scored stories")
+        wait_until(lambda: len(ids_on(cluster.bootstrap, "news.scored")) >= 10, 120, "10 scored stories", every_s=2)
 
         # 1. the leader of a news.raw partition dies mid-stream; pushes go on being accepted
         raw_leader = cluster.leader_of("news.raw")
@@ -159,6 +163,9 @@ def test_a_leader_broker_killed_mid_stream_loses_no_story_and_stops_no_role(tmp_
         at_kill = len(pusher.accepted)
         wait_until(accepted_more(at_kill + MORE), 180, f"{MORE} stories accepted with broker {raw_leader} down")
         cluster.resume(raw_leader)
+        wait_until(
+            lambda: cluster.fully_in_sync("news.raw", "news.scored"), 120, "the resumed broker in sync", every_s=1
+        )
 
         # 2. then the leader of a news.scored partition
         scored_leader = cluster.leader_of("news.scored")
@@ -175,6 +182,7 @@ def test_a_leader_broker_killed_mid_stream_loses_no_story_and_stops_no_role(tmp_
             lambda: (all_alive(), accepted <= set(ids_on(cluster.bootstrap, "news.scored")))[1],
             240,
             "every accepted story scored",
+            every_s=2,
         )
         all_alive()
         for proc in roles.values():

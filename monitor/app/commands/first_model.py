@@ -1,7 +1,7 @@
 """The first-model child's entry point: ``python -m monitor.app.commands.first_model SPEC.json``.
 
 Started by :mod:`monitor.app.first_model` when the daemon finds no usable model: it trains the
-spec's profile, promotes the result, and keeps ``progress`` (a JSON :class:`TrainingProgress`)
+spec's profile, promotes the result (unless a model became current meanwhile), and keeps ``progress`` (a JSON :class:`TrainingProgress`)
 up to date for the daemon's ``/readyz`` and page. SPEC (JSON): ``home``, ``classifier``,
 ``training`` (the daemon's sections), ``profile``, ``progress`` (path), ``log_level``,
 ``log_format``.
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     train(
         settings,
         profile=spec["profile"],
-        promote=True,
+        promote=None,  # only if the registry still has no current version (another may have come meanwhile)
         progress=False,
         on_progress=progress_writer(Path(spec["progress"])),
     )

@@ -292,7 +292,7 @@ def _cmd_models_ensure(args: argparse.Namespace) -> int:
             return EXIT_OK
         except RegistryError as err:
             _err(f"current version {current} is unusable ({err}); training a new one")
-    eta = {"quick": "about two minutes on 2 idle CPU cores", "tiny": "under a minute"}.get(args.profile, "a while")
+    eta = {"quick": "a few minutes on 2 idle CPU cores", "tiny": "about a minute"}.get(args.profile, "a while")
     print(
         f"no usable model in {reg.versions_dir}: training the '{args.profile}' profile, {eta}, once "
         f"(`finsent train` trains the full model)",
@@ -582,7 +582,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_option(q)
     q.add_argument("version", nargs="?", default="current")
     q.set_defaults(func=_cmd_models_export)
-    q = msub.add_parser("ensure", help="train and promote a model only if none is current (used by `make run`)")
+    q = msub.add_parser("ensure", help="train and promote a model only if none is current (compose model-init, finsent-model.service)")
     add_config_option(q)
     q.add_argument("--profile", choices=["default", "quick", "tiny"], default="quick")
     q.set_defaults(func=_cmd_models_ensure)

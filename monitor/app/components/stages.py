@@ -17,7 +17,7 @@ import structlog
 from fastapi import APIRouter
 
 from monitor.app.component import Component, Context
-from monitor.app.first_model import FirstModel, usable_model
+from monitor.app.first_model import FirstModel, has_model
 
 if TYPE_CHECKING:
     from monitor.app.daemon import Stage
@@ -46,7 +46,7 @@ def _item_store(ctx: Context) -> tuple[ItemStore, list[APIRouter]]:
 def build_classify(ctx: Context) -> Component:
     items, routers = _item_store(ctx)
     profile = ctx.settings.classify.first_model
-    if ctx.engine is None and profile is not None and not usable_model(ctx.settings):
+    if ctx.engine is None and profile is not None and not has_model(ctx.settings):
         first = FirstModel(ctx.settings, profile)
         ctx.first_model = first
         stage = ClassifyAfterFirstModel(first, lambda: _classify_stage(ctx, items))
@@ -84,11 +84,9 @@ class ClassifyAfterFirstModel:
         self.first.start()
         reported_failure = False
         while not stop.wait(self._poll_s):
+            if has_model(self.first.settings):  # ours, published; or one promoted by other means
+                break
             state = self.first.state()
-            if state == "ready" or self.first.published():
-                break
-            if state == "failed" and usable_model(self.first.settings):  # published by other means
-                break
             if state == "failed" and not reported_failure:
                 reported_failure = True
                 log.error("the first model's training failed", detail=self.first.describe())
@@ -97,7 +95,10 @@ class ClassifyAfterFirstModel:
         else:
             self.first.stop()
             return
-        self.first.forget_child()
+        if self.first.published():
+            self.first.forget_child()  # done; it is only exiting (torch, ORT)
+        else:
+            self.first.stop()  # a model came from elsewhere: this training is moot
         self._stage = self._classify()
         log.info("first model ready; classifying the stories that queued", model=self._stage.engine.version)
         self._stage.run(stop)

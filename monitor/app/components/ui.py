@@ -13,8 +13,11 @@ def first_model_view(ctx: Context) -> TrainingView | None:
     first = ctx.first_model
     if first is None or ctx.engine is not None:
         return None
-    progress = first.progress()
-    return TrainingView(text=first.describe(), percent=progress.percent if progress else None)
+    state = first.state()
+    progress = first.progress() if state == "training" else None
+    return TrainingView(
+        text=first.describe(), percent=progress.percent if progress else None, failed=state == "failed"
+    )
 
 
 def build_ui(ctx: Context) -> Component:

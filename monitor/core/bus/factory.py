@@ -45,13 +45,15 @@ def make_bus(settings: BusConfig, wait: bool = False) -> Bus:
     timeout = settings.kafka.startup_timeout_s
     deadline = time.monotonic() + timeout if timeout else float("inf")
     backoff, attempt = Backoff(1.0, 30.0), 1
-    assembling_until = time.monotonic() + CLUSTER_ASSEMBLY_S
+    assembling_until: float | None = None
     while True:
         try:
             bus.ensure_topics(settings.topics.all())
         except ClusterTooSmall as err:
             # brokers of a cluster that is starting join one by one; a cluster that stays too small
-            # is a configuration error, said once and clearly
+            # for CLUSTER_ASSEMBLY_S after it first answered is a configuration error, said clearly
+            if assembling_until is None:
+                assembling_until = time.monotonic() + CLUSTER_ASSEMBLY_S
             if not wait or time.monotonic() > assembling_until:
                 raise
             log.warning("waiting for more Kafka brokers to join", attempt=attempt, error=str(err))

@@ -288,8 +288,8 @@ function renderAlerts(alerts) {
 function renderTraining(t) {
   const box = document.getElementById("training");
   if (!t) { box.replaceChildren(); box.hidden = true; return; }
-  const bar = el("progress", {max: "100"});
-  if (t.percent !== null) bar.value = t.percent;  // no value: an indeterminate bar
+  const bar = t.failed ? null : el("progress", {max: "100"});
+  if (bar && t.percent !== null) bar.value = t.percent;  // no value: an indeterminate bar
   box.replaceChildren(el("p", {text: t.text}), bar);
   box.hidden = false;
 }
