@@ -582,7 +582,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_option(q)
     q.add_argument("version", nargs="?", default="current")
     q.set_defaults(func=_cmd_models_export)
-    q = msub.add_parser("ensure", help="train and promote a model only if none is current (compose model-init, finsent-model.service)")
+    q = msub.add_parser(
+        "ensure", help="train and promote a model only if none is current (compose model-init, finsent-model.service)"
+    )
     add_config_option(q)
     q.add_argument("--profile", choices=["default", "quick", "tiny"], default="quick")
     q.set_defaults(func=_cmd_models_ensure)

@@ -15,9 +15,7 @@ def first_model_view(ctx: Context) -> TrainingView | None:
         return None
     state = first.state()
     progress = first.progress() if state == "training" else None
-    return TrainingView(
-        text=first.describe(), percent=progress.percent if progress else None, failed=state == "failed"
-    )
+    return TrainingView(text=first.describe(), percent=progress.percent if progress else None, failed=state == "failed")
 
 
 def build_ui(ctx: Context) -> Component:
