@@ -13,6 +13,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def finsent_env(**settings: str) -> dict[str, str]:
+    """This process's environment without any ``FINSENT_*``, offline for the model hub, plus
+    ``settings`` (``FINSENT_HOME=...``): what a finsent process started by a test sees."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **settings)
+    return env
+
+
 class FinsentProcess:
     """One finsent command (``["run", "--stages", "classify,aggregate"]``, ``["aggregate"]`` …),
     started with a clean ``FINSENT_*`` environment and its output appended to ``log``."""
@@ -23,8 +31,7 @@ class FinsentProcess:
         self.starts = 0
 
     def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
-        env.update(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        env = finsent_env(PYTHONPATH=str(ROOT))
         self.starts += 1
         with self.log.open("a") as out:
             self.proc = subprocess.Popen(

@@ -140,6 +140,9 @@ def start_child(
     )
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
 def die_with_parent() -> None:
     """Linux: SIGTERM this (forked, not yet exec'd) child when the thread that started it dies, so a
     daemon killed with ``kill -9``, by the OOM killer or a closed terminal leaves no training
@@ -149,9 +152,6 @@ def die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     except (OSError, AttributeError):
         pass
-
-
-PR_SET_PDEATHSIG = 1
 
 
 def stop_child(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:

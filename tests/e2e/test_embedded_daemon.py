@@ -3,7 +3,6 @@ the HTTP endpoints answer, and SIGTERM stops it cleanly with exit code 0."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.finsent_process import finsent_env
 from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
@@ -20,13 +20,7 @@ pytestmark = pytest.mark.e2e
 
 def test_finsent_run_on_embedded_defaults_serves_trends_and_stops_on_sigterm(quick_model_home: Path, tmp_path):
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
-    env.update(
-        FINSENT_HOME=str(quick_model_home),
-        FINSENT_HTTP__PORT=str(port),
-        HF_HUB_OFFLINE="1",
-        FINSENT_LOGGING__FORMAT="json",
-    )
+    env = finsent_env(FINSENT_HOME=str(quick_model_home), FINSENT_HTTP__PORT=str(port), FINSENT_LOGGING__FORMAT="json")
     log = (tmp_path / "daemon.log").open("w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "monitor.app.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT

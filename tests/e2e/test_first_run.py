@@ -25,6 +25,7 @@ import pytest
 from models.registry import Registry
 from tests import waiting
 from tests.e2e.browser import chromium, console_errors, needs_browser, wait_until
+from tests.finsent_process import finsent_env
 from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
@@ -33,14 +34,11 @@ TRAINING_S = 900  # the tiny profile on a loaded 2-core machine, with margin
 
 
 def start(home: Path, port: int, log: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_")}
-    env.update(
+    env = finsent_env(
         FINSENT_HOME=str(home),
         FINSENT_HTTP__PORT=str(port),
         FINSENT_CLASSIFY__FIRST_MODEL="tiny",
         FINSENT_LOGGING__FORMAT="json",
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
     )
     return subprocess.Popen(
         [sys.executable, "-m", "monitor.app.cli", "run"], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT

@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 
 from models.challenger import run
-from monitor.app.config import load_settings
-from monitor.core.logs import configure_logging
+from monitor.app.commands.child_spec import load_spec
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,9 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 2:
         print("usage: python -m monitor.app.commands.challenger SPEC.json OUT.json", file=sys.stderr)
         return 2
-    spec = json.loads(Path(args[0]).read_text(encoding="utf-8"))
-    configure_logging(spec.get("log_level", "INFO"), spec.get("log_format", "console"))
-    settings = load_settings(None, home=spec["home"], classifier=spec["classifier"], training=spec["training"])
+    spec, settings = load_spec(args[0])
     out = run(settings, spec)
     tmp = Path(args[1]).with_suffix(".tmp")
     tmp.write_text(json.dumps(out, indent=2), encoding="utf-8")

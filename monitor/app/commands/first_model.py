@@ -9,15 +9,13 @@ up to date for the daemon's ``/readyz`` and page. SPEC (JSON): ``home``, ``class
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 
 from models.training import train
 from models.training_progress import TrainingProgress
-from monitor.app.config import load_settings
-from monitor.core.logs import configure_logging
+from monitor.app.commands.child_spec import load_spec
 
 
 def progress_writer(path: Path):
@@ -36,9 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m monitor.app.commands.first_model SPEC.json", file=sys.stderr)
         return 2
-    spec = json.loads(Path(args[0]).read_text(encoding="utf-8"))
-    configure_logging(spec.get("log_level", "INFO"), spec.get("log_format", "console"))
-    settings = load_settings(None, home=spec["home"], classifier=spec["classifier"], training=spec["training"])
+    spec, settings = load_spec(args[0])
     settings.ensure_dirs()
     train(
         settings,
