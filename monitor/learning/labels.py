@@ -15,7 +15,9 @@ votes; a tie goes to the tied label voted **latest** (``labelled_at``, then arri
 
 from __future__ import annotations
 
+import hashlib
 import json
+import socket
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -39,7 +41,7 @@ from pydantic import (
 )
 
 from models import labels_for, parse_label
-from monitor.core.bus.base import Bus, ConsumerOptions
+from monitor.core.bus.base import Bus, ConsumerOptions, Producer
 from monitor.core.bus.codec import DeadLetterSink, RecordReader, next_offsets
 from monitor.core.bus.settings import TopicSettings
 from monitor.core.csvfile import iter_csv
@@ -378,9 +380,57 @@ def _batch_rows(payload: Any) -> list[tuple[int | str, Any]]:
     return [(0, payload)]
 
 
-def labels_router(store: LabelStore, lookup: StoryLookup) -> APIRouter:
+class LabelPublisher:
+    """Puts votes received over HTTP on the labels topic too, so every retrain instance (a standby
+    pair, each reading the topic with its own group) stores them; this instance re-reads them as
+    unchanged."""
+
+    def __init__(self, bus: Bus, topic: str) -> None:
+        self._bus = bus
+        self._topic = topic
+        self._producer: Producer | None = None
+        self._lock = threading.Lock()
+
+    def publish(self, votes: Sequence[Vote]) -> None:
+        with self._lock:
+            if self._producer is None:
+                self._producer = self._bus.producer()
+            deliveries = [
+                self._producer.send(
+                    self._topic,
+                    LabelRecord(
+                        task=v.task,  # type: ignore[arg-type]  # validated: sentiment or topic
+                        text=v.text,
+                        label=v.label,
+                        item_id=v.item_id,
+                        labeller=v.labeller,
+                        labelled_at=v.labelled_at,
+                    ).encode(),
+                )
+                for v in votes
+            ]
+            self._producer.flush(timeout=30)
+            for d in deliveries:
+                d.get(timeout=30)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._producer is not None:
+                self._producer.close()
+                self._producer = None
+
+
+def default_label_group(state_dir: Path) -> str:
+    """A label-intake consumer group of this instance's own (host and state directory), so that
+    each instance of a retrain standby pair reads every label."""
+    digest = hashlib.sha1(f"{socket.gethostname()}:{state_dir.resolve()}".encode()).hexdigest()[:12]
+    return f"finsent-labels.{digest}"
+
+
+def labels_router(store: LabelStore, lookup: StoryLookup, publisher: LabelPublisher | None = None) -> APIRouter:
     """``POST /labels``. Authentication is the daemon's (``monitor.app.auth``): a ``write``-scoped token;
-    the token's name is kept in each vote's source (``http:<token name>``)."""
+    the token's name is kept in each vote's source (``http:<token name>``). Stored here at once, then
+    published on the labels topic (``publisher``) for the other retrain instances."""
     router = APIRouter()
 
     @router.post("/labels")
@@ -401,6 +451,11 @@ def labels_router(store: LabelStore, lookup: StoryLookup) -> APIRouter:
                 status_code=422,
             )
         result = store.add(votes)
+        if publisher is not None:
+            try:
+                publisher.publish(votes)
+            except Exception as err:  # stored here; only the other instances miss them until re-sent
+                log.warning("labels stored but not published on the labels topic", error=str(err), count=len(votes))
         log.info(
             "labels received",
             source="http",
@@ -427,8 +482,11 @@ class LabelCollector:
 
     name = "labels"
 
-    def __init__(self, topics: TopicSettings, bus: Bus, store: LabelStore, metrics: RetrainMetrics) -> None:
+    def __init__(
+        self, topics: TopicSettings, bus: Bus, store: LabelStore, metrics: RetrainMetrics, group_id: str
+    ) -> None:
         self._topics = topics
+        self._group_id = group_id
         self._bus = bus
         self._store = store
         self._metrics = metrics
@@ -439,7 +497,7 @@ class LabelCollector:
         producer = bus.producer()
         dlq = DeadLetterSink(producer, self._topics.dlq, stage=self.name)
         reader = RecordReader(LabelRecord, dlq)
-        consumer = bus.consumer([self._topics.labels], ConsumerOptions(group_id="finsent-labels"))
+        consumer = bus.consumer([self._topics.labels], ConsumerOptions(group_id=self._group_id))
         self._ready = True
         try:
             while not stop.is_set():

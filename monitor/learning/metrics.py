@@ -11,12 +11,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 class RetrainMetrics:
     """The retrain job's runs and the gate's view of the serving model (see monitor.learning.retrain)."""
 
-    RESULTS = ("promoted", "rejected", "shadowing", "skipped", "failed", "timeout")
+    RESULTS = ("promoted", "rejected", "shadowing", "skipped", "failed", "timeout", "cancelled")
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.runs = Counter(
             "finsent_retrain_runs",
-            "Retrain job runs by result (promoted, rejected, shadowing, skipped, failed, timeout)",
+            "Retrain job runs by result (promoted, rejected, shadowing, skipped, failed, timeout, cancelled)",
             ["result"],
             registry=registry,
         )
@@ -35,6 +35,11 @@ class RetrainMetrics:
         )
         self.last_run = Gauge(
             "finsent_retrain_last_run_timestamp_seconds", "When the last retrain run ended", registry=registry
+        )
+        self.lease_held = Gauge(
+            "finsent_retrain_lease_held",
+            "1 while this instance holds the retrain lease (it runs the scheduled jobs), 0 on a standby",
+            registry=registry,
         )
         self.champion = Gauge(
             "finsent_model_champion_metric",

@@ -15,6 +15,15 @@ One run (:func:`run_retrain`, from the apscheduler cron ``retrain.cron`` or ``fi
 3. **Gate** (``models.gate``) and promote when it passes and ``retrain.auto_promote``; a serving
    engine in this process swaps at once (others follow the registry pointer between batches).
 4. **Report** in the registry (``models.runs``), whatever the result, and Prometheus metrics.
+
+**A standby pair.** Several ``retrain`` instances may run (sharing the model registry): the one
+that holds the retrain lease (``monitor.core.bus.lease``: a consumer group over
+``topics.retrain_lease``) runs the scheduled jobs; the others wait. When the holder dies the group
+gives the lease to a standby within ``kafka.session_timeout_ms``; if the dead holder's run had not
+finished (no run report since the cron's last fire time within the misfire grace), the new holder
+runs it at once. An instance that loses the lease stops its training child and promotes nothing
+(result ``cancelled``). Every instance reads every label (its own consumer group,
+``retrain.label_group``), and ``POST /labels`` also publishes what it stores on the labels topic.
 """
 
 from __future__ import annotations
@@ -31,15 +40,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from models import GatePolicy, Registry, RunReports, decide, load_fixed_sets, normalise_for_dedup
+from monitor.core.bus import Bus, GroupLease
 from monitor.learning.labels import LabelStore, ResolvedLabel
 from monitor.learning.metrics import RetrainMetrics
 from monitor.stages import shadow_pointer, shadow_stats, start_shadow, stop_shadow
@@ -99,6 +109,10 @@ class ChildTimeout(RuntimeError):
 
 class ChildFailed(RuntimeError):
     pass
+
+
+class ChildCancelled(RuntimeError):
+    """The run was called off (this instance lost the retrain lease); the child was stopped."""
 
 
 CHALLENGER_MODULE = "monitor.app.commands.challenger"
@@ -168,25 +182,54 @@ def stop_child(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
         proc.wait()
 
 
-def run_child(spec: dict[str, Any], workdir: Path, threads: int, nice: int, budget_s: float) -> dict[str, Any]:
-    """``python -m monitor.app.commands.challenger`` with capped threads and lower priority; its result JSON."""
+def run_child(
+    spec: dict[str, Any],
+    workdir: Path,
+    threads: int,
+    nice: int,
+    budget_s: float,
+    *,
+    cancel: threading.Event | None = None,
+) -> dict[str, Any]:
+    """``python -m monitor.app.commands.challenger`` with capped threads and lower priority; its result
+    JSON. Setting ``cancel`` stops the child and raises :class:`ChildCancelled`."""
     workdir.mkdir(parents=True, exist_ok=True)
     spec_path, out_path = workdir / "spec.json", workdir / "result.json"
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     proc = start_child(CHALLENGER_MODULE, [str(spec_path), str(out_path)], threads=threads, nice=nice)
     log.info("retrain child started", pid=proc.pid, threads=threads, nice=nice, budget_s=budget_s)
-    try:
-        rc = proc.wait(timeout=budget_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        raise ChildTimeout(f"training exceeded retrain.time_budget ({budget_s:.0f}s); child killed") from None
+    deadline = time.monotonic() + budget_s
+    rc = None
+    while rc is None:
+        if cancel is not None and cancel.is_set():
+            stop_child(proc)
+            raise ChildCancelled("the retrain lease moved to another instance; training child stopped")
+        if time.monotonic() >= deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise ChildTimeout(f"training exceeded retrain.time_budget ({budget_s:.0f}s); child killed")
+        try:
+            rc = proc.wait(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            continue
     if rc != 0 or not out_path.exists():
         raise ChildFailed(f"training child exited with status {rc} (its log is above)")
     return json.loads(out_path.read_text(encoding="utf-8"))
 
 
-ChildRunner = Callable[[dict[str, Any], Path, int, int, float], dict[str, Any]]
+class ChildRunner(Protocol):
+    """Trains a challenger from ``spec`` in ``workdir``: :func:`run_child` (tests pass fakes)."""
+
+    def __call__(
+        self,
+        spec: dict[str, Any],
+        workdir: Path,
+        threads: int,
+        nice: int,
+        budget_s: float,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> dict[str, Any]: ...
 
 
 # -- one run ---------------------------------------------------------------------------------------
@@ -197,8 +240,10 @@ def run_retrain(
     force: bool = False,
     runner: ChildRunner = run_child,
     metrics: RetrainMetrics | None = None,
+    cancel: threading.Event | None = None,
 ) -> dict[str, Any]:
-    """Plan, train (child), gate, promote, report. Returns the report (also stored in the registry)."""
+    """Plan, train (child), gate, promote, report. Returns the report (also stored in the registry).
+    ``cancel`` set (the lease was lost) before the promotion: result ``cancelled``, nothing promoted."""
 
     cfg = settings.retrain
     registry = Registry.from_settings(settings)
@@ -270,9 +315,13 @@ def run_retrain(
         profile=cfg.profile,
     )
     try:
-        comparison = runner(spec, settings.state_dir / "retrain" / run_id, cfg.threads, cfg.nice, cfg.time_budget)
+        comparison = runner(
+            spec, settings.state_dir / "retrain" / run_id, cfg.threads, cfg.nice, cfg.time_budget, cancel=cancel
+        )
     except ChildTimeout as err:
         return finish("timeout", str(err))
+    except ChildCancelled as err:
+        return finish("cancelled", str(err))
     except Exception as err:
         log.exception("retrain child failed")
         return finish("failed", f"{type(err).__name__}: {err}")
@@ -288,6 +337,10 @@ def run_retrain(
     }
     if not decision.promote:
         return finish("rejected", decision.reason)
+    if cancel is not None and cancel.is_set():
+        return finish(
+            "cancelled", f"passed the gate, but the retrain lease moved to another instance: {decision.reason}"
+        )
     if not cfg.auto_promote:
         return finish("rejected", f"passed the gate but retrain.auto_promote is off: {decision.reason}")
     if cfg.shadow_period > 0:
@@ -345,7 +398,8 @@ def check_shadow(
 
 # -- the scheduled stage ---------------------------------------------------------------------------
 class RetrainScheduler:
-    """Stage: the retrain job on ``retrain.cron`` (apscheduler) for the daemon's life."""
+    """Stage: the retrain job on ``retrain.cron`` (apscheduler) for the daemon's life, run by the
+    instance that holds the retrain lease (always this one when no bus is given)."""
 
     name = "retrain"
 
@@ -355,19 +409,35 @@ class RetrainScheduler:
         store: LabelStore,
         metrics: RetrainMetrics,
         on_promoted: Callable[[], None] | None = None,
+        *,
+        bus: Bus | None = None,
+        runner: ChildRunner = run_child,
     ) -> None:
         """``settings``: the root settings (``retrain``, ``models_dir`` and what training reads);
-        ``on_promoted``: called after a run promotes a version (the daemon reloads its engine)."""
+        ``on_promoted``: called after a run promotes a version (the daemon reloads its engine);
+        ``bus``: where the retrain lease is held (``None``: this instance always holds it)."""
         self._settings = settings
         self._on_promoted = on_promoted
         self._store = store
         self._metrics = metrics
+        self._bus = bus
+        self._runner = runner
         self._scheduler: BackgroundScheduler | None = None
+        self._lease: GroupLease | None = None
+        self._cancel = threading.Event()  # one per holding period; set when it ends
+        self._stopping = threading.Event()
         self.reports: list[dict[str, Any]] = []
 
+    @property
+    def holds_lease(self) -> bool:
+        return self._bus is None or (self._lease is not None and self._lease.held)
+
     def _retrain_job(self) -> None:
+        cancel = self._cancel
+        if cancel.is_set():
+            return
         try:
-            report = run_retrain(self._settings, self._store, metrics=self._metrics)
+            report = run_retrain(self._settings, self._store, runner=self._runner, metrics=self._metrics, cancel=cancel)
         except Exception:
             log.exception("retrain run failed; serving version unchanged")
             return
@@ -376,6 +446,8 @@ class RetrainScheduler:
             self._reload()
 
     def _shadow_job(self) -> None:
+        if self._cancel.is_set():
+            return
         try:
             report = check_shadow(self._settings, self._metrics)
         except Exception:
@@ -390,36 +462,111 @@ class RetrainScheduler:
         if self._on_promoted is not None:
             self._on_promoted()
 
-    def run(self, stop: threading.Event) -> None:
+    def _add_jobs(self, scheduler: BackgroundScheduler) -> None:
         cfg = self._settings.retrain
-        scheduler = BackgroundScheduler(timezone=timezone.utc)
-        if cfg.enabled:
+        scheduler.add_job(
+            self._retrain_job,
+            CronTrigger.from_crontab(cfg.cron, timezone=timezone.utc),
+            id="retrain",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=MISFIRE_GRACE_S,
+            replace_existing=True,
+        )
+        if cfg.shadow_period > 0:
             scheduler.add_job(
-                self._retrain_job,
-                CronTrigger.from_crontab(cfg.cron, timezone=timezone.utc),
-                id="retrain",
+                self._shadow_job,
+                "interval",
+                seconds=min(60.0, max(1.0, cfg.shadow_period / 10)),
+                id="shadow",
                 max_instances=1,
                 coalesce=True,
-                misfire_grace_time=3600,
+                replace_existing=True,
             )
-            if cfg.shadow_period > 0:
-                scheduler.add_job(
-                    self._shadow_job,
-                    "interval",
-                    seconds=min(60.0, max(1.0, cfg.shadow_period / 10)),
-                    id="shadow",
-                    max_instances=1,
-                    coalesce=True,
-                )
+
+    def _lease_changed(self, held: bool) -> None:
+        scheduler = self._scheduler
+        assert scheduler is not None
+        self._metrics.lease_held.set(1 if held else 0)
+        if not held:
+            self._cancel.set()
+            scheduler.remove_all_jobs()
+            if not self._stopping.is_set():
+                log.info("retrain lease lost: this instance is a standby now")
+            return
+        takeover = self._lease is not None and self._lease.joined
+        self._cancel = threading.Event()
+        self._add_jobs(scheduler)
+        log.info(
+            "retrain lease held: this instance runs the scheduled retrain",
+            cron=self._settings.retrain.cron,
+            next=str(scheduler.get_job("retrain").next_run_time),
+        )
+        if not takeover:
+            return
+        reports = RunReports(Registry.from_settings(self._settings)).all()
+        fire = missed_fire(self._settings.retrain.cron, reports, datetime.now(timezone.utc))
+        if fire is not None:
+            log.info("taking over the run the previous lease holder did not finish", fire_time=fire.isoformat())
+            scheduler.add_job(self._retrain_job, id="retrain-takeover", max_instances=1, replace_existing=True)
+
+    def run(self, stop: threading.Event) -> None:
+        cfg = self._settings.retrain
+        self._stopping = stop
+        scheduler = BackgroundScheduler(timezone=timezone.utc)
         scheduler.start()
         self._scheduler = scheduler
-        if cfg.enabled:
-            log.info("retrain scheduled", cron=cfg.cron, next=str(scheduler.get_job("retrain").next_run_time))
-        else:
-            log.info("scheduled retrain disabled (retrain.enabled=false)")
-        stop.wait()
-        scheduler.shutdown(wait=True)
+        try:
+            if not cfg.enabled:
+                log.info("scheduled retrain disabled (retrain.enabled=false)")
+                stop.wait()
+            elif self._bus is None:
+                self._lease_changed(True)
+                stop.wait()
+            else:
+                topic = self._settings.topics.retrain_lease
+                self._lease = GroupLease(self._bus, topic, "retrain", on_change=self._lease_changed)
+                log.info("retrain joining its lease group", topic=topic)
+                self._lease.run(stop)  # until stop; leaving the group hands the lease over
+        finally:
+            self._cancel.set()  # a run in progress stops its child and promotes nothing
+            scheduler.shutdown(wait=True)
 
     def ready(self) -> tuple[bool, str]:
-        ok = self._scheduler is not None and self._scheduler.running
-        return ok, "scheduler running" if ok else "starting"
+        if self._scheduler is None or not self._scheduler.running:
+            return False, "starting"
+        if not self._settings.retrain.enabled or self._bus is None:
+            return True, "scheduler running"
+        if self._lease is None or not self._lease.joined:
+            return False, "joining the retrain lease group"
+        if self._lease.held:
+            return True, "scheduler running (this instance holds the retrain lease)"
+        return True, "standby: another instance holds the retrain lease"
+
+
+MISFIRE_GRACE_S = 3600
+"""A scheduled run missed by at most this long (a busy or restarted holder) still runs."""
+
+
+def missed_fire(
+    cron: str, reports: list[dict[str, Any]], now: datetime, grace_s: float = MISFIRE_GRACE_S
+) -> datetime | None:
+    """The latest time ``cron`` fired within ``grace_s`` before ``now`` that no finished run answered
+    (no report that started at or after it, other than a cancelled one); ``None`` when there is none."""
+    trigger = CronTrigger.from_crontab(cron, timezone=timezone.utc)
+    fire = None
+    t = trigger.get_next_fire_time(None, now - timedelta(seconds=grace_s))
+    while t is not None and t <= now:
+        fire = t
+        t = trigger.get_next_fire_time(t, t + timedelta(seconds=1))
+    if fire is None:
+        return None
+    for report in reports:
+        if report.get("result") == "cancelled" or "started_at" not in report:
+            continue
+        started = datetime.fromisoformat(report["started_at"])
+        if started.tzinfo is None:
+            started = started.replace(tzinfo=timezone.utc)
+        if started >= fire:
+            return None
+    return fire

@@ -51,6 +51,13 @@ class RetrainSettings(BaseModel):
     min_new_labels: int = Field(default=50, ge=1, description="skip the run below this many new/changed labels")
     profile: Literal["default", "quick", "tiny"] = "default"
     auto_promote: bool = Field(default=True, description="promote a challenger that passes the gate")
+    label_group: str | None = Field(
+        default=None,
+        min_length=1,
+        description="consumer group of this instance's label intake from the labels topic; unset = one of "
+        "its own (finsent-labels.<host and state dir>), so every retrain instance of a standby pair stores "
+        "every label",
+    )
     # -- the child process
     threads: int = Field(default=1, ge=1, description="torch/OpenMP threads of the training child process")
     nice: int = Field(default=10, ge=0, le=19, description="niceness added to the training child process")

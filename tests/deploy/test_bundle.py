@@ -236,6 +236,8 @@ def published(service: dict) -> list[tuple[str, str]]:
 def test_scaled_roles_publish_no_fixed_host_port():
     roles = role_services()
     assert roles["classify"]["deploy"]["replicas"] >= 2
+    assert roles["retrain"]["deploy"]["replicas"] == 2  # a standby pair (the retrain lease)
+    assert "ports" not in roles["retrain"]  # scraped by DNS service discovery, not a host port
     for name in SCALED:
         for host, container in published(roles[name]):
             first, dash, last = host.partition("-")

@@ -15,7 +15,15 @@ from prometheus_client import CollectorRegistry
 from monitor.core.bus.codec import send_record
 from monitor.core.bus.memory import MemoryBus
 from monitor.core.records import LabelRecord, utcnow
-from monitor.learning.labels import LabelCollector, LabelStore, Vote, labels_router, resolve
+from monitor.learning.labels import (
+    LabelCollector,
+    LabelPublisher,
+    LabelStore,
+    Vote,
+    default_label_group,
+    labels_router,
+    resolve,
+)
 from monitor.learning.metrics import RetrainMetrics
 from tests.bus_reading import read_all
 from tests.waiting import wait_until
@@ -63,6 +71,10 @@ def test_resolve_tie_goes_to_the_later_labelled_at():
 
 def _app(store, stories):
     """The daemon's app: the labels router behind the daemon's authentication (monitor.app.auth)."""
+    return build_app_with(labels_router(store, stories.get))
+
+
+def build_app_with(router):
     from prometheus_client import CollectorRegistry
 
     from monitor.app.auth import HttpAuthSettings, TokenSettings
@@ -76,7 +88,7 @@ def _app(store, stories):
             TokenSettings(name="viewer", value=READ_TOKEN, scopes=["read"]),
         ]
     )
-    return build_app(Health(), CollectorRegistry(), [labels_router(store, stories.get)], HttpSettings(auth=auth))
+    return build_app(Health(), CollectorRegistry(), [router], HttpSettings(auth=auth))
 
 
 @pytest.fixture
@@ -205,7 +217,7 @@ def test_collector_stores_labels_from_the_topic_and_dead_letters_garbage(make_se
     )
     send_record(producer, settings.topics.labels, LabelRecord(task="sentiment", text="x", label="sideways"))
     producer.send(settings.topics.labels, b"not a label")
-    collector = LabelCollector(settings.topics, bus, store, RetrainMetrics(CollectorRegistry()))
+    collector = LabelCollector(settings.topics, bus, store, RetrainMetrics(CollectorRegistry()), "finsent-labels")
     stop = threading.Event()
     t = threading.Thread(target=collector.run, args=(stop,))
     t.start()
@@ -221,3 +233,54 @@ def test_collector_stores_labels_from_the_topic_and_dead_letters_garbage(make_se
     ]
     assert len(read_all(bus, settings.topics.dlq)) == 2
     store.close()
+
+
+def test_every_instance_of_a_standby_pair_stores_every_label(make_settings, tmp_path):
+    """Two retrain instances (own label stores, own label groups): a label posted to one over HTTP,
+    by story id, and one produced on the topic reach both stores, text resolved; the instance that
+    took the POST re-reads its own as unchanged."""
+    settings = make_settings()
+    bus = MemoryBus()
+    bus.ensure_topics(settings.topics.all())
+    stores = {n: LabelStore(tmp_path / f"labels-{n}.db") for n in ("a", "b")}
+    assert default_label_group(tmp_path / "a") != default_label_group(tmp_path / "b")
+    stop = threading.Event()
+    threads = []
+    for name, store in stores.items():
+        collector = LabelCollector(
+            settings.topics, bus, store, RetrainMetrics(CollectorRegistry()), default_label_group(tmp_path / name)
+        )
+        threads.append(threading.Thread(target=collector.run, args=(stop,)))
+        threads[-1].start()
+    publisher = LabelPublisher(bus, settings.topics.labels)
+    app = build_app_with(labels_router(stores["a"], {"s1": "ACME beats estimates"}.get, publisher))
+    try:
+        with TestClient(app, base_url="http://127.0.0.1") as c:
+            r = c.post(
+                "/labels",
+                json={"task": "sentiment", "story_id": "s1", "label": "Bullish", "labeller": "ann"},
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
+        assert r.status_code == 200 and r.json()["inserted"] == 1, r.text
+        send_record(
+            bus.producer(),
+            settings.topics.labels,
+            LabelRecord(task="sentiment", text="Shares sink", label="Bearish", labeller="bob"),
+        )
+
+        def texts(store):
+            return sorted((v["text"], v["label"], v["labeller"]) for v in store.votes())
+
+        want = [("ACME beats estimates", "positive", "ann"), ("Shares sink", "negative", "bob")]
+        for name, store in stores.items():
+            wait_until(lambda s=store: texts(s) == want, 10, f"both labels in {name}'s store", every_s=0.05)
+        # the POSTing instance stored it once (from HTTP), its re-read changed nothing
+        assert [v["source"] for v in stores["a"].votes() if v["labeller"] == "ann"] == ["http:desk"]
+        assert stores["a"].max_seq() == 2 and stores["b"].max_seq() == 2
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+        publisher.close()
+        for store in stores.values():
+            store.close()

@@ -49,7 +49,7 @@ class FakeRunner:
         self.outcome = outcome
         self.specs = []
 
-    def __call__(self, spec, workdir, threads, nice, budget):
+    def __call__(self, spec, workdir, threads, nice, budget, *, cancel=None):
         self.specs.append((spec, threads, nice, budget))
         return _comparison(spec, **self.outcome)
 

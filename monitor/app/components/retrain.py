@@ -6,7 +6,14 @@ from __future__ import annotations
 import structlog
 
 from monitor.app.component import Component, Context
-from monitor.learning.labels import LabelCollector, LabelStore, StoryLookup, labels_router
+from monitor.learning.labels import (
+    LabelCollector,
+    LabelPublisher,
+    LabelStore,
+    StoryLookup,
+    default_label_group,
+    labels_router,
+)
 from monitor.learning.metrics import RetrainMetrics
 from monitor.learning.retrain import RetrainScheduler
 
@@ -33,12 +40,19 @@ def build_retrain(ctx: Context) -> Component:
     settings = ctx.settings
     store = LabelStore(settings.state_dir / "labels.db")
     metrics = RetrainMetrics(ctx.registry)
+    publisher = LabelPublisher(ctx.bus, settings.topics.labels)
+    group = settings.retrain.label_group or default_label_group(settings.state_dir)
+
+    def close() -> None:
+        publisher.close()
+        store.close()
+
     return Component(
         name="retrain",
         stages=[
-            LabelCollector(settings.topics, ctx.bus, store, metrics),
-            RetrainScheduler(settings, store, metrics, on_promoted=lambda: reload_engine(ctx)),
+            LabelCollector(settings.topics, ctx.bus, store, metrics, group),
+            RetrainScheduler(settings, store, metrics, on_promoted=lambda: reload_engine(ctx), bus=ctx.bus),
         ],
-        routers=[labels_router(store, story_lookup(ctx))],
-        close=store.close,
+        routers=[labels_router(store, story_lookup(ctx), publisher)],
+        close=close,
     )

@@ -11,6 +11,7 @@ from monitor.core.bus.base import (
     RecordMetadata,
     TopicPartition,
 )
+from monitor.core.bus.lease import GroupLease
 
 __all__ = [
     "Bus",
@@ -18,6 +19,7 @@ __all__ = [
     "ClusterTooSmall",
     "Consumer",
     "ConsumerOptions",
+    "GroupLease",
     "Message",
     "Producer",
     "RecordMetadata",

@@ -149,6 +149,8 @@ class ConsumerOptions:
     on_assign: RebalanceCallback | None = None
     on_revoke: RebalanceCallback | None = None
     client_id: str | None = None
+    sticky: bool = False
+    """Keep partitions with their current member when the group changes (Kafka's sticky assignor)."""
     extra: dict[str, object] = field(default_factory=dict)
 
 

@@ -18,6 +18,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KTopicPartition
 from kafka.admin import NewTopic
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
@@ -215,6 +216,8 @@ class KafkaBus:
         }
         if options.client_id:
             cfg["client_id"] = options.client_id
+        if options.sticky:
+            cfg["partition_assignment_strategy"] = (StickyPartitionAssignor,)
         try:
             kc = KafkaConsumer(**cfg)
         except KafkaError as err:

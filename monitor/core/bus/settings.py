@@ -106,6 +106,11 @@ class TopicSettings(Section):
     labels: str = "news.labels"
     dlq: str = "news.dlq"
     alerts: str = "news.alerts"
+    retrain_lease: str = Field(
+        default="finsent.retrain.lease",
+        description="one-partition topic whose consumer group elects the retrain instance that trains "
+        "(monitor.core.bus.lease); nothing is written to it",
+    )
 
     def all(self) -> list[str]:
         return [self.raw, self.scored, self.trends, self.labels, self.dlq, self.alerts]
