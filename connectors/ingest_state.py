@@ -234,6 +234,29 @@ class IngestState:
             elif max(len(self._ids), len(self._clusters)) > self.max_entries + self._slack:
                 self._cap(now)
 
+    def remember(self, ids: Iterable[str], scope: str = "") -> int:
+        """Mark ``ids`` as published (by another ingest instance, before a feed moved here), so that
+        they count as duplicates; returns how many were new here."""
+        now = self._clock()
+        with self._lock:
+            fresh = [i for i in dict.fromkeys(ids) if not self._seen(i, now)]
+            if not fresh:
+                return 0
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO seen_ids(id, scope, seen_at) VALUES (?, ?, ?)",
+                    [(i, scope, now) for i in fresh],
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            for i in fresh:
+                self._ids[i] = (scope, now)
+            return len(fresh)
+
     def rollback(self, reservations: Iterable[Reservation]) -> None:
         """Forget decisions whose stories were not acknowledged (they will be tried again)."""
         with self._lock:

@@ -206,6 +206,13 @@ class ConnectorsSettings(Section):
     default_language: str = "en"
     max_tickers: int = Field(default=8, ge=1)
     chunk_size: int = Field(default=500, ge=1, description="stories sent per producer flush")
+    feed_slots: int = Field(
+        default=12,
+        ge=1,
+        le=1000,
+        description="slots (partitions of topics.ingest_feeds, set when the topic is created) that split the "
+        "polled sources among ingest instances: a source belongs to the slot its name hashes to",
+    )
     ack_timeout_s: float = Field(default=30.0, gt=0)
 
     @field_validator("aliases")

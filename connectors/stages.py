@@ -12,6 +12,7 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from connectors.breaker import Breaker
+from connectors.feed_handover import ADOPT_DELAY_S, FeedHandover
 from connectors.metrics import IngestMetrics
 from connectors.publisher import PublishResult
 from connectors.replay import Replayer
@@ -45,7 +46,10 @@ class PollingStage:
         max_workers: int = 4,
         metrics: IngestMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
+        handover: FeedHandover | None = None,
     ) -> None:
+        """``handover`` set: other ingest instances poll some of the sources; poll none until
+        :meth:`set_owned` says which are this instance's, and adopt each gained one first."""
         self.pollers = pollers
         self.metrics = metrics
         self.breakers = {
@@ -57,14 +61,49 @@ class PollingStage:
         self.max_workers = max(1, min(max_workers, len(pollers) or 1))
         self._started = threading.Event()
         self.polls: dict[str, int] = {p.name: 0 for p, _ in pollers}
+        self._handover = handover
+        self._owned: frozenset[str] | None = frozenset() if handover else None  # None: every source
+        self._adopting: set[str] = set()
+        self._scheduler: BackgroundScheduler | None = None
+        self._lock = threading.Lock()
+
+    def set_owned(self, names: frozenset[str]) -> None:
+        """From now on poll only the sources in ``names`` (the others belong to other ingest
+        instances: ``monitor.core.bus.lease.GroupShare``); a newly owned one is adopted and polled
+        :data:`~connectors.feed_handover.ADOPT_DELAY_S` later."""
+        with self._lock:
+            before = self._owned
+            self._owned = names
+            gained = sorted(names - (before or frozenset()))
+            self._adopting = (self._adopting & names) | set(gained)
+            scheduler = self._scheduler
+        if before is None or names != before:
+            log.info("polling these sources", owned=sorted(names), gained=gained, of=len(self.pollers))
+        if scheduler is not None:
+            when = datetime.now(timezone.utc) + timedelta(seconds=ADOPT_DELAY_S)
+            for name in gained:
+                scheduler.modify_job(name, next_run_time=when)
 
     def _job(self, poller: Poller) -> None:
+        owned = self._owned
+        if owned is not None and poller.name not in owned:
+            return
+        if self._handover is not None and poller.name in self._adopting:
+            try:
+                self._handover.adopt(poller.name)
+            except Exception as err:  # no poll without the last owner's ids: that would publish twice
+                log.warning("cannot adopt the source yet; retrying next poll", source=poller.name, error=str(err))
+                return
+            self._adopting.discard(poller.name)
         breaker = self.breakers[poller.name]
         if not breaker.allow():
             return
         error: str | None = "poll crashed"
         try:
-            error = poller.poll_once().fetch_error
+            result = poller.poll_once()
+            error = result.fetch_error
+            if self._handover is not None and result.ids:
+                self._handover.published(poller.name, result.ids)
         except Exception:
             log.exception("poll crashed", source=poller.name)
         finally:
@@ -102,19 +141,26 @@ class PollingStage:
                 next_run_time=now + timedelta(milliseconds=50 * n),
             )
         scheduler.start()
+        with self._lock:
+            self._scheduler = scheduler
         self._started.set()
         log.info("pollers scheduled", sources=[p.name for p, _ in self.pollers])
         try:
             stop.wait()
         finally:
             self.stopping.set()
+            with self._lock:
+                self._scheduler = None
             scheduler.shutdown(wait=True)
             self._started.clear()
 
     def ready(self) -> tuple[bool, str]:
         if not self._started.is_set():
             return False, "scheduler not started"
+        owned = self._owned
         detail = f"{len(self.pollers)} sources, polls: {sum(self.polls.values())}"
+        if owned is not None:
+            detail += f"; polled here: {', '.join(sorted(owned)) or 'none (other ingest instances own them)'}"
         failing = [
             f"{name} ({b.failures} failures, next poll in {b.retry_in_s():.0f}s: {b.last_error})"
             for name, b in self.breakers.items()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
 
+from connectors.feed_handover import FeedHandover
 from connectors.fetch import Fetcher
 from connectors.ingest_state import IngestState
 from connectors.json_api import JsonApiPoller
@@ -20,6 +22,7 @@ from connectors.stages import Poller, PollingStage, ReplayStage
 from connectors.tickers import TickerExtractor
 from connectors.webhook import build_webhook_router
 from monitor.app.component import Component, Context
+from monitor.core.bus import GroupShare, slot_of
 from monitor.core.bus.base import Producer
 from monitor.core.bus.codec import DeadLetterSink
 
@@ -39,11 +42,14 @@ class Ingest:
     pollers: list[tuple[Poller, float]] = field(default_factory=list)
     fetchers: list[Fetcher] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
+    closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
         self.stopping.set()
         for f in self.fetchers:
             f.close()
+        for close in self.closers:
+            close()
         try:
             self.producer.flush(timeout=10)
         finally:
@@ -94,6 +100,23 @@ def make_poller(ingest: Ingest, source: RssSource | JsonApiSource) -> Poller:
     return JsonApiPoller(source, fetcher, ingest.publisher, ingest.metrics)
 
 
+def feed_split(ctx: Context, ingest: Ingest) -> list:
+    """The polling stage, and the group share that tells it which feeds are this instance's: each
+    polled source belongs to one slot (``slot_of`` its name), each slot to one live ingest
+    instance; a dead instance's slots move to the others within ``kafka.session_timeout_ms``."""
+    topic = ctx.settings.topics.ingest_feeds
+    handover = FeedHandover(ctx.bus, topic, ingest.state, lambda feed: slot_of(feed, share.slots))
+    ingest.closers.append(handover.close)
+    polling = PollingStage(ingest.pollers, ingest.stopping, metrics=ingest.metrics, handover=handover)
+    names = [p.name for p, _ in ingest.pollers]
+
+    def owned_changed(slots: frozenset[int]) -> None:
+        polling.set_owned(frozenset(n for n in names if slot_of(n, share.slots) in slots))
+
+    share = GroupShare(ctx.bus, topic, ingest.settings.feed_slots, "ingest-feeds", owned_changed, compacted=True)
+    return [share, polling]
+
+
 def build_ingest(ctx: Context) -> Component:
     ingest = build_core(ctx)
     stages: list = []
@@ -102,7 +125,7 @@ def build_ingest(ctx: Context) -> Component:
         if isinstance(source, (RssSource, JsonApiSource)):
             ingest.pollers.append((make_poller(ingest, source), source.interval_s))
     if ingest.pollers:
-        stages.append(PollingStage(ingest.pollers, ingest.stopping, metrics=ingest.metrics))
+        stages.extend(feed_split(ctx, ingest))
     for source in sources:
         if isinstance(source, FileSource):
             stages.append(ReplayStage(Replayer(source, ingest.publisher)))

@@ -11,7 +11,7 @@ from monitor.core.bus.base import (
     RecordMetadata,
     TopicPartition,
 )
-from monitor.core.bus.lease import GroupLease
+from monitor.core.bus.lease import GroupLease, GroupShare, slot_of
 
 __all__ = [
     "Bus",
@@ -20,8 +20,10 @@ __all__ = [
     "Consumer",
     "ConsumerOptions",
     "GroupLease",
+    "GroupShare",
     "Message",
     "Producer",
     "RecordMetadata",
     "TopicPartition",
+    "slot_of",
 ]

@@ -112,5 +112,11 @@ class TopicSettings(Section):
         "(monitor.core.bus.lease); nothing is written to it",
     )
 
+    ingest_feeds: str = Field(
+        default="finsent.ingest.feeds",
+        description="topic whose partitions are the slots that split polled feeds among ingest instances "
+        "(a consumer group; nothing is written to it)",
+    )
+
     def all(self) -> list[str]:
         return [self.raw, self.scored, self.trends, self.labels, self.dlq, self.alerts]
