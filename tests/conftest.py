@@ -117,7 +117,8 @@ def kafka_settings(make_settings, kafka_bootstrap: str):
 def quick_model_home(tmp_path: Path) -> Path:
     """A FINSENT_HOME of its own whose registry serves a model trained with the ``quick`` profile.
 
-    Trained once per code+data change (a few minutes on 2 cores) and cached under .cache/test-model.
+    Trained once per code+data+library change (a few minutes on 2 cores) and cached outside the
+    checkout (tests/models/fixtures.py: CACHE_ROOT).
     """
     from tests.models.fixtures import trained_home
 

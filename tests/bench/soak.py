@@ -107,7 +107,7 @@ def main() -> int:
         "--models",
         required=True,
         type=Path,
-        help="a model registry with a current version ($FINSENT_HOME/models, or .cache/test-model/quick-*)",
+        help="a model registry with a current version ($FINSENT_HOME/models, or ~/.cache/finsent/test-model/quick-*)",
     )
     ap.add_argument(
         "--mode",

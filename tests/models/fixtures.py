@@ -9,11 +9,16 @@ API (for ``tests/conftest.py``)::
         return trained_tiny_home(tmp_path_factory.mktemp("tiny-model"))
 
 ``trained_tiny_home(tmp_root)`` (= ``trained_home(tmp_root, "tiny")``; ``"quick"`` works too) trains
-the profile once per code+data+profile hash, caches the registry directory as
-``/work/main/.cache/test-model/<profile>-<hash>/`` (git-ignored), then copies it to
+the profile once per code+data+profile+library-versions hash, caches the registry directory as
+``<cache>/<profile>-<hash>/``, then copies it to
 ``tmp_root/home/models`` and returns ``tmp_root/home`` (use it as ``FINSENT_HOME`` /
 ``Settings.home``; the registry's ``current`` points at the trained version). Copies, not links,
 so a test may corrupt its copy freely. Safe when several processes race to fill the cache.
+
+``<cache>`` is ``$FINSENT_TEST_MODEL_CACHE``, else ``$XDG_CACHE_HOME/finsent/test-model`` (default
+``~/.cache/finsent/test-model``): outside the checkout, like pip's cache, so a fresh clone on the
+same machine reuses a model trained from the same code, data and libraries. The newest
+:data:`KEEP_PER_PROFILE` entries of each profile are kept.
 """
 
 from __future__ import annotations
@@ -26,7 +31,11 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-CACHE_ROOT = ROOT / ".cache" / "test-model"
+CACHE_ROOT = Path(
+    os.environ.get("FINSENT_TEST_MODEL_CACHE")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "finsent" / "test-model"
+)
+KEEP_PER_PROFILE = 2
 PROFILE = "tiny"
 # modules that cannot change what training produces
 _NOT_IN_KEY = {
@@ -99,6 +108,18 @@ def _build_cache(target: Path, profile: str = PROFILE) -> None:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    _prune(profile, keep=target)
+
+
+def _prune(profile: str, keep: Path) -> None:
+    """Drop all but the newest KEEP_PER_PROFILE cached models of ``profile`` (older code or libraries)."""
+    entries = sorted(
+        (p for p in CACHE_ROOT.glob(f"{profile}-*") if p.is_dir() and p != keep),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in entries[KEEP_PER_PROFILE - 1 :]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def trained_tiny_home(tmp_root: Path) -> Path:
