@@ -19,6 +19,9 @@ from connectors.replay import Replayer
 
 log = structlog.get_logger(__name__)
 
+RELEASE_WAIT_S = 60.0
+"""How long a source moving to another instance waits for its poll in flight here."""
+
 
 class Poller(Protocol):
     @property
@@ -63,9 +66,12 @@ class PollingStage:
         self.polls: dict[str, int] = {p.name: 0 for p, _ in pollers}
         self._handover = handover
         self._owned: frozenset[str] | None = frozenset() if handover else None  # None: every source
-        self._adopting: set[str] = set()
+        self._adopting: dict[str, int] = {}  # source -> the ownership epoch it was gained in
+        self._epoch = 0
+        self._in_flight: set[str] = set()
         self._scheduler: BackgroundScheduler | None = None
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
 
     def set_owned(self, names: frozenset[str]) -> None:
         """From now on poll only the sources in ``names`` (the others belong to other ingest
@@ -75,7 +81,9 @@ class PollingStage:
             before = self._owned
             self._owned = names
             gained = sorted(names - (before or frozenset()))
-            self._adopting = (self._adopting & names) | set(gained)
+            self._epoch += 1
+            self._adopting = {n: e for n, e in self._adopting.items() if n in names}
+            self._adopting.update((n, self._epoch) for n in gained)
             scheduler = self._scheduler
         if before is None or names != before:
             log.info("polling these sources", owned=sorted(names), gained=gained, of=len(self.pollers))
@@ -84,17 +92,46 @@ class PollingStage:
             for name in gained:
                 scheduler.modify_job(name, next_run_time=when)
 
+    def release(self, names: frozenset[str]) -> None:
+        """Stop polling ``names`` and wait (up to :data:`RELEASE_WAIT_S`) for their polls in flight
+        to finish: called before the group may give them to another instance."""
+        with self._lock:
+            every = frozenset(p.name for p, _ in self.pollers)
+            self._owned = (every if self._owned is None else self._owned) - names
+            finished = self._idle.wait_for(lambda: not (self._in_flight & names), RELEASE_WAIT_S)
+        if not finished:
+            log.warning("polls still running while their sources move to another instance", sources=sorted(names))
+
     def _job(self, poller: Poller) -> None:
-        owned = self._owned
-        if owned is not None and poller.name not in owned:
-            return
-        if self._handover is not None and poller.name in self._adopting:
-            try:
-                self._handover.adopt(poller.name)
-            except Exception as err:  # no poll without the last owner's ids: that would publish twice
-                log.warning("cannot adopt the source yet; retrying next poll", source=poller.name, error=str(err))
+        name = poller.name
+        with self._lock:
+            if self._owned is not None and name not in self._owned:
                 return
-            self._adopting.discard(poller.name)
+            self._in_flight.add(name)
+            epoch = self._adopting.get(name)
+        try:
+            if self._handover is not None and epoch is not None and not self._adopt(name, epoch):
+                return
+            self._poll(poller)
+        finally:
+            with self._lock:
+                self._in_flight.discard(name)
+                self._idle.notify_all()
+
+    def _adopt(self, name: str, epoch: int) -> bool:
+        """The last owner's published ids first; False: do not poll now."""
+        assert self._handover is not None
+        try:
+            self._handover.adopt(name)
+        except Exception as err:  # no poll without the last owner's ids: that would publish twice
+            log.warning("cannot adopt the source yet; retrying next poll", source=name, error=str(err))
+            return False
+        with self._lock:
+            if self._adopting.get(name) == epoch:
+                del self._adopting[name]
+            return self._owned is None or name in self._owned
+
+    def _poll(self, poller: Poller) -> None:
         breaker = self.breakers[poller.name]
         if not breaker.allow():
             return

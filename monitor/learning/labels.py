@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import threading
+import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -231,10 +232,11 @@ class LabelStore:
                             v.labelled_at,
                         )
                     row = self._db.execute(
-                        "SELECT label FROM votes WHERE task=? AND text=? AND labeller=?", (v.task, v.text, v.labeller)
+                        "SELECT label, labelled_at FROM votes WHERE task=? AND text=? AND labeller=?",
+                        (v.task, v.text, v.labeller),
                     ).fetchone()
-                    if row is not None and row[0] == v.label:
-                        unchanged += 1
+                    if row is not None and (row[0] == v.label or _later(row[1], v.labelled_at)):
+                        unchanged += 1  # the same vote, or an older one (read again from the topic)
                         continue
                     seq += 1
                     self._db.execute(
@@ -380,6 +382,14 @@ def _batch_rows(payload: Any) -> list[tuple[int | str, Any]]:
     return [(0, payload)]
 
 
+def _later(stored: str, incoming: datetime) -> bool:
+    """The stored vote was cast after ``incoming``: ``incoming`` must not replace it."""
+    try:
+        return datetime.fromisoformat(stored) > incoming
+    except (TypeError, ValueError):
+        return False
+
+
 class LabelPublisher:
     """Puts votes received over HTTP on the labels topic too, so every retrain instance (a standby
     pair, each reading the topic with its own group) stores them; this instance re-reads them as
@@ -406,6 +416,7 @@ class LabelPublisher:
                         labeller=v.labeller,
                         labelled_at=v.labelled_at,
                     ).encode(),
+                    key=vote_key(v.task, v.text, v.labeller),  # one key's votes stay in order
                 )
                 for v in votes
             ]
@@ -420,11 +431,29 @@ class LabelPublisher:
                 self._producer = None
 
 
+def vote_key(task: str, text: str, labeller: str) -> str:
+    """The labels topic's record key of a vote: what the store keys votes by."""
+    return hashlib.sha1(json.dumps([task, text, labeller]).encode()).hexdigest()
+
+
 def default_label_group(state_dir: Path) -> str:
-    """A label-intake consumer group of this instance's own (host and state directory), so that
-    each instance of a retrain standby pair reads every label."""
-    digest = hashlib.sha1(f"{socket.gethostname()}:{state_dir.resolve()}".encode()).hexdigest()[:12]
-    return f"finsent-labels.{digest}"
+    """The label-intake consumer group of the label store in ``state_dir``: one per store (an id
+    created once in ``state_dir/label-store.id``), so instances with stores of their own each read
+    every label, and instances sharing a state directory share a store and a group."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / "label-store.id"
+    try:
+        with path.open("x", encoding="utf-8") as fh:  # the first instance names the store
+            fh.write(uuid.uuid4().hex[:12])
+    except FileExistsError:
+        pass
+    store_id = ""
+    for _ in range(50):  # another process may be between creating and writing it
+        store_id = path.read_text(encoding="utf-8").strip()
+        if store_id:
+            break
+        time.sleep(0.01)
+    return f"finsent-labels.{store_id or 'unnamed'}"
 
 
 def labels_router(store: LabelStore, lookup: StoryLookup, publisher: LabelPublisher | None = None) -> APIRouter:

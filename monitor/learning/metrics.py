@@ -41,6 +41,11 @@ class RetrainMetrics:
             "1 while this instance holds the retrain lease (it runs the scheduled jobs), 0 on a standby",
             registry=registry,
         )
+        self.lease_candidate = Gauge(
+            "finsent_retrain_lease_candidate",
+            "1 on an instance that runs the scheduled retrain when it holds the retrain lease (retrain.enabled)",
+            registry=registry,
+        )
         self.champion = Gauge(
             "finsent_model_champion_metric",
             "The serving model's score on each fixed "

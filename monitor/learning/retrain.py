@@ -49,7 +49,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from models import GatePolicy, Registry, RunReports, decide, load_fixed_sets, normalise_for_dedup
-from monitor.core.bus import Bus, GroupLease
+from monitor.core.bus import FENCE_SHARE, Bus, GroupLease
 from monitor.learning.labels import LabelStore, ResolvedLabel
 from monitor.learning.metrics import RetrainMetrics
 from monitor.stages import shadow_pointer, shadow_stats, start_shadow, stop_shadow
@@ -502,13 +502,17 @@ class RetrainScheduler:
             cron=self._settings.retrain.cron,
             next=str(scheduler.get_job("retrain").next_run_time),
         )
-        if not takeover:
+        try:
+            reports = RunReports(Registry.from_settings(self._settings)).all()
+            fire = missed_fire(
+                self._settings.retrain.cron, reports, datetime.now(timezone.utc), cut_off_only=not takeover
+            )
+        except Exception:
+            log.exception("cannot tell whether a scheduled run was left unfinished; not taking one over")
             return
-        reports = RunReports(Registry.from_settings(self._settings)).all()
-        fire = missed_fire(self._settings.retrain.cron, reports, datetime.now(timezone.utc))
         if fire is not None:
             log.info("taking over the run the previous lease holder did not finish", fire_time=fire.isoformat())
-            scheduler.add_job(self._retrain_job, id="retrain-takeover", max_instances=1, replace_existing=True)
+            scheduler.modify_job("retrain", next_run_time=datetime.now(timezone.utc))
 
     def run(self, stop: threading.Event) -> None:
         cfg = self._settings.retrain
@@ -520,12 +524,20 @@ class RetrainScheduler:
             if not cfg.enabled:
                 log.info("scheduled retrain disabled (retrain.enabled=false)")
                 stop.wait()
-            elif self._bus is None:
+                return
+            self._metrics.lease_candidate.set(1)
+            if self._bus is None:
                 self._lease_changed(True)
                 stop.wait()
             else:
                 topic = self._settings.topics.retrain_lease
-                self._lease = GroupLease(self._bus, topic, "retrain", on_change=self._lease_changed)
+                self._lease = GroupLease(
+                    self._bus,
+                    topic,
+                    "retrain",
+                    on_change=self._lease_changed,
+                    fence_after_s=FENCE_SHARE * self._settings.kafka.session_timeout_ms / 1000,
+                )
                 log.info("retrain joining its lease group", topic=topic)
                 self._lease.run(stop)  # until stop; leaving the group hands the lease over
         finally:
@@ -549,10 +561,17 @@ MISFIRE_GRACE_S = 3600
 
 
 def missed_fire(
-    cron: str, reports: list[dict[str, Any]], now: datetime, grace_s: float = MISFIRE_GRACE_S
+    cron: str,
+    reports: list[dict[str, Any]],
+    now: datetime,
+    grace_s: float = MISFIRE_GRACE_S,
+    *,
+    cut_off_only: bool = False,
 ) -> datetime | None:
     """The latest time ``cron`` fired within ``grace_s`` before ``now`` that no finished run answered
-    (no report that started at or after it, other than a cancelled one); ``None`` when there is none."""
+    (no report that started at or after it, other than a cancelled one); ``None`` when there is none.
+    ``cut_off_only`` (an instance that holds the lease from its start, not one that took it over):
+    only when a run for that fire time was started and cancelled (its holder was stopped)."""
     trigger = CronTrigger.from_crontab(cron, timezone=timezone.utc)
     fire = None
     t = trigger.get_next_fire_time(None, now - timedelta(seconds=grace_s))
@@ -561,12 +580,16 @@ def missed_fire(
         t = trigger.get_next_fire_time(t, t + timedelta(seconds=1))
     if fire is None:
         return None
+    cut_off = False
     for report in reports:
-        if report.get("result") == "cancelled" or "started_at" not in report:
+        if "started_at" not in report:
             continue
         started = datetime.fromisoformat(report["started_at"])
         if started.tzinfo is None:
             started = started.replace(tzinfo=timezone.utc)
-        if started >= fire:
+        if started < fire:
+            continue
+        if report.get("result") != "cancelled":
             return None
-    return fire
+        cut_off = True
+    return fire if cut_off or not cut_off_only else None

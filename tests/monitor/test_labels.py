@@ -284,3 +284,17 @@ def test_every_instance_of_a_standby_pair_stores_every_label(make_settings, tmp_
         publisher.close()
         for store in stores.values():
             store.close()
+
+
+def test_an_older_vote_read_again_does_not_replace_a_newer_one(tmp_path):
+    """Label intake re-reading the topic (a new group) must not undo a labeller's later change."""
+    from datetime import timedelta
+
+    store = LabelStore(tmp_path / "labels.db")
+    t0 = utcnow()
+    assert store.add([_vote("Oil slumps", "positive", "ann", at=t0)]).inserted == 1
+    assert store.add([_vote("Oil slumps", "negative", "ann", at=t0 + timedelta(minutes=5))]).updated == 1
+    again = store.add([_vote("Oil slumps", "positive", "ann", at=t0)])  # the first vote, read again
+    assert (again.updated, again.unchanged) == (0, 1)
+    assert [v["label"] for v in store.votes()] == ["negative"]
+    store.close()

@@ -8,12 +8,13 @@ tests/security/test_retrain_standby.py.
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime, timezone
 
 from prometheus_client import CollectorRegistry
 
 from models.runs import RunReports
-from monitor.core.bus import GroupLease
+from monitor.core.bus import GroupLease, TopicPartition
 from monitor.core.bus.memory import MemoryBus
 from monitor.learning.labels import LabelStore
 from monitor.learning.metrics import RetrainMetrics
@@ -124,3 +125,64 @@ def test_a_run_cut_off_by_losing_the_lease_promotes_nothing_and_the_standby_runs
     threads[1].join(30)
     for store in stores:
         store.close()
+
+
+def test_an_instance_that_starts_as_holder_takes_over_only_a_run_that_was_cut_off():
+    daily = "0 3 * * *"
+    now = _utc(2026, 12, 7, 3, 20)
+    assert missed_fire(daily, [], now, cut_off_only=True) is None  # a restart at 03:20: no evidence
+    cancelled = {"result": "cancelled", "started_at": "2026-12-07T03:00:00+00:00"}
+    assert missed_fire(daily, [cancelled], now, cut_off_only=True) == _utc(2026, 12, 7, 3, 0)
+    redone = {"result": "skipped", "started_at": "2026-12-07T03:05:00+00:00"}
+    assert missed_fire(daily, [cancelled, redone], now, cut_off_only=True) is None
+
+
+class _SilentConsumer:
+    """A member that still has its partition but whose coordinator went silent ``age`` s ago."""
+
+    def __init__(self, age: list[float]) -> None:
+        self.age = age
+
+    def poll(self, timeout_s: float = 1.0, max_records: int = 500):
+        time.sleep(0.01)
+        return []
+
+    def assignment(self):
+        return {TopicPartition("lease.t", 0)}
+
+    def group_contact_age_s(self) -> float:
+        return self.age[0]
+
+    def close(self) -> None:
+        pass
+
+
+class _StubBus:
+    name = "stub"
+
+    def __init__(self, consumer: _SilentConsumer) -> None:
+        self._consumer = consumer
+
+    def ensure_topics(self, topics, partitions=None, compacted=False) -> None:
+        pass
+
+    def partitions_for(self, topic: str) -> int:
+        return 1
+
+    def consumer(self, topics, options):
+        return self._consumer
+
+
+def test_a_holder_that_hears_nothing_from_the_group_fences_itself_and_comes_back():
+    age = [0.1]
+    changes: list[bool] = []
+    lease = GroupLease(_StubBus(_SilentConsumer(age)), "lease.t", "t", on_change=changes.append, fence_after_s=4.0)
+    stop, thread = _run(lease)
+    wait_until(lambda: lease.held, 5, "the lease")
+    age[0] = 4.5  # the brokers are unreachable: kafka-python would keep the assignment
+    wait_until(lambda: not lease.held, 5, "the holder to fence itself")
+    age[0] = 0.2  # it hears from the coordinator again (and still has the partition)
+    wait_until(lambda: lease.held, 5, "the lease again")
+    stop.set()
+    thread.join(5)
+    assert changes == [True, False, True, False]

@@ -22,7 +22,7 @@ from connectors.stages import Poller, PollingStage, ReplayStage
 from connectors.tickers import TickerExtractor
 from connectors.webhook import build_webhook_router
 from monitor.app.component import Component, Context
-from monitor.core.bus import GroupShare, slot_of
+from monitor.core.bus import FENCE_SHARE, GroupShare, slot_of
 from monitor.core.bus.base import Producer
 from monitor.core.bus.codec import DeadLetterSink
 
@@ -101,19 +101,31 @@ def make_poller(ingest: Ingest, source: RssSource | JsonApiSource) -> Poller:
 
 
 def feed_split(ctx: Context, ingest: Ingest) -> list:
-    """The polling stage, and the group share that tells it which feeds are this instance's: each
-    polled source belongs to one slot (``slot_of`` its name), each slot to one live ingest
-    instance; a dead instance's slots move to the others within ``kafka.session_timeout_ms``."""
+    """The polling stage, and (on Kafka) the group share that tells it which feeds are this
+    instance's: each polled source belongs to one slot (``slot_of`` its name), each slot to one
+    live ingest instance; a dead instance's slots move to the others within
+    ``kafka.session_timeout_ms``. The in-process bus has one process: it polls every source."""
+    if ctx.bus.name == "memory":
+        return [PollingStage(ingest.pollers, ingest.stopping, metrics=ingest.metrics)]
     topic = ctx.settings.topics.ingest_feeds
     handover = FeedHandover(ctx.bus, topic, ingest.state, lambda feed: slot_of(feed, share.slots))
     ingest.closers.append(handover.close)
     polling = PollingStage(ingest.pollers, ingest.stopping, metrics=ingest.metrics, handover=handover)
     names = [p.name for p, _ in ingest.pollers]
 
-    def owned_changed(slots: frozenset[int]) -> None:
-        polling.set_owned(frozenset(n for n in names if slot_of(n, share.slots) in slots))
+    def feeds_of(slots: frozenset[int]) -> frozenset[str]:
+        return frozenset(n for n in names if slot_of(n, share.slots) in slots)
 
-    share = GroupShare(ctx.bus, topic, ingest.settings.feed_slots, "ingest-feeds", owned_changed, compacted=True)
+    share = GroupShare(
+        ctx.bus,
+        topic,
+        ingest.settings.feed_slots,
+        "ingest-feeds",
+        lambda slots: polling.set_owned(feeds_of(slots)),
+        on_revoke=lambda slots: polling.release(feeds_of(slots)),
+        fence_after_s=FENCE_SHARE * ctx.settings.kafka.session_timeout_ms / 1000,
+        compacted=True,
+    )
     return [share, polling]
 
 

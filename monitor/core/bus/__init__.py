@@ -11,9 +11,10 @@ from monitor.core.bus.base import (
     RecordMetadata,
     TopicPartition,
 )
-from monitor.core.bus.lease import GroupLease, GroupShare, slot_of
+from monitor.core.bus.lease import FENCE_SHARE, GroupLease, GroupShare, slot_of
 
 __all__ = [
+    "FENCE_SHARE",
     "Bus",
     "BusError",
     "ClusterTooSmall",

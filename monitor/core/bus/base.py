@@ -105,6 +105,10 @@ class Consumer(Protocol):
     def lag(self) -> dict[TopicPartition, int]:
         """Messages not yet read, per assigned partition (end offset minus position)."""
 
+    def group_contact_age_s(self) -> float:
+        """Seconds since the group coordinator last answered this member (0 in one process): past
+        the session timeout, the group may have given this member's partitions to another."""
+
     def close(self) -> None: ...
 
 

@@ -394,6 +394,10 @@ class KafkaBusConsumer:
     def resume(self, partitions: Iterable[TopicPartition]) -> None:
         self._c.resume(*[_ktp(tp) for tp in partitions])
 
+    def group_contact_age_s(self) -> float:
+        hb = self._c._coordinator.heartbeat  # kafka-python's own view of the session
+        return float(time.monotonic() - max(hb.last_receive, hb.last_reset))
+
     def lag(self) -> dict[TopicPartition, int]:
         assigned = list(self._c.assignment())
         if not assigned:

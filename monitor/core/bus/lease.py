@@ -10,14 +10,15 @@ to a live member on its next poll. The sticky assignor keeps the partition where
 member joins, so a standby that (re)starts does not take the lease from a working holder (a share
 moves only what balancing the members needs).
 
-Nothing is ever written to the topic: membership is the lease. On the in-process bus there is
-one process, so its only member holds it.
+Membership is the lease (a share's users may keep small state on its topic, by key, in the
+slot's partition). On the in-process bus there is one process, so its only member holds it.
 
-What it guarantees: at most one *live, connected* holder at a time, as Kafka's groups do. A
-holder cut off from the brokers keeps believing it holds the lease until its own client notices
-(its next poll after the session times out), so for up to one session timeout two instances may
-both think they hold it; callers whose work must not overlap re-check :attr:`GroupLease.held`
-before an irreversible step.
+What it guarantees: at most one *live, connected* owner of a slot at a time, as Kafka's groups
+do. A member cut off from the brokers does not notice by itself (kafka-python keeps its
+assignment until it reaches a broker again), so it fences itself: with ``fence_after_s`` set
+below the session timeout it gives up every slot once the group coordinator has been silent
+that long, before the group hands the slots to another member. Work done between the last answer
+and the fence (at most ``fence_after_s``) may overlap with the next owner's start.
 """
 
 from __future__ import annotations
@@ -28,11 +29,15 @@ from collections.abc import Callable
 
 import structlog
 
-from monitor.core.bus.base import Bus, BusError, ConsumerOptions
+from monitor.core.bus.base import Bus, BusError, ConsumerOptions, TopicPartition
 
 log = structlog.get_logger(__name__)
 
 POLL_S = 0.5
+
+FENCE_SHARE = 0.8
+"""Callers fence after this share of ``kafka.session_timeout_ms`` without the coordinator's answer:
+before the group may hand the slots to another member."""
 
 
 def lease_group(topic: str) -> str:
@@ -62,10 +67,19 @@ class GroupShare:
         name: str,
         on_change: Callable[[frozenset[int]], None] | None = None,
         *,
+        on_revoke: Callable[[frozenset[int]], None] | None = None,
+        fence_after_s: float | None = None,
         compacted: bool = False,
     ) -> None:
-        """``compacted``: create the topic compacted (for state its users keep on it by key)."""
+        """``on_revoke(slots)``: called inside a rebalance before ``slots`` may go to another member:
+        finish the work on them there (the group waits). ``fence_after_s``: give up every slot when
+        the group coordinator has not answered for this long (set it below
+        ``kafka.session_timeout_ms``, after which the group reassigns them): a member cut off from
+        the brokers stops working before another takes over. ``compacted``: create the topic
+        compacted (for state its users keep on it by key)."""
         self.name = name
+        self._on_revoke = on_revoke
+        self._fence_after_s = fence_after_s
         self._compacted = compacted
         self._bus = bus
         self._topic = topic
@@ -93,22 +107,49 @@ class GroupShare:
         self._bus.ensure_topics([self._topic], partitions=self._slots, compacted=self._compacted)
         self._slots = self._bus.partitions_for(self._topic)  # an existing topic keeps its count
         consumer = self._bus.consumer(
-            [self._topic], ConsumerOptions(group_id=lease_group(self._topic), from_beginning=False, sticky=True)
+            [self._topic],
+            ConsumerOptions(
+                group_id=lease_group(self._topic), from_beginning=False, sticky=True, on_revoke=self._revoked
+            ),
         )
+        failing = fenced = False
         try:
             while not stop.is_set():
                 try:
                     consumer.poll(POLL_S, max_records=1)
                     owned = frozenset(tp.partition for tp in consumer.assignment() if tp.topic == self._topic)
+                    failing = False
                 except BusError as err:
-                    log.warning("group poll failed; treating the share as lost", share=self.name, error=str(err))
-                    owned = frozenset()
+                    if not failing:
+                        log.warning("group poll failed; retrying", share=self.name, error=str(err))
+                    failing = True
+                    owned = self._owned  # kept until fenced: a blip is not a lost session
                     stop.wait(POLL_S)
+                silent_s = consumer.group_contact_age_s()
+                if self._fence_after_s is not None and silent_s > self._fence_after_s:
+                    if not fenced:
+                        log.warning(
+                            "no answer from the group coordinator: giving up this instance's share until it answers",
+                            share=self.name,
+                            silent_s=round(silent_s, 1),
+                        )
+                    fenced, owned = True, frozenset()
+                elif fenced:
+                    log.info("the group coordinator answers again", share=self.name)
+                    fenced = False
                 self._set(owned, first=not self._joined.is_set())
                 self._joined.set()
         finally:
-            self._set(frozenset(), first=False)
-            consumer.close()  # leaves the group: the others take the slots over at once
+            try:
+                self._set(frozenset(), first=False)
+            finally:
+                consumer.close()  # leaves the group: the others take the slots over at once
+
+    def _revoked(self, partitions: set[TopicPartition]) -> None:
+        slots = frozenset(tp.partition for tp in partitions if tp.topic == self._topic)
+        self._owned = self._owned - slots  # what comes back after the rebalance is a change again
+        if self._on_revoke is not None:
+            self._on_revoke(slots)
 
     def _set(self, owned: frozenset[int], first: bool) -> None:
         if owned == self._owned and not first:
@@ -128,12 +169,20 @@ class GroupLease:
 
     ``on_change(held)`` is called from :meth:`run`'s thread after each change."""
 
-    def __init__(self, bus: Bus, topic: str, name: str, on_change: Callable[[bool], None] | None = None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        topic: str,
+        name: str,
+        on_change: Callable[[bool], None] | None = None,
+        *,
+        fence_after_s: float | None = None,
+    ) -> None:
         self._topic = topic
         self._name = name
         self._on_change = on_change
         self._held = False
-        self._share = GroupShare(bus, topic, 1, name, on_change=self._changed)
+        self._share = GroupShare(bus, topic, 1, name, on_change=self._changed, fence_after_s=fence_after_s)
 
     @property
     def held(self) -> bool:

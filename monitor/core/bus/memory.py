@@ -351,6 +351,9 @@ class MemoryConsumer:
     def resume(self, partitions: Iterable[TopicPartition]) -> None:
         self._paused -= set(partitions)
 
+    def group_contact_age_s(self) -> float:
+        return 0.0  # one process: the group is always reachable
+
     def lag(self) -> dict[TopicPartition, int]:
         with self._bus._cond:
             return {tp: self._bus._logs[tp.topic][tp.partition].end - self._positions[tp] for tp in self._assignment}

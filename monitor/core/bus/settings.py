@@ -114,8 +114,8 @@ class TopicSettings(Section):
 
     ingest_feeds: str = Field(
         default="finsent.ingest.feeds",
-        description="topic whose partitions are the slots that split polled feeds among ingest instances "
-        "(a consumer group; nothing is written to it)",
+        description="compacted topic whose partitions are the slots that split polled feeds among ingest "
+        "instances (a consumer group); it also holds each feed's recently published ids for its next owner",
     )
 
     def all(self) -> list[str]:
