@@ -1,11 +1,14 @@
-"""A broker of a three-broker cluster dies (issue #29): nothing stops and nothing is lost.
+"""A broker of a three-broker cluster dies, then all three restart in turn (issue #29): nothing
+stops and nothing is lost.
 
 A real three-node KRaft cluster (``kafka-local start --brokers 3``), topics with replication
 factor 3 and ``min.insync.replicas`` 2, and the ``ingest`` and ``classify`` roles as their own
 processes. While signed pushes stream in, the broker leading a ``news.raw`` partition is killed
 with ``kill -9`` mid-stream; pushes go on being accepted while it is down, and after it is back the
-broker leading a ``news.scored`` partition is killed the same way. In the end every accepted story
-is on ``news.raw`` and scored on ``news.scored``, and both roles ran throughout and stop cleanly.
+broker leading a ``news.scored`` partition is killed the same way. Then the three brokers are
+restarted one at a time (SIGTERM, then started again and caught up) while pushes go on. In the end
+every accepted story is on ``news.raw`` and scored on ``news.scored``, and both roles ran
+throughout and stop cleanly.
 """
 
 from __future__ import annotations
@@ -73,6 +76,11 @@ class Cluster:
         pid = self.pids()[node]
         os.kill(pid, signal.SIGKILL)
         wait_until(lambda: node not in self.pids(), 30, f"broker {node} to die")
+
+    def stop_gracefully(self, node: int) -> None:
+        """SIGTERM: the broker's controlled shutdown (leadership handed over first), as in an upgrade."""
+        os.kill(self.pids()[node], signal.SIGTERM)
+        wait_until(lambda: node not in self.pids(), 120, f"broker {node} to stop")
 
     def resume(self, node: int) -> None:
         done = self._run("resume", str(node))
@@ -175,6 +183,19 @@ def test_a_leader_broker_killed_mid_stream_loses_no_story_and_stops_no_role(tmp_
         cluster.resume(scored_leader)
 
         wait_until(accepted_more(len(pusher.accepted) + 10), 120, "10 more stories with every broker back")
+        wait_until(
+            lambda: cluster.fully_in_sync("news.raw", "news.scored"), 120, "every broker back in sync", every_s=1
+        )
+
+        # 3. a rolling restart of the three brokers under load (as an upgrade does): pushes go on
+        for node in sorted(cluster.pids()):
+            cluster.stop_gracefully(node)
+            wait_until(accepted_more(len(pusher.accepted) + 5), 180, f"5 stories accepted with broker {node} down")
+            cluster.resume(node)
+            wait_until(
+                lambda: cluster.fully_in_sync("news.raw", "news.scored"), 120, f"broker {node} back in sync", every_s=1
+            )
+        wait_until(accepted_more(len(pusher.accepted) + 10), 120, "10 more stories after the rolling restart")
         pusher.stop.set()
         pusher.join(90)
         accepted = set(pusher.accepted)
