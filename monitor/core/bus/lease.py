@@ -126,7 +126,8 @@ class GroupShare:
                     owned = self._owned  # kept until fenced: a blip is not a lost session
                     stop.wait(POLL_S)
                 silent_s = consumer.group_contact_age_s()
-                if self._fence_after_s is not None and silent_s > self._fence_after_s:
+                silent = self._fence_after_s is not None and silent_s > self._fence_after_s
+                if silent and (owned or fenced):
                     if not fenced:
                         log.warning(
                             "no answer from the group coordinator: giving up this instance's share until it answers",
@@ -134,7 +135,7 @@ class GroupShare:
                             silent_s=round(silent_s, 1),
                         )
                     fenced, owned = True, frozenset()
-                elif fenced:
+                elif fenced and not silent:
                     log.info("the group coordinator answers again", share=self.name)
                     fenced = False
                 self._set(owned, first=not self._joined.is_set())
